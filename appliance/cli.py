@@ -1,0 +1,334 @@
+"""The `cairn` command. Local commands work on a data directory (`--data`)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from engine.backup import backup_and_snapshot
+from engine.catalog import open_catalog
+from engine.check import check_pool, describe, locate
+from engine.deployment import Deployment, default_db_url
+from engine.errors import CairnError
+from engine.meta import Kind
+from engine.reader import diff
+from engine.rebuild import rebuild
+from engine.restore import restore
+from engine.storage import open_backend
+
+from . import output
+
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_ERROR = 1
+EXIT_PARTIAL = 3  # finished, but some files or blobs had problems
+
+
+class Context:
+    def __init__(self, data: Path, db: str | None):
+        self.data = data
+        self.db = db
+
+    def open(self) -> Deployment:
+        return Deployment.open(self.data, self.db)
+
+
+def command(group: click.Group, name: str | None = None) -> Callable[[F], F]:
+    """A subcommand with `--json`, whose engine errors become clean messages."""
+
+    def wrap(fn: F) -> F:
+        @group.command(name)
+        @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+        @click.pass_obj
+        @functools.wraps(fn)
+        def run(ctx: Context, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(ctx, *args, **kwargs)
+            except CairnError as e:
+                output.err.print(f"[red]error:[/red] {e}", highlight=False)
+                sys.exit(EXIT_ERROR)
+
+        return run  # type: ignore[return-value]
+
+    return wrap
+
+
+@click.group()
+@click.option(
+    "--data",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=lambda: os.environ.get("CAIRN_DATA", "/var/lib/cairn"),
+    show_default="$CAIRN_DATA or /var/lib/cairn",
+    help="The data directory: catalog, pool and spool.",
+)
+@click.option("--db", help="Catalog URL (default: SQLite in the data directory).")
+@click.pass_context
+def main(click_ctx: click.Context, data: Path, db: str | None) -> None:
+    """Cairn: deduplicating backups that any file client can write."""
+    click_ctx.obj = Context(data, db)
+
+
+@main.group()
+def source() -> None:
+    """Sources: the machines and shares that are backed up."""
+
+
+def _source_row(s: Any) -> dict[str, Any]:
+    return {
+        "name": s.name,
+        "uuid": s.uuid,
+        "created": s.created,
+        "snapshots": s.snapshots,
+        "last_snapshot": s.last_snapshot,
+    }
+
+
+@command(source, "add")
+@click.argument("name")
+def source_add(ctx: Context, name: str, as_json: bool) -> None:
+    """Add a source."""
+    with ctx.open() as dep:
+        info = dep.add_source(name)
+    output.emit_json(_source_row(info)) if as_json else output.out.print(f"source {name} added")
+
+
+@command(source, "list")
+def source_list(ctx: Context, as_json: bool) -> None:
+    """List sources."""
+    with ctx.open() as dep:
+        rows = [_source_row(s) for s in dep.list_sources()]
+    if as_json:
+        output.emit_json(rows)
+    else:
+        output.table(rows, ["name", "snapshots", "last_snapshot", "created"])
+
+
+@command(source, "remove")
+@click.argument("name")
+def source_remove(ctx: Context, name: str, as_json: bool) -> None:
+    """Remove a source that has no snapshots."""
+    with ctx.open() as dep:
+        dep.remove_source(name)
+    output.emit_json({"removed": name}) if as_json else output.out.print(f"source {name} removed")
+
+
+@main.group()
+def snapshot() -> None:
+    """Snapshots: frozen, read-only trees of a source."""
+
+
+def _snap_row(s: Any) -> dict[str, Any]:
+    return {
+        "source": s.source, "name": s.name, "uuid": s.uuid, "created": s.created,
+        "files": s.files, "bytes": s.bytes, "state": s.state, "root": s.root.hex(),
+    }  # fmt: skip
+
+
+@command(snapshot, "create")
+@click.argument("source_name", metavar="SOURCE")
+@click.argument("name", required=False)
+def snapshot_create(ctx: Context, source_name: str, name: str | None, as_json: bool) -> None:
+    """Freeze SOURCE's working tree as a snapshot."""
+    with ctx.open() as dep:
+        info = dep.create_snapshot(source_name, name)
+    output.emit_json(_snap_row(info)) if as_json else output.out.print(f"snapshot {info.name} of {source_name} created")
+
+
+@command(snapshot, "list")
+@click.argument("source_name", metavar="[SOURCE]", required=False)
+def snapshot_list(ctx: Context, source_name: str | None, as_json: bool) -> None:
+    """List snapshots, of one source or all."""
+    with ctx.open() as dep:
+        rows = [_snap_row(s) for s in dep.list_snapshots(source_name)]
+    if as_json:
+        output.emit_json(rows)
+        return
+    for r in rows:
+        r["size"] = output.human_bytes(r["bytes"])
+    output.table(rows, ["source", "name", "created", "files", "size", "state"])
+
+
+def _entry_row(path: bytes, e: Any) -> dict[str, Any]:
+    return {
+        "path": os.fsdecode(path), "kind": Kind(e.kind).name.lower(), "mode": f"{e.mode:04o}",
+        "uid": e.uid, "gid": e.gid, "size": e.size, "mtime_ns": e.mtime_ns,
+    }  # fmt: skip
+
+
+@command(snapshot, "show")
+@click.argument("source_name", metavar="SOURCE")
+@click.argument("name")
+@click.argument("path", required=False, default="")
+def snapshot_show(ctx: Context, source_name: str, name: str, path: str, as_json: bool) -> None:
+    """Show a snapshot and list PATH in it."""
+    with ctx.open() as dep:
+        info = dep.snapshot_info(source_name, name)
+        view = dep.snapshot(source_name, name)
+        rel = os.fsencode(path)
+        entry = view.lookup(rel)
+        entries = view.listdir(rel) if entry.is_dir else [entry]
+        rows = [_entry_row(e.name, e) for e in entries]
+    if as_json:
+        output.emit_json({"snapshot": _snap_row(info), "entries": rows})
+        return
+    output.out.print(f"snapshot {info.name} of {info.source}: {info.files} files, {output.human_bytes(info.bytes)}")
+    output.table(rows, ["kind", "mode", "uid", "gid", "size", "path"])
+
+
+@command(snapshot, "diff")
+@click.argument("source_name", metavar="SOURCE")
+@click.argument("old")
+@click.argument("new")
+def snapshot_diff(ctx: Context, source_name: str, old: str, new: str, as_json: bool) -> None:
+    """What changed from snapshot OLD to NEW."""
+    with ctx.open() as dep:
+        changes = [
+            {"change": c.change, "path": os.fsdecode(c.path)}
+            for c in diff(dep.snapshot(source_name, old), dep.snapshot(source_name, new))
+        ]
+    if as_json:
+        output.emit_json(changes)
+        return
+    marks = {"added": "+", "removed": "-", "modified": "M"}
+    for c in changes:
+        output.out.print(f"{marks[c['change']]} {c['path']}", highlight=False, markup=False)
+
+
+@command(snapshot, "delete")
+@click.argument("source_name", metavar="SOURCE")
+@click.argument("name")
+def snapshot_delete(ctx: Context, source_name: str, name: str, as_json: bool) -> None:
+    """Delete a snapshot (its space returns after garbage collection)."""
+    with ctx.open() as dep:
+        dep.delete_snapshot(source_name, name)
+    output.emit_json({"deleted": name}) if as_json else output.out.print(f"snapshot {name} of {source_name} deleted")
+
+
+@command(main, "backup")
+@click.argument("source_name", metavar="SOURCE")
+@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@click.option("--snapshot", "name", help="Name of the snapshot (default: the time, UTC).")
+def backup_cmd(ctx: Context, source_name: str, path: str, name: str | None, as_json: bool) -> None:
+    """Back up a local directory into SOURCE and snapshot it."""
+    with ctx.open() as dep, output.progress_bar(not as_json, "backup") as bar:
+        if source_name not in {s.name for s in dep.list_sources()}:
+            dep.add_source(source_name)
+
+        def show(stats: Any) -> None:
+            bar.update(f"{stats.files} files, {stats.changed} changed, {output.human_bytes(stats.bytes_read)} read")
+
+        info, stats = backup_and_snapshot(dep, source_name, path, name, show)
+    doc = {"snapshot": _snap_row(info), "files": stats.files, "dirs": stats.dirs, "changed": stats.changed,
+           "removed": stats.removed, "bytes_read": stats.bytes_read, "errors": stats.errors}  # fmt: skip
+    if as_json:
+        output.emit_json(doc)
+    else:
+        for e in stats.errors:
+            output.err.print(f"[yellow]warning:[/yellow] {e}", highlight=False, markup=True)
+        output.out.print(
+            f"snapshot {info.name} of {source_name}: {stats.files} files, {stats.changed} changed, "
+            f"{output.human_bytes(stats.bytes_read)} read"
+        )
+    if stats.errors:
+        sys.exit(EXIT_PARTIAL)
+
+
+@command(main, "restore")
+@click.argument("source_name", metavar="SOURCE")
+@click.argument("snapshot_name", metavar="SNAPSHOT")
+@click.argument("args", nargs=-1, required=True, metavar="[PATH] DEST")
+def restore_cmd(ctx: Context, source_name: str, snapshot_name: str, args: tuple[str, ...], as_json: bool) -> None:
+    """Restore a snapshot, or PATH in it, to DEST with all metadata."""
+    if len(args) > 2:
+        raise click.UsageError("expected [PATH] DEST")
+    path, dest = (args[0], args[1]) if len(args) == 2 else ("", args[0])
+    with ctx.open() as dep, output.progress_bar(not as_json, "restore") as bar:
+        view = dep.snapshot(source_name, snapshot_name)
+
+        def show(stats: Any) -> None:
+            bar.update(f"{stats.files} files, {output.human_bytes(stats.bytes)}")
+
+        stats = restore(view, os.fsencode(path), dest, show)
+    doc = {"files": stats.files, "dirs": stats.dirs, "bytes": stats.bytes, "errors": stats.errors}
+    if as_json:
+        output.emit_json(doc)
+    else:
+        for e in stats.errors:
+            output.err.print(f"warning: {e}", highlight=False, markup=False)
+        output.out.print(f"restored {stats.files} files, {output.human_bytes(stats.bytes)} to {dest}")
+    if stats.errors:
+        sys.exit(EXIT_PARTIAL)
+
+
+@main.group()
+def pool() -> None:
+    """The pool: where the bytes live."""
+
+
+@command(pool, "check")
+def pool_check(ctx: Context, as_json: bool) -> None:
+    """Read every pack and verify every blob."""
+    with ctx.open() as dep, output.progress_bar(not as_json, "check") as bar:
+        report = check_pool(
+            dep.blobs, lambda r: bar.update(f"{r.packs} packs, {r.blobs} blobs, {output.human_bytes(r.bytes)}")
+        )
+        locate(dep.trees, dep.list_snapshots(), report.damage)
+    if as_json:
+        output.emit_json({
+            "ok": report.ok, "packs": report.packs, "blobs": report.blobs, "bytes": report.bytes,
+            "damage": [{"blob": d.blob_id.hex(), "pack": d.pack, "problem": d.problem,
+                        "affects": [{"source": s, "snapshot": n, "path": p} for s, n, p in d.affects]}
+                       for d in report.damage],
+        })  # fmt: skip
+    else:
+        for d in report.damage:
+            output.err.print(f"damaged: {describe(d)}", highlight=False, markup=False)
+        state = "ok" if report.ok else f"{len(report.damage)} damaged"
+        output.out.print(f"{report.packs} packs, {report.blobs} blobs, {output.human_bytes(report.bytes)}: {state}")
+    if not report.ok:
+        sys.exit(EXIT_PARTIAL)
+
+
+@main.group("catalog")
+def catalog_group() -> None:
+    """The catalog: the database of blobs, sources and snapshots."""
+
+
+@command(catalog_group, "rebuild")
+@click.option("--force", is_flag=True, help="Move an existing SQLite catalog aside first.")
+def catalog_rebuild(ctx: Context, force: bool, as_json: bool) -> None:
+    """Recreate the catalog from the pool in the data directory."""
+    url = ctx.db or default_db_url(ctx.data)
+    db_file = ctx.data / "catalog.db"
+    if ctx.db is None and db_file.exists():
+        if not force:
+            raise CairnError(f"{db_file} exists; pass --force to move it aside and rebuild")
+        for suffix in ("", "-wal", "-shm"):
+            p = Path(str(db_file) + suffix)
+            if p.exists():
+                shutil.move(p, str(p) + ".old")
+    config = {"kind": "local", "path": str(ctx.data.absolute() / "pool")}
+    catalog = open_catalog(url)
+    try:
+        report = rebuild(catalog, open_backend(config), config)
+    finally:
+        catalog.dispose()
+    doc = {"packs": report.packs, "blobs": report.blobs, "sources": report.sources,
+           "snapshots": report.snapshots, "problems": report.problems}  # fmt: skip
+    if as_json:
+        output.emit_json(doc)
+    else:
+        for p in report.problems:
+            output.err.print(f"problem: {p}", highlight=False, markup=False)
+        output.out.print(
+            f"catalog rebuilt: {report.sources} sources, {report.snapshots} snapshots, "
+            f"{report.packs} packs, {report.blobs} blobs"
+        )
+    if report.problems:
+        sys.exit(EXIT_PARTIAL)

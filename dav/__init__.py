@@ -1,0 +1,1 @@
+"""The WebDAV share (wsgidav + cheroot): the engine's trees over HTTP."""

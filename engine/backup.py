@@ -1,0 +1,215 @@
+"""The backup fast path: walk a local tree into a source's working tree, then snapshot.
+
+Unchanged files are recognised as rsync does, by size and mtime, plus the
+inode number and ctime (a chmod, chown or xattr change moves ctime), and
+cost one lstat each.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .blobstore import BlobStore
+from .errors import CairnError
+from .ingest import chunk_fd
+from .meta import Kind, Stat, kind_of
+from .snapshots import SnapshotInfo
+from .worktree import WorkingTree
+from .worktree.tree import ROOT
+
+Progress = Callable[["BackupStats"], None]
+
+
+class SnapshotMaker(Protocol):
+    """What a backup needs of a deployment."""
+
+    @property
+    def blobs(self) -> BlobStore: ...
+
+    def working_tree(self, name: str) -> WorkingTree: ...
+
+    def create_snapshot(self, source: str, name: str | None = None) -> SnapshotInfo: ...
+
+
+@dataclass
+class BackupStats:
+    files: int = 0
+    dirs: int = 0
+    changed: int = 0
+    bytes_read: int = 0
+    removed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def read_xattrs(path: bytes) -> dict[bytes, bytes]:
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError as e:
+        if e.errno in (errno.ENOTSUP, errno.EPERM):
+            return {}
+        raise
+    out = {}
+    for name in names:
+        try:
+            out[name.encode("utf-8", "surrogateescape")] = os.getxattr(path, name, follow_symlinks=False)
+        except OSError as e:
+            if e.errno != errno.ENODATA:
+                raise
+    return out
+
+
+class _Walker:
+    def __init__(self, tree: WorkingTree, blobs: BlobStore, progress: Progress | None):
+        self.tree = tree
+        self.blobs = blobs
+        self.progress = progress
+        self.stats = BackupStats()
+        self.links: dict[tuple[int, int], int] = {}
+
+    def run(self, root: bytes) -> None:
+        st = os.lstat(root)
+        if not stat.S_ISDIR(st.st_mode):
+            raise CairnError(f"{os.fsdecode(root)} is not a directory")
+        self.sync_dir(root, ROOT)
+        self.sync_meta(root, ROOT, self.tree.stat(ROOT), st)
+
+    def sync_dir(self, path: bytes, ino: int) -> None:
+        self.stats.dirs += 1
+        try:
+            with os.scandir(path) as it:
+                local = {e.name: e for e in it}
+        except OSError as e:
+            self.stats.errors.append(f"{os.fsdecode(path)}: {e.strerror}")
+            return
+        existing = dict(self.tree.listdir(ino))
+        origins = self.tree.origins(ino)
+        for name in existing.keys() - local.keys():
+            self.remove(ino, name, existing[name])
+        for name in sorted(local):
+            child = path + b"/" + name
+            try:
+                st = local[name].stat(follow_symlinks=False)
+                self.sync_entry(child, ino, name, st, existing.get(name), origins.get(name, 0))
+            except FileNotFoundError:
+                continue  # vanished while we walked
+            except OSError as e:
+                self.stats.errors.append(f"{os.fsdecode(child)}: {e.strerror}")
+        if self.progress is not None:
+            self.progress(self.stats)
+
+    def remove(self, parent: int, name: bytes, cur: Stat) -> None:
+        if cur.kind == Kind.DIR:
+            for child, st in self.tree.listdir(cur.ino):
+                self.remove(cur.ino, child, st)
+            self.tree.rmdir(parent, name)
+        else:
+            self.tree.unlink(parent, name)
+        self.stats.removed += 1
+
+    def sync_entry(
+        self, path: bytes, parent: int, name: bytes, st: os.stat_result, cur: Stat | None, origin: int
+    ) -> None:
+        kind = kind_of(st.st_mode)
+        if kind == Kind.DIR:
+            if cur is not None and cur.kind != Kind.DIR:
+                self.remove(parent, name, cur)
+                cur = None
+            if cur is None:
+                cur = self.tree.mkdir(parent, name, 0o700)
+            self.sync_dir(path, cur.ino)
+            self.sync_meta(path, cur.ino, self.tree.stat(cur.ino), st)
+            return
+        self.stats.files += 1
+        key = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1 and key in self.links:
+            target = self.links[key]
+            if cur is None or cur.ino != target:
+                if cur is not None:
+                    self.remove(parent, name, cur)
+                self.tree.link(target, parent, name)
+                # link() moves ctime as link(2) does; keep the client's, for the quick check.
+                self.tree.setattr(target, ctime_ns=st.st_ctime_ns)
+            return
+        if cur is not None and _unchanged(cur, st, origin, kind):
+            if st.st_nlink > 1:
+                self.links[key] = cur.ino
+            return
+        if cur is not None and (cur.kind != kind or kind != Kind.FILE or cur.nlink > 1):
+            self.remove(parent, name, cur)
+            cur = None
+        cur = self.create(path, parent, name, st, kind, cur)
+        if st.st_nlink > 1:
+            self.links[key] = cur.ino
+        self.sync_meta(path, cur.ino, cur, st)
+        self.tree.set_origin(cur.ino, st.st_ino)
+        self.stats.changed += 1
+
+    def create(self, path: bytes, parent: int, name: bytes, st: os.stat_result, kind: Kind, cur: Stat | None) -> Stat:
+        if kind == Kind.SYMLINK:
+            return self.tree.symlink(parent, name, os.readlink(path))
+        if kind != Kind.FILE:
+            return self.tree.mknod(parent, name, st.st_mode, st.st_rdev)
+        if cur is None:
+            cur = self.tree.create(parent, name, 0o600)
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(path, flags | os.O_NOATIME if st.st_uid == os.geteuid() or os.geteuid() == 0 else flags)
+        try:
+            size = os.fstat(fd).st_size
+            self.tree.set_content(cur.ino, chunk_fd(fd, size, self.blobs.put))
+        finally:
+            os.close(fd)
+        self.stats.bytes_read += size
+        return cur
+
+    def sync_meta(self, path: bytes, ino: int, cur: Stat, st: os.stat_result) -> None:
+        """Copy metadata that differs; an equal field is not written, so no tree goes stale."""
+        changes: dict[str, int] = {}
+        if cur.mode & 0o7777 != st.st_mode & 0o7777:
+            changes["mode"] = st.st_mode
+        if cur.uid != st.st_uid:
+            changes["uid"] = st.st_uid
+        if cur.gid != st.st_gid:
+            changes["gid"] = st.st_gid
+        if cur.atime_ns != st.st_atime_ns:
+            changes["atime_ns"] = st.st_atime_ns
+        if cur.mtime_ns != st.st_mtime_ns:
+            changes["mtime_ns"] = st.st_mtime_ns
+        if changes or cur.ctime_ns != st.st_ctime_ns:
+            self.tree.set_xattrs(ino, read_xattrs(path))
+            self.tree.setattr(ino, ctime_ns=st.st_ctime_ns, **changes)
+
+
+def _unchanged(cur: Stat, st: os.stat_result, origin: int, kind: Kind) -> bool:
+    return (
+        cur.kind == kind
+        and cur.size == st.st_size
+        and cur.mtime_ns == st.st_mtime_ns
+        and cur.ctime_ns == st.st_ctime_ns
+        and origin == st.st_ino
+        and (kind not in (Kind.CHR, Kind.BLK) or cur.rdev == st.st_rdev)
+    )
+
+
+def backup(
+    tree: WorkingTree,
+    blobs: BlobStore,
+    path: str | bytes,
+    progress: Progress | None = None,
+) -> BackupStats:
+    """Make the working tree equal to the local tree at `path`."""
+    walker = _Walker(tree, blobs, progress)
+    walker.run(os.fsencode(path).rstrip(b"/") or b"/")
+    return walker.stats
+
+
+def backup_and_snapshot(
+    deployment: SnapshotMaker, source: str, path: str | bytes, name: str | None = None,
+    progress: Progress | None = None,
+) -> tuple[SnapshotInfo, BackupStats]:  # fmt: skip
+    stats = backup(deployment.working_tree(source), deployment.blobs, path, progress)
+    return deployment.create_snapshot(source, name), stats

@@ -1,0 +1,313 @@
+"""The blob store of one pool: dedup, encoding, packing, upload, and reads.
+
+A blob is pending from the moment it is accepted until the pack holding it
+is stored in the backend and its index rows are committed; only then is it
+known. Pending blobs are readable from memory.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from .cache import BlobCache
+from .catalog import Catalog
+from .catalog.schema import blobs, packs
+from .codec import Codec
+from .errors import CorruptBlob, NotFound
+from .ids import IdKey, short
+from .packs import DATA, PACK_TARGET, PackBuilder, pack_key
+from .storage import Backend
+
+
+@dataclass(eq=False)
+class _Sealed:
+    name: str
+    data: bytes
+    builder: PackBuilder
+    upload: Future[None] | None = None
+
+
+@dataclass(frozen=True)
+class BlobLocation:
+    pack: str
+    offset: int
+    length: int
+    raw_length: int
+
+
+class BlobStore:
+    """Stores and reads the blobs of one pool. Thread-safe.
+
+    `_lock` guards `_known`, `_pending`, `_open`, `_unsent` and `_failure`.
+    Encoding runs on `_encoders`, uploads on `_uploaders`; no lock is held
+    across backend or catalog I/O.
+    """
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        pool_id: int,
+        backend: Backend,
+        id_key: IdKey,
+        codec: Codec,
+        *,
+        encoders: int = 2,
+        cache_bytes: int = 64 << 20,
+    ):
+        self.catalog = catalog
+        self.pool_id = pool_id
+        self.backend = backend
+        self.id_key = id_key
+        self.codec = codec
+        self.cache = BlobCache(cache_bytes)
+        self._lock = threading.Lock()
+        self._known: dict[bytes, int] = self._load_known()
+        self._pending: dict[bytes, tuple[PackBuilder | _Sealed, int, int]] = {}
+        self._open = PackBuilder()
+        self._open_since = time.monotonic()
+        self._unsent: list[_Sealed] = []
+        self._failure: BaseException | None = None
+        connections = max(1, backend.properties.connections)
+        self._encoders = ThreadPoolExecutor(encoders, thread_name_prefix="cairn-encode")
+        self._uploaders = ThreadPoolExecutor(connections, thread_name_prefix="cairn-upload")
+        # Bounds memory: chunks being encoded, and sealed packs not yet stored.
+        self._encode_slots = threading.BoundedSemaphore(encoders * 4)
+        self._upload_slots = threading.BoundedSemaphore(connections + 2)
+        self._inflight: set[Future[None]] = set()
+        self.stats = {"new_blobs": 0, "new_bytes": 0, "stored_bytes": 0, "dedup_hits": 0}
+
+    def _load_known(self) -> dict[bytes, int]:
+        with self.catalog.engine.connect() as conn:
+            rows = conn.execute(select(blobs.c.id, blobs.c.raw_length).where(blobs.c.pool_id == self.pool_id))
+            return {bytes(r[0]): r[1] for r in rows}
+
+    # -- writing -------------------------------------------------------------
+
+    def has(self, blob_id: bytes) -> bool:
+        with self._lock:
+            return blob_id in self._known or blob_id in self._pending
+
+    def is_stored(self, blob_id: bytes) -> bool:
+        with self._lock:
+            return blob_id in self._known
+
+    def put(self, data: bytes, kind: int = DATA, *, wait: bool = False) -> bytes:
+        """Accept a chunk or tree; returns its id at once, encodes in the background."""
+        blob_id = self.id_key.id_of(data)
+        with self._lock:
+            self._raise_failure()
+            length = self._known.get(blob_id)
+            if length is None and blob_id in self._pending:
+                length = len(data)  # accepted already; checked when it was put
+            if length is not None:
+                if length != len(data):
+                    raise CorruptBlob(
+                        f"id collision: blob {short(blob_id)} has length {length}, not {len(data)}",
+                        blob_id=blob_id,
+                    )
+                self.stats["dedup_hits"] += 1
+                return blob_id
+            # Reserve the id so that a second put of the same data dedups.
+            self._pending[blob_id] = (self._open, -1, len(data))
+        if wait:
+            self._encode(blob_id, data, kind)
+            return blob_id
+        self._encode_slots.acquire()
+        fut = self._encoders.submit(self._encode, blob_id, data, kind)
+        with self._lock:
+            self._inflight.add(fut)
+        fut.add_done_callback(self._encoded)
+        return blob_id
+
+    def _encoded(self, fut: Future[None]) -> None:
+        self._encode_slots.release()
+        with self._lock:
+            self._inflight.discard(fut)
+            if fut.exception() is not None and self._failure is None:
+                self._failure = fut.exception()
+
+    def _encode(self, blob_id: bytes, data: bytes, kind: int) -> None:
+        try:
+            blob = self.codec.encode(data)
+        except BaseException:
+            with self._lock:
+                self._pending.pop(blob_id, None)
+            raise
+        sealed = None
+        with self._lock:
+            entry = self._open.add(blob_id, kind, blob, len(data))
+            self._pending[blob_id] = (self._open, entry.offset, entry.length)
+            self.stats["new_blobs"] += 1
+            self.stats["new_bytes"] += len(data)
+            self.stats["stored_bytes"] += len(blob)
+            if self._open.size >= PACK_TARGET:
+                sealed = self._seal_locked()
+        if sealed is not None:
+            self._send(sealed)
+
+    def _seal_locked(self) -> _Sealed | None:
+        builder = self._open
+        if not builder.entries:
+            return None
+        name, data = builder.seal(self.codec)
+        sealed = _Sealed(name, data, builder)
+        for e in builder.entries:
+            self._pending[e.blob_id] = (sealed, e.offset, e.length)
+        self._open = PackBuilder()
+        self._open_since = time.monotonic()
+        self._unsent.append(sealed)
+        return sealed
+
+    def _send(self, sealed: _Sealed) -> None:
+        self._upload_slots.acquire()
+        sealed.upload = self._uploaders.submit(self._upload, sealed)
+        sealed.upload.add_done_callback(lambda _f: self._upload_slots.release())
+
+    def _upload(self, sealed: _Sealed) -> None:
+        try:
+            self.backend.put(pack_key(sealed.name), sealed.data)
+            self._commit_pack(sealed)
+        except BaseException as e:
+            with self._lock:
+                if self._failure is None:
+                    self._failure = e
+            raise
+
+    def _commit_pack(self, sealed: _Sealed) -> None:
+        entries = sealed.builder.entries
+        with self.catalog.engine.begin() as conn:
+            existing = conn.execute(
+                select(packs.c.id).where(packs.c.pool_id == self.pool_id, packs.c.name == sealed.name)
+            ).scalar()
+            if existing is None:
+                existing = Catalog.insert_id(
+                    conn,
+                    packs.insert().values(
+                        pool_id=self.pool_id,
+                        name=sealed.name,
+                        size=len(sealed.data),
+                        blob_count=len(entries),
+                        created=time.time(),
+                    ),
+                )
+            rows = [
+                {
+                    "pool_id": self.pool_id,
+                    "id": e.blob_id,
+                    "pack_id": existing,
+                    "offset": e.offset,
+                    "length": e.length,
+                    "raw_length": e.raw_length,
+                    "kind": e.kind,
+                }
+                for e in entries
+            ]
+            self.catalog.insert_ignore(conn, blobs, rows)
+        with self._lock:
+            for e in entries:
+                self._known[e.blob_id] = e.raw_length
+                self._pending.pop(e.blob_id, None)
+            if sealed in self._unsent:
+                self._unsent.remove(sealed)
+
+    def flush(self) -> None:
+        """Return once every accepted blob is stored and indexed."""
+        self._wait_encoders()
+        with self._lock:
+            self._seal_locked()
+            unsent = list(self._unsent)
+        for sealed in unsent:
+            if sealed.upload is not None and sealed.upload.exception() is None:
+                continue
+            # Not sent, or its upload failed: send it on this thread, so a
+            # failure is retried once and then reaches the caller.
+            self.backend.put(pack_key(sealed.name), sealed.data)
+            self._commit_pack(sealed)
+        with self._lock:
+            self._failure = None
+
+    def flush_if_older(self, seconds: float) -> None:
+        """Seal and store the open pack if it has waited this long (idle writers)."""
+        with self._lock:
+            due = self._open.entries and time.monotonic() - self._open_since >= seconds
+        if due:
+            self.flush()
+
+    def _wait_encoders(self) -> None:
+        while True:
+            with self._lock:
+                inflight = list(self._inflight)
+            if not inflight:
+                return
+            for fut in inflight:
+                fut.exception()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    @property
+    def pending_count(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def close(self) -> None:
+        self._encoders.shutdown(wait=True)
+        self._uploaders.shutdown(wait=True)
+
+    # -- reading -------------------------------------------------------------
+
+    def get(self, blob_id: bytes) -> bytes:
+        """The plaintext of a blob, checked against its id."""
+        cached = self.cache.get(blob_id)
+        if cached is not None:
+            return cached
+        blob = self._pending_blob(blob_id)
+        if blob is None:
+            loc = self.locate(blob_id)
+            blob = self.backend.get(pack_key(loc.pack), loc.offset, loc.length)
+            if len(blob) != loc.length:
+                raise CorruptBlob(f"pack {loc.pack} is truncated", blob_id=blob_id, pack=loc.pack)
+        else:
+            loc = None
+        plain = self.decode_checked(blob_id, blob, loc.pack if loc else None)
+        self.cache.put(blob_id, plain)
+        return plain
+
+    def decode_checked(self, blob_id: bytes, blob: bytes, pack: str | None) -> bytes:
+        try:
+            plain = self.codec.decode(blob)
+        except CorruptBlob as e:
+            raise CorruptBlob(f"blob {short(blob_id)} in pack {pack}: {e}", blob_id=blob_id, pack=pack) from e
+        if self.id_key.id_of(plain) != blob_id:
+            raise CorruptBlob(f"blob {short(blob_id)} in pack {pack} fails its hash check", blob_id=blob_id, pack=pack)
+        return plain
+
+    def _pending_blob(self, blob_id: bytes) -> bytes | None:
+        while True:
+            with self._lock:
+                where = self._pending.get(blob_id)
+                if where is None:
+                    return None
+                holder, offset, length = where
+                if offset >= 0:
+                    buf = holder.buf if isinstance(holder, PackBuilder) else holder.data
+                    return bytes(buf[offset : offset + length])
+            # Accepted but still being encoded.
+            self._wait_encoders()
+
+    def locate(self, blob_id: bytes) -> BlobLocation:
+        with self.catalog.engine.connect() as conn:
+            row = conn.execute(
+                select(packs.c.name, blobs.c.offset, blobs.c.length, blobs.c.raw_length)
+                .join(packs, packs.c.id == blobs.c.pack_id)
+                .where(blobs.c.pool_id == self.pool_id, blobs.c.id == blob_id)
+            ).first()
+        if row is None:
+            raise NotFound(f"blob {short(blob_id)} is not in the pool")
+        return BlobLocation(row[0], row[1], row[2], row[3])

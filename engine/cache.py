@@ -1,0 +1,36 @@
+"""A size-bounded LRU cache of decoded blobs."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+
+class BlobCache:
+    """Thread-safe; `_lock` guards `_items` and `_size`."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._items: OrderedDict[bytes, bytes] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: bytes) -> bytes | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: bytes, value: bytes) -> None:
+        if len(value) > self.capacity // 4:
+            return
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._size -= len(old)
+            self._items[key] = value
+            self._size += len(value)
+            while self._size > self.capacity:
+                _, evicted = self._items.popitem(last=False)
+                self._size -= len(evicted)

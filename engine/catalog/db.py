@@ -1,0 +1,83 @@
+"""Opening the catalog: SQLite (WAL) by default, PostgreSQL through psycopg 3."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.pool import NullPool
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class Catalog:
+    """The catalog's SQLAlchemy engine. Thread-safe: connections come from its pool."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def insert_ignore(self, conn: Connection, table: Table, rows: Iterable[Mapping[str, Any]]) -> None:
+        """INSERT … ON CONFLICT DO NOTHING: idempotent, for blobs that two writers add."""
+        rows = list(rows)
+        if not rows:
+            return
+        dialect = postgresql if self.dialect == "postgresql" else sqlite
+        conn.execute(dialect.insert(table).on_conflict_do_nothing(), rows)
+
+    @staticmethod
+    def insert_id(conn: Connection, statement: Any) -> int:
+        """Run an INSERT and return the new row's integer primary key."""
+        key = conn.execute(statement).inserted_primary_key
+        assert key is not None
+        return int(key[0])
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def open_catalog(url: str, *, migrate: bool = True) -> Catalog:
+    """Connect and bring the schema to the newest revision."""
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url,
+            connect_args={"timeout": 60, "check_same_thread": False},
+            poolclass=NullPool if url.endswith(":memory:") else None,
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        engine = create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+    catalog = Catalog(engine)
+    if migrate:
+        upgrade(catalog)
+    return catalog
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    # FULL: a committed snapshot survives power loss, not just a crash.
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return cfg
+
+
+def upgrade(catalog: Catalog) -> None:
+    cfg = alembic_config()
+    with catalog.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")

@@ -1,0 +1,140 @@
+"""Catalog tables. Only `blobs`, `inodes` and `dirents` grow with data.
+
+Every change here needs an Alembic revision in `migrations/versions`.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+pools = Table(
+    "pools",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("uuid", String(36), nullable=False, unique=True),
+    Column("kind", String(16), nullable=False),
+    Column("backend", Text, nullable=False),  # JSON backend configuration
+    Column("structure", Integer, nullable=False),
+    Column("created", Float, nullable=False),
+)
+
+packs = Table(
+    "packs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("pool_id", Integer, ForeignKey("pools.id"), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("blob_count", Integer, nullable=False),
+    Column("created", Float, nullable=False),
+    UniqueConstraint("pool_id", "name"),
+)
+
+blobs = Table(
+    "blobs",
+    metadata,
+    Column("pool_id", Integer, ForeignKey("pools.id"), primary_key=True),
+    Column("id", LargeBinary(32), primary_key=True),
+    Column("pack_id", Integer, ForeignKey("packs.id"), nullable=False, index=True),
+    Column("offset", BigInteger, nullable=False),
+    Column("length", Integer, nullable=False),
+    Column("raw_length", Integer, nullable=False),
+    Column("kind", SmallInteger, nullable=False),
+)
+
+keys = Table(
+    "keys",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("purpose", String(32), nullable=False, unique=True),
+    Column("material", LargeBinary, nullable=False),
+)
+
+sources = Table(
+    "sources",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("uuid", String(36), nullable=False, unique=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("created", Float, nullable=False),
+    Column("next_ino", BigInteger, nullable=False),
+)
+
+inodes = Table(
+    "inodes",
+    metadata,
+    Column("source_id", Integer, ForeignKey("sources.id"), primary_key=True),
+    Column("ino", BigInteger, primary_key=True),
+    Column("kind", SmallInteger, nullable=False),
+    Column("mode", Integer, nullable=False),
+    Column("uid", BigInteger, nullable=False),
+    Column("gid", BigInteger, nullable=False),
+    Column("rdev", BigInteger, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("atime_ns", BigInteger, nullable=False),
+    Column("mtime_ns", BigInteger, nullable=False),
+    Column("ctime_ns", BigInteger, nullable=False),
+    Column("nlink", Integer, nullable=False),
+    Column("origin", BigInteger, nullable=False),  # the client's inode number, for quick checks
+    Column("target", LargeBinary),  # symlink target
+    Column("content", LargeBinary),  # packed chunk list
+    Column("xattrs", LargeBinary),  # packed extended attributes
+    Column("tree_id", LargeBinary(32)),  # a directory's tree blob, while unchanged
+    # Content references blobs that were not yet stored when the row was written.
+    Column("pending", Boolean, nullable=False),
+)
+
+dirents = Table(
+    "dirents",
+    metadata,
+    Column("source_id", Integer, ForeignKey("sources.id"), primary_key=True),
+    Column("parent", BigInteger, primary_key=True),
+    Column("name", LargeBinary, primary_key=True),
+    Column("ino", BigInteger, nullable=False),
+)
+
+snapshots = Table(
+    "snapshots",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("uuid", String(36), nullable=False, unique=True),
+    Column("source_id", Integer, ForeignKey("sources.id"), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("root", LargeBinary(32), nullable=False),
+    Column("created", Float, nullable=False),
+    Column("files", BigInteger, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("state", String(16), nullable=False),
+    UniqueConstraint("source_id", "name"),
+)
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("source_id", Integer, ForeignKey("sources.id"), primary_key=True),
+    Column("owner", String(255), nullable=False),
+    Column("expires", Float, nullable=False),
+)
+
+settings = Table(
+    "settings",
+    metadata,
+    Column("key", String(255), primary_key=True),
+    Column("value", Text, nullable=False),
+)

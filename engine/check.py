@@ -1,0 +1,132 @@
+"""Pool check: read every pack, verify every blob, and say what a damaged blob affects."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import blake3
+from sqlalchemy import select
+
+from .blobstore import BlobStore
+from .catalog.schema import blobs as blob_rows
+from .catalog.schema import packs
+from .content import chunk_ids, unpack_extents
+from .errors import BackendError, CorruptBlob
+from .ids import short
+from .meta import Kind
+from .packs import pack_key
+from .reader import TreeCache, root_entry
+from .snapshots import SnapshotInfo
+from .tree import Entry
+
+
+@dataclass
+class Damage:
+    blob_id: bytes
+    pack: str
+    problem: str
+    affects: list[tuple[str, str, str]] = field(default_factory=list)  # (source, snapshot, path)
+
+
+@dataclass
+class CheckReport:
+    packs: int = 0
+    blobs: int = 0
+    bytes: int = 0
+    damage: list[Damage] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.damage
+
+
+Progress = Callable[[CheckReport], None]
+
+
+def check_pool(store: BlobStore, progress: Progress | None = None) -> CheckReport:
+    report = CheckReport()
+    with store.catalog.engine.connect() as conn:
+        pack_list = conn.execute(
+            select(packs.c.id, packs.c.name, packs.c.size).where(packs.c.pool_id == store.pool_id)
+        ).all()
+    for pack_id, name, size in pack_list:
+        with store.catalog.engine.connect() as conn:
+            rows = conn.execute(
+                select(blob_rows.c.id, blob_rows.c.offset, blob_rows.c.length).where(blob_rows.c.pack_id == pack_id)
+            ).all()
+        report.packs += 1
+        for blob_id, problem in _check_pack(store, name, [(bytes(r[0]), r[1], r[2]) for r in rows]):
+            report.damage.append(Damage(blob_id, name, problem))
+        report.blobs += len(rows)
+        report.bytes += size
+        if progress is not None:
+            progress(report)
+    return report
+
+
+def _check_pack(store: BlobStore, name: str, rows: list[tuple[bytes, int, int]]) -> Iterator[tuple[bytes, str]]:
+    try:
+        data = store.backend.get(pack_key(name))
+    except BackendError as e:
+        for blob_id, _, _ in rows:
+            yield blob_id, f"pack cannot be read: {e}"
+        return
+    if blake3.blake3(data).hexdigest() != name:
+        yield b"", "pack bytes do not match the pack's name"
+    for blob_id, offset, length in rows:
+        try:
+            store.decode_checked(blob_id, data[offset : offset + length], name)
+        except CorruptBlob as e:
+            yield blob_id, str(e)
+
+
+def locate(trees: TreeCache, snapshot_list: list[SnapshotInfo], damage: list[Damage]) -> None:
+    """Fill in which source, snapshot and path each damaged blob affects."""
+    bad = {d.blob_id: d for d in damage if d.blob_id}
+    if not bad:
+        return
+    clean: set[bytes] = set()
+    for info in snapshot_list:
+        if info.root in bad:
+            bad[info.root].affects.append((info.source, info.name, "/"))
+            continue
+        try:
+            root = root_entry(trees, info.root)
+        except CorruptBlob:
+            continue
+        _walk(trees, root, b"", info, bad, clean)
+
+
+def _walk(
+    trees: TreeCache, entry: Entry, path: bytes, info: SnapshotInfo, bad: dict[bytes, Damage], clean: set[bytes]
+) -> bool:
+    """Whether anything below `entry` is damaged; trees found clean are skipped after."""
+    tree_id = entry.payload
+    if tree_id in clean:
+        return False
+    if tree_id in bad:
+        bad[tree_id].affects.append((info.source, info.name, _show(path) + "/"))
+        return True
+    found = False
+    for child in trees.get(tree_id).values():
+        child_path = path + b"/" + child.name
+        if child.kind == Kind.DIR:
+            found |= _walk(trees, child, child_path, info, bad, clean)
+        elif child.kind == Kind.FILE:
+            for blob_id in chunk_ids(unpack_extents(child.payload)):
+                if blob_id in bad:
+                    bad[blob_id].affects.append((info.source, info.name, _show(child_path)))
+                    found = True
+    if not found:
+        clean.add(tree_id)
+    return found
+
+
+def _show(path: bytes) -> str:
+    return path.decode("utf-8", "backslashreplace") or "/"
+
+
+def describe(d: Damage) -> str:
+    where = "; ".join(f"{s} @ {n}: {p}" for s, n, p in d.affects) or "no snapshot"
+    return f"blob {short(d.blob_id)} in pack {d.pack[:12]}: {d.problem} (affects {where})"

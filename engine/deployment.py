@@ -1,0 +1,286 @@
+"""A deployment: the catalog, the file pool, and the sources in one data directory.
+
+The appliance builds one Deployment and hands it down; nothing here reads
+the environment or keeps module-level state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, func, select
+
+from . import leases, snapshots
+from .blobstore import BlobStore
+from .catalog import Catalog, open_catalog
+from .catalog.schema import dirents, inodes, keys, pools, sources
+from .catalog.schema import leases as lease_rows
+from .catalog.schema import snapshots as snapshot_rows
+from .codec import Codec, CodecConfig
+from .errors import Exists, NotEmpty, NotFound, PoolMismatch, PoolMissing
+from .ids import IdKey
+from .meta import check_label
+from .pool import POOL_FILE, STRUCTURE, check_identity, create_pool, read_id_key
+from .reader import SnapshotView, TreeCache
+from .snapshots import SnapshotInfo
+from .storage import Backend, open_backend
+from .worktree import WorkingTree
+from .worktree.freeze import freeze
+
+log = logging.getLogger(__name__)
+
+COMMIT_INTERVAL = 0.5  # seconds between group commits of working trees
+PACK_MAX_AGE = 5.0  # an open pack is stored after this long, even if small
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    name: str
+    uuid: str
+    created: float
+    snapshots: int
+    last_snapshot: float | None
+
+
+def default_db_url(data_dir: Path) -> str:
+    return f"sqlite:///{data_dir / 'catalog.db'}"
+
+
+class Deployment:
+    """Thread-safe. `_lock` guards `_trees`; each WorkingTree guards itself."""
+
+    def __init__(self, catalog: Catalog, pool_id: int, backend: Backend, id_key: IdKey, data_dir: Path):
+        self.catalog = catalog
+        self.data_dir = data_dir
+        self.backend = backend
+        self.pool_id = pool_id
+        self.codec = Codec(CodecConfig())
+        self.blobs = BlobStore(catalog, pool_id, backend, id_key, self.codec)
+        self.trees = TreeCache(self.blobs)
+        self.owner = leases.new_owner()
+        self._lock = threading.Lock()
+        self._trees: dict[str, WorkingTree] = {}
+        self._stop = threading.Event()
+        self._flusher: threading.Thread | None = None
+
+    # -- opening -------------------------------------------------------------
+
+    @classmethod
+    def open(cls, data_dir: str | Path, db_url: str | None = None, *, create: bool = True) -> Deployment:
+        data_dir = Path(data_dir).absolute()
+        if create:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        elif not data_dir.is_dir():
+            raise NotFound(f"no data directory {data_dir}")
+        catalog = open_catalog(db_url or default_db_url(data_dir))
+        try:
+            pool_id, backend, id_key = _open_file_pool(catalog, data_dir, create)
+        except BaseException:
+            catalog.dispose()
+            raise
+        dep = cls(catalog, pool_id, backend, id_key, data_dir)
+        shutil.rmtree(dep.spool_root, ignore_errors=True)  # spools of a process that died
+        return dep
+
+    @property
+    def spool_root(self) -> Path:
+        return self.data_dir / "spool" / self.owner.replace(":", "-")
+
+    def start_flusher(self) -> None:
+        """Commit working trees in the background (long-running processes)."""
+        self._flusher = threading.Thread(target=self._flush_loop, name="cairn-commit", daemon=True)
+        self._flusher.start()
+
+    def _flush_loop(self) -> None:
+        last_renew = time.monotonic()
+        while not self._stop.wait(COMMIT_INTERVAL):
+            try:
+                self.blobs.flush_if_older(PACK_MAX_AGE)
+                self.commit()
+                if time.monotonic() - last_renew > leases.LEASE_SECONDS / 3:
+                    with self.catalog.engine.begin() as conn:
+                        leases.renew(conn, self.owner)
+                    last_renew = time.monotonic()
+            except Exception:
+                log.exception("background commit failed; retrying")
+
+    def commit(self) -> None:
+        with self._lock:
+            trees = list(self._trees.values())
+        for tree in trees:
+            tree.commit()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._flusher is not None:
+            self._flusher.join()
+        try:
+            with self._lock:
+                trees = list(self._trees.values())
+                self._trees.clear()
+            for tree in trees:
+                tree.close()
+            self.blobs.flush()
+            for tree in trees:
+                tree.commit()  # rows whose chunks just became stored
+            with self.catalog.engine.begin() as conn:
+                leases.release(conn, self.owner)
+        finally:
+            self.blobs.close()
+            self.catalog.dispose()
+            shutil.rmtree(self.spool_root, ignore_errors=True)
+
+    def __enter__(self) -> Deployment:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- sources -------------------------------------------------------------
+
+    def _source_id(self, conn: Any, name: str) -> int:
+        sid = conn.execute(select(sources.c.id).where(sources.c.name == name)).scalar()
+        if sid is None:
+            raise NotFound(f"no source {name!r}")
+        return int(sid)
+
+    def add_source(self, name: str) -> SourceInfo:
+        check_label(name, "source")
+
+        with self.catalog.engine.begin() as conn:
+            if conn.execute(select(sources.c.id).where(sources.c.name == name)).first():
+                raise Exists(f"source {name!r} exists")
+            conn.execute(sources.insert().values(uuid=str(uuid.uuid4()), name=name, created=time.time(), next_ino=2))
+        return self.source(name)
+
+    def source(self, name: str) -> SourceInfo:
+        for info in self.list_sources():
+            if info.name == name:
+                return info
+        raise NotFound(f"no source {name!r}")
+
+    def list_sources(self) -> list[SourceInfo]:
+        snaps = snapshot_rows
+        q = (
+            select(sources.c.name, sources.c.uuid, sources.c.created, func.count(snaps.c.id), func.max(snaps.c.created))
+            .select_from(sources.outerjoin(snaps, snaps.c.source_id == sources.c.id))
+            .group_by(sources.c.id)
+            .order_by(sources.c.name)
+        )
+        with self.catalog.engine.connect() as conn:
+            return [SourceInfo(*row) for row in conn.execute(q)]
+
+    def remove_source(self, name: str) -> None:
+        with self._lock:
+            tree = self._trees.pop(name, None)
+        if tree is not None:
+            tree.close()
+        with self.catalog.engine.begin() as conn:
+            sid = self._source_id(conn, name)
+            if snapshots.list_rows(conn, name):
+                raise NotEmpty(f"source {name!r} has snapshots; delete them first")
+            leases.acquire(conn, sid, name, self.owner)
+            for table in (dirents, inodes, lease_rows):
+                conn.execute(delete(table).where(table.c.source_id == sid))
+            conn.execute(delete(sources).where(sources.c.id == sid))
+
+    def working_tree(self, name: str) -> WorkingTree:
+        """The source's working tree, leased to this process."""
+        with self._lock:
+            tree = self._trees.get(name)
+            if tree is not None:
+                return tree
+            with self.catalog.engine.begin() as conn:
+                sid = self._source_id(conn, name)
+                leases.acquire(conn, sid, name, self.owner)
+            tree = WorkingTree(self.catalog, sid, self.blobs, self.spool_root / str(sid))
+            self._trees[name] = tree
+            return tree
+
+    # -- snapshots -----------------------------------------------------------
+
+    def create_snapshot(self, source: str, name: str | None = None) -> SnapshotInfo:
+        """Freeze the working tree; returns once the snapshot is committed."""
+        tree = self.working_tree(source)
+        with self.catalog.engine.connect() as conn:
+            taken = {s.name for s in snapshots.list_rows(conn, source)}
+        if name is None:
+            name = snapshots.default_name(taken)
+        check_label(name, "snapshot")
+        if name in taken:
+            raise Exists(f"snapshot {name!r} of {source!r} exists")
+        frozen = freeze(tree)
+        self.blobs.flush()
+        src = self.source(source)
+        info = snapshots.new_info(source, src.uuid, name, frozen.top, frozen.files, frozen.bytes)
+        self.backend.put(snapshots.object_key(info.uuid), snapshots.encode_object(self.codec, info))
+        with self.catalog.engine.begin() as conn:
+            snapshots.insert_row(conn, tree.source_id, info)
+        tree.commit()
+        log.info("snapshot %s of %s: %d trees written", name, source, frozen.trees_written)
+        return info
+
+    def list_snapshots(self, source: str | None = None) -> list[SnapshotInfo]:
+        with self.catalog.engine.connect() as conn:
+            if source is not None:
+                self._source_id(conn, source)
+            return snapshots.list_rows(conn, source)
+
+    def snapshot_info(self, source: str, name: str) -> SnapshotInfo:
+        with self.catalog.engine.connect() as conn:
+            info = snapshots.find_row(conn, source, name)
+        if info is None:
+            raise NotFound(f"no snapshot {name!r} of source {source!r}")
+        return info
+
+    def snapshot(self, source: str, name: str) -> SnapshotView:
+        return SnapshotView(self.trees, self.snapshot_info(source, name).root)
+
+    def delete_snapshot(self, source: str, name: str) -> None:
+        info = self.snapshot_info(source, name)
+        with self.catalog.engine.begin() as conn:
+            conn.execute(delete(snapshot_rows).where(snapshot_rows.c.uuid == info.uuid))
+        # After the row: a crash between the two leaves an object that a
+        # rebuild would bring back, never a row without its object.
+        self.backend.delete(snapshots.object_key(info.uuid))
+
+
+def _open_file_pool(catalog: Catalog, data_dir: Path, create: bool) -> tuple[int, Backend, IdKey]:
+    with catalog.engine.begin() as conn:
+        row = conn.execute(select(pools).where(pools.c.kind == "file")).first()
+        if row is not None:
+            backend = open_backend(json.loads(row.backend))
+            check_identity(backend, row.uuid)
+            material = conn.execute(select(keys.c.material).where(keys.c.purpose == "id")).scalar()
+            id_key = bytes(material) if material is not None else read_id_key(backend)
+            return int(row.id), backend, IdKey(id_key)
+        config = {"kind": "local", "path": str(data_dir / "pool")}
+        backend = open_backend(config)
+        if backend.stat(POOL_FILE) is not None:
+            raise PoolMismatch(
+                f"{backend.describe()} holds a pool the catalog does not know; "
+                "run `cairn catalog rebuild` to recreate the catalog from it"
+            )
+        if not create:
+            raise PoolMissing(f"no pool in {data_dir}")
+        identity, id_key = create_pool(backend, "file")
+        pool_id = Catalog.insert_id(
+            conn,
+            pools.insert().values(
+                uuid=identity.uuid,
+                kind="file",
+                backend=json.dumps(config),
+                structure=STRUCTURE,
+                created=identity.created,
+            ),
+        )
+        conn.execute(keys.insert().values(purpose="id", material=id_key))
+        return int(pool_id), backend, IdKey(id_key)

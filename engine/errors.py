@@ -1,0 +1,87 @@
+"""The engine's errors. Each says whether it is temporary and which errno fits."""
+
+from __future__ import annotations
+
+import errno
+
+
+class CairnError(Exception):
+    """Base of every error the engine raises on purpose."""
+
+    errno: int = errno.EIO
+    temporary: bool = False
+
+
+class NotFound(CairnError):
+    errno = errno.ENOENT
+
+
+class Exists(CairnError):
+    errno = errno.EEXIST
+
+
+class NotEmpty(CairnError):
+    errno = errno.ENOTEMPTY
+
+
+class NotADirectory(CairnError):
+    errno = errno.ENOTDIR
+
+
+class IsADirectory(CairnError):
+    errno = errno.EISDIR
+
+
+class InvalidName(CairnError):
+    errno = errno.EINVAL
+
+
+class NameTooLong(CairnError):
+    errno = errno.ENAMETOOLONG
+
+
+class InvalidArgument(CairnError):
+    errno = errno.EINVAL
+
+
+class ReadOnly(CairnError):
+    errno = errno.EROFS
+
+
+class NoSpace(CairnError):
+    errno = errno.ENOSPC
+
+
+class InUse(CairnError):
+    """Another process holds the lease on a working tree."""
+
+    errno = errno.EBUSY
+
+
+class PoolMismatch(CairnError):
+    """The pool's identification file does not match the catalog."""
+
+
+class PoolMissing(CairnError):
+    """The pool, or its identification file, cannot be found."""
+
+
+class CorruptBlob(CairnError):
+    """A blob failed its hash check, or its header or pack cannot be parsed."""
+
+    def __init__(self, message: str, *, blob_id: bytes | None = None, pack: str | None = None):
+        super().__init__(message)
+        self.blob_id = blob_id
+        self.pack = pack
+
+
+class BackendError(CairnError):
+    """A storage backend failed; `temporary` says whether a retry may help."""
+
+    def __init__(self, message: str, *, temporary: bool = False):
+        super().__init__(message)
+        self.temporary = temporary
+
+
+class ObjectNotFound(BackendError):
+    errno = errno.ENOENT

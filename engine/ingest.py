@@ -1,0 +1,89 @@
+"""Turning bytes into chunk lists: streamed writes and whole files with holes."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable, Iterator
+
+from .chunker import StreamChunker
+from .content import Extents, hole
+
+# Gaps of zeros at least this long become holes; shorter ones are stored as
+# zeros inside a chunk, where zstd shrinks them to nearly nothing and the
+# chunk list stays short.
+HOLE_MIN = 1 << 20
+READ_SIZE = 8 << 20
+
+Put = Callable[[bytes], bytes]
+
+
+class ChunkStream:
+    """Chunks bytes that arrive in order, with gaps as holes. Not thread-safe."""
+
+    def __init__(self, put: Put):
+        self.put = put
+        self.extents: Extents = []
+        self.pos = 0
+        self._chunker = StreamChunker()
+
+    def write(self, data: bytes | memoryview) -> None:
+        self._emit(self._chunker.feed(data))
+        self.pos += len(data)
+
+    def skip_to(self, offset: int) -> None:
+        """Zeros up to `offset`: a hole if long, else zero bytes in a chunk."""
+        gap = offset - self.pos
+        if gap <= 0:
+            return
+        if gap < HOLE_MIN:
+            self.write(bytes(gap))
+            return
+        self._emit(self._chunker.finish())
+        self.extents += hole(gap)
+        self.pos = offset
+
+    def finish(self, size: int | None = None) -> Extents:
+        if size is not None:
+            self.skip_to(size)
+        self._emit(self._chunker.finish())
+        return self.extents
+
+    def _emit(self, chunks: list[bytes]) -> None:
+        for chunk in chunks:
+            self.extents.append((self.put(chunk), len(chunk)))
+
+
+def data_regions(fd: int, size: int) -> Iterator[tuple[int, int]]:
+    """(start, end) of the regions of a file that hold data, by SEEK_DATA/SEEK_HOLE."""
+    pos = 0
+    while pos < size:
+        try:
+            start = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as e:
+            if e.errno == errno.ENXIO:  # only a hole from here on
+                return
+            if e.errno == errno.EINVAL:  # no hole support: all data
+                yield pos, size
+                return
+            raise
+        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+        if start >= size:
+            return
+        yield start, end
+        pos = end
+
+
+def chunk_fd(fd: int, size: int, put: Put) -> Extents:
+    """Chunk a whole file, keeping its holes."""
+    stream = ChunkStream(put)
+    for start, end in data_regions(fd, size):
+        stream.skip_to(start)
+        pos = start
+        while pos < end:
+            data = os.pread(fd, min(READ_SIZE, end - pos), pos)
+            if not data:  # the file shrank under us
+                break
+            stream.write(data)
+            pos += len(data)
+    return stream.finish(size)

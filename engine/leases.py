@@ -1,0 +1,54 @@
+"""Leases: one working tree has one owner process at a time."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+
+from sqlalchemy import Connection, delete, select, update
+
+from .catalog.schema import leases
+from .errors import InUse
+
+LEASE_SECONDS = 60.0
+
+
+def new_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _dead_here(owner: str) -> bool:
+    """Whether the owner ran on this host in a process that no longer exists."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def acquire(conn: Connection, source_id: int, source: str, owner: str) -> None:
+    now = time.time()
+    row = conn.execute(select(leases.c.owner, leases.c.expires).where(leases.c.source_id == source_id)).first()
+    if row is not None and row.owner != owner and row.expires > now and not _dead_here(row.owner):
+        raise InUse(
+            f"source {source!r} is being written by {row.owner} "
+            f"(lease expires in {row.expires - now:.0f} s); open it read-only or stop that process"
+        )
+    conn.execute(delete(leases).where(leases.c.source_id == source_id))
+    conn.execute(leases.insert().values(source_id=source_id, owner=owner, expires=now + LEASE_SECONDS))
+
+
+def renew(conn: Connection, owner: str) -> None:
+    conn.execute(update(leases).where(leases.c.owner == owner).values(expires=time.time() + LEASE_SECONDS))
+
+
+def release(conn: Connection, owner: str) -> None:
+    conn.execute(delete(leases).where(leases.c.owner == owner))

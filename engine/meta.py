@@ -1,0 +1,111 @@
+"""File metadata shared by working trees and snapshot trees: kinds, modes, names."""
+
+from __future__ import annotations
+
+import stat
+from enum import IntEnum
+
+from .errors import InvalidName, NameTooLong
+
+NAME_MAX = 255
+
+
+class Kind(IntEnum):
+    FILE = 1
+    DIR = 2
+    SYMLINK = 3
+    FIFO = 4
+    SOCKET = 5
+    CHR = 6
+    BLK = 7
+
+
+_FORMAT = {
+    Kind.FILE: stat.S_IFREG,
+    Kind.DIR: stat.S_IFDIR,
+    Kind.SYMLINK: stat.S_IFLNK,
+    Kind.FIFO: stat.S_IFIFO,
+    Kind.SOCKET: stat.S_IFSOCK,
+    Kind.CHR: stat.S_IFCHR,
+    Kind.BLK: stat.S_IFBLK,
+}
+_KIND = {fmt: kind for kind, fmt in _FORMAT.items()}
+
+# Permission bits including setuid, setgid and sticky.
+PERM_MASK = 0o7777
+
+
+def st_mode(kind: int, mode: int) -> int:
+    return _FORMAT[Kind(kind)] | (mode & PERM_MASK)
+
+
+def kind_of(mode: int) -> Kind:
+    try:
+        return _KIND[stat.S_IFMT(mode)]
+    except KeyError:
+        raise InvalidName(f"unknown file type in mode {mode:o}") from None
+
+
+def check_name(name: bytes) -> bytes:
+    """A directory entry name: any bytes but `/` and NUL, at most 255 of them."""
+    if not name or name in (b".", b".."):
+        raise InvalidName(f"invalid name {name!r}")
+    if b"/" in name or b"\0" in name:
+        raise InvalidName(f"a name cannot hold '/' or NUL: {name!r}")
+    if len(name) > NAME_MAX:
+        raise NameTooLong(f"name is {len(name)} bytes, more than {NAME_MAX}")
+    return name
+
+
+def check_label(label: str, what: str) -> str:
+    """A source or snapshot name: a valid file name that is also text."""
+    try:
+        check_name(label.encode("utf-8", "strict"))
+    except UnicodeEncodeError:
+        raise InvalidName(f"{what} name must be valid UTF-8") from None
+    except InvalidName as e:
+        raise type(e)(f"invalid {what} name {label!r}: {e}") from None
+    if label.startswith(".") or any(c in label for c in "\n\r\t"):
+        raise InvalidName(f"invalid {what} name {label!r}: no leading dot or control characters")
+    return label
+
+
+class Stat:
+    """The attributes of a file as a stat() call returns them. Immutable."""
+
+    __slots__ = (
+        "atime_ns",
+        "blocks",
+        "ctime_ns",
+        "gid",
+        "ino",
+        "mode",
+        "mtime_ns",
+        "nlink",
+        "rdev",
+        "size",
+        "uid",
+    )  # fmt: skip
+
+    def __init__(
+        self, ino: int, mode: int, nlink: int, uid: int, gid: int, rdev: int, size: int,
+        blocks: int, atime_ns: int, mtime_ns: int, ctime_ns: int,
+    ):  # fmt: skip
+        self.ino = ino
+        self.mode = mode
+        self.nlink = nlink
+        self.uid = uid
+        self.gid = gid
+        self.rdev = rdev
+        self.size = size
+        self.blocks = blocks
+        self.atime_ns = atime_ns
+        self.mtime_ns = mtime_ns
+        self.ctime_ns = ctime_ns
+
+    @property
+    def kind(self) -> Kind:
+        return kind_of(self.mode)
+
+    def __repr__(self) -> str:
+        return f"Stat(ino={self.ino}, mode={self.mode:o}, size={self.size})"

@@ -1,0 +1,128 @@
+"""Reading snapshots: walk a tree, stat, list, read a byte range, diff two snapshots."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from .blobstore import BlobStore
+from .content import ContentReader, unpack_extents
+from .errors import CorruptBlob, InvalidArgument, NotADirectory, NotFound
+from .meta import Kind
+from .tree import Entry, deserialize
+from .worktree.freeze import ROOT_NAME
+
+
+class TreeCache:
+    """Parsed trees by id, a bounded number of them. Thread-safe via `_lock`."""
+
+    def __init__(self, blobs: BlobStore, capacity: int = 512):
+        self.blobs = blobs
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._trees: OrderedDict[bytes, dict[bytes, Entry]] = OrderedDict()
+
+    def get(self, tree_id: bytes) -> dict[bytes, Entry]:
+        with self._lock:
+            tree = self._trees.get(tree_id)
+            if tree is not None:
+                self._trees.move_to_end(tree_id)
+                return tree
+        tree = {e.name: e for e in deserialize(self.blobs.get(tree_id))}
+        with self._lock:
+            self._trees[tree_id] = tree
+            while len(self._trees) > self.capacity:
+                self._trees.popitem(last=False)
+        return tree
+
+
+def root_entry(trees: TreeCache, top: bytes) -> Entry:
+    entry = trees.get(top).get(ROOT_NAME)
+    if entry is None or entry.kind != Kind.DIR:
+        raise CorruptBlob("snapshot top tree lacks its root entry", blob_id=top)
+    return entry
+
+
+class SnapshotView:
+    """One snapshot as a read-only tree. Immutable, so thread-safe."""
+
+    def __init__(self, trees: TreeCache, top: bytes):
+        self.trees = trees
+        self.root = root_entry(trees, top)
+
+    def listing(self, entry: Entry) -> dict[bytes, Entry]:
+        if entry.kind != Kind.DIR:
+            raise NotADirectory(f"{entry.name!r} is not a directory")
+        return self.trees.get(entry.payload)
+
+    def lookup(self, path: bytes) -> Entry:
+        entry = self.root
+        for part in path.split(b"/"):
+            if not part or part == b".":
+                continue
+            child = self.listing(entry).get(part)
+            if child is None:
+                raise NotFound(f"no {path!r} in this snapshot")
+            entry = child
+        return entry
+
+    def listdir(self, path: bytes = b"") -> list[Entry]:
+        return sorted(self.listing(self.lookup(path)).values(), key=lambda e: e.name)
+
+    def walk(self, path: bytes = b"") -> Iterator[tuple[bytes, Entry]]:
+        """(path, entry) of everything below `path`, parents before children."""
+        start = self.lookup(path)
+        stack = [(path.strip(b"/"), start)]
+        while stack:
+            prefix, entry = stack.pop()
+            for child in sorted(self.listing(entry).values(), key=lambda e: e.name, reverse=True):
+                child_path = prefix + b"/" + child.name if prefix else child.name
+                yield child_path, child
+                if child.kind == Kind.DIR:
+                    stack.append((child_path, child))
+
+    def reader(self, entry: Entry) -> ContentReader:
+        if entry.kind != Kind.FILE:
+            raise InvalidArgument(f"{entry.name!r} is not a regular file")
+        return ContentReader(self.trees.blobs, unpack_extents(entry.payload))
+
+    def read(self, path: bytes, offset: int = 0, size: int = -1) -> bytes:
+        reader = self.reader(self.lookup(path))
+        return reader.read(offset, reader.size if size < 0 else size)
+
+
+@dataclass(frozen=True)
+class Change:
+    path: bytes
+    change: str  # "added", "removed", "modified"
+    old: Entry | None
+    new: Entry | None
+
+
+def diff(a: SnapshotView, b: SnapshotView) -> Iterator[Change]:
+    """What changed from a to b; subtrees with equal ids are skipped unread."""
+    yield from _diff_trees(a, b, b"", a.root, b.root)
+
+
+def _diff_trees(a: SnapshotView, b: SnapshotView, prefix: bytes, ea: Entry, eb: Entry) -> Iterator[Change]:
+    if ea.payload == eb.payload:
+        return
+    la, lb = a.listing(ea), b.listing(eb)
+    for name in sorted(la.keys() | lb.keys()):
+        path = prefix + b"/" + name if prefix else name
+        x, y = la.get(name), lb.get(name)
+        if x is None or y is None:
+            yield Change(path, "added" if x is None else "removed", x, y)
+            continue
+        if x.kind == Kind.DIR and y.kind == Kind.DIR:
+            if _meta(x) != _meta(y):
+                yield Change(path, "modified", x, y)
+            yield from _diff_trees(a, b, path, x, y)
+        elif x != y:
+            yield Change(path, "modified", x, y)
+
+
+def _meta(e: Entry) -> tuple[object, ...]:
+    return (e.mode, e.uid, e.gid, e.mtime_ns, e.xattrs)

@@ -1,0 +1,183 @@
+"""`catalog rebuild`: recreate the catalog from the pool alone.
+
+Packs describe their blobs, snapshot objects describe their snapshots, and
+each source's working tree is seeded from its latest snapshot so the next
+rsync is incremental again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select
+
+from .catalog import Catalog
+from .catalog.schema import blobs, dirents, inodes, keys, packs, pools, sources
+from .codec import Codec
+from .errors import BackendError, CorruptBlob, InvalidArgument
+from .ids import IdKey
+from .meta import Kind
+from .packs import FOOTER, index_length, read_index
+from .pool import STRUCTURE, read_id_key, read_identity
+from .reader import SnapshotView, TreeCache
+from .snapshots import SnapshotInfo, decode_object, insert_row
+from .storage import Backend
+from .tree import Entry
+
+log = logging.getLogger(__name__)
+_TAIL = 64 << 10  # most pack indexes fit in the last 64 KiB: one ranged GET
+
+
+@dataclass
+class RebuildReport:
+    packs: int = 0
+    blobs: int = 0
+    snapshots: int = 0
+    sources: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def rebuild(
+    catalog: Catalog,
+    backend: Backend,
+    backend_config: dict[str, Any],
+    progress: Callable[[RebuildReport], None] | None = None,
+) -> RebuildReport:
+    """Fill an empty catalog from the pool in `backend`."""
+    with catalog.engine.connect() as conn:
+        if conn.execute(select(func.count()).select_from(pools)).scalar():
+            raise InvalidArgument("the catalog is not empty; rebuild needs a new one")
+    identity = read_identity(backend)
+    id_key = read_id_key(backend)
+    codec = Codec()
+    report = RebuildReport()
+    with catalog.engine.begin() as conn:
+        pool_id = Catalog.insert_id(
+            conn,
+            pools.insert().values(
+                uuid=identity.uuid, kind=identity.kind, backend=json.dumps(backend_config),
+                structure=STRUCTURE, created=identity.created,
+            )
+        )  # fmt: skip
+        conn.execute(keys.insert().values(purpose="id", material=id_key))
+    for key, size in backend.list("packs/"):
+        try:
+            _index_pack(catalog, backend, codec, pool_id, key, size, report)
+        except (CorruptBlob, BackendError) as e:
+            report.problems.append(f"{key}: {e}")
+        if progress is not None:
+            progress(report)
+    infos = []
+    for key, _ in backend.list("snapshots/"):
+        try:
+            infos.append(decode_object(codec, backend.get(key)))
+        except (CorruptBlob, BackendError) as e:
+            report.problems.append(f"{key}: {e}")
+    _restore_snapshots(catalog, infos, report)
+    _seed_working_trees(catalog, pool_id, backend, IdKey(id_key), codec, infos)
+    return report
+
+
+def _index_pack(
+    catalog: Catalog, backend: Backend, codec: Codec, pool_id: int, key: str, size: int, report: RebuildReport
+) -> None:
+    name = key.rsplit("/", 1)[-1]
+    start = max(0, size - _TAIL)
+    tail = backend.get(key, start, size - start)
+    if len(tail) < FOOTER.size:
+        raise CorruptBlob("pack too short")
+    need = index_length(tail)
+    if need > len(tail):
+        start = size - need
+        tail = backend.get(key, start, need)
+    entries = read_index(codec, tail, size)
+    with catalog.engine.begin() as conn:
+        pack_id = Catalog.insert_id(
+            conn,
+            packs.insert().values(pool_id=pool_id, name=name, size=size, blob_count=len(entries), created=time.time()),
+        )
+        rows = [
+            {"pool_id": pool_id, "id": e.blob_id, "pack_id": pack_id, "offset": e.offset,
+             "length": e.length, "raw_length": e.raw_length, "kind": e.kind}
+            for e in entries
+        ]  # fmt: skip
+        catalog.insert_ignore(conn, blobs, rows)
+    report.packs += 1
+    report.blobs += len(entries)
+
+
+def _restore_snapshots(catalog: Catalog, infos: list[SnapshotInfo], report: RebuildReport) -> None:
+    with catalog.engine.begin() as conn:
+        ids: dict[str, int] = {}
+        for info in sorted(infos, key=lambda i: i.created):
+            sid = ids.get(info.source_uuid)
+            if sid is None:
+                sid = Catalog.insert_id(
+                    conn,
+                    sources.insert().values(uuid=info.source_uuid, name=info.source, created=info.created, next_ino=2),
+                )
+                ids[info.source_uuid] = sid
+                report.sources += 1
+            insert_row(conn, sid, info)
+            report.snapshots += 1
+
+
+def _seed_working_trees(
+    catalog: Catalog, pool_id: int, backend: Backend, id_key: IdKey, codec: Codec, infos: list[SnapshotInfo]
+) -> None:
+    from .blobstore import BlobStore
+
+    store = BlobStore(catalog, pool_id, backend, id_key, codec)
+    try:
+        trees = TreeCache(store)
+        latest: dict[str, SnapshotInfo] = {}
+        for info in sorted(infos, key=lambda i: i.created):
+            latest[info.source_uuid] = info
+        for info in latest.values():
+            try:
+                _seed(catalog, SnapshotView(trees, info.root), info)
+            except (CorruptBlob, BackendError) as e:
+                log.warning("working tree of %s not seeded: %s", info.source, e)
+    finally:
+        store.close()
+
+
+def _seed(catalog: Catalog, view: SnapshotView, info: SnapshotInfo) -> None:
+    with catalog.engine.begin() as conn:
+        sid = conn.execute(select(sources.c.id).where(sources.c.uuid == info.source_uuid)).scalar_one()
+        rows: dict[int, dict[str, Any]] = {1: _row(sid, view.root, 1)}
+        names = []
+        stack = [(1, view.root)]
+        while stack:
+            parent, entry = stack.pop()
+            for child in view.listing(entry).values():
+                rows.setdefault(child.ino, _row(sid, child, child.ino))
+                names.append({"source_id": sid, "parent": parent, "name": child.name, "ino": child.ino})
+                if child.kind == Kind.DIR:
+                    stack.append((child.ino, child))
+        conn.execute(inodes.insert(), list(rows.values()))
+        if names:
+            conn.execute(dirents.insert(), names)
+        conn.execute(sources.update().where(sources.c.id == sid).values(next_ino=max(rows) + 1))
+
+
+def _row(sid: int, e: Entry, ino: int) -> dict[str, Any]:
+    return {
+        "source_id": sid, "ino": ino, "kind": e.kind, "mode": e.mode, "uid": e.uid, "gid": e.gid,
+        "rdev": e.rdev, "size": e.size, "atime_ns": e.atime_ns, "mtime_ns": e.mtime_ns,
+        "ctime_ns": e.ctime_ns, "nlink": e.nlink, "origin": 0,
+        "target": e.payload if e.kind == Kind.SYMLINK else None,
+        "content": e.payload if e.kind == Kind.FILE and e.payload else None,
+        "xattrs": _xattrs(e), "tree_id": e.payload if e.kind == Kind.DIR else None, "pending": False,
+    }  # fmt: skip
+
+
+def _xattrs(e: Entry) -> bytes | None:
+    from .worktree.inode import pack_xattrs
+
+    return pack_xattrs(dict(e.xattrs)) if e.xattrs else None

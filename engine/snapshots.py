@@ -1,0 +1,114 @@
+"""Snapshots: catalog rows plus a snapshot object in the pool for each.
+
+The snapshot object (`snapshots/<uuid>`, a blob holding JSON) carries
+everything the catalog row does, so `catalog rebuild` can recreate it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from .catalog.schema import snapshots, sources
+from .codec import Codec
+from .errors import CorruptBlob
+
+COMMITTED = "committed"  # every blob is in the pool or the durable spool
+STORED = "stored"  # every blob is in the pool
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    uuid: str
+    source: str
+    source_uuid: str
+    name: str
+    root: bytes
+    created: float
+    files: int
+    bytes: int
+    state: str = STORED
+
+    def to_json(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["root"] = self.root.hex()
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> SnapshotInfo:
+        doc = dict(doc)
+        doc["root"] = bytes.fromhex(doc["root"])
+        return cls(**doc)
+
+
+def object_key(snapshot_uuid: str) -> str:
+    return f"snapshots/{snapshot_uuid}"
+
+
+def encode_object(codec: Codec, info: SnapshotInfo) -> bytes:
+    doc = info.to_json()
+    del doc["state"]
+    return codec.encode(json.dumps(doc, sort_keys=True).encode())
+
+
+def decode_object(codec: Codec, blob: bytes) -> SnapshotInfo:
+    try:
+        return SnapshotInfo.from_json(json.loads(codec.decode(blob)))
+    except (ValueError, TypeError, KeyError) as e:
+        raise CorruptBlob(f"snapshot object does not parse: {e}") from e
+
+
+def new_info(source: str, source_uuid: str, name: str, root: bytes, files: int, size: int) -> SnapshotInfo:
+    return SnapshotInfo(str(uuid.uuid4()), source, source_uuid, name, root, time.time(), files, size)
+
+
+def default_name(taken: set[str], now: float | None = None) -> str:
+    base = time.strftime("%Y-%m-%dT%H%M%S", time.gmtime(now))
+    name, n = base, 1
+    while name in taken:
+        n += 1
+        name = f"{base}.{n}"
+    return name
+
+
+def insert_row(conn: Connection, source_id: int, info: SnapshotInfo) -> None:
+    conn.execute(
+        snapshots.insert().values(
+            uuid=info.uuid,
+            source_id=source_id,
+            name=info.name,
+            root=info.root,
+            created=info.created,
+            files=info.files,
+            bytes=info.bytes,
+            state=info.state,
+        )
+    )
+
+
+def _select() -> Any:
+    return select(
+        snapshots.c.uuid, sources.c.name, sources.c.uuid, snapshots.c.name, snapshots.c.root,
+        snapshots.c.created, snapshots.c.files, snapshots.c.bytes, snapshots.c.state,
+    ).join(sources, sources.c.id == snapshots.c.source_id)  # fmt: skip
+
+
+def _info(row: Any) -> SnapshotInfo:
+    return SnapshotInfo(row[0], row[1], row[2], row[3], bytes(row[4]), row[5], row[6], row[7], row[8])
+
+
+def list_rows(conn: Connection, source: str | None = None) -> list[SnapshotInfo]:
+    q = _select().order_by(snapshots.c.created, snapshots.c.id)
+    if source is not None:
+        q = q.where(sources.c.name == source)
+    return [_info(r) for r in conn.execute(q)]
+
+
+def find_row(conn: Connection, source: str, name: str) -> SnapshotInfo | None:
+    row = conn.execute(_select().where(sources.c.name == source, snapshots.c.name == name)).first()
+    return None if row is None else _info(row)

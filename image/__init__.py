@@ -1,0 +1,1 @@
+"""The image pool: block-addressable disk-image backups on the engine."""
