@@ -20,8 +20,12 @@ from .catalog.schema import blobs, packs
 from .codec import Codec
 from .errors import CorruptBlob, NotFound
 from .ids import IdKey, short
-from .packs import DATA, PACK_TARGET, PackBuilder, pack_key
+from .packs import DATA, PACK_TARGET, TREE, PackBuilder, pack_key
 from .storage import Backend
+
+
+# Below this, encoding costs less than handing the chunk to another thread.
+INLINE_ENCODE = 64 << 10
 
 
 @dataclass(eq=False)
@@ -79,7 +83,7 @@ class BlobStore:
         self._encode_slots = threading.BoundedSemaphore(encoders * 4)
         self._upload_slots = threading.BoundedSemaphore(connections + 2)
         self._inflight: set[Future[None]] = set()
-        self.stats = {"new_blobs": 0, "new_bytes": 0, "stored_bytes": 0, "dedup_hits": 0}
+        self.stats = {"new_blobs": 0, "new_trees": 0, "new_bytes": 0, "stored_bytes": 0, "dedup_hits": 0}
 
     def _load_known(self) -> dict[bytes, int]:
         with self.catalog.engine.connect() as conn:
@@ -114,7 +118,7 @@ class BlobStore:
                 return blob_id
             # Reserve the id so that a second put of the same data dedups.
             self._pending[blob_id] = (self._open, -1, len(data))
-        if wait:
+        if wait or len(data) < INLINE_ENCODE:
             self._encode(blob_id, data, kind)
             return blob_id
         self._encode_slots.acquire()
@@ -143,6 +147,7 @@ class BlobStore:
             entry = self._open.add(blob_id, kind, blob, len(data))
             self._pending[blob_id] = (self._open, entry.offset, entry.length)
             self.stats["new_blobs"] += 1
+            self.stats["new_trees"] += kind == TREE
             self.stats["new_bytes"] += len(data)
             self.stats["stored_bytes"] += len(blob)
             if self._open.size >= PACK_TARGET:

@@ -57,5 +57,9 @@ class StreamChunker:
         return chunks
 
     @property
+    def buffer(self) -> bytearray:
+        return self._buf
+
+    @property
     def pending(self) -> int:
         return len(self._buf)

@@ -43,6 +43,15 @@ class ChunkStream:
         self.extents += hole(gap)
         self.pos = offset
 
+    @property
+    def buffered(self) -> bytes:
+        """Bytes fed but not yet cut into chunks; they start at `emitted`."""
+        return bytes(self._chunker.buffer)
+
+    @property
+    def emitted(self) -> int:
+        return self.pos - self._chunker.pending
+
     def finish(self, size: int | None = None) -> Extents:
         if size is not None:
             self.skip_to(size)

@@ -72,16 +72,21 @@ class SnapshotView:
         return sorted(self.listing(self.lookup(path)).values(), key=lambda e: e.name)
 
     def walk(self, path: bytes = b"") -> Iterator[tuple[bytes, Entry]]:
-        """(path, entry) of everything below `path`, parents before children."""
-        start = self.lookup(path)
-        stack = [(path.strip(b"/"), start)]
+        """(path, entry) of everything below `path`, depth first in name order."""
+        stack = [(path.strip(b"/"), self._sorted(self.lookup(path)))]
         while stack:
-            prefix, entry = stack.pop()
-            for child in sorted(self.listing(entry).values(), key=lambda e: e.name, reverse=True):
-                child_path = prefix + b"/" + child.name if prefix else child.name
-                yield child_path, child
-                if child.kind == Kind.DIR:
-                    stack.append((child_path, child))
+            prefix, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                stack.pop()
+                continue
+            child_path = prefix + b"/" + child.name if prefix else child.name
+            yield child_path, child
+            if child.kind == Kind.DIR:
+                stack.append((child_path, self._sorted(child)))
+
+    def _sorted(self, entry: Entry) -> Iterator[Entry]:
+        return iter(sorted(self.listing(entry).values(), key=lambda e: e.name))
 
     def reader(self, entry: Entry) -> ContentReader:
         if entry.kind != Kind.FILE:

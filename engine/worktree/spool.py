@@ -1,7 +1,10 @@
-"""Spool files: the bytes written to an open working-tree file, on local disk.
+"""Spool files: the bytes written to an open working-tree file.
 
-Writes that arrive in order are chunked as they stream; once a write goes
-back or overwrites, the file is chunked from the spool when it is released.
+Writes that arrive in order are chunked as they stream and need no disk at
+all: the chunker holds at most 8 MiB, and finished chunks go to the blob
+store. The first write that goes back, or a write into existing content,
+moves the file to a spool file on local disk, and it is chunked from there
+when it is released.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import ParamSpec, TypeVar
 from ..blobstore import BlobStore
 from ..content import ContentReader, Extents
 from ..errors import CairnError, NoSpace
+from ..ids import HOLE
 from ..ingest import ChunkStream, chunk_fd
 
 P = ParamSpec("P")
@@ -24,39 +28,48 @@ T = TypeVar("T")
 
 
 class SpoolFile:
-    """One open file's bytes. Thread-safe: `_lock` guards the file and the stream."""
+    """One open file's bytes. Thread-safe: `_lock` guards the stream and the file."""
 
     def __init__(self, path: Path, blobs: BlobStore, base: Extents, base_size: int):
         self.path = path
         self.blobs = blobs
         self._lock = threading.Lock()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        self._fd: int | None = None
         self.size = base_size
-        # Streaming: every write so far came in order from offset 0.
+        # While not None, every write so far came in order: no spool file yet.
         self._stream: ChunkStream | None = None
+        if base_size == 0:
+            self._stream = ChunkStream(self.blobs.put)
+        else:
+            self._to_disk(base)
+
+    def _to_disk(self, content: Extents, tail: bytes = b"") -> None:
+        """Move the file's content to a spool file on local disk."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = _check(os.open, self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            if base_size == 0:
-                self._stream = ChunkStream(self._put)
-            else:
-                self._materialize(base, base_size)
+            reader = ContentReader(self.blobs, content)
+            for start, run in reader.data_ranges():
+                pos = start
+                for blob_id, n in run:
+                    self._pwrite(self.blobs.get(blob_id), pos)
+                    pos += n
+            if tail:
+                self._pwrite(tail, reader.size)
+            _check(os.ftruncate, self._fd, self.size)
         except BaseException:
             self.close()
             raise
 
-    def _put(self, chunk: bytes) -> bytes:
-        return self.blobs.put(chunk)
-
-    def _materialize(self, base: Extents, size: int) -> None:
-        reader = ContentReader(self.blobs, base)
-        for start, run in reader.data_ranges():
-            pos = start
-            for blob_id, n in run:
-                self._pwrite(self.blobs.get(blob_id), pos)
-                pos += n
-        _check(os.ftruncate, self._fd, size)
+    def _leave_stream(self) -> int:
+        if self._stream is not None:
+            self._to_disk(self._stream.extents, self._stream.buffered)
+            self._stream = None  # only now: if the disk is full, the stream still holds everything
+        assert self._fd is not None
+        return self._fd
 
     def _pwrite(self, data: bytes | memoryview, offset: int) -> None:
+        assert self._fd is not None
         view = memoryview(data)
         while view:
             written = _check(os.pwrite, self._fd, view, offset)
@@ -64,51 +77,72 @@ class SpoolFile:
 
     def write(self, offset: int, data: bytes) -> int:
         with self._lock:
-            self._pwrite(data, offset)
             stream = self._stream
-            if stream is not None:
-                if offset >= stream.pos:
-                    stream.skip_to(offset)
-                    stream.write(data)
-                else:
-                    self._stream = None
+            if stream is not None and offset >= stream.pos:
+                stream.skip_to(offset)
+                stream.write(data)
+            else:
+                self._leave_stream()
+                self._pwrite(data, offset)
             self.size = max(self.size, offset + len(data))
             return self.size
 
     def truncate(self, size: int) -> None:
         with self._lock:
-            _check(os.ftruncate, self._fd, size)
-            if self._stream is not None and size < self._stream.pos:
-                self._stream = None
+            if self._stream is None or size < self._stream.pos:
+                _check(os.ftruncate, self._leave_stream(), size)
             self.size = size
 
     def read(self, offset: int, size: int) -> bytes:
         with self._lock:
-            return os.pread(self._fd, size, offset)
+            end = min(offset + size, self.size)
+            if offset >= end:
+                return b""
+            if self._fd is not None:
+                return os.pread(self._fd, end - offset, offset)
+            stream = self._stream
+            assert stream is not None
+            buffered = stream.buffered
+            reader = ContentReader(self.blobs, stream.extents)
+            out = bytearray(reader.read(offset, end - offset))
+            pos = offset + len(out)
+            if pos < end and pos < stream.pos:
+                lo = pos - stream.emitted
+                out += buffered[lo : lo + end - pos]
+            return bytes(out) + bytes(end - offset - len(out))
 
     def allocated(self) -> int:
-        return os.fstat(self._fd).st_blocks * 512
+        with self._lock:
+            if self._fd is not None:
+                return os.fstat(self._fd).st_blocks * 512
+            assert self._stream is not None
+            return sum(n for i, n in self._stream.extents if i != HOLE) + len(self._stream.buffered)
 
     def fsync(self) -> None:
-        _check(os.fsync, self._fd)
+        with self._lock:
+            if self._fd is not None:
+                _check(os.fsync, self._fd)
 
     def finish(self) -> Extents:
-        """The content as a chunk list; the spool stays usable only if not streaming."""
+        """The content as a chunk list; call close() after."""
         with self._lock:
             if self._stream is not None:
-                extents = self._stream.finish(self.size)
-                self._stream = None
-                return extents
-            return chunk_fd(self._fd, self.size, self._put)
+                stream, self._stream = self._stream, None
+                return stream.finish(self.size)
+            assert self._fd is not None
+            return chunk_fd(self._fd, self.size, self.blobs.put)
 
     def checkpoint(self) -> Extents:
-        """The content as a chunk list, leaving the spool open for more writes."""
+        """The content as a chunk list, leaving the file open for more writes."""
         with self._lock:
-            return chunk_fd(self._fd, self.size, self._put)
+            return chunk_fd(self._leave_stream(), self.size, self.blobs.put)
 
     def close(self) -> None:
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
         try:
-            os.close(self._fd)
+            os.close(fd)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)

@@ -1,0 +1,59 @@
+"""Fixtures: data directories, catalogs on SQLite and on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from engine.deployment import Deployment
+
+from .servers import postgres
+
+_db_names = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[tuple[str, int]]:
+    with postgres() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty catalog database on each backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'catalog.db'}"
+    host, port = request.getfixturevalue("pg_server")
+    name = f"cairn_{next(_db_names)}"
+    with psycopg.connect(host=host, port=port, user="postgres", dbname="postgres", autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return f"postgresql+psycopg://postgres@{host}:{port}/{name}"
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "data"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def deployment(data_dir: Path, db_url: str) -> Iterator[Deployment]:
+    dep = Deployment.open(data_dir, db_url)
+    try:
+        yield dep
+    finally:
+        dep.close()
+
+
+@pytest.fixture
+def sqlite_deployment(data_dir: Path) -> Iterator[Deployment]:
+    dep = Deployment.open(data_dir)
+    try:
+        yield dep
+    finally:
+        dep.close()
