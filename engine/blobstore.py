@@ -23,7 +23,6 @@ from .ids import IdKey, short
 from .packs import DATA, PACK_TARGET, TREE, PackBuilder, pack_key
 from .storage import Backend
 
-
 # Below this, encoding costs less than handing the chunk to another thread.
 INLINE_ENCODE = 64 << 10
 
