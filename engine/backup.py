@@ -175,11 +175,11 @@ class _Walker:
             changes["uid"] = st.st_uid
         if cur.gid != st.st_gid:
             changes["gid"] = st.st_gid
-        if cur.atime_ns != st.st_atime_ns:
-            changes["atime_ns"] = st.st_atime_ns
         if cur.mtime_ns != st.st_mtime_ns:
             changes["mtime_ns"] = st.st_mtime_ns
         if changes or cur.ctime_ns != st.st_ctime_ns:
+            # atime alone is not a change: reading the source would rewrite trees.
+            changes["atime_ns"] = st.st_atime_ns
             self.tree.set_xattrs(ino, read_xattrs(path))
             self.tree.setattr(ino, ctime_ns=st.st_ctime_ns, **changes)
 

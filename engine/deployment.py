@@ -242,7 +242,7 @@ class Deployment:
         return info
 
     def snapshot(self, source: str, name: str) -> SnapshotView:
-        return SnapshotView(self.trees, self.snapshot_info(source, name).root)
+        return SnapshotView(self.trees, self.snapshot_info(source, name).root, f"{source} @ {name}")
 
     def delete_snapshot(self, source: str, name: str) -> None:
         info = self.snapshot_info(source, name)

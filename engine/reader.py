@@ -48,8 +48,9 @@ def root_entry(trees: TreeCache, top: bytes) -> Entry:
 class SnapshotView:
     """One snapshot as a read-only tree. Immutable, so thread-safe."""
 
-    def __init__(self, trees: TreeCache, top: bytes):
+    def __init__(self, trees: TreeCache, top: bytes, label: str = "snapshot"):
         self.trees = trees
+        self.label = label  # "source @ snapshot", for messages
         self.root = root_entry(trees, top)
 
     def listing(self, entry: Entry) -> dict[bytes, Entry]:
@@ -95,7 +96,15 @@ class SnapshotView:
 
     def read(self, path: bytes, offset: int = 0, size: int = -1) -> bytes:
         reader = self.reader(self.lookup(path))
-        return reader.read(offset, reader.size if size < 0 else size)
+        try:
+            return reader.read(offset, reader.size if size < 0 else size)
+        except CorruptBlob as e:
+            raise self.damaged(path, e) from e
+
+    def damaged(self, path: bytes, e: CorruptBlob) -> CorruptBlob:
+        """The same error, saying which source, snapshot and path it hit."""
+        where = path.decode("utf-8", "backslashreplace")
+        return CorruptBlob(f"{self.label}: {where}: {e}", blob_id=e.blob_id, pack=e.pack)
 
 
 @dataclass(frozen=True)
@@ -125,9 +134,10 @@ def _diff_trees(a: SnapshotView, b: SnapshotView, prefix: bytes, ea: Entry, eb: 
             if _meta(x) != _meta(y):
                 yield Change(path, "modified", x, y)
             yield from _diff_trees(a, b, path, x, y)
-        elif x != y:
+        elif _meta(x) != _meta(y) or x.payload != y.payload:
             yield Change(path, "modified", x, y)
 
 
 def _meta(e: Entry) -> tuple[object, ...]:
-    return (e.mode, e.uid, e.gid, e.mtime_ns, e.xattrs)
+    """What a change means to a user: not atime, ctime or inode numbers."""
+    return (e.kind, e.mode, e.uid, e.gid, e.rdev, e.size, e.mtime_ns, e.nlink, e.xattrs)

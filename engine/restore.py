@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .content import ContentReader
-from .errors import CairnError
+from .errors import CairnError, CorruptBlob
 from .meta import Kind
 from .reader import SnapshotView
 from .tree import Entry
@@ -45,6 +45,8 @@ def restore(view: SnapshotView, path: bytes, dest: str | bytes, progress: Progre
                 _restore_entry(view, child, target, links, stats)
             except OSError as e:
                 stats.errors.append(f"{os.fsdecode(target)}: {e.strerror}")
+            except CorruptBlob as e:
+                stats.errors.append(str(view.damaged(rel, e)))
             if child.kind == Kind.DIR:
                 dirs.append((target, child))
             if progress is not None and stats.files % 256 == 0:
@@ -52,7 +54,10 @@ def restore(view: SnapshotView, path: bytes, dest: str | bytes, progress: Progre
         for target, d in reversed(dirs):
             _apply_meta(target, d, stats)
     else:
-        _restore_entry(view, entry, dest_b, links, stats)
+        try:
+            _restore_entry(view, entry, dest_b, links, stats)
+        except CorruptBlob as e:
+            raise view.damaged(path, e) from e
     if progress is not None:
         progress(stats)
     return stats

@@ -1,0 +1,159 @@
+"""Faults: killed backups, full disks. Committed snapshots are never damaged."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from engine import errors
+from engine.deployment import Deployment
+from engine.worktree.tree import ROOT
+
+from .test_backup_restore import CAIRN, cairn, cairn_json
+from .trees import rsync_differences
+
+
+@contextmanager
+def tmpfs(path: Path, size: str) -> Iterator[Path]:
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def _mutate(src: Path, rnd: random.Random, step: int) -> None:
+    """Change a tenth of a tree of about 600 files and a few big ones."""
+    for i in range(60):
+        d = src / f"d{rnd.randrange(20):02}"
+        d.mkdir(exist_ok=True)
+        f = d / f"f{rnd.randrange(40):03}"
+        if f.exists() and rnd.random() < 0.2:
+            f.unlink()
+        else:
+            f.write_bytes(rnd.randbytes(rnd.randrange(0, 20_000)) + b"step %d" % step)
+    big = src / f"big{rnd.randrange(3)}"
+    big.write_bytes(rnd.randbytes(6 << 20))
+    if rnd.random() < 0.3:
+        link = src / f"link{step}"
+        os.link(big, link)
+
+
+def test_killed_backups_never_damage_committed_snapshots(tmp_path: Path) -> None:
+    rnd = random.Random(7)
+    src, data, kept = tmp_path / "src", tmp_path / "data", tmp_path / "kept"
+    src.mkdir()
+    kept.mkdir()
+    committed: dict[str, Path] = {}
+    kills = 0
+    log = tmp_path / "stderr"
+    last = 1.0
+    for step in range(20):
+        _mutate(src, rnd, step)
+        name = f"s{step}"
+        with open(log, "wb") as err:
+            proc = subprocess.Popen(
+                [*CAIRN, "--data", str(data), "backup", "h1", str(src), "--snapshot", name],
+                stdout=subprocess.DEVNULL, stderr=err,
+            )  # fmt: skip
+            try:
+                # Every other backup is killed at a random point of a run as long as the last one.
+                started = time.monotonic()
+                proc.wait(timeout=rnd.uniform(0.1, 1.0) * last if step % 2 else 120)
+                last = time.monotonic() - started
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                kills += 1
+        if proc.returncode == 0:
+            subprocess.run(["cp", "-a", str(src), str(kept / name)], check=True)
+            committed[name] = kept / name
+        else:
+            assert proc.returncode == -signal.SIGKILL, log.read_text()
+    assert kills >= 6 and len(committed) >= 10, (kills, len(committed))
+    # One more, not killed: the working tree left by the kills backs up correctly.
+    cairn(data, "backup", "h1", str(src), "--snapshot", "final")
+    committed["final"] = src
+    listed = {s["name"] for s in cairn_json(data, "snapshot", "list", "h1")}  # type: ignore[union-attr, index]
+    assert set(committed) <= listed
+    for name in sorted(listed):
+        out = tmp_path / "restore" / name
+        cairn(data, "restore", "h1", name, str(out))
+        if name in committed:
+            assert rsync_differences(committed[name], out) == [], name
+        shutil.rmtree(out)
+    check = cairn_json(data, "pool", "check")
+    assert isinstance(check, dict) and check["ok"]
+
+
+def test_full_spool_disk_is_a_clear_error_and_loses_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    with tmpfs(data / "spool", "1m"), Deployment.open(data) as dep:
+        dep.add_source("h1")
+        tree = dep.working_tree("h1")
+        big = os.urandom(3 << 20)
+        ino = tree.create(ROOT, b"f", 0o644).ino
+        tree.open(ino)
+        tree.write(ino, 0, big)  # in order: needs no spool disk
+        with pytest.raises(errors.NoSpace, match="spool disk is full"):
+            tree.write(ino, 100, b"back")  # out of order: needs 3 MiB of spool
+        assert tree.read(ino, 0, len(big)) == big
+        tree.release(ino)
+        assert tree.read(ino, 0, len(big)) == big
+        tree.open(ino)
+        with pytest.raises(errors.NoSpace):
+            tree.write(ino, 5, b"into existing content")
+        tree.release(ino)
+        dep.create_snapshot("h1", "s")
+        assert dep.snapshot("h1", "s").read(b"f") == big
+
+
+def test_full_pool_disk_fails_the_backup_cleanly(tmp_path: Path) -> None:
+    src, data = tmp_path / "src", tmp_path / "data"
+    src.mkdir()
+    (src / "small").write_bytes(b"small file")
+    cairn(data, "backup", "h1", str(src), "--snapshot", "before")
+    pool = data / "pool"
+    shutil.move(pool, tmp_path / "pool-copy")
+    with tmpfs(pool, "4m"):
+        subprocess.run(f"cp -a {tmp_path / 'pool-copy'}/. {pool}/", shell=True, check=True)
+        (src / "big").write_bytes(os.urandom(12 << 20))
+        proc = cairn(data, "backup", "h1", str(src), "--snapshot", "after", check=False)
+        assert proc.returncode == 1
+        assert "is full" in proc.stderr and "Traceback" not in proc.stderr
+        assert [s["name"] for s in cairn_json(data, "snapshot", "list")] == ["before"]  # type: ignore[index]
+        cairn(data, "restore", "h1", "before", str(tmp_path / "out"))
+        assert (tmp_path / "out" / "small").read_bytes() == b"small file"
+        subprocess.run(["mount", "-o", "remount,size=64m", str(pool)], check=True)
+        cairn(data, "backup", "h1", str(src), "--snapshot", "after")
+        cairn(data, "restore", "h1", "after", str(tmp_path / "out2"))
+        assert rsync_differences(src, tmp_path / "out2") == []
+        check = cairn_json(data, "pool", "check")
+        assert isinstance(check, dict) and check["ok"]
+
+
+def test_backup_waits_for_nothing_when_killed_mid_snapshot_and_rerun(tmp_path: Path) -> None:
+    """A kill right after a backup's walk still leaves a catalog that opens and backs up."""
+    src, data = tmp_path / "src", tmp_path / "data"
+    src.mkdir()
+    for i in range(300):
+        (src / f"f{i}").write_bytes(os.urandom(3000))
+    for delay in (0.5, 0.8, 1.1):
+        proc = subprocess.Popen([*CAIRN, "--data", str(data), "backup", "h1", str(src)], stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.kill()
+        proc.wait()
+    cairn(data, "backup", "h1", str(src), "--snapshot", "ok")
+    cairn(data, "restore", "h1", "ok", str(tmp_path / "out"))
+    assert rsync_differences(src, tmp_path / "out") == []
