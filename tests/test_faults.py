@@ -34,7 +34,7 @@ def tmpfs(path: Path, size: str) -> Iterator[Path]:
 
 def _mutate(src: Path, rnd: random.Random, step: int) -> None:
     """Change a tenth of a tree of about 600 files and a few big ones."""
-    for i in range(60):
+    for _ in range(60):
         d = src / f"d{rnd.randrange(20):02}"
         d.mkdir(exist_ok=True)
         f = d / f"f{rnd.randrange(40):03}"
