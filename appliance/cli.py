@@ -15,6 +15,7 @@ import click
 from engine.backup import backup_and_snapshot
 from engine.catalog import open_catalog
 from engine.check import check_pool, describe, locate
+from engine.codec import CodecConfig
 from engine.deployment import Deployment, default_db_url
 from engine.errors import CairnError
 from engine.meta import Kind
@@ -269,6 +270,30 @@ def restore_cmd(ctx: Context, source_name: str, snapshot_name: str, args: tuple[
 @main.group()
 def pool() -> None:
     """The pool: where the bytes live."""
+
+
+@command(pool, "list")
+def pool_list(ctx: Context, as_json: bool) -> None:
+    """Show the pool: where it is, what it holds, how well it deduplicates."""
+    with ctx.open() as dep:
+        usage = dep.pool_usage()
+    if as_json:
+        output.emit_json([usage])
+        return
+    row = dict(usage)
+    for key in ("stored_bytes", "unique_bytes", "snapshot_bytes"):
+        row[key] = output.human_bytes(usage[key])
+    output.table([row], ["kind", "backend", "packs", "blobs", "stored_bytes", "snapshot_bytes", "ratio", "zstd_level"])
+
+
+@command(pool, "configure")
+@click.option("--zstd-level", type=click.IntRange(1, 22), required=True, help="Compression level for new blobs.")
+def pool_configure(ctx: Context, zstd_level: int, as_json: bool) -> None:
+    """Change how new blobs are encoded; stored blobs keep theirs."""
+    with ctx.open() as dep:
+        dep.configure_pool(CodecConfig(level=zstd_level))
+        usage = dep.pool_usage()
+    output.emit_json(usage) if as_json else output.out.print(f"new blobs use zstd level {zstd_level}")
 
 
 @command(pool, "check")

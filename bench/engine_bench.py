@@ -5,8 +5,10 @@ from the same directory in the same state (per step: the input is prepared,
 read once so it is warm in the page cache, then cairn runs, then restic):
 
   1-5  django 4.2.1 .. 4.2.5: the sdists, rsync'd in turn into ONE working
-       directory (rsync -a --delete keeps unchanged files' inode and mtime),
-       as successive nightlies of one source;
+       directory (rsync -a --delete keeps files whose size and mtime match),
+       as successive nightlies of one source. Each sdist stamps every file with
+       a new mtime, so every file looks modified to both tools; --checksum
+       (rsync -c) instead leaves files with equal content untouched;
   6    docs: /usr/share/doc plus django 4.2.1, copied into one directory;
   7    big: a 1 GiB file, alternating 16 MiB segments of seeded Python-source
        text and os.urandom, in a directory of its own;
@@ -140,7 +142,7 @@ def restic_step(env: dict[str, str], source: str, path: Path) -> dict[str, objec
     return info
 
 
-def run_once(work: Path, trees: dict[str, Path], big: Path) -> dict[str, object]:
+def run_once(work: Path, trees: dict[str, Path], big: Path, rsync: list[str]) -> dict[str, object]:
     """One full pass of all steps with a fresh cairn data dir and restic repo."""
     data, repo, src = work / "cairn", work / "restic", work / "src"
     env = dict(os.environ, RESTIC_PASSWORD="bench", RESTIC_REPOSITORY=str(repo))
@@ -159,7 +161,7 @@ def run_once(work: Path, trees: dict[str, Path], big: Path) -> dict[str, object]
             shutil.copyfile(big, src / "big" / big.name)
             return src / "big"
         if step != UNCHANGED_STEP:
-            sh("rsync", "-a", "--delete", f"{trees[step.split()[1]]}/", f"{src / 'django'}/")
+            sh(*rsync, f"{trees[step.split()[1]]}/", f"{src / 'django'}/")
         return src / "django"
 
     steps = [(f"django {v}", "django", v) for v in VERSIONS]
@@ -278,7 +280,12 @@ def main() -> None:
     ap.add_argument("-n", "--runs", type=int, default=1, help="full passes; figures are per-step medians")
     ap.add_argument("--cache", type=Path, default=OUT / "cache", help="sdists, unpacked trees, the 1 GiB file")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()), help="parent of the temp work dir")
+    ap.add_argument("--checksum", action="store_true", help="rsync -c: unchanged content keeps inode and mtime")
     args = ap.parse_args()
+    rsync = ["rsync", "-a", "--delete"] + (["--checksum"] if args.checksum else [])
+    load = os.getloadavg()
+    if load[0] > 0.5:
+        print(f"warning: load average {load[0]:.2f} before the run: the figures may suffer", flush=True)
     args.cache.mkdir(parents=True, exist_ok=True)
     trees = fetch_django(args.cache)
     big = make_big_file(args.cache, trees[VERSIONS[0]])
@@ -287,28 +294,34 @@ def main() -> None:
         work = Path(tempfile.mkdtemp(prefix="cairn-bench-", dir=args.work))
         try:
             print(f"run {i + 1}/{args.runs} in {work}", flush=True)
-            runs.append(run_once(work, trees, big))
+            runs.append(run_once(work, trees, big, rsync))
         finally:
             shutil.rmtree(work, ignore_errors=True)
     raw = {"1 GiB file": raw_rate([big]), f"django {VERSIONS[0]} files": raw_rate(regular_files(trees[VERSIONS[0]]))}
     steps = median_runs(runs)
     goals = targets(steps, raw)
     report(steps, raw, runs[-1]["pool_check"], args.runs, goals)
-    git = subprocess.run(["git", "status", "--short", "engine"], capture_output=True, text=True, cwd=OUT.parent)
+
+    def git(*cmd: str) -> str:
+        return subprocess.run(["git", *cmd], capture_output=True, text=True, cwd=OUT.parent).stdout.strip()
+
     result = {
         "runs": args.runs,
         "order": "per step: input prepared, read once (warm), cairn backup, then restic backup",
         "restic": subprocess.run([RESTIC, "version"], capture_output=True, text=True).stdout.strip(),
-        "engine_uncommitted": git.stdout.splitlines(),
+        "rsync": rsync,
+        "git_head": git("rev-parse", "HEAD"),
+        "engine_uncommitted": git("status", "--short", "engine").splitlines(),
+        "load_average_before_after": [load, os.getloadavg()],
         "targets": goals,
         "steps": steps,
         "raw_one_core": raw,
         "pool_check": runs[-1]["pool_check"],
         "all_runs": runs if args.runs > 1 else None,
     }
-    OUT.mkdir(exist_ok=True)
-    (OUT / "engine.json").write_text(json.dumps(result, indent=2))
-    print(f"\nwrote {OUT / 'engine.json'}")
+    dest = OUT / ("engine-checksum.json" if args.checksum else "engine.json")
+    dest.write_text(json.dumps(result, indent=2))
+    print(f"\nwrote {dest}; load average now {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ the header names everything that was applied.
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 import threading
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 import zstandard
 
-from .errors import CorruptBlob
+from .errors import CorruptBlob, InvalidArgument
 
 MAGIC = 0xCB
 VERSION = 1
@@ -79,6 +80,18 @@ class CodecConfig:
 
     level: int = 3
 
+    def __post_init__(self) -> None:
+        if not 1 <= self.level <= 22:
+            raise InvalidArgument(f"zstd level must be 1 to 22, not {self.level}")
+
+    @classmethod
+    def from_json(cls, text: str | None) -> CodecConfig:
+        doc = json.loads(text or "{}")
+        return cls(level=int(doc.get("level", 3)))
+
+    def to_json(self) -> str:
+        return json.dumps({"level": self.level})
+
 
 class Codec:
     """Encodes and decodes blobs. Thread-safe: zstd contexts are per thread."""
@@ -88,10 +101,11 @@ class Codec:
         self._local = threading.local()
 
     def _compressor(self) -> zstandard.ZstdCompressor:
-        c = getattr(self._local, "c", None)
-        if c is None:
-            c = self._local.c = zstandard.ZstdCompressor(level=self.config.level)
-        return c
+        level = self.config.level
+        cached = getattr(self._local, "c", None)
+        if cached is None or cached[0] != level:
+            cached = self._local.c = (level, zstandard.ZstdCompressor(level=level))
+        return cached[1]
 
     def _decompressor(self) -> zstandard.ZstdDecompressor:
         d = getattr(self._local, "d", None)

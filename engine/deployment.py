@@ -21,7 +21,7 @@ from sqlalchemy import delete, func, select
 from . import leases, snapshots
 from .blobstore import BlobStore
 from .catalog import Catalog, open_catalog
-from .catalog.schema import dirents, inodes, keys, pools, sources
+from .catalog.schema import blobs, dirents, inodes, keys, packs, pools, sources
 from .catalog.schema import leases as lease_rows
 from .catalog.schema import snapshots as snapshot_rows
 from .codec import Codec, CodecConfig
@@ -57,13 +57,13 @@ def default_db_url(data_dir: Path) -> str:
 class Deployment:
     """Thread-safe. `_lock` guards `_trees`; each WorkingTree guards itself."""
 
-    def __init__(self, catalog: Catalog, pool_id: int, backend: Backend, id_key: IdKey, data_dir: Path):
+    def __init__(self, catalog: Catalog, pool: OpenPool, data_dir: Path):
         self.catalog = catalog
         self.data_dir = data_dir
-        self.backend = backend
-        self.pool_id = pool_id
-        self.codec = Codec(CodecConfig())
-        self.blobs = BlobStore(catalog, pool_id, backend, id_key, self.codec)
+        self.pool = pool
+        self.backend = pool.backend
+        self.codec = Codec(pool.codec)
+        self.blobs = BlobStore(catalog, pool.id, pool.backend, pool.id_key, self.codec)
         self.trees = TreeCache(self.blobs)
         self.owner = leases.new_owner()
         self._lock = threading.Lock()
@@ -82,11 +82,11 @@ class Deployment:
             raise NotFound(f"no data directory {data_dir}")
         catalog = open_catalog(db_url or default_db_url(data_dir))
         try:
-            pool_id, backend, id_key = _open_file_pool(catalog, data_dir, create)
+            pool = _open_file_pool(catalog, data_dir, create)
         except BaseException:
             catalog.dispose()
             raise
-        dep = cls(catalog, pool_id, backend, id_key, data_dir)
+        dep = cls(catalog, pool, data_dir)
         shutil.rmtree(dep.spool_root, ignore_errors=True)  # spools of a process that died
         return dep
 
@@ -143,6 +143,33 @@ class Deployment:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # -- pool ----------------------------------------------------------------
+
+    def pool_usage(self) -> dict[str, Any]:
+        """Stored bytes, unique bytes and the dedup+compression ratio of the file pool."""
+        with self.catalog.engine.connect() as conn:
+            n_packs, stored = conn.execute(
+                select(func.count(), func.coalesce(func.sum(packs.c.size), 0)).where(packs.c.pool_id == self.pool.id)
+            ).one()
+            n_blobs, unique = conn.execute(
+                select(func.count(), func.coalesce(func.sum(blobs.c.raw_length), 0)).where(
+                    blobs.c.pool_id == self.pool.id
+                )
+            ).one()
+            logical = conn.execute(select(func.coalesce(func.sum(snapshot_rows.c.bytes), 0))).scalar_one()
+        return {
+            "uuid": self.pool.uuid, "kind": self.pool.kind, "backend": self.backend.describe(),
+            "zstd_level": self.codec.config.level, "packs": n_packs, "blobs": n_blobs,
+            "stored_bytes": int(stored), "unique_bytes": int(unique), "snapshot_bytes": int(logical),
+            "ratio": round(int(logical) / int(stored), 2) if stored else None,
+        }  # fmt: skip
+
+    def configure_pool(self, codec: CodecConfig) -> None:
+        """Change how new blobs are encoded; stored blobs keep their own header."""
+        with self.catalog.engine.begin() as conn:
+            conn.execute(pools.update().where(pools.c.id == self.pool.id).values(codec=codec.to_json()))
+        self.codec.config = codec
 
     # -- sources -------------------------------------------------------------
 
@@ -253,7 +280,17 @@ class Deployment:
         self.backend.delete(snapshots.object_key(info.uuid))
 
 
-def _open_file_pool(catalog: Catalog, data_dir: Path, create: bool) -> tuple[int, Backend, IdKey]:
+@dataclass(frozen=True)
+class OpenPool:
+    id: int
+    uuid: str
+    kind: str
+    backend: Backend
+    id_key: IdKey
+    codec: CodecConfig
+
+
+def _open_file_pool(catalog: Catalog, data_dir: Path, create: bool) -> OpenPool:
     with catalog.engine.begin() as conn:
         row = conn.execute(select(pools).where(pools.c.kind == "file")).first()
         if row is not None:
@@ -261,7 +298,7 @@ def _open_file_pool(catalog: Catalog, data_dir: Path, create: bool) -> tuple[int
             check_identity(backend, row.uuid)
             material = conn.execute(select(keys.c.material).where(keys.c.purpose == "id")).scalar()
             id_key = bytes(material) if material is not None else read_id_key(backend)
-            return int(row.id), backend, IdKey(id_key)
+            return OpenPool(row.id, row.uuid, row.kind, backend, IdKey(id_key), CodecConfig.from_json(row.codec))
         config = {"kind": "local", "path": str(data_dir / "pool")}
         backend = open_backend(config)
         if backend.stat(POOL_FILE) is not None:
@@ -283,4 +320,4 @@ def _open_file_pool(catalog: Catalog, data_dir: Path, create: bool) -> tuple[int
             ),
         )
         conn.execute(keys.insert().values(purpose="id", material=id_key))
-        return int(pool_id), backend, IdKey(id_key)
+        return OpenPool(pool_id, identity.uuid, "file", backend, IdKey(id_key), CodecConfig())

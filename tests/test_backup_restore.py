@@ -116,3 +116,24 @@ def test_unreadable_directory_is_reported_and_the_rest_backed_up(tmp_path: Path)
     assert doc["files"] == 1
     cairn(data, "restore", "h1", doc["snapshot"]["name"], "ok", str(tmp_path / "ok"))
     assert (tmp_path / "ok").read_text() == "fine"
+
+
+def test_pool_list_and_compression_level(tmp_path: Path) -> None:
+    src, data = tmp_path / "src", tmp_path / "data"
+    src.mkdir()
+    (src / "text").write_bytes(b"".join(b"line %d of a compressible file\n" % i for i in range(200_000)))
+    cairn(data, "pool", "configure", "--zstd-level", "1")
+    cairn(data, "backup", "h1", str(src), "--snapshot", "fast")
+    fast = cairn_json(data, "pool", "list")
+    assert isinstance(fast, list) and fast[0]["zstd_level"] == 1
+    (src / "text").write_bytes(b"".join(b"LINE %d of a compressible file\n" % i for i in range(200_000)))
+    cairn(data, "pool", "configure", "--zstd-level", "19")
+    cairn(data, "backup", "h1", str(src), "--snapshot", "small")
+    small = cairn_json(data, "pool", "list")
+    assert isinstance(small, list)
+    added = small[0]["stored_bytes"] - fast[0]["stored_bytes"]
+    assert added < fast[0]["stored_bytes"] * 0.95  # level 19 packs the same kind of text smaller
+    assert small[0]["ratio"] > 5
+    assert cairn(data, "pool", "configure", "--zstd-level", "30", check=False).returncode == 2
+    cairn(data, "restore", "h1", "fast", str(tmp_path / "out"))
+    assert (tmp_path / "out" / "text").read_bytes().startswith(b"line 0 of")

@@ -32,6 +32,7 @@ pools = Table(
     Column("backend", Text, nullable=False),  # JSON backend configuration
     Column("structure", Integer, nullable=False),
     Column("created", Float, nullable=False),
+    Column("codec", Text, nullable=False, server_default="{}"),  # JSON: how new blobs are encoded
 )
 
 packs = Table(

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 12:15:24.068087
+Create Date: 2026-11-26 12:30:43.987326
 """
 
 from alembic import op
@@ -31,6 +31,7 @@ def upgrade() -> None:
     sa.Column('backend', sa.Text(), nullable=False),
     sa.Column('structure', sa.Integer(), nullable=False),
     sa.Column('created', sa.Float(), nullable=False),
+    sa.Column('codec', sa.Text(), server_default='{}', nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('uuid')
     )
