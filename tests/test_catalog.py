@@ -88,3 +88,11 @@ def test_newer_pool_structure_is_refused(tmp_path: Path) -> None:
     path.write_text(json.dumps(doc))
     with pytest.raises(PoolMismatch, match="structure version 99"):
         Deployment.open(tmp_path)
+
+
+def test_head_constant_matches_the_migrations() -> None:
+    from alembic.script import ScriptDirectory
+
+    from engine.catalog.db import HEAD, alembic_config
+
+    assert ScriptDirectory.from_config(alembic_config()).get_current_head() == HEAD
