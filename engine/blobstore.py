@@ -70,7 +70,8 @@ class BlobStore:
         self.cache = BlobCache(cache_bytes)
         self._lock = threading.Lock()
         self._known: dict[bytes, int] = self._load_known()
-        self._pending: dict[bytes, tuple[PackBuilder | _Sealed, int, int]] = {}
+        # Accepted blobs not yet stored: the encoded blob, or None while encoding.
+        self._pending: dict[bytes, bytes | None] = {}
         self._open = PackBuilder()
         self._open_since = time.monotonic()
         self._unsent: list[_Sealed] = []
@@ -106,7 +107,7 @@ class BlobStore:
             self._raise_failure()
             length = self._known.get(blob_id)
             if length is None and blob_id in self._pending:
-                length = len(data)  # accepted already; checked when it was put
+                length = len(data)  # accepted already
             if length is not None:
                 if length != len(data):
                     raise CorruptBlob(
@@ -116,7 +117,7 @@ class BlobStore:
                 self.stats["dedup_hits"] += 1
                 return blob_id
             # Reserve the id so that a second put of the same data dedups.
-            self._pending[blob_id] = (self._open, -1, len(data))
+            self._pending[blob_id] = None
         if wait or len(data) < INLINE_ENCODE:
             self._encode(blob_id, data, kind)
             return blob_id
@@ -143,8 +144,8 @@ class BlobStore:
             raise
         sealed = None
         with self._lock:
-            entry = self._open.add(blob_id, kind, blob, len(data))
-            self._pending[blob_id] = (self._open, entry.offset, entry.length)
+            self._open.add(blob_id, kind, blob, len(data))
+            self._pending[blob_id] = blob
             self.stats["new_blobs"] += 1
             self.stats["new_trees"] += kind == TREE
             self.stats["new_bytes"] += len(data)
@@ -160,8 +161,6 @@ class BlobStore:
             return None
         name, data = builder.seal(self.codec)
         sealed = _Sealed(name, data, builder)
-        for e in builder.entries:
-            self._pending[e.blob_id] = (sealed, e.offset, e.length)
         self._open = PackBuilder()
         self._open_since = time.monotonic()
         self._unsent.append(sealed)
@@ -295,13 +294,11 @@ class BlobStore:
     def _pending_blob(self, blob_id: bytes) -> bytes | None:
         while True:
             with self._lock:
-                where = self._pending.get(blob_id)
-                if where is None:
+                if blob_id not in self._pending:
                     return None
-                holder, offset, length = where
-                if offset >= 0:
-                    buf = holder.buf if isinstance(holder, PackBuilder) else holder.data
-                    return bytes(buf[offset : offset + length])
+                blob = self._pending[blob_id]
+                if blob is not None:
+                    return blob
             # Accepted but still being encoded.
             self._wait_encoders()
 

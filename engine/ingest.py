@@ -31,6 +31,13 @@ class ChunkStream:
         self._emit(self._chunker.feed(data))
         self.pos += len(data)
 
+    def read_from(self, fd: int, offset: int, size: int) -> int:
+        """Feed up to `size` bytes of a file at `offset`; returns how many were read."""
+        got, chunks = self._chunker.readinto(fd, offset, size)
+        self._emit(chunks)
+        self.pos += got
+        return got
+
     def skip_to(self, offset: int) -> None:
         """Zeros up to `offset`: a hole if long, else zero bytes in a chunk."""
         gap = offset - self.pos
@@ -83,6 +90,10 @@ def data_regions(fd: int, size: int) -> Iterator[tuple[int, int]]:
         pos = end
 
 
+def _more(fd: int, pos: int) -> bool:
+    return os.fstat(fd).st_size > pos
+
+
 def chunk_fd(fd: int, size: int, put: Put) -> Extents:
     """Chunk a whole file, keeping its holes."""
     stream = ChunkStream(put)
@@ -90,9 +101,8 @@ def chunk_fd(fd: int, size: int, put: Put) -> Extents:
         stream.skip_to(start)
         pos = start
         while pos < end:
-            data = os.pread(fd, min(READ_SIZE, end - pos), pos)
-            if not data:  # the file shrank under us
-                break
-            stream.write(data)
-            pos += len(data)
+            got = stream.read_from(fd, pos, min(READ_SIZE, end - pos))
+            if got == 0 and stream.pos == pos and not _more(fd, pos):
+                break  # the file shrank under us
+            pos += got
     return stream.finish(size)

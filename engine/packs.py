@@ -46,24 +46,22 @@ class PackBuilder:
     """Accumulates encoded blobs. Not thread-safe: the blob store locks around it."""
 
     def __init__(self) -> None:
-        self.buf = bytearray()
+        self.blobs: list[bytes] = []
         self.entries: list[PackEntry] = []
+        self.size = 0
 
     def add(self, blob_id: bytes, kind: int, blob: bytes, raw_length: int) -> PackEntry:
-        entry = PackEntry(blob_id, kind, len(self.buf), len(blob), raw_length)
-        self.buf += blob
+        entry = PackEntry(blob_id, kind, self.size, len(blob), raw_length)
+        self.blobs.append(blob)
         self.entries.append(entry)
+        self.size += len(blob)
         return entry
-
-    @property
-    def size(self) -> int:
-        return len(self.buf)
 
     def seal(self, codec: Codec) -> tuple[str, bytes]:
         """The pack's name and bytes."""
         index = b"".join(_ENTRY.pack(e.blob_id, e.kind, e.offset, e.length, e.raw_length) for e in self.entries)
         index_blob = codec.encode(index)
-        data = bytes(self.buf) + index_blob + FOOTER.pack(len(index_blob), FOOTER_MAGIC)
+        data = b"".join([*self.blobs, index_blob, FOOTER.pack(len(index_blob), FOOTER_MAGIC)])
         return blake3.blake3(data).hexdigest(), data
 
 
