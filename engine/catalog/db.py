@@ -33,10 +33,10 @@ class Catalog:
             return
         # Imported here: the PostgreSQL dialect costs 25 ms of start-up for SQLite users.
         if self.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
+            from sqlalchemy.dialects import postgresql as dialect
         else:
-            from sqlalchemy.dialects.sqlite import insert
-        conn.execute(insert(table).on_conflict_do_nothing(), rows)
+            from sqlalchemy.dialects import sqlite as dialect  # type: ignore[no-redef]
+        conn.execute(dialect.insert(table).on_conflict_do_nothing(), rows)
 
     @staticmethod
     def insert_id(conn: Connection, statement: Any) -> int:
