@@ -20,7 +20,7 @@ from .ingest import chunk_fd
 from .meta import Kind, Stat, kind_of
 from .snapshots import SnapshotInfo
 from .worktree import WorkingTree
-from .worktree.tree import ROOT
+from .worktree.tree import ROOT, Quick
 
 Progress = Callable[["BackupStats"], None]
 
@@ -86,15 +86,14 @@ class _Walker:
         except OSError as e:
             self.stats.errors.append(f"{os.fsdecode(path)}: {e.strerror}")
             return
-        existing = dict(self.tree.listdir(ino))
-        origins = self.tree.origins(ino)
+        existing = self.tree.quick_list(ino)
         for name in existing.keys() - local.keys():
             self.remove(ino, name, existing[name])
         for name in sorted(local):
             child = path + b"/" + name
             try:
                 st = local[name].stat(follow_symlinks=False)
-                self.sync_entry(child, ino, name, st, existing.get(name), origins.get(name, 0))
+                self.sync_entry(child, ino, name, st, existing.get(name))
             except FileNotFoundError:
                 continue  # vanished while we walked
             except OSError as e:
@@ -102,27 +101,26 @@ class _Walker:
         if self.progress is not None:
             self.progress(self.stats)
 
-    def remove(self, parent: int, name: bytes, cur: Stat) -> None:
+    def remove(self, parent: int, name: bytes, cur: Quick) -> None:
         if cur.kind == Kind.DIR:
-            for child, st in self.tree.listdir(cur.ino):
-                self.remove(cur.ino, child, st)
+            for child, q in self.tree.quick_list(cur.ino).items():
+                self.remove(cur.ino, child, q)
             self.tree.rmdir(parent, name)
         else:
             self.tree.unlink(parent, name)
         self.stats.removed += 1
 
     def sync_entry(
-        self, path: bytes, parent: int, name: bytes, st: os.stat_result, cur: Stat | None, origin: int
+        self, path: bytes, parent: int, name: bytes, st: os.stat_result, cur: Quick | None
     ) -> None:
         kind = kind_of(st.st_mode)
         if kind == Kind.DIR:
             if cur is not None and cur.kind != Kind.DIR:
                 self.remove(parent, name, cur)
                 cur = None
-            if cur is None:
-                cur = self.tree.mkdir(parent, name, 0o700)
-            self.sync_dir(path, cur.ino)
-            self.sync_meta(path, cur.ino, self.tree.stat(cur.ino), st)
+            ino = self.tree.mkdir(parent, name, 0o700).ino if cur is None else cur.ino
+            self.sync_dir(path, ino)
+            self.sync_meta(path, ino, self.tree.stat(ino), st)
             return
         self.stats.files += 1
         key = (st.st_dev, st.st_ino)
@@ -135,36 +133,35 @@ class _Walker:
                 # link() moves ctime as link(2) does; keep the client's, for the quick check.
                 self.tree.setattr(target, ctime_ns=st.st_ctime_ns)
             return
-        if cur is not None and _unchanged(cur, st, origin, kind):
+        if cur is not None and _unchanged(cur, st, kind):
             if st.st_nlink > 1:
                 self.links[key] = cur.ino
             return
         if cur is not None and (cur.kind != kind or kind != Kind.FILE or cur.nlink > 1):
             self.remove(parent, name, cur)
             cur = None
-        cur = self.create(path, parent, name, st, kind, cur)
+        ino = self.create(path, parent, name, st, kind, cur)
         if st.st_nlink > 1:
-            self.links[key] = cur.ino
-        self.sync_meta(path, cur.ino, cur, st)
-        self.tree.set_origin(cur.ino, st.st_ino)
+            self.links[key] = ino
+        self.sync_meta(path, ino, self.tree.stat(ino), st)
+        self.tree.set_origin(ino, st.st_ino)
         self.stats.changed += 1
 
-    def create(self, path: bytes, parent: int, name: bytes, st: os.stat_result, kind: Kind, cur: Stat | None) -> Stat:
+    def create(self, path: bytes, parent: int, name: bytes, st: os.stat_result, kind: Kind, cur: Quick | None) -> int:
         if kind == Kind.SYMLINK:
-            return self.tree.symlink(parent, name, os.readlink(path))
+            return self.tree.symlink(parent, name, os.readlink(path)).ino
         if kind != Kind.FILE:
-            return self.tree.mknod(parent, name, st.st_mode, st.st_rdev)
-        if cur is None:
-            cur = self.tree.create(parent, name, 0o600)
+            return self.tree.mknod(parent, name, st.st_mode, st.st_rdev).ino
+        ino = self.tree.create(parent, name, 0o600).ino if cur is None else cur.ino
         flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(path, flags | os.O_NOATIME if st.st_uid == os.geteuid() or os.geteuid() == 0 else flags)
         try:
             size = os.fstat(fd).st_size
-            self.tree.set_content(cur.ino, chunk_fd(fd, size, self.blobs.put))
+            self.tree.set_content(ino, chunk_fd(fd, size, self.blobs.put))
         finally:
             os.close(fd)
         self.stats.bytes_read += size
-        return cur
+        return ino
 
     def sync_meta(self, path: bytes, ino: int, cur: Stat, st: os.stat_result) -> None:
         """Copy metadata that differs; an equal field is not written, so no tree goes stale."""
@@ -184,13 +181,13 @@ class _Walker:
             self.tree.setattr(ino, ctime_ns=st.st_ctime_ns, **changes)
 
 
-def _unchanged(cur: Stat, st: os.stat_result, origin: int, kind: Kind) -> bool:
+def _unchanged(cur: Quick, st: os.stat_result, kind: Kind) -> bool:
     return (
         cur.kind == kind
         and cur.size == st.st_size
         and cur.mtime_ns == st.st_mtime_ns
         and cur.ctime_ns == st.st_ctime_ns
-        and origin == st.st_ino
+        and cur.origin == st.st_ino
         and (kind not in (Kind.CHR, Kind.BLK) or cur.rdev == st.st_rdev)
     )
 

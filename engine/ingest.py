@@ -6,7 +6,7 @@ import errno
 import os
 from collections.abc import Callable, Iterator
 
-from .chunker import StreamChunker
+from .chunker import SMALL_FILE, StreamChunker
 from .content import Extents, hole
 
 # Gaps of zeros at least this long become holes; shorter ones are stored as
@@ -96,6 +96,9 @@ def _more(fd: int, pos: int) -> bool:
 
 def chunk_fd(fd: int, size: int, put: Put) -> Extents:
     """Chunk a whole file, keeping its holes."""
+    if 0 < size <= SMALL_FILE:  # most files: one read, one chunk
+        data = os.pread(fd, size, 0)
+        return [(put(data), len(data))] if len(data) == size else chunk_fd(fd, len(data), put)
     stream = ChunkStream(put)
     for start, end in data_regions(fd, size):
         stream.skip_to(start)

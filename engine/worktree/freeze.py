@@ -33,9 +33,11 @@ def entry_of(name: bytes, inode: Inode, content: Extents | None = None) -> Entry
     size = inode.size
     payload = b""
     if inode.kind == Kind.FILE:
-        extents = inode.extents if content is None else content
-        payload = pack_extents(extents)
-        size = total_length(extents)
+        if content is None:
+            payload = inode.content
+        else:
+            payload = pack_extents(content)
+            size = total_length(content)
     elif inode.kind == Kind.DIR:
         assert inode.tree_id is not None
         payload = inode.tree_id

@@ -21,8 +21,8 @@ class Inode:
     __slots__ = (
         "atime_ns",
         "children",
+        "content",
         "ctime_ns",
-        "extents",
         "gid",
         "ino",
         "kind",
@@ -53,7 +53,8 @@ class Inode:
         self.nlink = 2 if kind == Kind.DIR else 1
         self.origin = 0
         self.target: bytes | None = None
-        self.extents: Extents = []
+        # The packed chunk list; unpacked only when needed (load time matters).
+        self.content = b""
         self.xattrs: dict[bytes, bytes] = {}
         # A directory's entries; None for other kinds.
         self.children: dict[bytes, int] | None = {} if kind == Kind.DIR else None
@@ -64,6 +65,14 @@ class Inode:
         self.tree_id: bytes | None = None
         self.spool: SpoolFile | None = None
         self.opens = 0
+
+    @property
+    def extents(self) -> Extents:
+        return unpack_extents(self.content)
+
+    @extents.setter
+    def extents(self, value: Extents) -> None:
+        self.content = pack_extents(value)
 
     @property
     def is_dir(self) -> bool:
@@ -81,6 +90,8 @@ class Inode:
             return 0
         if self.spool is not None:
             return self.spool.allocated()
+        if HOLE not in self.content:  # a C-speed scan; most files have no holes
+            return self.size
         return sum(n for i, n in self.extents if i != HOLE)
 
     def to_row(self, source_id: int, pending: bool) -> dict[str, Any]:
@@ -99,24 +110,30 @@ class Inode:
             "nlink": self.nlink,
             "origin": _signed(self.origin),
             "target": self.target,
-            "content": pack_extents(self.extents) if self.extents else None,
+            "content": self.content or None,
             "xattrs": pack_xattrs(self.xattrs) if self.xattrs else None,
             "tree_id": self.tree_id,
             "pending": pending,
         }
 
+    ROW = ("ino", "kind", "mode", "uid", "gid", "rdev", "size", "atime_ns", "mtime_ns", "ctime_ns",
+           "nlink", "origin", "target", "content", "xattrs", "tree_id")  # fmt: skip
+
     @classmethod
     def from_row(cls, row: Any) -> Inode:
-        inode = cls(row.ino, row.kind, row.mode, row.uid, row.gid, 0)
-        inode.rdev = row.rdev
-        inode.size = row.size
-        inode.atime_ns, inode.mtime_ns, inode.ctime_ns = row.atime_ns, row.mtime_ns, row.ctime_ns
-        inode.nlink = row.nlink
-        inode.origin = row.origin & 0xFFFFFFFFFFFFFFFF
-        inode.target = bytes(row.target) if row.target is not None else None
-        inode.extents = unpack_extents(row.content)
-        inode.xattrs = unpack_xattrs(row.xattrs)
-        inode.tree_id = bytes(row.tree_id) if row.tree_id is not None else None
+        """An inode from a tuple of the columns in ROW."""
+        (ino, kind, mode, uid, gid, rdev, size, atime, mtime, ctime,
+         nlink, origin, target, content, xattrs, tree_id) = row[:16]  # fmt: skip
+        inode = cls(ino, kind, mode, uid, gid, 0)
+        inode.rdev = rdev
+        inode.size = size
+        inode.atime_ns, inode.mtime_ns, inode.ctime_ns = atime, mtime, ctime
+        inode.nlink = nlink
+        inode.origin = origin & 0xFFFFFFFFFFFFFFFF
+        inode.target = bytes(target) if target is not None else None
+        inode.content = bytes(content) if content else b""
+        inode.xattrs = unpack_xattrs(xattrs)
+        inode.tree_id = bytes(tree_id) if tree_id is not None else None
         return inode
 
 

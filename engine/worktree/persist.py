@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from .tree import WorkingTree
 
 _BATCH = 500
+# The order Inode.from_row reads, then the pending flag.
+_COLUMNS = [inodes.c[name] for name in (*Inode.ROW, "pending")]
 
 
 def load(tree: WorkingTree) -> None:
@@ -30,13 +32,13 @@ def load(tree: WorkingTree) -> None:
     with tree.catalog.engine.connect() as conn:
         tree.next_ino = conn.execute(select(sources.c.next_ino).where(sources.c.id == sid)).scalar_one()
         pending: list[int] = []
-        for row in conn.execute(select(inodes).where(inodes.c.source_id == sid)):
-            tree.inodes[row.ino] = Inode.from_row(row)
-            if row.pending:
-                pending.append(row.ino)
-        for parent, name, ino in conn.execute(
-            select(dirents.c.parent, dirents.c.name, dirents.c.ino).where(dirents.c.source_id == sid)
-        ):
+        for row in tree.catalog.fetch(conn, select(*_COLUMNS).where(inodes.c.source_id == sid)):
+            inode = Inode.from_row(row)
+            tree.inodes[inode.ino] = inode
+            if row[-1]:
+                pending.append(inode.ino)
+        query = select(dirents.c.parent, dirents.c.name, dirents.c.ino).where(dirents.c.source_id == sid)
+        for parent, name, ino in tree.catalog.fetch(conn, query):
             p, child = tree.inodes.get(parent), tree.inodes.get(ino)
             if p is None or child is None or p.children is None:
                 continue  # a dangling entry from a torn batch: drop it
@@ -117,20 +119,14 @@ def _write(
         replaced = [r["ino"] for r in rows] + gone
         for i in range(0, len(replaced), _BATCH):
             conn.execute(delete(inodes).where(inodes.c.source_id == sid, inodes.c.ino.in_(replaced[i : i + _BATCH])))
-        if rows:
-            conn.execute(inodes.insert(), rows)
-        if changed:
-            conn.execute(
-                delete(dirents).where(
-                    dirents.c.source_id == sid,
-                    dirents.c.parent == bindparam("p"),
-                    dirents.c.name == bindparam("n"),
-                ),
-                [{"p": p, "n": n} for p, n in changed],
-            )
+        catalog = tree.catalog
+        catalog.executemany(conn, inodes.insert(), rows)
+        forget = delete(dirents).where(
+            dirents.c.source_id == bindparam("s"), dirents.c.parent == bindparam("p"), dirents.c.name == bindparam("n")
+        )
+        catalog.executemany(conn, forget, [{"s": sid, "p": p, "n": n} for p, n in changed])
         added = [
             {"source_id": sid, "parent": p, "name": n, "ino": ino} for (p, n), ino in changed.items() if ino is not None
         ]
-        if added:
-            conn.execute(dirents.insert(), added)
+        catalog.executemany(conn, dirents.insert(), added)
         conn.execute(update(sources).where(sources.c.id == sid).values(next_ino=next_ino))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from ..blobstore import BlobStore
 from ..catalog import Catalog
@@ -30,6 +31,17 @@ from .spool import SpoolFile
 ROOT = 1
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
+
+
+class Quick(NamedTuple):
+    ino: int
+    kind: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    origin: int
+    nlink: int
+    rdev: int
 
 
 def now_ns() -> int:
@@ -465,12 +477,17 @@ class WorkingTree:
             inode.size = total_length(extents)
             self._touch(inode)
 
-    def origins(self, ino: int) -> dict[bytes, int]:
-        """The client inode number recorded for each entry of a directory."""
+    def quick_list(self, ino: int) -> dict[bytes, Quick]:
+        """What a quick check compares, for each entry of a directory (the backup fast path)."""
         with self._lock:
             d = self._dir(ino)
             assert d.children is not None
-            return {n: self._inodes[i].origin for n, i in d.children.items()}
+            inodes = self._inodes
+            return {
+                n: Quick(i, c.kind, c.size, c.mtime_ns, c.ctime_ns, c.origin, c.nlink, c.rdev)
+                for n, i in d.children.items()
+                for c in (inodes[i],)
+            }
 
     def xattrs(self, ino: int) -> dict[bytes, bytes]:
         with self._lock:
