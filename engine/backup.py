@@ -110,9 +110,7 @@ class _Walker:
             self.tree.unlink(parent, name)
         self.stats.removed += 1
 
-    def sync_entry(
-        self, path: bytes, parent: int, name: bytes, st: os.stat_result, cur: Quick | None
-    ) -> None:
+    def sync_entry(self, path: bytes, parent: int, name: bytes, st: os.stat_result, cur: Quick | None) -> None:
         kind = kind_of(st.st_mode)
         if kind == Kind.DIR:
             if cur is not None and cur.kind != Kind.DIR:

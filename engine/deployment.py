@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import threading
 import time
@@ -87,12 +88,23 @@ class Deployment:
             catalog.dispose()
             raise
         dep = cls(catalog, pool, data_dir)
-        shutil.rmtree(dep.spool_root, ignore_errors=True)  # spools of a process that died
+        dep.clear_dead_spools()
         return dep
 
     @property
     def spool_root(self) -> Path:
-        return self.data_dir / "spool" / self.owner.replace(":", "-")
+        # Spool files are local to this machine: the directory names the process.
+        return self.data_dir / "spool" / f"{os.getpid()}.{self.owner.rsplit(':', 1)[-1]}"
+
+    def clear_dead_spools(self) -> None:
+        """Remove the spool files of processes on this host that died: their writes were never committed."""
+        base = self.data_dir / "spool"
+        if not base.is_dir():
+            return
+        for entry in base.iterdir():
+            pid = entry.name.partition(".")[0]
+            if entry.is_dir() and pid.isdigit() and not leases.pid_alive(int(pid)):
+                shutil.rmtree(entry, ignore_errors=True)
 
     def start_flusher(self) -> None:
         """Commit working trees in the background (long-running processes)."""

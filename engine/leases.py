@@ -19,25 +19,27 @@ def new_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def _dead_here(owner: str) -> bool:
+def dead_here(owner: str) -> bool:
     """Whether the owner ran on this host in a process that no longer exists."""
     host, _, rest = owner.partition(":")
     pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
+    return host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid))
+
+
+def pid_alive(pid: int) -> bool:
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
-        return True
-    except PermissionError:
         return False
-    return False
+    except PermissionError:
+        return True
+    return True
 
 
 def acquire(conn: Connection, source_id: int, source: str, owner: str) -> None:
     now = time.time()
     row = conn.execute(select(leases.c.owner, leases.c.expires).where(leases.c.source_id == source_id)).first()
-    if row is not None and row.owner != owner and row.expires > now and not _dead_here(row.owner):
+    if row is not None and row.owner != owner and row.expires > now and not dead_here(row.owner):
         raise InUse(
             f"source {source!r} is being written by {row.owner} "
             f"(lease expires in {row.expires - now:.0f} s); open it read-only or stop that process"

@@ -181,3 +181,19 @@ def test_second_writer_is_refused(data_dir) -> None:  # type: ignore[no-untyped-
         a.working_tree("h1")
         with Deployment.open(data_dir) as b, pytest.raises(errors.InUse, match="being written"):
             b.working_tree("h1")
+
+
+def test_spool_files_of_a_dead_process_are_removed(data_dir) -> None:  # type: ignore[no-untyped-def]
+    dead = data_dir / "spool" / "999999999.abcd" / "1"
+    dead.mkdir(parents=True)
+    (dead / "5.1").write_bytes(b"lost writes")
+    with Deployment.open(data_dir) as dep:
+        dep.add_source("h1")
+        t = dep.working_tree("h1")
+        f = _write(t, ROOT, b"f", os.urandom(100_000))
+        t.open(f)
+        t.write(f, 10, b"random write: this one goes to the spool disk")
+        assert not (data_dir / "spool" / "999999999.abcd").exists()
+        assert any(dep.spool_root.rglob("*.*"))
+        t.release(f)
+    assert not dep.spool_root.exists()
