@@ -20,7 +20,8 @@ from .ingest import chunk_fd
 from .meta import Kind, Stat, kind_of
 from .snapshots import SnapshotInfo
 from .worktree import WorkingTree
-from .worktree.tree import ROOT, Quick
+from .worktree.inode import ROOT
+from .worktree.tree import Quick
 
 Progress = Callable[["BackupStats"], None]
 

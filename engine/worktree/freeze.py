@@ -13,7 +13,7 @@ from ..content import Extents, pack_extents, total_length
 from ..meta import Kind
 from ..packs import TREE
 from ..tree import Entry, serialize
-from .inode import Inode
+from .inode import ROOT, Inode
 
 if TYPE_CHECKING:
     from .tree import WorkingTree
@@ -51,8 +51,6 @@ def entry_of(name: bytes, inode: Inode, content: Extents | None = None) -> Entry
 
 
 def freeze(tree: WorkingTree) -> Frozen:
-    from .tree import ROOT
-
     with tree.lock:
         inodes = tree.inodes
         # Files still open for writing are frozen as their spool holds them now.

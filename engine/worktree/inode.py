@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import time
 from typing import TYPE_CHECKING, Any
 
 from ..content import Extents, pack_extents, unpack_extents
@@ -13,6 +14,11 @@ if TYPE_CHECKING:
     from .spool import SpoolFile
 
 _XATTR_HEAD = struct.Struct("<HI")
+ROOT = 1  # the root directory's inode number
+
+
+def now_ns() -> int:
+    return time.time_ns()
 
 
 class Inode:

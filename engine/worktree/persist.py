@@ -8,26 +8,46 @@ sends it again instead of trusting a quick check on lost data.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import threading
+from typing import Any, Protocol
 
 from sqlalchemy import bindparam, delete, select, update
 
+from ..blobstore import BlobStore
+from ..catalog import Catalog
 from ..catalog.schema import dirents, inodes, sources
 from ..content import chunk_ids, total_length
 from ..meta import Kind
-from .inode import Inode
+from .inode import ROOT, Inode, now_ns
 
-if TYPE_CHECKING:
-    from .tree import WorkingTree
+
+class TreeState(Protocol):
+    """What loading and committing need of a working tree."""
+
+    catalog: Catalog
+    source_id: int
+    blobs: BlobStore
+    next_ino: int
+    dirty: set[int]
+    gone: set[int]
+    dirents: dict[tuple[int, bytes], int | None]
+    unstored: set[int]
+
+    @property
+    def lock(self) -> threading.RLock: ...
+
+    @property
+    def inodes(self) -> dict[int, Inode]: ...
+
+    def invalidate(self, ino: int) -> None: ...
+
 
 _BATCH = 500
 # The order Inode.from_row reads, then the pending flag.
 _COLUMNS = [inodes.c[name] for name in (*Inode.ROW, "pending")]
 
 
-def load(tree: WorkingTree) -> None:
-    from .tree import ROOT, now_ns
-
+def load(tree: TreeState) -> None:
     sid = tree.source_id
     with tree.catalog.engine.connect() as conn:
         tree.next_ino = conn.execute(select(sources.c.next_ino).where(sources.c.id == sid)).scalar_one()
@@ -56,7 +76,7 @@ def load(tree: WorkingTree) -> None:
             tree.gone.add(inode.ino)
 
 
-def _repair(tree: WorkingTree, inode: Inode) -> None:
+def _repair(tree: TreeState, inode: Inode) -> None:
     lost = any(not tree.blobs.is_stored(i) for i in chunk_ids(inode.extents))
     if lost or total_length(inode.extents) != inode.size:
         inode.extents = []
@@ -64,10 +84,10 @@ def _repair(tree: WorkingTree, inode: Inode) -> None:
         inode.mtime_ns = 0
     tree.dirty.add(inode.ino)
     for parent in inode.parents:
-        tree._invalidate(parent)
+        tree.invalidate(parent)
 
 
-def _row(tree: WorkingTree, inode: Inode) -> dict[str, Any]:
+def _row(tree: TreeState, inode: Inode) -> dict[str, Any]:
     row = inode.to_row(tree.source_id, _has_pending(tree, inode))
     if inode.spool is not None:
         # Unreleased writes are not in the row: make the row's quick-check
@@ -77,7 +97,7 @@ def _row(tree: WorkingTree, inode: Inode) -> dict[str, Any]:
     return row
 
 
-def commit(tree: WorkingTree) -> None:
+def commit(tree: TreeState) -> None:
     with tree.lock:
         # Rows written while their chunks were pending are written again
         # once the chunks are stored, to clear the flag.
@@ -103,12 +123,12 @@ def commit(tree: WorkingTree) -> None:
         raise
 
 
-def _has_pending(tree: WorkingTree, inode: Inode) -> bool:
+def _has_pending(tree: TreeState, inode: Inode) -> bool:
     return inode.spool is not None or any(not tree.blobs.is_stored(i) for i in chunk_ids(inode.extents))
 
 
 def _write(
-    tree: WorkingTree,
+    tree: TreeState,
     rows: list[dict[str, Any]],
     gone: list[int],
     changed: dict[tuple[int, bytes], int | None],

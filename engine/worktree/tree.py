@@ -7,7 +7,6 @@ so an operation never waits on a database write.
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -25,10 +24,11 @@ from ..errors import (
 from ..ids import HOLE
 from ..meta import PERM_MASK, Kind, Stat, check_name, kind_of
 from . import persist
-from .inode import Inode
+from .inode import ROOT, Inode, now_ns
+
+__all__ = ["RENAME_EXCHANGE", "RENAME_NOREPLACE", "ROOT", "Quick", "WorkingTree"]
 from .spool import SpoolFile
 
-ROOT = 1
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 
@@ -42,10 +42,6 @@ class Quick(NamedTuple):
     origin: int
     nlink: int
     rdev: int
-
-
-def now_ns() -> int:
-    return time.time_ns()
 
 
 class WorkingTree:
@@ -137,9 +133,9 @@ class WorkingTree:
         """Record that an inode changed: its row, and the trees above it."""
         self.dirty.add(inode.ino)
         for parent in inode.parents:
-            self._invalidate(parent)
+            self.invalidate(parent)
 
-    def _invalidate(self, ino: int) -> None:
+    def invalidate(self, ino: int) -> None:
         """A directory's listing changed: its tree and every tree above it are stale."""
         while True:
             d = self._inodes[ino]
@@ -160,7 +156,7 @@ class WorkingTree:
         parent.mtime_ns = parent.ctime_ns = t
         if inode.is_dir:
             parent.nlink += 1
-        self._invalidate(parent.ino)
+        self.invalidate(parent.ino)
         self._touch(inode)
 
     def _remove_entry(self, parent: Inode, name: bytes, inode: Inode) -> None:
@@ -172,7 +168,7 @@ class WorkingTree:
         parent.mtime_ns = parent.ctime_ns = t
         if inode.is_dir:
             parent.nlink -= 1
-        self._invalidate(parent.ino)
+        self.invalidate(parent.ino)
 
     def _new(self, kind: int, mode: int, uid: int, gid: int) -> Inode:
         inode = Inode(self.next_ino, kind, mode & PERM_MASK, uid, gid, now_ns())
