@@ -1,4 +1,4 @@
-"""The working tree's operations, as a POSIX filesystem needs them.
+"""The working tree of a source: names (see namespace.py), attributes, content, commits.
 
 The tree lives in memory and reaches the catalog in batches (`commit`),
 so an operation never waits on a database write.
@@ -6,317 +6,42 @@ so an operation never waits on a database write.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
-from typing import NamedTuple
 
 from ..blobstore import BlobStore
 from ..catalog import Catalog
 from ..content import ContentReader, Extents, hole, total_length
-from ..errors import (
-    Exists,
-    InvalidArgument,
-    IsADirectory,
-    NotADirectory,
-    NotEmpty,
-    NotFound,
-)
+from ..errors import Exists, InvalidArgument, IsADirectory, NotFound
 from ..ids import HOLE
-from ..meta import PERM_MASK, Kind, Stat, check_name, kind_of
+from ..meta import PERM_MASK, Kind, Stat
 from . import persist
 from .inode import ROOT, Inode, now_ns
-
-__all__ = ["RENAME_EXCHANGE", "RENAME_NOREPLACE", "ROOT", "Quick", "WorkingTree"]
+from .namespace import RENAME_EXCHANGE, RENAME_NOREPLACE, Namespace, Quick
 from .spool import SpoolFile
 
-RENAME_NOREPLACE = 1
-RENAME_EXCHANGE = 2
+__all__ = ["RENAME_EXCHANGE", "RENAME_NOREPLACE", "ROOT", "Quick", "WorkingTree"]
 
 
-class Quick(NamedTuple):
-    ino: int
-    kind: int
-    size: int
-    mtime_ns: int
-    ctime_ns: int
-    origin: int
-    nlink: int
-    rdev: int
-
-
-class WorkingTree:
+class WorkingTree(Namespace):
     """The mutable tree of one source. Thread-safe.
 
-    `_lock` guards `_inodes`, every Inode in it, `next_ino` and the dirty
-    sets. Spool files have their own locks; reads of stored chunks happen
-    outside `_lock`.
+    The namespace's `_lock` guards everything here too. Spool files have
+    their own locks; reads of stored chunks happen outside `_lock`.
     """
 
     def __init__(self, catalog: Catalog, source_id: int, blobs: BlobStore, spool_dir: Path):
+        super().__init__()
         self.catalog = catalog
         self.source_id = source_id
         self.blobs = blobs
         self.spool_dir = spool_dir
-        self._lock = threading.RLock()
-        self._inodes: dict[int, Inode] = {}
-        self.next_ino = ROOT + 1
-        self.dirty: set[int] = set()
-        self.gone: set[int] = set()
-        self.dirents: dict[tuple[int, bytes], int | None] = {}
-        self.unstored: set[int] = set()  # rows written while their chunks were pending
         self._spool_seq = 0
         persist.load(self)
 
-    @property
-    def lock(self) -> threading.RLock:
-        return self._lock
-
-    @property
-    def inodes(self) -> dict[int, Inode]:
-        """The inode table; only for code that holds `lock`."""
-        return self._inodes
-
-    # -- lookups -------------------------------------------------------------
-
-    def _get(self, ino: int) -> Inode:
-        inode = self._inodes.get(ino)
-        if inode is None:
-            raise NotFound(f"no inode {ino}")
-        return inode
-
-    def _dir(self, ino: int) -> Inode:
-        inode = self._get(ino)
-        if inode.children is None:
-            raise NotADirectory(f"inode {ino} is not a directory")
-        return inode
-
-    def _child(self, parent: Inode, name: bytes) -> Inode:
-        assert parent.children is not None
-        ino = parent.children.get(name)
-        if ino is None:
-            raise NotFound(f"no entry {name!r}")
-        return self._inodes[ino]
-
-    def stat(self, ino: int) -> Stat:
-        with self._lock:
-            return self._get(ino).stat()
-
-    def lookup(self, parent: int, name: bytes) -> Stat:
-        with self._lock:
-            return self._child(self._dir(parent), name).stat()
-
-    def listdir(self, ino: int) -> list[tuple[bytes, Stat]]:
-        with self._lock:
-            d = self._dir(ino)
-            assert d.children is not None
-            return [(n, self._inodes[i].stat()) for n, i in sorted(d.children.items())]
-
-    def resolve(self, path: bytes) -> int:
-        """The inode at a `/`-separated path below the root (symlinks not followed)."""
-        with self._lock:
-            ino = ROOT
-            for part in path.split(b"/"):
-                if part:
-                    ino = self._child(self._dir(ino), part).ino
-            return ino
-
-    def readlink(self, ino: int) -> bytes:
-        with self._lock:
-            inode = self._get(ino)
-            if inode.kind != Kind.SYMLINK or inode.target is None:
-                raise InvalidArgument(f"inode {ino} is not a symlink")
-            return inode.target
-
-    # -- bookkeeping ---------------------------------------------------------
-
-    def _touch(self, inode: Inode) -> None:
-        """Record that an inode changed: its row, and the trees above it."""
-        self.dirty.add(inode.ino)
-        for parent in inode.parents:
-            self.invalidate(parent)
-
-    def invalidate(self, ino: int) -> None:
-        """A directory's listing changed: its tree and every tree above it are stale."""
-        while True:
-            d = self._inodes[ino]
-            self.dirty.add(ino)
-            if d.tree_id is None:
-                return  # a stale directory's ancestors are stale already
-            d.tree_id = None
-            if not d.parents:
-                return
-            ino = d.parents[0]
-
-    def _add_entry(self, parent: Inode, name: bytes, inode: Inode) -> None:
-        assert parent.children is not None
-        parent.children[name] = inode.ino
-        inode.parents.append(parent.ino)
-        self.dirents[(parent.ino, name)] = inode.ino
-        t = now_ns()
-        parent.mtime_ns = parent.ctime_ns = t
-        if inode.is_dir:
-            parent.nlink += 1
-        self.invalidate(parent.ino)
-        self._touch(inode)
-
-    def _remove_entry(self, parent: Inode, name: bytes, inode: Inode) -> None:
-        assert parent.children is not None
-        del parent.children[name]
-        inode.parents.remove(parent.ino)
-        self.dirents[(parent.ino, name)] = None
-        t = now_ns()
-        parent.mtime_ns = parent.ctime_ns = t
-        if inode.is_dir:
-            parent.nlink -= 1
-        self.invalidate(parent.ino)
-
-    def _new(self, kind: int, mode: int, uid: int, gid: int) -> Inode:
-        inode = Inode(self.next_ino, kind, mode & PERM_MASK, uid, gid, now_ns())
-        self.next_ino += 1
-        self._inodes[inode.ino] = inode
-        return inode
-
-    def _free_if_unused(self, inode: Inode) -> None:
-        if inode.parents or inode.ino == ROOT or inode.opens:
-            return  # still named, or freed when the last handle is released
+    def _release_spool(self, inode: Inode) -> None:
         if inode.spool is not None:
             inode.spool.close()
             inode.spool = None
-        del self._inodes[inode.ino]
-        self.dirty.discard(inode.ino)
-        self.gone.add(inode.ino)
-
-    # -- creating and removing -----------------------------------------------
-
-    def _create(self, parent: int, name: bytes, kind: int, mode: int, uid: int, gid: int) -> Inode:
-        p = self._dir(parent)
-        assert p.children is not None
-        if check_name(name) in p.children:
-            raise Exists(f"{name!r} exists")
-        inode = self._new(kind, mode, uid, gid)
-        self._add_entry(p, name, inode)
-        return inode
-
-    def mkdir(self, parent: int, name: bytes, mode: int, uid: int = 0, gid: int = 0) -> Stat:
-        with self._lock:
-            return self._create(parent, name, Kind.DIR, mode, uid, gid).stat()
-
-    def mknod(self, parent: int, name: bytes, st_mode: int, rdev: int = 0, uid: int = 0, gid: int = 0) -> Stat:
-        """Any non-directory, non-symlink node: regular file, fifo, socket, device."""
-        kind = kind_of(st_mode)
-        if kind in (Kind.DIR, Kind.SYMLINK):
-            raise InvalidArgument("mknod makes files, fifos, sockets and devices")
-        with self._lock:
-            inode = self._create(parent, name, kind, st_mode, uid, gid)
-            if kind in (Kind.CHR, Kind.BLK):
-                inode.rdev = rdev
-            return inode.stat()
-
-    def create(self, parent: int, name: bytes, mode: int, uid: int = 0, gid: int = 0) -> Stat:
-        with self._lock:
-            return self._create(parent, name, Kind.FILE, mode, uid, gid).stat()
-
-    def symlink(self, parent: int, name: bytes, target: bytes, uid: int = 0, gid: int = 0) -> Stat:
-        if not target or b"\0" in target or len(target) > 4095:
-            raise InvalidArgument("a symlink target is 1 to 4095 bytes without NUL")
-        with self._lock:
-            inode = self._create(parent, name, Kind.SYMLINK, 0o777, uid, gid)
-            inode.target = target
-            inode.size = len(target)
-            return inode.stat()
-
-    def link(self, ino: int, parent: int, name: bytes) -> Stat:
-        with self._lock:
-            inode = self._get(ino)
-            if inode.is_dir:
-                raise IsADirectory("cannot hard-link a directory")
-            p = self._dir(parent)
-            assert p.children is not None
-            if check_name(name) in p.children:
-                raise Exists(f"{name!r} exists")
-            inode.nlink += 1
-            inode.ctime_ns = now_ns()
-            self._add_entry(p, name, inode)
-            return inode.stat()
-
-    def unlink(self, parent: int, name: bytes) -> None:
-        with self._lock:
-            p = self._dir(parent)
-            inode = self._child(p, name)
-            if inode.is_dir:
-                raise IsADirectory(f"{name!r} is a directory")
-            self._remove_entry(p, name, inode)
-            inode.nlink -= 1
-            inode.ctime_ns = now_ns()
-            self._touch(inode)
-            self._free_if_unused(inode)
-
-    def rmdir(self, parent: int, name: bytes) -> None:
-        with self._lock:
-            p = self._dir(parent)
-            inode = self._child(p, name)
-            if not inode.is_dir:
-                raise NotADirectory(f"{name!r} is not a directory")
-            if inode.children:
-                raise NotEmpty(f"{name!r} is not empty")
-            self._remove_entry(p, name, inode)
-            self._free_if_unused(inode)
-
-    def rename(self, old_parent: int, old_name: bytes, new_parent: int, new_name: bytes, flags: int = 0) -> None:
-        with self._lock:
-            op, np = self._dir(old_parent), self._dir(new_parent)
-            assert op.children is not None and np.children is not None
-            inode = self._child(op, old_name)
-            check_name(new_name)
-            if inode.is_dir and self._is_ancestor(inode.ino, np.ino):
-                raise InvalidArgument("cannot move a directory into itself")
-            target_ino = np.children.get(new_name)
-            if target_ino == inode.ino:
-                return  # two names of one inode: rename(2) does nothing
-            if flags & RENAME_EXCHANGE:
-                if target_ino is None:
-                    raise NotFound(f"{new_name!r} does not exist")
-                self._exchange(op, old_name, np, new_name)
-                return
-            if target_ino is not None:
-                if flags & RENAME_NOREPLACE:
-                    raise Exists(f"{new_name!r} exists")
-                self._replace(np, new_name, self._inodes[target_ino], inode)
-            self._remove_entry(op, old_name, inode)
-            self._add_entry(np, new_name, inode)
-            inode.ctime_ns = now_ns()
-
-    def _replace(self, parent: Inode, name: bytes, target: Inode, moving: Inode) -> None:
-        if target.is_dir != moving.is_dir:
-            raise (NotADirectory if target.is_dir is False else IsADirectory)(f"cannot replace {name!r}")
-        if target.is_dir:
-            if target.children:
-                raise NotEmpty(f"{name!r} is not empty")
-            self._remove_entry(parent, name, target)
-        else:
-            self._remove_entry(parent, name, target)
-            target.nlink -= 1
-            target.ctime_ns = now_ns()
-            self._touch(target)
-        self._free_if_unused(target)
-
-    def _exchange(self, op: Inode, on: bytes, np: Inode, nn: bytes) -> None:
-        a, b = self._child(op, on), self._child(np, nn)
-        if (a.is_dir and self._is_ancestor(a.ino, np.ino)) or (b.is_dir and self._is_ancestor(b.ino, op.ino)):
-            raise InvalidArgument("cannot move a directory into itself")
-        self._remove_entry(op, on, a)
-        self._remove_entry(np, nn, b)
-        self._add_entry(op, on, b)
-        self._add_entry(np, nn, a)
-
-    def _is_ancestor(self, ancestor: int, ino: int) -> bool:
-        while True:
-            if ino == ancestor:
-                return True
-            parents = self._inodes[ino].parents
-            if not parents:
-                return False
-            ino = parents[0]
 
     # -- attributes ----------------------------------------------------------
 
@@ -472,18 +197,6 @@ class WorkingTree:
             inode.extents = extents
             inode.size = total_length(extents)
             self._touch(inode)
-
-    def quick_list(self, ino: int) -> dict[bytes, Quick]:
-        """What a quick check compares, for each entry of a directory (the backup fast path)."""
-        with self._lock:
-            d = self._dir(ino)
-            assert d.children is not None
-            inodes = self._inodes
-            return {
-                n: Quick(i, c.kind, c.size, c.mtime_ns, c.ctime_ns, c.origin, c.nlink, c.rdev)
-                for n, i in d.children.items()
-                for c in (inodes[i],)
-            }
 
     def xattrs(self, ino: int) -> dict[bytes, bytes]:
         with self._lock:
