@@ -2,13 +2,15 @@
 
 Steps, each backed up by `cairn backup` and by `restic backup --compression auto`
 from the same directory in the same state (per step: the input is prepared,
-read once so it is warm in the page cache, then cairn runs, then restic):
+read once so it is warm in the page cache, synced, then cairn runs, then restic;
+`restic init` and the creation of cairn's data directory are not timed):
 
   1-5  django 4.2.1 .. 4.2.5: the sdists, rsync'd in turn into ONE working
        directory (rsync -a --delete keeps files whose size and mtime match),
-       as successive nightlies of one source. Each sdist stamps every file with
-       a new mtime, so every file looks modified to both tools; --checksum
-       (rsync -c) instead leaves files with equal content untouched;
+       as successive nightlies of one source. Each sdist gives every file a
+       new mtime and owner (uid 1000 or 1001), so every file looks modified to
+       both tools; --checksum (rsync -rlpD -c: no times, no owners) leaves files
+       of equal content untouched, as a git checkout would;
   6    docs: /usr/share/doc plus django 4.2.1, copied into one directory;
   7    big: a 1 GiB file, alternating 16 MiB segments of seeded Python-source
        text and os.urandom, in a directory of its own;
@@ -25,6 +27,7 @@ Prints a table and writes bench/out/engine.json.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -114,13 +117,8 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[dict[str, 
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
-    info = {
-        "wall_s": wall,
-        "cpu_s": cpu,
-        "rc": proc.returncode,
-        "stderr": proc.stderr.decode("utf-8", "replace")[-2000:],
-    }
-    return info, proc.stdout
+    stderr = proc.stderr.decode("utf-8", "replace")[-2000:]
+    return {"wall_s": wall, "cpu_s": cpu, "rc": proc.returncode, "stderr": stderr}, proc.stdout
 
 
 def cairn_step(data: Path, source: str, path: Path, snap: str) -> dict[str, object]:
@@ -148,6 +146,7 @@ def run_once(work: Path, trees: dict[str, Path], big: Path, rsync: list[str]) ->
     env = dict(os.environ, RESTIC_PASSWORD="bench", RESTIC_REPOSITORY=str(repo))
     env["RESTIC_CACHE_DIR"] = str(work / "restic-cache")
     sh(RESTIC, "init", "--repository-version", "2", env=env, capture_output=True)
+    sh(CAIRN, "--data", str(data), "source", "list", capture_output=True)  # creates catalog and pool, untimed too
     (src / "django").mkdir(parents=True)
     (src / "big").mkdir()
 
@@ -175,6 +174,7 @@ def run_once(work: Path, trees: dict[str, Path], big: Path, rsync: list[str]) ->
         size = sum(p.stat().st_size for p in files)
         cumulative += size
         warm(path)
+        os.sync()  # the copy's writeback must not overlap the measurements
         row: dict[str, object] = {"step": label, "source": source, "files": len(files), "bytes": size}
         row["cumulative_bytes"] = cumulative
         for tool, store in (("cairn", data / "pool"), ("restic", repo)):
@@ -207,14 +207,8 @@ def raw_rate(paths: list[Path]) -> dict[str, float]:
             chunks += 1
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     total = sum(map(len, blobs))
-    return {
-        "bytes": total,
-        "chunks": chunks,
-        "zstd_bytes": out,
-        "wall_s": wall,
-        "cpu_s": cpu,
-        "mb_per_s": total / wall / 1e6,
-    }
+    rate = total / wall / 1e6
+    return {"bytes": total, "chunks": chunks, "zstd_bytes": out, "wall_s": wall, "cpu_s": cpu, "mb_per_s": rate}
 
 
 def median_runs(runs: list[dict]) -> list[dict]:
@@ -275,14 +269,33 @@ def report(steps: list[dict], raw: dict, check: dict, runs: int, goals: list[dic
         print(f"  {'OK  ' if g['ok'] else 'MISS'} {g['target']}")
 
 
+def git(*cmd: str) -> str:
+    return subprocess.run(["git", *cmd], capture_output=True, text=True, cwd=OUT.parent).stdout.strip()
+
+
+def code_hash() -> str:
+    """Of the work tree's engine and CLI sources: were they edited while we measured?"""
+    return hashlib.sha256(
+        b"".join(p.read_bytes() for d in ("engine", "appliance") for p in sorted((OUT.parent / d).rglob("*.py")))
+    ).hexdigest()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", "--runs", type=int, default=1, help="full passes; figures are per-step medians")
     ap.add_argument("--cache", type=Path, default=OUT / "cache", help="sdists, unpacked trees, the 1 GiB file")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()), help="parent of the temp work dir")
-    ap.add_argument("--checksum", action="store_true", help="rsync -c: unchanged content keeps inode and mtime")
+    ap.add_argument("--checksum", action="store_true", help="rsync -rlpD -c: like a git checkout")
+    ap.add_argument("--rev", help="benchmark this git revision (exported, on PYTHONPATH), not the work tree")
     args = ap.parse_args()
-    rsync = ["rsync", "-a", "--delete"] + (["--checksum"] if args.checksum else [])
+
+    head, dirty = git("rev-parse", args.rev or "HEAD"), git("status", "--short", "engine", "appliance")
+    if args.rev:  # cairn's editable finder comes after PYTHONPATH, so the export wins
+        code = Path(tempfile.mkdtemp(prefix="cairn-code-", dir=args.work))
+        sh("sh", "-c", f"git -C '{OUT.parent}' archive {head} | tar -x -C '{code}'")
+        os.environ["PYTHONPATH"] = str(code)
+    code_before = code_hash()
+    rsync = ["rsync", "-rlpD", "--checksum", "--delete"] if args.checksum else ["rsync", "-a", "--delete"]
     load = os.getloadavg()
     if load[0] > 0.5:
         print(f"warning: load average {load[0]:.2f} before the run: the figures may suffer", flush=True)
@@ -297,21 +310,23 @@ def main() -> None:
             runs.append(run_once(work, trees, big, rsync))
         finally:
             shutil.rmtree(work, ignore_errors=True)
+    if args.rev:
+        shutil.rmtree(os.environ["PYTHONPATH"], ignore_errors=True)
     raw = {"1 GiB file": raw_rate([big]), f"django {VERSIONS[0]} files": raw_rate(regular_files(trees[VERSIONS[0]]))}
     steps = median_runs(runs)
     goals = targets(steps, raw)
     report(steps, raw, runs[-1]["pool_check"], args.runs, goals)
-
-    def git(*cmd: str) -> str:
-        return subprocess.run(["git", *cmd], capture_output=True, text=True, cwd=OUT.parent).stdout.strip()
-
+    moved = not args.rev and code_hash() != code_before
+    if moved:
+        print("warning: engine/ or appliance/ changed during the run: the cairn figures mix two versions")
     result = {
         "runs": args.runs,
         "order": "per step: input prepared, read once (warm), cairn backup, then restic backup",
         "restic": subprocess.run([RESTIC, "version"], capture_output=True, text=True).stdout.strip(),
         "rsync": rsync,
-        "git_head": git("rev-parse", "HEAD"),
-        "engine_uncommitted": git("status", "--short", "engine").splitlines(),
+        "code": head if args.rev else f"work tree, HEAD {head} at the start",
+        "engine_uncommitted_at_start": [] if args.rev else dirty.splitlines(),
+        "engine_changed_during_run": moved,
         "load_average_before_after": [load, os.getloadavg()],
         "targets": goals,
         "steps": steps,
