@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import select
 
@@ -23,16 +23,26 @@ from .ids import IdKey, short
 from .packs import DATA, PACK_TARGET, TREE, PackBuilder, pack_key
 from .storage import Backend
 
-# Below this, encoding costs less than handing the chunk to another thread.
-INLINE_ENCODE = 64 << 10
+# Blobs below 64 KiB go to the encoders in batches of about 256 KiB: one
+# hand-over per blob would cost as much as encoding a small file.
+BATCH_BELOW = 64 << 10
+BATCH_BYTES = 256 << 10
 
 
 @dataclass(eq=False)
 class _Sealed:
-    name: str
-    data: bytes
+    """A full pack. Its bytes and name are made outside the store's lock, on first use."""
+
     builder: PackBuilder
+    name: str = ""
+    data: bytes = b""
     upload: Future[None] | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def finish(self, codec: Codec) -> None:
+        with self.lock:
+            if not self.name:
+                self.name, self.data = self.builder.seal(codec)
 
 
 @dataclass(frozen=True)
@@ -70,8 +80,8 @@ class BlobStore:
         self.cache = BlobCache(cache_bytes)
         self._lock = threading.Lock()
         self._known: dict[bytes, int] = self._load_known()
-        # Accepted blobs not yet stored: the encoded blob, or None while encoding.
-        self._pending: dict[bytes, bytes | None] = {}
+        # Accepted blobs not yet stored: the encoded (header, body), or None while encoding.
+        self._pending: dict[bytes, tuple[bytes, bytes | memoryview] | None] = {}
         self._open = PackBuilder()
         self._open_since = time.monotonic()
         self._unsent: list[_Sealed] = []
@@ -83,6 +93,8 @@ class BlobStore:
         self._encode_slots = threading.BoundedSemaphore(encoders * 4)
         self._upload_slots = threading.BoundedSemaphore(connections + 2)
         self._inflight: set[Future[None]] = set()
+        self._batch: list[tuple[bytes, bytes, int]] = []
+        self._batch_bytes = 0
         self.stats = {"new_blobs": 0, "new_trees": 0, "new_bytes": 0, "stored_bytes": 0, "dedup_hits": 0}
 
     def _load_known(self) -> dict[bytes, int]:
@@ -118,15 +130,32 @@ class BlobStore:
                 return blob_id
             # Reserve the id so that a second put of the same data dedups.
             self._pending[blob_id] = None
-        if wait or len(data) < INLINE_ENCODE:
-            self._encode(blob_id, data, kind)
-            return blob_id
+        item = (blob_id, data, kind)
+        if wait:
+            self._encode([item])
+        elif len(data) >= BATCH_BELOW:
+            self._submit([item])
+        else:
+            with self._lock:
+                self._batch.append(item)
+                self._batch_bytes += len(data)
+                full = self._batch_bytes >= BATCH_BYTES
+            if full:
+                self._submit_batch()
+        return blob_id
+
+    def _submit_batch(self) -> None:
+        with self._lock:
+            items, self._batch, self._batch_bytes = self._batch, [], 0
+        if items:
+            self._submit(items)
+
+    def _submit(self, items: list[tuple[bytes, bytes, int]]) -> None:
         self._encode_slots.acquire()
-        fut = self._encoders.submit(self._encode, blob_id, data, kind)
+        fut = self._encoders.submit(self._encode, items)
         with self._lock:
             self._inflight.add(fut)
         fut.add_done_callback(self._encoded)
-        return blob_id
 
     def _encoded(self, fut: Future[None]) -> None:
         self._encode_slots.release()
@@ -135,32 +164,34 @@ class BlobStore:
             if fut.exception() is not None and self._failure is None:
                 self._failure = fut.exception()
 
-    def _encode(self, blob_id: bytes, data: bytes, kind: int) -> None:
+    def _encode(self, items: list[tuple[bytes, bytes, int]]) -> None:
         try:
-            blob = self.codec.encode(data)
+            blobs = [self.codec.encode_parts(data) for _, data, _ in items]
         except BaseException:
             with self._lock:
-                self._pending.pop(blob_id, None)
+                for blob_id, _, _ in items:
+                    self._pending.pop(blob_id, None)
             raise
-        sealed = None
+        sealed = []
         with self._lock:
-            self._open.add(blob_id, kind, blob, len(data))
-            self._pending[blob_id] = blob
-            self.stats["new_blobs"] += 1
-            self.stats["new_trees"] += kind == TREE
-            self.stats["new_bytes"] += len(data)
-            self.stats["stored_bytes"] += len(blob)
-            if self._open.size >= PACK_TARGET:
-                sealed = self._seal_locked()
-        if sealed is not None:
-            self._send(sealed)
+            for (blob_id, data, kind), blob in zip(items, blobs, strict=True):
+                self._open.add(blob_id, kind, blob, len(data))
+                self._pending[blob_id] = blob
+                self.stats["new_blobs"] += 1
+                self.stats["new_trees"] += kind == TREE
+                self.stats["new_bytes"] += len(data)
+                self.stats["stored_bytes"] += len(blob[0]) + len(blob[1])
+                if self._open.size >= PACK_TARGET:
+                    sealed.append(self._seal_locked())
+        for pack in sealed:
+            if pack is not None:
+                self._send(pack)
 
     def _seal_locked(self) -> _Sealed | None:
         builder = self._open
         if not builder.entries:
             return None
-        name, data = builder.seal(self.codec)
-        sealed = _Sealed(name, data, builder)
+        sealed = _Sealed(builder)
         self._open = PackBuilder()
         self._open_since = time.monotonic()
         self._unsent.append(sealed)
@@ -173,6 +204,7 @@ class BlobStore:
 
     def _upload(self, sealed: _Sealed) -> None:
         try:
+            sealed.finish(self.codec)
             self.backend.put(pack_key(sealed.name), sealed.data)
             self._commit_pack(sealed)
         except BaseException as e:
@@ -229,6 +261,7 @@ class BlobStore:
                 continue
             # Not sent, or its upload failed: send it on this thread, so a
             # failure is retried once and then reaches the caller.
+            sealed.finish(self.codec)
             self.backend.put(pack_key(sealed.name), sealed.data)
             self._commit_pack(sealed)
         with self._lock:
@@ -242,6 +275,7 @@ class BlobStore:
             self.flush()
 
     def _wait_encoders(self) -> None:
+        self._submit_batch()
         while True:
             with self._lock:
                 inflight = list(self._inflight)
@@ -298,7 +332,7 @@ class BlobStore:
                     return None
                 blob = self._pending[blob_id]
                 if blob is not None:
-                    return blob
+                    return blob[0] + blob[1]
             # Accepted but still being encoded.
             self._wait_encoders()
 

@@ -50,28 +50,29 @@ _COMPRESSED_MAGIC = (
     b"wOF2",  # woff2
 )
 _MP4_BRANDS = (b"ftyp",)
-# Entropy probe: 3 samples of 4 KiB. Above 7.2 bits/byte zstd-3 saves < 2%.
+# The probe: three 4 KiB samples through zstd's fastest level, about 15 µs
+# (a byte-entropy count in Python took 110 µs). Below 64 KiB compressing the
+# chunk itself costs about as much as probing it.
 _PROBE_SAMPLE = 4096
-_ENTROPY_LIMIT = 7.2
+_PROBE_MIN = 64 << 10
+_PROBE_RATIO = 0.97  # a sample that shrinks less than 3% is taken as already compressed
+_probes = threading.local()  # one level-1 compressor per thread
 
 
 def looks_compressed(data: bytes | memoryview) -> bool:
-    """Decide by magic and a cheap entropy probe whether compressing is futile."""
+    """Decide by magic number and a cheap probe whether compressing is futile."""
     head = bytes(data[:16])
     if head.startswith(_COMPRESSED_MAGIC) or head[4:8] in _MP4_BRANDS:
         return True
     n = len(data)
-    if n < 3 * _PROBE_SAMPLE:
+    if n < _PROBE_MIN:
         return False
-    for start in (0, n // 2, n - _PROBE_SAMPLE):
-        if _entropy(bytes(data[start : start + _PROBE_SAMPLE])) < _ENTROPY_LIMIT:
-            return False
-    return True
-
-
-def _entropy(sample: bytes) -> float:
-    total = len(sample)
-    return -sum(c / total * math.log2(c / total) for c in Counter(sample).values())
+    view = memoryview(data)
+    sample = b"".join(bytes(view[s : s + _PROBE_SAMPLE]) for s in (0, n // 2, n - _PROBE_SAMPLE))
+    probe = getattr(_probes, "c", None)
+    if probe is None:
+        probe = _probes.c = zstandard.ZstdCompressor(level=1)
+    return len(probe.compress(sample)) > _PROBE_RATIO * len(sample)
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,10 @@ class Codec:
         return d
 
     def encode(self, plain: bytes | memoryview, *, compress: bool = True) -> bytes:
+        return b"".join(self.encode_parts(plain, compress=compress))
+
+    def encode_parts(self, plain: bytes | memoryview, *, compress: bool = True) -> tuple[bytes, bytes | memoryview]:
+        """Header and body apart: a pack joins them once, instead of copying each blob twice."""
         raw_length = len(plain)
         body: bytes | memoryview = plain
         method = RAW
@@ -121,7 +126,7 @@ class Codec:
             packed = self._compressor().compress(plain)
             if len(packed) < raw_length:
                 body, method = packed, ZSTD
-        return HEADER.pack(MAGIC, VERSION, method, NO_CIPHER, 0, raw_length) + body
+        return HEADER.pack(MAGIC, VERSION, method, NO_CIPHER, 0, raw_length), body
 
     def decode(self, blob: bytes | memoryview) -> bytes:
         if len(blob) < HEADER_SIZE:

@@ -46,22 +46,24 @@ class PackBuilder:
     """Accumulates encoded blobs. Not thread-safe: the blob store locks around it."""
 
     def __init__(self) -> None:
-        self.blobs: list[bytes] = []
+        self.parts: list[bytes | memoryview] = []
         self.entries: list[PackEntry] = []
         self.size = 0
 
-    def add(self, blob_id: bytes, kind: int, blob: bytes, raw_length: int) -> PackEntry:
-        entry = PackEntry(blob_id, kind, self.size, len(blob), raw_length)
-        self.blobs.append(blob)
+    def add(self, blob_id: bytes, kind: int, blob: tuple[bytes, bytes | memoryview], raw_length: int) -> PackEntry:
+        """Append a blob given as (header, body)."""
+        length = len(blob[0]) + len(blob[1])
+        entry = PackEntry(blob_id, kind, self.size, length, raw_length)
+        self.parts += blob
         self.entries.append(entry)
-        self.size += len(blob)
+        self.size += length
         return entry
 
     def seal(self, codec: Codec) -> tuple[str, bytes]:
         """The pack's name and bytes."""
         index = b"".join(_ENTRY.pack(e.blob_id, e.kind, e.offset, e.length, e.raw_length) for e in self.entries)
         index_blob = codec.encode(index)
-        data = b"".join([*self.blobs, index_blob, FOOTER.pack(len(index_blob), FOOTER_MAGIC)])
+        data = b"".join([*self.parts, index_blob, FOOTER.pack(len(index_blob), FOOTER_MAGIC)])
         return blake3.blake3(data).hexdigest(), data
 
 
