@@ -52,7 +52,7 @@ def command(group: click.Group, name: str | None = None) -> Callable[[F], F]:
             try:
                 return fn(ctx, *args, **kwargs)
             except CairnError as e:
-                output.err.print(f"[red]error:[/red] {e}", highlight=False)
+                output.warn(str(e), "error")
                 sys.exit(EXIT_ERROR)
 
         return run  # type: ignore[return-value]
@@ -96,7 +96,7 @@ def source_add(ctx: Context, name: str, as_json: bool) -> None:
     """Add a source."""
     with ctx.open() as dep:
         info = dep.add_source(name)
-    output.emit_json(_source_row(info)) if as_json else output.out.print(f"source {name} added")
+    output.emit_json(_source_row(info)) if as_json else output.say(f"source {name} added")
 
 
 @command(source, "list")
@@ -116,7 +116,7 @@ def source_remove(ctx: Context, name: str, as_json: bool) -> None:
     """Remove a source that has no snapshots."""
     with ctx.open() as dep:
         dep.remove_source(name)
-    output.emit_json({"removed": name}) if as_json else output.out.print(f"source {name} removed")
+    output.emit_json({"removed": name}) if as_json else output.say(f"source {name} removed")
 
 
 @main.group()
@@ -138,7 +138,7 @@ def snapshot_create(ctx: Context, source_name: str, name: str | None, as_json: b
     """Freeze SOURCE's working tree as a snapshot."""
     with ctx.open() as dep:
         info = dep.create_snapshot(source_name, name)
-    output.emit_json(_snap_row(info)) if as_json else output.out.print(f"snapshot {info.name} of {source_name} created")
+    output.emit_json(_snap_row(info)) if as_json else output.say(f"snapshot {info.name} of {source_name} created")
 
 
 @command(snapshot, "list")
@@ -178,7 +178,7 @@ def snapshot_show(ctx: Context, source_name: str, name: str, path: str, as_json:
     if as_json:
         output.emit_json({"snapshot": _snap_row(info), "entries": rows})
         return
-    output.out.print(f"snapshot {info.name} of {info.source}: {info.files} files, {output.human_bytes(info.bytes)}")
+    output.say(f"snapshot {info.name} of {info.source}: {info.files} files, {output.human_bytes(info.bytes)}")
     output.table(rows, ["kind", "mode", "uid", "gid", "size", "path"])
 
 
@@ -198,7 +198,7 @@ def snapshot_diff(ctx: Context, source_name: str, old: str, new: str, as_json: b
         return
     marks = {"added": "+", "removed": "-", "modified": "M"}
     for c in changes:
-        output.out.print(f"{marks[c['change']]} {c['path']}", highlight=False, markup=False)
+        output.say(f"{marks[c['change']]} {c['path']}")
 
 
 @command(snapshot, "delete")
@@ -208,7 +208,7 @@ def snapshot_delete(ctx: Context, source_name: str, name: str, as_json: bool) ->
     """Delete a snapshot (its space returns after garbage collection)."""
     with ctx.open() as dep:
         dep.delete_snapshot(source_name, name)
-    output.emit_json({"deleted": name}) if as_json else output.out.print(f"snapshot {name} of {source_name} deleted")
+    output.emit_json({"deleted": name}) if as_json else output.say(f"snapshot {name} of {source_name} deleted")
 
 
 @command(main, "backup")
@@ -222,7 +222,7 @@ def backup_cmd(ctx: Context, source_name: str, path: str, name: str | None, as_j
             dep.add_source(source_name)
 
         def show(stats: Any) -> None:
-            bar.update(f"{stats.files} files, {stats.changed} changed, {output.human_bytes(stats.bytes_read)} read")
+            bar(f"{stats.files} files, {stats.changed} changed, {output.human_bytes(stats.bytes_read)} read")
 
         info, stats = backup_and_snapshot(dep, source_name, path, name, show)
     doc = {"snapshot": _snap_row(info), "files": stats.files, "dirs": stats.dirs, "changed": stats.changed,
@@ -231,8 +231,8 @@ def backup_cmd(ctx: Context, source_name: str, path: str, name: str | None, as_j
         output.emit_json(doc)
     else:
         for e in stats.errors:
-            output.err.print(f"[yellow]warning:[/yellow] {e}", highlight=False, markup=True)
-        output.out.print(
+            output.warn(e)
+        output.say(
             f"snapshot {info.name} of {source_name}: {stats.files} files, {stats.changed} changed, "
             f"{output.human_bytes(stats.bytes_read)} read"
         )
@@ -253,7 +253,7 @@ def restore_cmd(ctx: Context, source_name: str, snapshot_name: str, args: tuple[
         view = dep.snapshot(source_name, snapshot_name)
 
         def show(stats: Any) -> None:
-            bar.update(f"{stats.files} files, {output.human_bytes(stats.bytes)}")
+            bar(f"{stats.files} files, {output.human_bytes(stats.bytes)}")
 
         stats = restore(view, os.fsencode(path), dest, show)
     doc = {"files": stats.files, "dirs": stats.dirs, "bytes": stats.bytes, "errors": stats.errors}
@@ -261,8 +261,8 @@ def restore_cmd(ctx: Context, source_name: str, snapshot_name: str, args: tuple[
         output.emit_json(doc)
     else:
         for e in stats.errors:
-            output.err.print(f"warning: {e}", highlight=False, markup=False)
-        output.out.print(f"restored {stats.files} files, {output.human_bytes(stats.bytes)} to {dest}")
+            output.warn(e)
+        output.say(f"restored {stats.files} files, {output.human_bytes(stats.bytes)} to {dest}")
     if stats.errors:
         sys.exit(EXIT_PARTIAL)
 
@@ -293,7 +293,7 @@ def pool_configure(ctx: Context, zstd_level: int, as_json: bool) -> None:
     with ctx.open() as dep:
         dep.configure_pool(CodecConfig(level=zstd_level))
         usage = dep.pool_usage()
-    output.emit_json(usage) if as_json else output.out.print(f"new blobs use zstd level {zstd_level}")
+    output.emit_json(usage) if as_json else output.say(f"new blobs use zstd level {zstd_level}")
 
 
 @command(pool, "check")
@@ -301,7 +301,7 @@ def pool_check(ctx: Context, as_json: bool) -> None:
     """Read every pack and verify every blob."""
     with ctx.open() as dep, output.progress_bar(not as_json, "check") as bar:
         report = check_pool(
-            dep.blobs, lambda r: bar.update(f"{r.packs} packs, {r.blobs} blobs, {output.human_bytes(r.bytes)}")
+            dep.blobs, lambda r: bar(f"{r.packs} packs, {r.blobs} blobs, {output.human_bytes(r.bytes)}")
         )
         locate(dep.trees, dep.list_snapshots(), report.damage)
     if as_json:
@@ -313,9 +313,9 @@ def pool_check(ctx: Context, as_json: bool) -> None:
         })  # fmt: skip
     else:
         for d in report.damage:
-            output.err.print(f"damaged: {describe(d)}", highlight=False, markup=False)
+            output.warn(describe(d), "damaged")
         state = "ok" if report.ok else f"{len(report.damage)} damaged"
-        output.out.print(f"{report.packs} packs, {report.blobs} blobs, {output.human_bytes(report.bytes)}: {state}")
+        output.say(f"{report.packs} packs, {report.blobs} blobs, {output.human_bytes(report.bytes)}: {state}")
     if not report.ok:
         sys.exit(EXIT_PARTIAL)
 
@@ -349,9 +349,9 @@ def catalog_rebuild(ctx: Context, force: bool, as_json: bool) -> None:
     if as_json:
         output.emit_json(doc)
     else:
-        for p in report.problems:
-            output.err.print(f"problem: {p}", highlight=False, markup=False)
-        output.out.print(
+        for problem in report.problems:
+            output.warn(problem, "problem")
+        output.say(
             f"catalog rebuilt: {report.sources} sources, {report.snapshots} snapshots, "
             f"{report.packs} packs, {report.blobs} blobs"
         )

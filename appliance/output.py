@@ -1,33 +1,41 @@
-"""How the CLI speaks: tables and progress for people, JSON for scripts."""
+"""How the CLI speaks: tables and progress for people, JSON for scripts.
+
+rich is imported only when a table or a progress bar is drawn: a command
+that prints a line or JSON should not pay for it at start-up.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
-
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Table
-
-err = Console(stderr=True, soft_wrap=True)
-out = Console(soft_wrap=True)
 
 
 def emit_json(doc: Any) -> None:
     sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def say(text: str) -> None:
+    sys.stdout.write(text + "\n")
+
+
+def warn(text: str, label: str = "warning") -> None:
+    sys.stderr.write(f"{label}: {text}\n")
+
+
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str | None = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     t = Table(title=title, show_edge=False, header_style="bold")
     for c in columns:
         t.add_column(c.replace("_", " "))
     for r in rows:
         t.add_row(*(_cell(r.get(c)) for c in columns))
-    out.print(t)
+    Console(soft_wrap=True).print(t)
 
 
 def _cell(value: Any) -> str:
@@ -46,23 +54,19 @@ def human_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-class Bar:
-    """A progress line on stderr; silent when stderr is not a terminal or for --json."""
-
-    def __init__(self, progress: Progress | None, task: TaskID | None):
-        self._progress = progress
-        self._task = task
-
-    def update(self, description: str, completed: float | None = None, total: float | None = None) -> None:
-        if self._progress is not None and self._task is not None:
-            self._progress.update(self._task, description=description, completed=completed, total=total)
+Update = Callable[[str], None]
 
 
 @contextmanager
-def progress_bar(enabled: bool, what: str) -> Iterator[Bar]:
-    if not enabled or not err.is_terminal:
-        yield Bar(None, None)
+def progress_bar(enabled: bool, what: str) -> Iterator[Update]:
+    """A progress line on stderr; silent when stderr is not a terminal or for --json."""
+    if not enabled or not sys.stderr.isatty():
+        yield lambda _text: None
         return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err, transient=True) as progress:
-        yield Bar(progress, progress.add_task(what, total=None))
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task(what, total=None)
+        yield lambda text: progress.update(task, description=text)
