@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .blobstore import BlobStore
+from .content import Extents
 from .errors import CairnError
 from .ingest import chunk_fd
 from .meta import Kind, Stat, kind_of
@@ -139,28 +140,35 @@ class _Walker:
         if cur is not None and (cur.kind != kind or kind != Kind.FILE or cur.nlink > 1):
             self.remove(parent, name, cur)
             cur = None
-        ino = self.create(path, parent, name, st, kind, cur)
+        if cur is None:
+            ino = self.create(path, parent, name, st, kind)
+        else:
+            ino = cur.ino
+            self.tree.set_content(ino, self.read(path, st))
+            self.sync_meta(path, ino, self.tree.stat(ino), st)
+            self.tree.set_origin(ino, st.st_ino)
         if st.st_nlink > 1:
             self.links[key] = ino
-        self.sync_meta(path, ino, self.tree.stat(ino), st)
-        self.tree.set_origin(ino, st.st_ino)
         self.stats.changed += 1
 
-    def create(self, path: bytes, parent: int, name: bytes, st: os.stat_result, kind: Kind, cur: Quick | None) -> int:
+    def create(self, path: bytes, parent: int, name: bytes, st: os.stat_result, kind: Kind) -> int:
+        xattrs = read_xattrs(path)
         if kind == Kind.SYMLINK:
-            return self.tree.symlink(parent, name, os.readlink(path)).ino
+            return self.tree.add(parent, name, st, xattrs, target=os.readlink(path))
         if kind != Kind.FILE:
-            return self.tree.mknod(parent, name, st.st_mode, st.st_rdev).ino
-        ino = self.tree.create(parent, name, 0o600).ino if cur is None else cur.ino
+            return self.tree.add(parent, name, st, xattrs)
+        return self.tree.add(parent, name, st, xattrs, content=self.read(path, st))
+
+    def read(self, path: bytes, st: os.stat_result) -> Extents:
         flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(path, flags | os.O_NOATIME if st.st_uid == os.geteuid() or os.geteuid() == 0 else flags)
         try:
             size = os.fstat(fd).st_size
-            self.tree.set_content(ino, chunk_fd(fd, size, self.blobs.put))
+            extents = chunk_fd(fd, size, self.blobs.put)
         finally:
             os.close(fd)
         self.stats.bytes_read += size
-        return ino
+        return extents
 
     def sync_meta(self, path: bytes, ino: int, cur: Stat, st: os.stat_result) -> None:
         """Copy metadata that differs; an equal field is not written, so no tree goes stale."""

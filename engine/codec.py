@@ -8,10 +8,8 @@ the header names everything that was applied.
 from __future__ import annotations
 
 import json
-import math
 import struct
 import threading
-from collections import Counter
 from dataclasses import dataclass
 
 import zstandard
