@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import shutil
 import sys
@@ -265,6 +266,19 @@ def restore_cmd(ctx: Context, source_name: str, snapshot_name: str, args: tuple[
         output.say(f"restored {stats.files} files, {output.human_bytes(stats.bytes)} to {dest}")
     if stats.errors:
         sys.exit(EXIT_PARTIAL)
+
+
+@command(main, "mount")
+@click.argument("mountpoint", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--debug", is_flag=True, help="Log every FUSE request.")
+def mount_cmd(ctx: Context, mountpoint: Path, debug: bool, as_json: bool) -> None:
+    """Mount sources and snapshots at MOUNTPOINT (runs in the foreground)."""
+    from vfs.mount import serve
+
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    with ctx.open() as dep:
+        dep.start_flusher()
+        serve(dep, mountpoint, debug=debug)
 
 
 @main.group()

@@ -49,6 +49,7 @@ class SourceInfo:
     created: float
     snapshots: int
     last_snapshot: float | None
+    id: int = 0
 
 
 def default_db_url(data_dir: Path) -> str:
@@ -177,6 +178,14 @@ class Deployment:
             "ratio": round(int(logical) / int(stored), 2) if stored else None,
         }  # fmt: skip
 
+    def free_bytes(self) -> int:
+        """Free space where the pool lives, or 0 if the backend cannot tell."""
+        root = getattr(self.backend, "root", None)
+        if root is None:
+            return 0
+        fs = os.statvfs(root)
+        return fs.f_bavail * fs.f_frsize
+
     def configure_pool(self, codec: CodecConfig) -> None:
         """Change how new blobs are encoded; stored blobs keep their own header."""
         with self.catalog.engine.begin() as conn:
@@ -209,7 +218,14 @@ class Deployment:
     def list_sources(self) -> list[SourceInfo]:
         snaps = snapshot_rows
         q = (
-            select(sources.c.name, sources.c.uuid, sources.c.created, func.count(snaps.c.id), func.max(snaps.c.created))
+            select(
+                sources.c.name,
+                sources.c.uuid,
+                sources.c.created,
+                func.count(snaps.c.id),
+                func.max(snaps.c.created),
+                sources.c.id,
+            )
             .select_from(sources.outerjoin(snaps, snaps.c.source_id == sources.c.id))
             .group_by(sources.c.id)
             .order_by(sources.c.name)

@@ -48,6 +48,16 @@ class ReadOnly(CairnError):
     errno = errno.EROFS
 
 
+class NotPermitted(CairnError):
+    errno = errno.EPERM
+
+
+class CrossDevice(CairnError):
+    """A rename or link between two sources, which are separate trees."""
+
+    errno = errno.EXDEV
+
+
 class NoSpace(CairnError):
     errno = errno.ENOSPC
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import stat
+import struct
 from enum import IntEnum
 
-from .errors import InvalidName, NameTooLong
+from .errors import InvalidArgument, InvalidName, NameTooLong
 
 NAME_MAX = 255
 
@@ -70,6 +71,29 @@ def check_label(label: str, what: str) -> str:
     return label
 
 
+ACL_ACCESS = b"system.posix_acl_access"
+_ACL_HEAD = struct.Struct("<I")
+_ACL_ENTRY = struct.Struct("<HHI")
+_ACL_USER_OBJ, _ACL_GROUP_OBJ, _ACL_MASK, _ACL_OTHER = 0x01, 0x04, 0x10, 0x20
+
+
+def acl_mode(acl: bytes, mode: int) -> int:
+    """The mode bits an access ACL implies, as the kernel sets them on a real file system.
+
+    Owner bits come from the owner entry, group bits from the mask entry if
+    there is one (else the group entry), other bits from the other entry.
+    """
+    if len(acl) < _ACL_HEAD.size or (len(acl) - _ACL_HEAD.size) % _ACL_ENTRY.size:
+        raise InvalidArgument("malformed POSIX ACL")
+    perms: dict[int, int] = {}
+    for tag, perm, _id in _ACL_ENTRY.iter_unpack(acl[_ACL_HEAD.size :]):
+        perms[tag] = perm & 0o7
+    group = perms.get(_ACL_MASK, perms.get(_ACL_GROUP_OBJ, (mode >> 3) & 0o7))
+    owner = perms.get(_ACL_USER_OBJ, (mode >> 6) & 0o7)
+    other = perms.get(_ACL_OTHER, mode & 0o7)
+    return (mode & 0o7000) | owner << 6 | group << 3 | other
+
+
 class Stat:
     """The attributes of a file as a stat() call returns them. Immutable."""
 
@@ -106,6 +130,13 @@ class Stat:
     @property
     def kind(self) -> Kind:
         return kind_of(self.mode)
+
+    def renumbered(self, ino: int) -> Stat:
+        """The same attributes under another inode number (the mount's numbering)."""
+        return Stat(
+            ino, self.mode, self.nlink, self.uid, self.gid, self.rdev, self.size,
+            self.blocks, self.atime_ns, self.mtime_ns, self.ctime_ns,
+        )  # fmt: skip
 
     def __repr__(self) -> str:
         return f"Stat(ino={self.ino}, mode={self.mode:o}, size={self.size})"

@@ -109,6 +109,12 @@ def list_rows(conn: Connection, source: str | None = None) -> list[SnapshotInfo]
     return [_info(r) for r in conn.execute(q)]
 
 
+def list_numbered(conn: Connection, source: str) -> list[tuple[int, SnapshotInfo]]:
+    """A source's snapshots with their row ids, oldest first."""
+    q = _select().add_columns(snapshots.c.id).where(sources.c.name == source)
+    return [(row[-1], _info(row)) for row in conn.execute(q.order_by(snapshots.c.created, snapshots.c.id))]
+
+
 def find_row(conn: Connection, source: str, name: str) -> SnapshotInfo | None:
     row = conn.execute(_select().where(sources.c.name == source, snapshots.c.name == name)).first()
     return None if row is None else _info(row)

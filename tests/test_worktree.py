@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import struct
 
 import pytest
 
@@ -135,7 +136,21 @@ def test_setattr_and_xattrs(tree) -> None:  # type: ignore[no-untyped-def]
     assert st.mode & 0o7777 == 0o4755 and (st.uid, st.gid) == (1000, 50)
     assert st.mtime_ns == 123456789123456789 and st.atime_ns == 1
     tree.setxattr(f, b"user.a", b"\x00\x01")
-    tree.setxattr(f, b"system.posix_acl_access", b"acl")
+    # user::rw- user:1000:rwx group::r-- mask::rw- other::---, as setfacl writes it
+    acl = struct.pack("<I", 2) + b"".join(
+        struct.pack("<HHI", tag, perm, ident)
+        for tag, perm, ident in (
+            (1, 6, 0xFFFFFFFF),
+            (2, 7, 1000),
+            (4, 4, 0xFFFFFFFF),
+            (0x10, 6, 0xFFFFFFFF),
+            (0x20, 0, 0xFFFFFFFF),
+        )
+    )
+    tree.setxattr(f, b"system.posix_acl_access", acl)
+    assert tree.stat(f).mode & 0o7777 == 0o4660  # the mask sets the group bits, as a kernel would
+    with pytest.raises(errors.InvalidArgument):
+        tree.setxattr(f, b"system.posix_acl_access", b"not an acl")
     assert tree.listxattr(f) == [b"system.posix_acl_access", b"user.a"]
     assert tree.getxattr(f, b"user.a") == b"\x00\x01"
     with pytest.raises(errors.Exists):

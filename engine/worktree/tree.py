@@ -14,7 +14,7 @@ from ..catalog import Catalog
 from ..content import ContentReader, Extents, hole, total_length
 from ..errors import Exists, InvalidArgument, IsADirectory, NotFound
 from ..ids import HOLE
-from ..meta import PERM_MASK, Kind, Stat, kind_of
+from ..meta import ACL_ACCESS, PERM_MASK, Kind, Stat, acl_mode, kind_of
 from . import persist
 from .inode import ROOT, Inode, now_ns
 from .namespace import RENAME_EXCHANGE, RENAME_NOREPLACE, Namespace, Quick
@@ -117,6 +117,9 @@ class WorkingTree(Namespace):
                 raise Exists(f"attribute {name!r} exists")
             if replace and name not in inode.xattrs:
                 raise NotFound(f"no attribute {name!r}")
+            if name == ACL_ACCESS:
+                # As the kernel does on a real file system: the ACL sets the mode's bits.
+                inode.mode = acl_mode(value, inode.mode)
             inode.xattrs[name] = value
             inode.ctime_ns = now_ns()
             self._touch(inode)

@@ -1,0 +1,45 @@
+"""Node numbers: one 64-bit number per node of the mount, stable across mounts.
+
+The top two bits say where a node lives; stable numbers let the kernel keep
+what it cached of a snapshot when the mount restarts.
+
+    0  virtual: 1 is the root; (source id << 8) | part for a source's own nodes
+    1  working tree: (source id << 40) | inode number in the working tree
+    2  snapshot: (snapshot id << 40) | inode number recorded in the snapshot
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ROOT = 1
+VIRTUAL, WORKING, SNAPSHOT = 0, 1, 2
+# A source's virtual nodes.
+SOURCE_DIR, SNAPSHOTS_DIR, LATEST = 1, 2, 3
+CURRENT = b"current"
+SNAPSHOTS = b"snapshots"
+LATEST_NAME = b"latest"
+_LOW = (1 << 40) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    space: int
+    owner: int  # source id (virtual, working tree) or snapshot id
+    ino: int  # the part within the owner: a virtual part or an inode number
+
+    @property
+    def number(self) -> int:
+        if self.space == VIRTUAL:
+            return ROOT if self.owner == 0 else (self.owner << 8) | self.ino
+        return (self.space << 62) | (self.owner << 40) | self.ino
+
+
+def node_of(number: int) -> Node:
+    space = number >> 62
+    if space == VIRTUAL:
+        return Node(VIRTUAL, 0, ROOT) if number == ROOT else Node(VIRTUAL, number >> 8, number & 0xFF)
+    return Node(space, (number >> 40) & ((1 << 22) - 1), number & _LOW)
+
+
+ROOT_NODE = Node(VIRTUAL, 0, ROOT)

@@ -1,0 +1,297 @@
+"""The mount as numbered nodes: lookups, attributes, listings and reads.
+
+Sources are directories at the root; each holds `current/` (its working
+tree) and `snapshots/` (read-only snapshots and a `latest` symlink). Writes
+are in writes.py; this module only reads.
+"""
+
+from __future__ import annotations
+
+import stat as st
+import threading
+import time
+from dataclasses import dataclass
+
+from ..content import unpack_extents
+from ..deployment import Deployment, SourceInfo
+from ..errors import CorruptBlob, InvalidArgument, NotADirectory, NotFound
+from ..ids import HOLE
+from ..meta import Kind, Stat
+from ..reader import SnapshotView
+from ..snapshots import SnapshotInfo, list_numbered
+from ..tree import Entry
+from ..worktree import WorkingTree
+from .nodes import (
+    CURRENT,
+    LATEST,
+    LATEST_NAME,
+    ROOT_NODE,
+    SNAPSHOT,
+    SNAPSHOTS,
+    SNAPSHOTS_DIR,
+    SOURCE_DIR,
+    VIRTUAL,
+    WORKING,
+    Node,
+    node_of,
+)
+
+CACHE_SECONDS = 1.0  # sources and snapshot lists change only through this view, or rarely
+
+
+@dataclass(frozen=True)
+class _Snapshots:
+    numbered: list[tuple[int, SnapshotInfo]]
+    at: float
+
+
+class MountReader:
+    """The read side of MountView. Thread-safe. `_lock` guards the caches; engine calls are thread-safe themselves."""
+
+    def __init__(self, deployment: Deployment):
+        self.dep = deployment
+        self._lock = threading.Lock()
+        self._sources: tuple[float, dict[str, SourceInfo]] = (0.0, {})
+        self._snapshots: dict[int, _Snapshots] = {}
+        self._views: dict[int, SnapshotView] = {}
+        # Snapshot entries the adapter has looked up, by node number.
+        self._entries: dict[int, tuple[Entry, int]] = {}
+        self.started_ns = time.time_ns()
+
+    # -- catalog state, cached ---------------------------------------------
+
+    def sources(self) -> dict[str, SourceInfo]:
+        with self._lock:
+            at, cached = self._sources
+            if time.monotonic() - at < CACHE_SECONDS:
+                return cached
+        fresh = {s.name: s for s in self.dep.list_sources()}
+        with self._lock:
+            self._sources = (time.monotonic(), fresh)
+        return fresh
+
+    def source_by_id(self, source_id: int) -> SourceInfo:
+        for info in self.sources().values():
+            if info.id == source_id:
+                return info
+        self.forget_catalog()
+        for info in self.sources().values():
+            if info.id == source_id:
+                return info
+        raise NotFound(f"no source {source_id}")
+
+    def snapshots(self, source: SourceInfo) -> list[tuple[int, SnapshotInfo]]:
+        with self._lock:
+            cached = self._snapshots.get(source.id)
+            if cached is not None and time.monotonic() - cached.at < CACHE_SECONDS:
+                return cached.numbered
+        with self.dep.catalog.engine.connect() as conn:
+            numbered = list_numbered(conn, source.name)
+        with self._lock:
+            self._snapshots[source.id] = _Snapshots(numbered, time.monotonic())
+        return numbered
+
+    def forget_catalog(self) -> None:
+        """Drop cached sources and snapshot lists after a change."""
+        with self._lock:
+            self._sources = (0.0, {})
+            self._snapshots.clear()
+
+    def tree(self, source_id: int) -> WorkingTree:
+        return self.dep.working_tree(self.source_by_id(source_id).name)
+
+    def snapshot_view(self, snapshot_id: int, info: SnapshotInfo) -> SnapshotView:
+        with self._lock:
+            view = self._views.get(snapshot_id)
+        if view is None:
+            view = SnapshotView(self.dep.trees, info.root, f"{info.source} @ {info.name}")
+            with self._lock:
+                self._views[snapshot_id] = view
+        return view
+
+    # -- lookups -------------------------------------------------------------
+
+    def lookup(self, parent: int, name: bytes) -> Stat:
+        node = node_of(parent)
+        if node.space == WORKING:
+            return _wt(node.owner, self.tree(node.owner).lookup(node.ino, name))
+        if node.space == SNAPSHOT:
+            entry = self._entry(parent)
+            child = self._snapshot_view(node.owner).listing(entry).get(name)
+            if child is None:
+                raise NotFound(f"no entry {name!r}")
+            return self._remember(node.owner, child)
+        return self._virtual_lookup(node, name)
+
+    def _virtual_lookup(self, node: Node, name: bytes) -> Stat:
+        if node == ROOT_NODE:
+            source = self.sources().get(_text(name))
+            if source is None:
+                raise NotFound(f"no source {name!r}")
+            return self._source_stat(source)
+        source = self.source_by_id(node.owner)
+        if node.ino == SOURCE_DIR:
+            if name == CURRENT:
+                return _wt(source.id, self.dep.working_tree(source.name).stat(1))
+            if name == SNAPSHOTS:
+                return self._snapshots_stat(source)
+        elif node.ino == SNAPSHOTS_DIR:
+            numbered = self.snapshots(source)
+            if name == LATEST_NAME and numbered:
+                return self._latest_stat(source, numbered[-1][1])
+            for sid, info in numbered:
+                if info.name.encode() == name:
+                    return self._remember(sid, self.snapshot_view(sid, info).root)
+        else:
+            raise NotADirectory(f"node {node.number} is not a directory")
+        raise NotFound(f"no entry {name!r}")
+
+    def getattr(self, number: int) -> Stat:
+        node = node_of(number)
+        if node.space == WORKING:
+            return _wt(node.owner, self.tree(node.owner).stat(node.ino))
+        if node.space == SNAPSHOT:
+            return _entry_stat(number, self._entry(number))
+        if node == ROOT_NODE:
+            return self._root_stat()
+        source = self.source_by_id(node.owner)
+        if node.ino == SOURCE_DIR:
+            return self._source_stat(source)
+        if node.ino == SNAPSHOTS_DIR:
+            return self._snapshots_stat(source)
+        numbered = self.snapshots(source)
+        if node.ino == LATEST and numbered:
+            return self._latest_stat(source, numbered[-1][1])
+        raise NotFound(f"no node {number}")
+
+    def listdir(self, number: int) -> list[tuple[bytes, Stat]]:
+        node = node_of(number)
+        if node.space == WORKING:
+            return [(n, _wt(node.owner, s)) for n, s in self.tree(node.owner).listdir(node.ino)]
+        if node.space == SNAPSHOT:
+            listing = self._snapshot_view(node.owner).listing(self._entry(number))
+            return [(e.name, self._remember(node.owner, e)) for e in sorted(listing.values(), key=lambda e: e.name)]
+        if node == ROOT_NODE:
+            return [(name.encode(), self._source_stat(s)) for name, s in sorted(self.sources().items())]
+        source = self.source_by_id(node.owner)
+        if node.ino == SOURCE_DIR:
+            return [(CURRENT, self.lookup(number, CURRENT)), (SNAPSHOTS, self._snapshots_stat(source))]
+        if node.ino == SNAPSHOTS_DIR:
+            numbered = self.snapshots(source)
+            out = [(i.name.encode(), self._remember(sid, self.snapshot_view(sid, i).root)) for sid, i in numbered]
+            if numbered:
+                out.append((LATEST_NAME, self._latest_stat(source, numbered[-1][1])))
+            return sorted(out)
+        raise NotADirectory(f"node {number} is not a directory")
+
+    def readlink(self, number: int) -> bytes:
+        node = node_of(number)
+        if node.space == WORKING:
+            return self.tree(node.owner).readlink(node.ino)
+        if node.space == SNAPSHOT:
+            entry = self._entry(number)
+            if entry.kind != Kind.SYMLINK:
+                raise InvalidArgument("not a symlink")
+            return entry.payload
+        if node.space == VIRTUAL and node.ino == LATEST:
+            numbered = self.snapshots(self.source_by_id(node.owner))
+            if numbered:
+                return numbered[-1][1].name.encode()
+        raise InvalidArgument("not a symlink")
+
+    def read(self, number: int, offset: int, size: int) -> bytes:
+        node = node_of(number)
+        if node.space == WORKING:
+            return self.tree(node.owner).read(node.ino, offset, size)
+        if node.space == SNAPSHOT:
+            view = self._snapshot_view(node.owner)
+            entry = self._entry(number)
+            try:
+                return view.reader(entry).read(offset, size)
+            except CorruptBlob as e:
+                raise view.damaged(entry.name, e) from e
+        raise InvalidArgument("not a regular file")
+
+    def forget(self, number: int, count: int) -> None:
+        """The adapter no longer needs a snapshot entry (FUSE's forget)."""
+        with self._lock:
+            held = self._entries.get(number)
+            if held is not None:
+                left = held[1] - count
+                if left <= 0:
+                    del self._entries[number]
+                else:
+                    self._entries[number] = (held[0], left)
+
+    # -- snapshot entries ----------------------------------------------------
+
+    def _snapshot_view(self, snapshot_id: int) -> SnapshotView:
+        with self._lock:
+            view = self._views.get(snapshot_id)
+        if view is not None:
+            return view
+        for source in self.sources().values():
+            for sid, info in self.snapshots(source):
+                if sid == snapshot_id:
+                    return self.snapshot_view(sid, info)
+        raise NotFound(f"no snapshot {snapshot_id}")
+
+    def _remember(self, snapshot_id: int, entry: Entry) -> Stat:
+        number = Node(SNAPSHOT, snapshot_id, entry.ino).number
+        with self._lock:
+            held = self._entries.get(number)
+            self._entries[number] = (entry, (held[1] if held else 0) + 1)
+        return _entry_stat(number, entry)
+
+    def _entry(self, number: int) -> Entry:
+        with self._lock:
+            held = self._entries.get(number)
+        if held is not None:
+            return held[0]
+        node = node_of(number)
+        view = self._snapshot_view(node.owner)
+        if node.ino == view.root.ino:
+            return view.root
+        raise NotFound(f"snapshot node {number} was not looked up")
+
+    # -- virtual nodes -------------------------------------------------------
+
+    def _root_stat(self) -> Stat:
+        n = len(self.sources())
+        t = self.started_ns
+        return Stat(ROOT_NODE.number, st.S_IFDIR | 0o755, 2 + n, 0, 0, 0, 0, 0, t, t, t)
+
+    def _source_stat(self, source: SourceInfo) -> Stat:
+        t = int(source.created * 1e9)
+        return Stat(Node(VIRTUAL, source.id, SOURCE_DIR).number, st.S_IFDIR | 0o755, 4, 0, 0, 0, 0, 0, t, t, t)
+
+    def _snapshots_stat(self, source: SourceInfo) -> Stat:
+        numbered = self.snapshots(source)
+        t = int((numbered[-1][1].created if numbered else source.created) * 1e9)
+        number = Node(VIRTUAL, source.id, SNAPSHOTS_DIR).number
+        return Stat(number, st.S_IFDIR | 0o555, 2 + len(numbered), 0, 0, 0, 0, 0, t, t, t)
+
+    def _latest_stat(self, source: SourceInfo, latest: SnapshotInfo) -> Stat:
+        t = int(latest.created * 1e9)
+        size = len(latest.name.encode())
+        return Stat(Node(VIRTUAL, source.id, LATEST).number, st.S_IFLNK | 0o777, 1, 0, 0, 0, size, 0, t, t, t)
+
+
+def _wt(source_id: int, stat: Stat) -> Stat:
+    return stat.renumbered(Node(WORKING, source_id, stat.ino).number)
+
+
+def _entry_stat(number: int, e: Entry) -> Stat:
+    blocks = 0
+    if e.kind == Kind.FILE:
+        stored = e.size if HOLE not in e.payload else sum(n for i, n in unpack_extents(e.payload) if i != HOLE)
+        blocks = (stored + 511) // 512
+    size = len(e.payload) if e.kind == Kind.SYMLINK else e.size
+    return Stat(number, e.st_mode, e.nlink, e.uid, e.gid, e.rdev, size, blocks, e.atime_ns, e.mtime_ns, e.ctime_ns)
+
+
+def _text(name: bytes) -> str:
+    try:
+        return name.decode("utf-8")
+    except UnicodeDecodeError:
+        return "\0"  # matches no source

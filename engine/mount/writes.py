@@ -1,0 +1,129 @@
+"""The mount's writes: the working tree takes file operations; `mkdir` and
+`rmdir` at the root add and remove sources, and in `snapshots/` take and
+delete snapshots. Everything else is read-only."""
+
+from __future__ import annotations
+
+from ..errors import CrossDevice, NotPermitted, ReadOnly
+from ..meta import Stat
+from ..worktree import WorkingTree
+from .nodes import ROOT_NODE, SNAPSHOT, SNAPSHOTS_DIR, WORKING, Node, node_of
+from .view import MountReader, _text, _wt
+
+
+class MountView(MountReader):
+    """The whole mount. Thread-safe, as MountReader is."""
+
+    def _working(self, number: int) -> tuple[Node, WorkingTree]:
+        node = node_of(number)
+        if node.space == WORKING:
+            return node, self.tree(node.owner)
+        if node.space == SNAPSHOT:
+            raise ReadOnly("snapshots are read-only")
+        raise NotPermitted("only current/ holds files")
+
+    def mkdir(self, parent: int, name: bytes, mode: int, uid: int = 0, gid: int = 0) -> Stat:
+        node = node_of(parent)
+        if node == ROOT_NODE:
+            self.dep.add_source(_text(name))
+            self.forget_catalog()
+            return self.lookup(parent, name)
+        if node.space == 0 and node.ino == SNAPSHOTS_DIR:
+            self.dep.create_snapshot(self.source_by_id(node.owner).name, _text(name))
+            self.forget_catalog()
+            return self.lookup(parent, name)
+        node, tree = self._working(parent)
+        return _wt(node.owner, tree.mkdir(node.ino, name, mode, uid, gid))
+
+    def rmdir(self, parent: int, name: bytes) -> None:
+        node = node_of(parent)
+        if node == ROOT_NODE:
+            self.dep.remove_source(_text(name))
+            self.forget_catalog()
+            return
+        if node.space == 0 and node.ino == SNAPSHOTS_DIR:
+            self.dep.delete_snapshot(self.source_by_id(node.owner).name, _text(name))
+            self.forget_catalog()
+            return
+        node, tree = self._working(parent)
+        tree.rmdir(node.ino, name)
+
+    def create(self, parent: int, name: bytes, mode: int, uid: int = 0, gid: int = 0) -> Stat:
+        node, tree = self._working(parent)
+        stat = tree.create(node.ino, name, mode, uid, gid)
+        tree.open(stat.ino)
+        return _wt(node.owner, stat)
+
+    def mknod(self, parent: int, name: bytes, mode: int, rdev: int, uid: int = 0, gid: int = 0) -> Stat:
+        node, tree = self._working(parent)
+        return _wt(node.owner, tree.mknod(node.ino, name, mode, rdev, uid, gid))
+
+    def symlink(self, parent: int, name: bytes, target: bytes, uid: int = 0, gid: int = 0) -> Stat:
+        node, tree = self._working(parent)
+        return _wt(node.owner, tree.symlink(node.ino, name, target, uid, gid))
+
+    def link(self, number: int, parent: int, name: bytes) -> Stat:
+        node, tree = self._working(number)
+        new_parent, _ = self._working(parent)
+        if new_parent.owner != node.owner:
+            raise CrossDevice("hard links stay within one source")
+        return _wt(node.owner, tree.link(node.ino, new_parent.ino, name))
+
+    def unlink(self, parent: int, name: bytes) -> None:
+        node, tree = self._working(parent)
+        tree.unlink(node.ino, name)
+
+    def rename(self, old_parent: int, old: bytes, new_parent: int, new: bytes, flags: int = 0) -> None:
+        a, tree = self._working(old_parent)
+        b, _ = self._working(new_parent)
+        if a.owner != b.owner:
+            raise CrossDevice("files move between sources by copy, not rename")
+        tree.rename(a.ino, old, b.ino, new, flags)
+
+    def setattr(self, number: int, **changes: int | None) -> Stat:
+        node, tree = self._working(number)
+        return _wt(node.owner, tree.setattr(node.ino, **changes))
+
+    def setxattr(self, number: int, name: bytes, value: bytes) -> None:
+        node, tree = self._working(number)
+        tree.setxattr(node.ino, name, value)
+
+    def removexattr(self, number: int, name: bytes) -> None:
+        node, tree = self._working(number)
+        tree.removexattr(node.ino, name)
+
+    def xattrs(self, number: int) -> dict[bytes, bytes]:
+        node = node_of(number)
+        if node.space == WORKING:
+            return self.tree(node.owner).xattrs(node.ino)
+        if node.space == SNAPSHOT:
+            return dict(self._entry(number).xattrs)
+        return {}
+
+    def open(self, number: int, write: bool) -> None:
+        node = node_of(number)
+        if node.space == WORKING:
+            self.tree(node.owner).open(node.ino)
+        elif write:
+            raise ReadOnly("snapshots are read-only")
+
+    def release(self, number: int) -> None:
+        node = node_of(number)
+        if node.space == WORKING:
+            self.tree(node.owner).release(node.ino)
+
+    def write(self, number: int, offset: int, data: bytes) -> int:
+        node, tree = self._working(number)
+        return tree.write(node.ino, offset, data)
+
+    def fsync(self, number: int) -> None:
+        node = node_of(number)
+        if node.space == WORKING:
+            self.tree(node.owner).fsync(node.ino)
+
+    def statfs(self) -> dict[str, int]:
+        """Pool usage as a file system reports it: 4 KiB blocks."""
+        usage = self.dep.pool_usage()
+        stored = usage["stored_bytes"] // 4096
+        free = self.dep.free_bytes() // 4096
+        return {"blocks": stored + free, "free": free, "files": usage["blobs"]}

@@ -1,0 +1,63 @@
+"""Mounting: pyfuse3 on trio, clean unmount on SIGTERM/SIGINT, stale mounts cleared."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from engine.deployment import Deployment
+from engine.mount import MountView
+
+from .ops import Operations
+
+log = logging.getLogger(__name__)
+
+
+def clear_stale(mountpoint: Path) -> None:
+    """A mount left by a killed process answers ENOTCONN: detach it."""
+    try:
+        os.stat(mountpoint)
+        return
+    except OSError as e:
+        if e.errno != errno.ENOTCONN:
+            raise
+    log.warning("clearing the stale mount at %s", mountpoint)
+    subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False, capture_output=True)
+
+
+def serve(deployment: Deployment, mountpoint: Path, *, debug: bool = False) -> None:
+    """Mount and serve until SIGTERM or SIGINT; then unmount and return."""
+    clear_stale(mountpoint)
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    ops = Operations(MountView(deployment))
+    options = set(pyfuse3.default_options)
+    options |= {"fsname=cairn", "subtype=cairn", "allow_other"}
+    if debug:
+        options.add("debug")
+    pyfuse3.init(ops, str(mountpoint), options)
+    try:
+        trio.run(_main, mountpoint)
+    finally:
+        pyfuse3.close(unmount=True)
+
+
+async def _main(mountpoint: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pyfuse3.main)
+        # The mount can die silently in init: ask it something, from a thread,
+        # once the loop serves requests (asking before would deadlock).
+        with trio.fail_after(30):
+            await trio.to_thread.run_sync(os.stat, mountpoint)
+        log.info("mounted at %s", mountpoint)
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for _ in signals:
+                log.info("signal received: unmounting")
+                nursery.cancel_scope.cancel()
+                return

@@ -1,0 +1,237 @@
+"""pyfuse3 operations over the engine's MountView: translation and nothing else.
+
+Every handler hands one engine call to a worker thread (the engine blocks);
+engine errors become the errno a real file system would give.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import itertools
+import logging
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import pyfuse3
+import trio
+
+from engine.errors import CairnError
+from engine.meta import Stat
+from engine.mount import MountView
+from engine.mount.nodes import SNAPSHOT, WORKING, node_of
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# What cannot change may be cached long; the working tree changes only
+# through this mount, but other names (sources, snapshots) change by mkdir.
+SNAPSHOT_TIMEOUT = 300.0
+WORKING_TIMEOUT = 1.0
+VIRTUAL_TIMEOUT = 0.0
+
+
+class Operations(pyfuse3.Operations):
+    """Runs on the trio loop; all state lives in the engine."""
+
+    enable_writeback_cache = False
+
+    def __init__(self, view: MountView, threads: int = 8):
+        super().__init__()
+        self.view = view
+        self.limiter = trio.CapacityLimiter(threads)
+        self._dirs: dict[int, list[tuple[bytes, Stat]]] = {}
+        self._dir_handles = itertools.count(1)
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        try:
+            return await trio.to_thread.run_sync(functools.partial(fn, *args, **kwargs), limiter=self.limiter)
+        except CairnError as e:
+            raise pyfuse3.FUSEError(e.errno) from None
+        except OSError as e:
+            raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
+
+    # -- attributes ----------------------------------------------------------
+
+    def _attr(self, stat: Stat) -> pyfuse3.EntryAttributes:
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = stat.ino
+        a.generation = 0
+        space = stat.ino >> 62
+        a.entry_timeout = a.attr_timeout = (
+            SNAPSHOT_TIMEOUT if space == SNAPSHOT else WORKING_TIMEOUT if space == WORKING else VIRTUAL_TIMEOUT
+        )
+        a.st_mode = stat.mode
+        a.st_nlink = stat.nlink
+        a.st_uid = stat.uid
+        a.st_gid = stat.gid
+        a.st_rdev = stat.rdev
+        a.st_size = stat.size
+        a.st_blksize = 128 << 10
+        a.st_blocks = stat.blocks
+        a.st_atime_ns = stat.atime_ns
+        a.st_mtime_ns = stat.mtime_ns
+        a.st_ctime_ns = stat.ctime_ns
+        return a
+
+    async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        if name == b".":
+            return await self.getattr(parent_inode, ctx)
+        try:
+            return self._attr(await self._call(self.view.lookup, parent_inode, name))
+        except pyfuse3.FUSEError as e:
+            if e.errno == errno.ENOENT:
+                # A negative entry the kernel may cache briefly (rsync looks up every name first).
+                a = pyfuse3.EntryAttributes()
+                a.st_ino = 0
+                a.entry_timeout = WORKING_TIMEOUT if node_of(parent_inode).space == WORKING else 0
+                return a
+            raise
+
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        for number, count in inode_list:
+            if number >> 62 == SNAPSHOT:
+                self.view.forget(number, count)  # in memory only: no thread needed
+
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return self._attr(await self._call(self.view.getattr, inode))
+
+    async def setattr(
+        self,
+        inode: int,
+        attr: pyfuse3.EntryAttributes,
+        fields: pyfuse3.SetattrFields,
+        fh: int | None,
+        ctx: pyfuse3.RequestContext,
+    ) -> pyfuse3.EntryAttributes:
+        changes: dict[str, int | None] = {
+            "mode": attr.st_mode if fields.update_mode else None,
+            "uid": attr.st_uid if fields.update_uid else None,
+            "gid": attr.st_gid if fields.update_gid else None,
+            "size": attr.st_size if fields.update_size else None,
+            "atime_ns": attr.st_atime_ns if fields.update_atime else None,
+            "mtime_ns": attr.st_mtime_ns if fields.update_mtime else None,
+        }
+        return self._attr(await self._call(self.view.setattr, inode, **changes))
+
+    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        return await self._call(self.view.readlink, inode)
+
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        usage = await self._call(self.view.statfs)
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = s.f_frsize = 4096
+        s.f_blocks = usage["blocks"]
+        s.f_bfree = s.f_bavail = usage["free"]
+        s.f_files = usage["files"] + (1 << 20)
+        s.f_ffree = s.f_favail = 1 << 20
+        s.f_namemax = 255
+        return s
+
+    # -- names ---------------------------------------------------------------
+
+    async def mkdir(
+        self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        stat = await self._call(self.view.mkdir, parent_inode, name, mode & ~ctx.umask, ctx.uid, ctx.gid)
+        return self._attr(stat)
+
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        await self._call(self.view.rmdir, parent_inode, name)
+
+    async def mknod(
+        self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        stat = await self._call(self.view.mknod, parent_inode, name, mode & ~ctx.umask, rdev, ctx.uid, ctx.gid)
+        return self._attr(stat)
+
+    async def symlink(
+        self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        return self._attr(await self._call(self.view.symlink, parent_inode, name, target, ctx.uid, ctx.gid))
+
+    async def link(
+        self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        return self._attr(await self._call(self.view.link, inode, new_parent_inode, new_name))
+
+    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        await self._call(self.view.unlink, parent_inode, name)
+
+    async def rename(
+        self, parent_inode_old: int, name_old: bytes, parent_inode_new: int, name_new: bytes, flags: int,
+        ctx: pyfuse3.RequestContext,
+    ) -> None:  # fmt: skip
+        await self._call(self.view.rename, parent_inode_old, name_old, parent_inode_new, name_new, flags)
+
+    # -- files ---------------------------------------------------------------
+
+    async def create(
+        self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
+    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        stat = await self._call(self.view.create, parent_inode, name, mode & ~ctx.umask, ctx.uid, ctx.gid)
+        return pyfuse3.FileInfo(fh=stat.ino), self._attr(stat)
+
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        write = flags & os.O_ACCMODE != os.O_RDONLY
+        await self._call(self.view.open, inode, write)
+        if flags & os.O_TRUNC and node_of(inode).space == WORKING:
+            await self._call(self.view.setattr, inode, size=0)
+        return pyfuse3.FileInfo(fh=inode, keep_cache=node_of(inode).space == SNAPSHOT)
+
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        return await self._call(self.view.read, fh, off, size)
+
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        return await self._call(self.view.write, fh, off, buf)
+
+    async def flush(self, fh: int) -> None:
+        return None
+
+    async def release(self, fh: int) -> None:
+        await self._call(self.view.release, fh)
+
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        await self._call(self.view.fsync, fh)
+
+    # -- directories ---------------------------------------------------------
+
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        listing = await self._call(self.view.listdir, inode)
+        fh = next(self._dir_handles)
+        self._dirs[fh] = listing
+        return fh
+
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        listing = self._dirs.get(fh, [])
+        for i in range(start_id, len(listing)):
+            name, stat = listing[i]
+            if not pyfuse3.readdir_reply(token, name, self._attr(stat), i + 1):
+                return
+
+    async def releasedir(self, fh: int) -> None:
+        self._dirs.pop(fh, None)
+
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        return None
+
+    # -- extended attributes -------------------------------------------------
+
+    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        value = (await self._call(self.view.xattrs, inode)).get(name)
+        if value is None:
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        return value
+
+    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
+        return sorted(await self._call(self.view.xattrs, inode))
+
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext) -> None:
+        await self._call(self.view.setxattr, inode, name, value)
+
+    async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        try:
+            await self._call(self.view.removexattr, inode, name)
+        except pyfuse3.FUSEError as e:
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR if e.errno == errno.ENOENT else e.errno) from None
