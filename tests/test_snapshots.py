@@ -11,13 +11,7 @@ from engine.deployment import Deployment
 from engine.reader import diff
 from engine.worktree.tree import ROOT
 
-
-def _put(tree, parent: int, name: bytes, data: bytes) -> int:  # type: ignore[no-untyped-def]
-    ino = tree.create(parent, name, 0o644).ino
-    tree.open(ino)
-    tree.write(ino, 0, data)
-    tree.release(ino)
-    return int(ino)
+from .test_worktree import _write as _put
 
 
 def test_snapshot_after_one_change_writes_a_handful_of_trees(sqlite_deployment: Deployment) -> None:
