@@ -119,3 +119,135 @@ def test_stale_mount_after_kill_is_cleared(tmp_path: Path, mounted: Mounted) -> 
     assert e.value.errno == errno.ENOTCONN
     mounted.start()
     assert (mounted.path / "h1" / "snapshots" / "s" / "f").read_bytes() == b"kept"
+
+
+def test_stock_tools_in_current(tmp_path: Path, mounted: Mounted) -> None:
+    m = mounted.path
+    os.mkdir(m / "h1")
+    cur = m / "h1" / "current"
+    src = tmp_path / "src"
+    make_tree(src)
+    subprocess.run(["cp", "-a", f"{src}/.", str(cur / "cp")], check=True)
+    assert rsync_differences(src, cur / "cp") == []
+    tar = ["tar", "--acls", "--xattrs", "--xattrs-include=*"]
+    subprocess.run([*tar, "-C", str(src), "-cf", str(tmp_path / "t.tar"), "."], check=True, capture_output=True)
+    (cur / "tar").mkdir()
+    subprocess.run([*tar, "-C", str(cur / "tar"), "-xpf", str(tmp_path / "t.tar")], check=True)
+    # tar cannot archive a socket; everything else comes back
+    assert [line for line in rsync_differences(src, cur / "tar") if not line.endswith(" socket")] == []
+
+    repo = tmp_path / "repo"
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"]
+    subprocess.run([*git, "init", "-q", str(repo)], check=True)
+    for i in range(20):
+        (repo / f"f{i}.txt").write_text(f"line {i}\n" * (i + 1))
+    subprocess.run([*git, "-C", str(repo), "add", "."], check=True)
+    subprocess.run([*git, "-C", str(repo), "commit", "-qm", "one"], check=True)
+    subprocess.run([*git, "clone", "-q", str(repo), str(cur / "clone")], check=True)
+    fsck = subprocess.run([*git, "-C", str(cur / "clone"), "fsck", "--strict"], capture_output=True, text=True)
+    assert fsck.returncode == 0, fsck.stderr
+    assert (cur / "clone" / "f7.txt").read_text() == "line 7\n" * 8
+
+    import sqlite3
+
+    db = sqlite3.connect(cur / "db.sqlite")
+    db.execute("create table t (k integer primary key, v text)")
+    for batch in range(20):
+        db.executemany("insert into t (v) values (?)", [(f"{batch}-{i}" * 20,) for i in range(200)])
+        db.commit()
+    db.execute("update t set v = 'changed' where k % 7 = 0")
+    db.commit()
+    db.close()
+    db = sqlite3.connect(cur / "db.sqlite")
+    assert db.execute("pragma integrity_check").fetchone()[0] == "ok"
+    assert db.execute("select count(*) from t where v = 'changed'").fetchone()[0] == 4000 // 7
+    db.close()
+
+    big = cur / "inplace"
+    data = bytearray(os.urandom(6 << 20))
+    (tmp_path / "inplace").write_bytes(data)
+    subprocess.run(["rsync", "-a", str(tmp_path / "inplace"), str(big)], check=True)
+    data[3 << 20 : (3 << 20) + 10] = b"0123456789"
+    (tmp_path / "inplace").write_bytes(data)
+    os.utime(tmp_path / "inplace", (1e9, 2e9))  # rsync's quick check compares whole seconds
+    subprocess.run(["rsync", "-a", "--inplace", "--no-whole-file", str(tmp_path / "inplace"), str(big)], check=True)
+    assert big.read_bytes() == data
+
+    subprocess.run(["truncate", "-s", "10M", str(cur / "sparse")], check=True)
+    assert (cur / "sparse").stat().st_size == 10 << 20
+    assert (cur / "sparse").stat().st_blocks == 0
+    subprocess.run(["truncate", "-s", "1000", str(big)], check=True)
+    assert big.read_bytes() == data[:1000]
+
+    import mmap
+
+    with open(cur / "cp" / "size-65537", "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as mm:
+        assert mm[:] == (src / "size-65537").read_bytes()
+
+    os.mkdir(m / "h1" / "snapshots" / "s")
+    df = subprocess.run(["df", "-k", str(m)], capture_output=True, text=True, check=True).stdout.splitlines()[1]
+    assert int(df.split()[1]) > 0
+    with open(m / "h1" / "snapshots" / "s" / "db.sqlite", "rb") as f:
+        snap = sqlite3.connect(f"file:{f.name}?mode=ro&immutable=1", uri=True)
+        assert snap.execute("select count(*) from t").fetchone()[0] == 4000
+        snap.close()
+
+
+def test_errors_come_back_as_a_file_system_gives_them(tmp_path: Path, mounted: Mounted) -> None:
+    m = mounted.path
+    os.mkdir(m / "h1")
+    os.mkdir(m / "h2")
+    cur = m / "h1" / "current"
+    (cur / "f").write_bytes(b"x")
+    os.mkdir(cur / "d")
+    (cur / "d" / "g").write_bytes(b"y")
+
+    def fails(code: int, fn, *args) -> None:  # type: ignore[no-untyped-def]
+        with pytest.raises(OSError) as e:
+            fn(*args)
+        assert e.value.errno == code, (fn, args, e.value)
+
+    fails(errno.ENAMETOOLONG, open, cur / ("x" * 256), "w")
+    fails(errno.ENOTEMPTY, os.rmdir, cur / "d")
+    fails(errno.EXDEV, os.rename, cur / "f", m / "h2" / "current" / "f")
+    fails(errno.EXDEV, os.link, cur / "f", m / "h2" / "current" / "f")
+    fails(errno.EEXIST, os.mkdir, cur / "d")
+    fails(errno.ENOENT, os.stat, cur / "missing")
+    fails(errno.EINVAL, os.rename, cur / "d", cur / "d" / "inside")
+    fails(errno.EPERM, open, m / "h1" / "file-beside-current", "w")
+    os.mkdir(m / "h1" / "snapshots" / "s")
+    snap = m / "h1" / "snapshots" / "s"
+    fails(errno.EROFS, open, snap / "f", "w")
+    fails(errno.EROFS, os.unlink, snap / "f")
+    fails(errno.EROFS, os.chmod, snap / "f", 0o600)
+    fails(errno.EROFS, os.mkdir, snap / "new")
+    fails(errno.EEXIST, os.mkdir, m / "h1" / "snapshots" / "s")
+    fails(errno.EINVAL, os.mkdir, m / "bad\nname")
+    os.chmod(cur / "d", 0o700)
+    os.chown(cur / "d", 0, 0)
+    drop = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    denied = subprocess.run([*drop, "ls", str(cur / "d")], capture_output=True, text=True)
+    assert denied.returncode != 0 and "Permission denied" in denied.stderr
+
+
+def test_two_rsyncs_at_once_and_reading_while_writing(tmp_path: Path, mounted: Mounted) -> None:
+    m = mounted.path
+    trees = []
+    for name in ("a", "b"):
+        src = tmp_path / name
+        make_tree(src, seed=ord(name))
+        trees.append(src)
+        os.mkdir(m / name)
+    os.mkdir(m / "a" / "snapshots" / "empty")
+    procs = [
+        subprocess.Popen(["rsync", "-aHAXS", "--numeric-ids", f"{src}/", f"{m / src.name / 'current'}/"])
+        for src in trees
+    ]
+    reads = 0
+    while any(p.poll() is None for p in procs):
+        reads += len(os.listdir(m / "a" / "snapshots" / "empty"))
+        os.stat(m / "b" / "current")
+    assert [p.wait() for p in procs] == [0, 0]
+    for src in trees:
+        os.mkdir(m / src.name / "snapshots" / "full")
+        assert rsync_differences(src, m / src.name / "snapshots" / "full") == []
