@@ -1,7 +1,12 @@
 """pyfuse3 operations over the engine's MountView: translation and nothing else.
 
-Every handler hands one engine call to a worker thread (the engine blocks);
-engine errors become the errno a real file system would give.
+Calls that may block (reading chunks, writing spool files, chunking on
+release, taking a snapshot, catalog queries) go to a worker thread through
+`_call`. Calls that only touch the in-memory working tree run on the loop
+through `_now`: a thread hop costs ~180 µs here, and rsync makes about 20
+requests a file, so hopping for a dictionary lookup cut throughput by 3.5x
+(measured: 5,000 small files in 21 s with every call in a thread, 6 s inline).
+Engine errors become the errno a real file system would give.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ T = TypeVar("T")
 # through this mount, but other names (sources, snapshots) change by mkdir.
 SNAPSHOT_TIMEOUT = 300.0
 WORKING_TIMEOUT = 1.0
-VIRTUAL_TIMEOUT = 0.0
+VIRTUAL_TIMEOUT = 1.0  # sources and snapshots appear by mkdir through this mount
 
 
 class Operations(pyfuse3.Operations):
@@ -45,8 +50,24 @@ class Operations(pyfuse3.Operations):
         self._dir_handles = itertools.count(1)
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a call that may block on a worker thread."""
         try:
             return await trio.to_thread.run_sync(functools.partial(fn, *args, **kwargs), limiter=self.limiter)
+        except CairnError as e:
+            raise pyfuse3.FUSEError(e.errno) from None
+        except OSError as e:
+            raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
+
+    async def _on(self, number: int, fn: Callable[..., T], *args: Any) -> T:
+        """In place for the working tree (memory); on a thread for snapshots (trees may come from the pool)."""
+        if node_of(number).space == WORKING:
+            return self._now(fn, number, *args)
+        return await self._call(fn, number, *args)
+
+    def _now(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a call on the in-memory tree right here: it holds a lock for microseconds."""
+        try:
+            return fn(*args, **kwargs)
         except CairnError as e:
             raise pyfuse3.FUSEError(e.errno) from None
         except OSError as e:
@@ -79,7 +100,7 @@ class Operations(pyfuse3.Operations):
         if name == b".":
             return await self.getattr(parent_inode, ctx)
         try:
-            return self._attr(await self._call(self.view.lookup, parent_inode, name))
+            return self._attr(await self._on(parent_inode, self.view.lookup, name))
         except pyfuse3.FUSEError as e:
             if e.errno == errno.ENOENT:
                 # A negative entry the kernel may cache briefly (rsync looks up every name first).
@@ -95,7 +116,7 @@ class Operations(pyfuse3.Operations):
                 self.view.forget(number, count)  # in memory only: no thread needed
 
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        return self._attr(await self._call(self.view.getattr, inode))
+        return self._attr(await self._on(inode, self.view.getattr))
 
     async def setattr(
         self,
@@ -113,10 +134,12 @@ class Operations(pyfuse3.Operations):
             "atime_ns": attr.st_atime_ns if fields.update_atime else None,
             "mtime_ns": attr.st_mtime_ns if fields.update_mtime else None,
         }
-        return self._attr(await self._call(self.view.setattr, inode, **changes))
+        if changes["size"] is None:
+            return self._attr(self._now(self.view.setattr, inode, **changes))
+        return self._attr(await self._call(self.view.setattr, inode, **changes))  # may rewrite a spool
 
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
-        return await self._call(self.view.readlink, inode)
+        return await self._on(inode, self.view.readlink)
 
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
         usage = await self._call(self.view.statfs)
@@ -134,50 +157,55 @@ class Operations(pyfuse3.Operations):
     async def mkdir(
         self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        stat = await self._call(self.view.mkdir, parent_inode, name, mode & ~ctx.umask, ctx.uid, ctx.gid)
-        return self._attr(stat)
+        args = (parent_inode, name, mode & ~ctx.umask, ctx.uid, ctx.gid)
+        if node_of(parent_inode).space == WORKING:
+            return self._attr(self._now(self.view.mkdir, *args))
+        return self._attr(await self._call(self.view.mkdir, *args))  # a source or a snapshot
 
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        await self._call(self.view.rmdir, parent_inode, name)
+        if node_of(parent_inode).space == WORKING:
+            self._now(self.view.rmdir, parent_inode, name)
+        else:
+            await self._call(self.view.rmdir, parent_inode, name)
 
     async def mknod(
         self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        stat = await self._call(self.view.mknod, parent_inode, name, mode & ~ctx.umask, rdev, ctx.uid, ctx.gid)
+        stat = self._now(self.view.mknod, parent_inode, name, mode & ~ctx.umask, rdev, ctx.uid, ctx.gid)
         return self._attr(stat)
 
     async def symlink(
         self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        return self._attr(await self._call(self.view.symlink, parent_inode, name, target, ctx.uid, ctx.gid))
+        return self._attr(self._now(self.view.symlink, parent_inode, name, target, ctx.uid, ctx.gid))
 
     async def link(
         self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        return self._attr(await self._call(self.view.link, inode, new_parent_inode, new_name))
+        return self._attr(self._now(self.view.link, inode, new_parent_inode, new_name))
 
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        await self._call(self.view.unlink, parent_inode, name)
+        self._now(self.view.unlink, parent_inode, name)
 
     async def rename(
         self, parent_inode_old: int, name_old: bytes, parent_inode_new: int, name_new: bytes, flags: int,
         ctx: pyfuse3.RequestContext,
     ) -> None:  # fmt: skip
-        await self._call(self.view.rename, parent_inode_old, name_old, parent_inode_new, name_new, flags)
+        self._now(self.view.rename, parent_inode_old, name_old, parent_inode_new, name_new, flags)
 
     # -- files ---------------------------------------------------------------
 
     async def create(
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        stat = await self._call(self.view.create, parent_inode, name, mode & ~ctx.umask, ctx.uid, ctx.gid)
+        stat = self._now(self.view.create, parent_inode, name, mode & ~ctx.umask, ctx.uid, ctx.gid)
         return pyfuse3.FileInfo(fh=stat.ino), self._attr(stat)
 
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         write = flags & os.O_ACCMODE != os.O_RDONLY
-        await self._call(self.view.open, inode, write)
+        self._now(self.view.open, inode, write)
         if flags & os.O_TRUNC and node_of(inode).space == WORKING:
-            await self._call(self.view.setattr, inode, size=0)
+            self._now(self.view.setattr, inode, size=0)  # truncating to 0 drops chunks, no I/O
         return pyfuse3.FileInfo(fh=inode, keep_cache=node_of(inode).space == SNAPSHOT)
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
@@ -198,7 +226,7 @@ class Operations(pyfuse3.Operations):
     # -- directories ---------------------------------------------------------
 
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
-        listing = await self._call(self.view.listdir, inode)
+        listing = await self._on(inode, self.view.listdir)
         fh = next(self._dir_handles)
         self._dirs[fh] = listing
         return fh
@@ -219,19 +247,19 @@ class Operations(pyfuse3.Operations):
     # -- extended attributes -------------------------------------------------
 
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
-        value = (await self._call(self.view.xattrs, inode)).get(name)
+        value = (await self._on(inode, self.view.xattrs)).get(name)
         if value is None:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         return value
 
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
-        return sorted(await self._call(self.view.xattrs, inode))
+        return sorted(await self._on(inode, self.view.xattrs))
 
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext) -> None:
-        await self._call(self.view.setxattr, inode, name, value)
+        self._now(self.view.setxattr, inode, name, value)
 
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         try:
-            await self._call(self.view.removexattr, inode, name)
+            self._now(self.view.removexattr, inode, name)
         except pyfuse3.FUSEError as e:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR if e.errno == errno.ENOENT else e.errno) from None

@@ -36,7 +36,7 @@ from .nodes import (
     node_of,
 )
 
-CACHE_SECONDS = 1.0  # sources and snapshot lists change only through this view, or rarely
+CACHE_SECONDS = 5.0  # sources and snapshot lists change through this view, or rarely
 
 
 @dataclass(frozen=True)
