@@ -98,8 +98,8 @@ def main() -> None:
         timed(f"cat $(find '{work}' -type f) > /dev/null")
         mnt, data = work / "mnt", work / "data"
         mnt.mkdir()
-        log = open(work / "mount.log", "wb")
-        proc = subprocess.Popen([*CAIRN, "--data", str(data), "mount", str(mnt)], stdout=log, stderr=log)
+        with open(work / "mount.log", "wb") as log:
+            proc = subprocess.Popen([*CAIRN, "--data", str(data), "mount", str(mnt)], stdout=log, stderr=log)
         while not os.path.ismount(mnt):
             if proc.poll() is not None:
                 raise SystemExit((work / "mount.log").read_text())

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import select
 
-from .cache import BlobCache
+from .cache import BlobCache, check_may_block
 from .catalog import Catalog
 from .catalog.schema import blobs, packs
 from .codec import Codec
@@ -304,6 +304,7 @@ class BlobStore:
         cached = self.cache.get(blob_id)
         if cached is not None:
             return cached
+        check_may_block()
         blob = self._pending_blob(blob_id)
         if blob is None:
             loc = self.locate(blob_id)

@@ -1,9 +1,26 @@
-"""A size-bounded LRU cache of decoded blobs."""
+"""A size-bounded LRU cache of decoded blobs, and the "memory only" mode of reads.
+
+An async caller (the FUSE loop) may try a read with `memory_only` set: a
+cache hit returns at once, a miss raises WouldBlock instead of doing I/O,
+and the caller retries on a worker thread.
+"""
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections import OrderedDict
+
+memory_only: contextvars.ContextVar[bool] = contextvars.ContextVar("memory_only", default=False)
+
+
+class WouldBlock(Exception):
+    """The answer is not in memory; ask again where blocking is allowed."""
+
+
+def check_may_block() -> None:
+    if memory_only.get():
+        raise WouldBlock
 
 
 class BlobCache:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .blobstore import BlobStore
+from .cache import check_may_block
 from .content import ContentReader, unpack_extents
 from .errors import CorruptBlob, InvalidArgument, NotADirectory, NotFound
 from .meta import Kind
@@ -30,6 +31,7 @@ class TreeCache:
             if tree is not None:
                 self._trees.move_to_end(tree_id)
                 return tree
+        check_may_block()
         tree = {e.name: e for e in deserialize(self.blobs.get(tree_id))}
         with self._lock:
             self._trees[tree_id] = tree

@@ -13,6 +13,7 @@ import pyfuse3
 import trio
 
 from engine.deployment import Deployment
+from engine.errors import CairnError
 from engine.mount import MountView
 
 from .ops import Operations
@@ -21,15 +22,20 @@ log = logging.getLogger(__name__)
 
 
 def clear_stale(mountpoint: Path) -> None:
-    """A mount left by a killed process answers ENOTCONN: detach it."""
+    """Detach a mount left by a killed process; refuse a mount that still answers."""
+    target = str(mountpoint.absolute())
+    with open("/proc/self/mounts") as mounts:
+        if not any(line.split()[1] == target for line in mounts):
+            return
     try:
-        os.stat(mountpoint)
-        return
+        os.listdir(mountpoint)  # a stat could be answered from the kernel's cache
     except OSError as e:
         if e.errno != errno.ENOTCONN:
             raise
-    log.warning("clearing the stale mount at %s", mountpoint)
-    subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False, capture_output=True)
+        log.warning("clearing the stale mount at %s", mountpoint)
+        subprocess.run(["fusermount3", "-u", "-z", target], check=True, capture_output=True)
+        return
+    raise CairnError(f"{mountpoint} is already mounted and answering; unmount it first")
 
 
 def serve(deployment: Deployment, mountpoint: Path, *, debug: bool = False) -> None:

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import pyfuse3
 import trio
 
+from engine.cache import WouldBlock, memory_only
 from engine.errors import CairnError
 from engine.meta import Stat
 from engine.mount import MountView
@@ -59,9 +60,14 @@ class Operations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
 
     async def _on(self, number: int, fn: Callable[..., T], *args: Any) -> T:
-        """In place for the working tree (memory); on a thread for snapshots (trees may come from the pool)."""
-        if node_of(number).space == WORKING:
+        """In place if the answer is in memory; on a thread if it needs the pool, a spool file or the catalog."""
+        token = memory_only.set(True)
+        try:
             return self._now(fn, number, *args)
+        except WouldBlock:
+            pass
+        finally:
+            memory_only.reset(token)
         return await self._call(fn, number, *args)
 
     def _now(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -209,7 +215,7 @@ class Operations(pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=inode, keep_cache=node_of(inode).space == SNAPSHOT)
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        return await self._call(self.view.read, fh, off, size)
+        return await self._on(fh, self.view.read, off, size)
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         return await self._call(self.view.write, fh, off, buf)

@@ -12,6 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from ..cache import check_may_block
 from ..content import unpack_extents
 from ..deployment import Deployment, SourceInfo
 from ..errors import CorruptBlob, InvalidArgument, NotADirectory, NotFound
@@ -65,6 +66,7 @@ class MountReader:
             at, cached = self._sources
             if time.monotonic() - at < CACHE_SECONDS:
                 return cached
+        check_may_block()
         fresh = {s.name: s for s in self.dep.list_sources()}
         with self._lock:
             self._sources = (time.monotonic(), fresh)
@@ -85,6 +87,7 @@ class MountReader:
             cached = self._snapshots.get(source.id)
             if cached is not None and time.monotonic() - cached.at < CACHE_SECONDS:
                 return cached.numbered
+        check_may_block()
         with self.dep.catalog.engine.connect() as conn:
             numbered = list_numbered(conn, source.name)
         with self._lock:

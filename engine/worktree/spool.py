@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 from ..blobstore import BlobStore
+from ..cache import check_may_block
 from ..content import ContentReader, Extents
 from ..errors import CairnError, NoSpace
 from ..ids import HOLE
@@ -94,6 +95,7 @@ class SpoolFile:
             self.size = size
 
     def read(self, offset: int, size: int) -> bytes:
+        check_may_block()
         with self._lock:
             end = min(offset + size, self.size)
             if offset >= end:
