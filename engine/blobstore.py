@@ -7,6 +7,8 @@ known. Pending blobs are readable from memory.
 
 from __future__ import annotations
 
+import functools
+import logging
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import select
 
-from .cache import BlobCache, check_may_block
+from .cache import BlobCache, check_may_block, memory_only
 from .catalog import Catalog
 from .catalog.schema import blobs, packs
 from .codec import Codec
@@ -22,6 +24,8 @@ from .errors import CorruptBlob, NotFound
 from .ids import IdKey, short
 from .packs import DATA, PACK_TARGET, TREE, PackBuilder, pack_key
 from .storage import Backend
+
+log = logging.getLogger(__name__)
 
 # Blobs below 64 KiB go to the encoders in batches of about 256 KiB: one
 # hand-over per blob would cost as much as encoding a small file.
@@ -89,6 +93,7 @@ class BlobStore:
         connections = max(1, backend.properties.connections)
         self._encoders = ThreadPoolExecutor(encoders, thread_name_prefix="cairn-encode")
         self._uploaders = ThreadPoolExecutor(connections, thread_name_prefix="cairn-upload")
+        self._prefetchers = ThreadPoolExecutor(connections, thread_name_prefix="cairn-prefetch")
         # Bounds memory: chunks being encoded, and sealed packs not yet stored.
         self._encode_slots = threading.BoundedSemaphore(encoders * 4)
         self._upload_slots = threading.BoundedSemaphore(connections + 2)
@@ -151,14 +156,17 @@ class BlobStore:
             self._submit(items)
 
     def _submit(self, items: list[tuple[bytes, bytes, int]]) -> None:
-        self._encode_slots.acquire()
+        # A caller that must not block (the FUSE loop) goes past the bound
+        # instead of waiting: its batches are small.
+        slot = self._encode_slots.acquire(blocking=not memory_only.get())
         fut = self._encoders.submit(self._encode, items)
         with self._lock:
             self._inflight.add(fut)
-        fut.add_done_callback(self._encoded)
+        fut.add_done_callback(functools.partial(self._encoded, slot))
 
-    def _encoded(self, fut: Future[None]) -> None:
-        self._encode_slots.release()
+    def _encoded(self, slot: bool, fut: Future[None]) -> None:
+        if slot:
+            self._encode_slots.release()
         with self._lock:
             self._inflight.discard(fut)
             if fut.exception() is not None and self._failure is None:
@@ -296,6 +304,7 @@ class BlobStore:
     def close(self) -> None:
         self._encoders.shutdown(wait=True)
         self._uploaders.shutdown(wait=True)
+        self._prefetchers.shutdown(wait=True, cancel_futures=True)
 
     # -- reading -------------------------------------------------------------
 
@@ -336,6 +345,43 @@ class BlobStore:
                     return blob[0] + blob[1]
             # Accepted but still being encoded.
             self._wait_encoders()
+
+    def prefetch(self, blob_ids: list[bytes]) -> None:
+        """Read blobs into the cache in the background, a pack range at a time.
+
+        Listing a snapshot directory prefetches its small files, so that
+        reading them one by one finds them in memory (tar, rsync, cp -r).
+        """
+        wanted = [i for i in blob_ids if self.cache.get(i) is None]
+        if wanted:
+            self._prefetchers.submit(self._prefetch, wanted)
+
+    def _prefetch(self, blob_ids: list[bytes]) -> None:
+        try:
+            by_pack: dict[str, list[tuple[bytes, BlobLocation]]] = {}
+            for i in range(0, len(blob_ids), 500):
+                for blob_id, loc in self._locate_many(blob_ids[i : i + 500]):
+                    by_pack.setdefault(loc.pack, []).append((blob_id, loc))
+            for pack, blobs_here in by_pack.items():
+                start = min(loc.offset for _, loc in blobs_here)
+                end = max(loc.offset + loc.length for _, loc in blobs_here)
+                if end - start > PACK_TARGET * 2:
+                    continue
+                data = self.backend.get(pack_key(pack), start, end - start)
+                for blob_id, loc in blobs_here:
+                    blob = data[loc.offset - start : loc.offset - start + loc.length]
+                    self.cache.put(blob_id, self.decode_checked(blob_id, blob, pack))
+        except Exception:  # a prefetch only saves time; the read itself reports errors
+            log.debug("prefetch failed", exc_info=True)
+
+    def _locate_many(self, blob_ids: list[bytes]) -> list[tuple[bytes, BlobLocation]]:
+        with self.catalog.engine.connect() as conn:
+            rows = conn.execute(
+                select(blobs.c.id, packs.c.name, blobs.c.offset, blobs.c.length, blobs.c.raw_length)
+                .join(packs, packs.c.id == blobs.c.pack_id)
+                .where(blobs.c.pool_id == self.pool_id, blobs.c.id.in_(blob_ids))
+            ).all()
+        return [(bytes(r[0]), BlobLocation(r[1], r[2], r[3], r[4])) for r in rows]
 
     def locate(self, blob_id: bytes) -> BlobLocation:
         with self.catalog.engine.connect() as conn:

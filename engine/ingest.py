@@ -56,6 +56,10 @@ class ChunkStream:
         return bytes(self._chunker.buffer)
 
     @property
+    def pending(self) -> int:
+        return self._chunker.pending
+
+    @property
     def emitted(self) -> int:
         return self.pos - self._chunker.pending
 

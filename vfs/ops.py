@@ -218,13 +218,13 @@ class Operations(pyfuse3.Operations):
         return await self._on(fh, self.view.read, off, size)
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
-        return await self._call(self.view.write, fh, off, buf)
+        return await self._on(fh, self.view.write, off, buf)
 
     async def flush(self, fh: int) -> None:
         return None
 
     async def release(self, fh: int) -> None:
-        await self._call(self.view.release, fh)
+        await self._on(fh, self.view.release)
 
     async def fsync(self, fh: int, datasync: bool) -> None:
         await self._call(self.view.fsync, fh)

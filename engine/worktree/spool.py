@@ -24,6 +24,8 @@ from ..errors import CairnError, NoSpace
 from ..ids import HOLE
 from ..ingest import ChunkStream, chunk_fd
 
+# Below this a streamed file is finished in memory: one small chunk to hash.
+IN_MEMORY = 1 << 20
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -79,6 +81,8 @@ class SpoolFile:
     def write(self, offset: int, data: bytes) -> int:
         with self._lock:
             stream = self._stream
+            if stream is None or offset < stream.pos or stream.pending + len(data) >= IN_MEMORY:
+                check_may_block()  # disk I/O, or chunks to cut and hash
             if stream is not None and offset >= stream.pos:
                 stream.skip_to(offset)
                 stream.write(data)
@@ -124,6 +128,11 @@ class SpoolFile:
         with self._lock:
             if self._fd is not None:
                 _check(os.fsync, self._fd)
+
+    @property
+    def light(self) -> bool:
+        """Whether finishing needs neither disk nor much CPU: a small file streamed in order."""
+        return self._stream is not None and self._stream.pending < IN_MEMORY
 
     def finish(self) -> Extents:
         """The content as a chunk list; call close() after."""

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from ..blobstore import BlobStore
+from ..cache import check_may_block
 from ..catalog import Catalog
 from ..content import ContentReader, Extents, hole, total_length
 from ..errors import Exists, InvalidArgument, IsADirectory, NotFound
@@ -156,6 +157,8 @@ class WorkingTree(Namespace):
     def release(self, ino: int) -> None:
         with self._lock:
             inode = self._get(ino)
+            if inode.opens <= 1 and inode.spool is not None and not inode.spool.light:
+                check_may_block()  # the last release chunks the spool
             inode.opens = max(0, inode.opens - 1)
             if inode.opens == 0 and inode.spool is not None:
                 spool, inode.spool = inode.spool, None
@@ -173,6 +176,8 @@ class WorkingTree(Namespace):
             raise InvalidArgument("negative offset")
         with self._lock:
             inode = self._file(ino)
+            if inode.spool is None and inode.size > 0:
+                check_may_block()  # existing content moves to a spool file
             inode.size = self._spool(inode).write(offset, data)
             inode.mtime_ns = inode.ctime_ns = now_ns()
             self._touch(inode)
