@@ -261,3 +261,34 @@ def test_two_rsyncs_at_once_and_reading_while_writing(tmp_path: Path, mounted: M
     for src in trees:
         os.mkdir(m / src.name / "snapshots" / "full")
         assert rsync_differences(src, m / src.name / "snapshots" / "full") == []
+
+
+def test_full_spool_disk_is_enospc_and_loses_nothing(tmp_path: Path) -> None:
+    m = Mounted(tmp_path / "data", tmp_path / "mnt", tmp_path / "mount.log")
+    spool = m.data / "spool"
+    spool.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(spool)], check=True)
+    m.path.mkdir()
+    m.start()
+    try:
+        os.mkdir(m.path / "h1")
+        f = m.path / "h1" / "current" / "f"
+        data = os.urandom(3 << 20)
+        f.write_bytes(data)  # in order: needs no spool disk
+        fd = os.open(f, os.O_RDWR)
+        try:
+            with pytest.raises(OSError) as e:
+                os.pwrite(fd, b"overwrite in the middle", 100)  # out of order: needs 3 MiB of spool
+        finally:
+            os.close(fd)
+        assert e.value.errno == errno.ENOSPC
+        assert f.read_bytes() == data
+        os.mkdir(m.path / "h1" / "snapshots" / "s")
+        assert (m.path / "h1" / "snapshots" / "s" / "f").read_bytes() == data
+        m.stop()
+    finally:
+        if m.proc is not None and m.proc.poll() is None:
+            m.stop()
+        subprocess.run(["fusermount3", "-u", "-z", str(m.path)], capture_output=True)
+        subprocess.run(["umount", "-l", str(spool)], check=True)
+    m.assert_clean_log()
