@@ -20,7 +20,7 @@ from .cache import BlobCache, check_may_block, memory_only
 from .catalog import Catalog
 from .catalog.schema import blobs, packs
 from .codec import Codec
-from .errors import CorruptBlob, NotFound
+from .errors import CorruptBlob
 from .ids import IdKey, short
 from .packs import DATA, PACK_TARGET, TREE, PackBuilder, pack_key
 from .storage import Backend
@@ -60,7 +60,10 @@ class BlobLocation:
 class BlobStore:
     """Stores and reads the blobs of one pool. Thread-safe.
 
-    `_lock` guards `_known`, `_pending`, `_open`, `_unsent` and `_failure`.
+    `_lock` guards `_known`, `_pending`, `_open`, `_unsent` and the failures.
+    `_flush_lock` lets one flush run at a time. An encode failure is sticky
+    (its blobs are lost: every later put and flush raise it); an upload
+    failure holds puts back only until a flush has stored the pack again.
     Encoding runs on `_encoders`, uploads on `_uploaders`; no lock is held
     across backend or catalog I/O.
     """
@@ -89,7 +92,9 @@ class BlobStore:
         self._open = PackBuilder()
         self._open_since = time.monotonic()
         self._unsent: list[_Sealed] = []
-        self._failure: BaseException | None = None
+        self._failure: BaseException | None = None  # sticky: an encode failed
+        self._upload_failure: BaseException | None = None  # until a flush succeeds
+        self._flush_lock = threading.Lock()
         connections = max(1, backend.properties.connections)
         self._encoders = ThreadPoolExecutor(encoders, thread_name_prefix="cairn-encode")
         self._uploaders = ThreadPoolExecutor(connections, thread_name_prefix="cairn-upload")
@@ -216,28 +221,20 @@ class BlobStore:
             self.backend.put(pack_key(sealed.name), sealed.data)
             self._commit_pack(sealed)
         except BaseException as e:
+            log.warning("pack upload failed; a flush retries it: %s", e)
             with self._lock:
-                if self._failure is None:
-                    self._failure = e
+                self._upload_failure = e
             raise
 
     def _commit_pack(self, sealed: _Sealed) -> None:
         entries = sealed.builder.entries
         with self.catalog.engine.begin() as conn:
+            row = {"pool_id": self.pool_id, "name": sealed.name, "size": len(sealed.data),
+                   "blob_count": len(entries), "created": time.time()}  # fmt: skip
+            self.catalog.insert_ignore(conn, packs, [row])  # a retried upload may race the first
             existing = conn.execute(
                 select(packs.c.id).where(packs.c.pool_id == self.pool_id, packs.c.name == sealed.name)
-            ).scalar()
-            if existing is None:
-                existing = Catalog.insert_id(
-                    conn,
-                    packs.insert().values(
-                        pool_id=self.pool_id,
-                        name=sealed.name,
-                        size=len(sealed.data),
-                        blob_count=len(entries),
-                        created=time.time(),
-                    ),
-                )
+            ).scalar_one()
             rows = [
                 {
                     "pool_id": self.pool_id,
@@ -260,25 +257,28 @@ class BlobStore:
 
     def flush(self) -> None:
         """Return once every accepted blob is stored and indexed."""
-        self._wait_encoders()
-        with self._lock:
-            self._seal_locked()
-            unsent = list(self._unsent)
-        for sealed in unsent:
-            if sealed.upload is not None and sealed.upload.exception() is None:
-                continue
-            # Not sent, or its upload failed: send it on this thread, so a
-            # failure is retried once and then reaches the caller.
-            sealed.finish(self.codec)
-            self.backend.put(pack_key(sealed.name), sealed.data)
-            self._commit_pack(sealed)
-        with self._lock:
-            self._failure = None
+        with self._flush_lock:
+            self._wait_encoders()
+            with self._lock:
+                self._raise_failure(uploads=False)  # those are retried below
+                self._seal_locked()
+                unsent = list(self._unsent)
+            for sealed in unsent:
+                if sealed.upload is not None and sealed.upload.exception() is None:
+                    continue
+                # Not sent, or its upload failed: send it on this thread, so a
+                # failure is retried once and then reaches the caller.
+                sealed.finish(self.codec)
+                self.backend.put(pack_key(sealed.name), sealed.data)
+                self._commit_pack(sealed)
+            with self._lock:
+                self._upload_failure = None
 
     def flush_if_older(self, seconds: float) -> None:
-        """Seal and store the open pack if it has waited this long (idle writers)."""
+        """Store the open pack if it has waited this long (idle writers), and retry failed uploads."""
         with self._lock:
             due = self._open.entries and time.monotonic() - self._open_since >= seconds
+            due = due or self._upload_failure is not None
         if due:
             self.flush()
 
@@ -292,9 +292,11 @@ class BlobStore:
             for fut in inflight:
                 fut.exception()
 
-    def _raise_failure(self) -> None:
+    def _raise_failure(self, uploads: bool = True) -> None:
         if self._failure is not None:
             raise self._failure
+        if uploads and self._upload_failure is not None:
+            raise self._upload_failure
 
     @property
     def pending_count(self) -> int:
@@ -390,6 +392,6 @@ class BlobStore:
                 .join(packs, packs.c.id == blobs.c.pack_id)
                 .where(blobs.c.pool_id == self.pool_id, blobs.c.id == blob_id)
             ).first()
-        if row is None:
-            raise NotFound(f"blob {short(blob_id)} is not in the pool")
+        if row is None:  # damage to a snapshot: EIO, as a file system reports a bad block
+            raise CorruptBlob(f"blob {short(blob_id)} is not in the pool", blob_id=blob_id)
         return BlobLocation(row[0], row[1], row[2], row[3])

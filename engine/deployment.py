@@ -234,6 +234,10 @@ class Deployment:
             return [SourceInfo(*row) for row in conn.execute(q)]
 
     def remove_source(self, name: str) -> None:
+        with self.catalog.engine.connect() as conn:
+            self._source_id(conn, name)
+            if snapshots.list_rows(conn, name):
+                raise NotEmpty(f"source {name!r} has snapshots; delete them first")
         with self._lock:
             tree = self._trees.pop(name, None)
         if tree is not None:

@@ -157,3 +157,100 @@ def test_backup_waits_for_nothing_when_killed_mid_snapshot_and_rerun(tmp_path: P
     cairn(data, "backup", "h1", str(src), "--snapshot", "ok")
     cairn(data, "restore", "h1", "ok", str(tmp_path / "out"))
     assert rsync_differences(src, tmp_path / "out") == []
+
+
+class Flaky:
+    """A backend that fails every put while `broken` is set: a full or unreachable pool."""
+
+    def __init__(self, inner):  # type: ignore[no-untyped-def]
+        self.inner = inner
+        self.broken = False
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.inner, name)
+
+    def put(self, key: str, data: bytes) -> None:
+        if self.broken and key.startswith("packs/"):
+            raise errors.NoSpace("pool is full (injected)")
+        self.inner.put(key, data)
+
+
+def _write(tree, parent: int, name: bytes, data: bytes) -> int:  # type: ignore[no-untyped-def]
+    ino = tree.create(parent, name, 0o644).ino
+    tree.open(ino)
+    tree.write(ino, 0, data)
+    tree.release(ino)
+    return int(ino)
+
+
+def test_failed_uploads_hold_writes_back_until_a_flush_stores_them(data_dir: Path) -> None:
+    with Deployment.open(data_dir) as dep:
+        flaky = Flaky(dep.blobs.backend)
+        dep.blobs.backend = flaky
+        dep.add_source("h1")
+        tree = dep.working_tree("h1")
+        flaky.broken = True
+        big = os.urandom(20 << 20)  # more than a pack: its upload fails in the background
+        _write(tree, ROOT, b"big", big)
+        with pytest.raises(errors.NoSpace):
+            dep.blobs.flush()
+        with pytest.raises(errors.NoSpace):
+            dep.blobs.put(os.urandom(1000))
+        flaky.broken = False
+        dep.blobs.flush_if_older(3600)  # a failed upload is retried even when nothing is old
+        dep.blobs.put(os.urandom(1000))
+        dep.create_snapshot("h1", "s")
+        assert dep.snapshot("h1", "s").read(b"big") == big
+
+
+def test_a_write_lost_at_release_makes_the_quick_check_fail(data_dir: Path) -> None:
+    with Deployment.open(data_dir) as dep:
+        dep.add_source("h1")
+        tree = dep.working_tree("h1")
+        ino = tree.create(ROOT, b"f", 0o644).ino
+        tree.open(ino)
+        tree.write(ino, 0, b"data that cannot be stored")
+        tree.setattr(ino, mtime_ns=123)
+        dep.blobs._failure = errors.NoSpace("injected")  # the encoders failed
+        with pytest.raises(errors.NoSpace):
+            tree.release(ino)
+        st = tree.stat(ino)
+        assert (st.size, st.mtime_ns) == (0, 0)
+        dep.blobs._failure = None
+
+
+def test_crash_after_trees_committed_but_not_stored(data_dir: Path) -> None:
+    from sqlalchemy import delete
+
+    from engine.catalog.schema import leases
+    from engine.worktree.freeze import freeze
+
+    dep = Deployment.open(data_dir)
+    dep.add_source("h1")
+    tree = dep.working_tree("h1")
+    d = tree.mkdir(ROOT, b"d", 0o755).ino
+    _write(tree, d, b"f", b"one")
+    dep.create_snapshot("h1", "one")
+    _write(tree, d, b"g", b"two")
+    dep.blobs.flush()
+    freeze(tree)  # new tree blobs, still pending in memory
+    tree.commit()  # a background commit writes the directories' tree ids
+    # The process dies here: nothing more is flushed. A new one takes over.
+    with dep.catalog.engine.begin() as conn:
+        conn.execute(delete(leases))
+    with Deployment.open(data_dir) as again:
+        again.create_snapshot("h1", "two")
+        view = again.snapshot("h1", "two")
+        assert view.read(b"d/g") == b"two" and view.read(b"d/f") == b"one"
+
+
+def test_close_with_an_open_unlinked_file(data_dir: Path) -> None:
+    with Deployment.open(data_dir) as dep:
+        dep.add_source("h1")
+        tree = dep.working_tree("h1")
+        ino = _write(tree, ROOT, b"f", b"x")
+        tree.open(ino)
+        tree.write(ino, 0, b"more")
+        tree.unlink(ROOT, b"f")
+    with Deployment.open(data_dir) as dep:
+        assert dep.working_tree("h1").listdir(ROOT) == []

@@ -56,7 +56,12 @@ def serve(deployment: Deployment, mountpoint: Path, *, debug: bool = False) -> N
 
 async def _main(mountpoint: Path) -> None:
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(pyfuse3.main)
+
+        async def serve_requests() -> None:
+            await pyfuse3.main()
+            nursery.cancel_scope.cancel()  # unmounted from outside (fusermount -u)
+
+        nursery.start_soon(serve_requests)
         # The mount can die silently in init: ask it something, from a thread,
         # once the loop serves requests (asking before would deadlock).
         with trio.fail_after(30):

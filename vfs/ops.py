@@ -54,10 +54,8 @@ class Operations(pyfuse3.Operations):
         """Run a call that may block on a worker thread."""
         try:
             return await trio.to_thread.run_sync(functools.partial(fn, *args, **kwargs), limiter=self.limiter)
-        except CairnError as e:
-            raise pyfuse3.FUSEError(e.errno) from None
-        except OSError as e:
-            raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
+        except Exception as e:
+            raise _fuse_error(e) from None
 
     async def _on(self, number: int, fn: Callable[..., T], *args: Any) -> T:
         """In place if the answer is in memory; on a thread if it needs the pool, a spool file or the catalog."""
@@ -74,10 +72,10 @@ class Operations(pyfuse3.Operations):
         """Run a call on the in-memory tree right here: it holds a lock for microseconds."""
         try:
             return fn(*args, **kwargs)
-        except CairnError as e:
-            raise pyfuse3.FUSEError(e.errno) from None
-        except OSError as e:
-            raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
+        except WouldBlock:
+            raise
+        except Exception as e:
+            raise _fuse_error(e) from None
 
     # -- attributes ----------------------------------------------------------
 
@@ -269,3 +267,13 @@ class Operations(pyfuse3.Operations):
             self._now(self.view.removexattr, inode, name)
         except pyfuse3.FUSEError as e:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR if e.errno == errno.ENOENT else e.errno) from None
+
+
+def _fuse_error(e: Exception) -> pyfuse3.FUSEError:
+    """The errno a file system gives; anything unexpected is logged and is EIO, never the end of the mount."""
+    if isinstance(e, CairnError):
+        return pyfuse3.FUSEError(e.errno)
+    if isinstance(e, OSError) and e.errno:
+        return pyfuse3.FUSEError(e.errno)
+    log.error("unexpected error in a file system request", exc_info=e)
+    return pyfuse3.FUSEError(errno.EIO)

@@ -44,6 +44,7 @@ class Namespace:
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
+        self._commit_lock = threading.Lock()  # one batch to the catalog at a time
         self._inodes: dict[int, Inode] = {}
         self.next_ino = ROOT + 1
         self.dirty: set[int] = set()
@@ -54,6 +55,10 @@ class Namespace:
     @property
     def lock(self) -> threading.RLock:
         return self._lock
+
+    @property
+    def commit_lock(self) -> threading.Lock:
+        return self._commit_lock
 
     @property
     def inodes(self) -> dict[int, Inode]:

@@ -37,6 +37,9 @@ class TreeState(Protocol):
     def lock(self) -> threading.RLock: ...
 
     @property
+    def commit_lock(self) -> threading.Lock: ...
+
+    @property
     def inodes(self) -> dict[int, Inode]: ...
 
     def invalidate(self, ino: int) -> None: ...
@@ -77,6 +80,8 @@ def load(tree: TreeState) -> None:
 
 
 def _repair(tree: TreeState, inode: Inode) -> None:
+    if inode.tree_id is not None and not tree.blobs.is_stored(inode.tree_id):
+        tree.invalidate(inode.ino)  # the next snapshot writes this directory's tree again
     lost = any(not tree.blobs.is_stored(i) for i in chunk_ids(inode.extents))
     if lost or total_length(inode.extents) != inode.size:
         inode.extents = []
@@ -98,33 +103,40 @@ def _row(tree: TreeState, inode: Inode) -> dict[str, Any]:
 
 
 def commit(tree: TreeState) -> None:
-    with tree.lock:
-        # Rows written while their chunks were pending are written again
-        # once the chunks are stored, to clear the flag.
-        stored = {i for i in tree.unstored if i in tree.inodes and not _has_pending(tree, tree.inodes[i])}
-        tree.unstored -= stored
-        dirty = tree.dirty | stored
-        rows = [_row(tree, tree.inodes[i]) for i in dirty if i in tree.inodes]
-        gone = list(tree.gone)
-        changed = dict(tree.dirents)
-        next_ino = tree.next_ino
-        tree.dirty, tree.gone, tree.dirents = set(), set(), {}
-        tree.unstored |= {r["ino"] for r in rows if r["pending"]}
-    if not rows and not gone and not changed:
-        return
-    try:
-        _write(tree, rows, gone, changed, next_ino)
-    except BaseException:
+    # One commit at a time: two batches written out of order could bring back an older row.
+    with tree.commit_lock:
         with tree.lock:
-            tree.dirty |= {r["ino"] for r in rows}
-            tree.gone |= set(gone)
-            for key, value in changed.items():
-                tree.dirents.setdefault(key, value)
-        raise
+            # Rows written while their chunks were pending are written again
+            # once the chunks are stored, to clear the flag.
+            stored = {i for i in tree.unstored if i in tree.inodes and not _has_pending(tree, tree.inodes[i])}
+            tree.unstored -= stored
+            dirty = tree.dirty | stored
+            rows = [_row(tree, tree.inodes[i]) for i in dirty if i in tree.inodes]
+            gone = list(tree.gone)
+            changed = dict(tree.dirents)
+            next_ino = tree.next_ino
+            tree.dirty, tree.gone, tree.dirents = set(), set(), {}
+            tree.unstored |= {r["ino"] for r in rows if r["pending"]}
+        if not rows and not gone and not changed:
+            return
+        try:
+            _write(tree, rows, gone, changed, next_ino)
+        except BaseException:
+            with tree.lock:
+                tree.dirty |= {r["ino"] for r in rows}
+                tree.gone |= set(gone)
+                for key, value in changed.items():
+                    tree.dirents.setdefault(key, value)
+            raise
 
 
 def _has_pending(tree: TreeState, inode: Inode) -> bool:
-    return inode.spool is not None or any(not tree.blobs.is_stored(i) for i in chunk_ids(inode.extents))
+    """Whether the row refers to blobs not yet stored: chunks, or a directory's tree."""
+    if inode.spool is not None:
+        return True
+    if inode.tree_id is not None and not tree.blobs.is_stored(inode.tree_id):
+        return True
+    return any(not tree.blobs.is_stored(i) for i in chunk_ids(inode.extents))
 
 
 def _write(

@@ -61,7 +61,7 @@ class SpoolFile:
                 self._pwrite(tail, reader.size)
             _check(os.ftruncate, self._fd, self.size)
         except BaseException:
-            self.close()
+            self._drop_file()
             raise
 
     def _leave_stream(self) -> int:
@@ -149,9 +149,14 @@ class SpoolFile:
             return chunk_fd(self._leave_stream(), self.size, self.blobs.put)
 
     def close(self) -> None:
-        if self._fd is None:
-            return
+        with self._lock:
+            self._drop_file()
+
+    def _drop_file(self) -> None:
+        """Close and remove the spool file; the caller holds `_lock` (or owns the object alone)."""
         fd, self._fd = self._fd, None
+        if fd is None:
+            return
         try:
             os.close(fd)
         finally:

@@ -164,11 +164,15 @@ class WorkingTree(Namespace):
                 spool, inode.spool = inode.spool, None
                 try:
                     extents = spool.finish()
+                except BaseException:
+                    # The writes are lost: make the quick check fail, so the client sends them again.
+                    extents, inode.mtime_ns = [], 0
+                    raise
                 finally:
                     spool.close()
-                inode.extents = extents
-                inode.size = total_length(extents)
-                self._touch(inode)
+                    inode.extents = extents
+                    inode.size = total_length(extents)
+                    self._touch(inode)
             self._free_if_unused(inode)
 
     def write(self, ino: int, offset: int, data: bytes) -> int:
@@ -256,7 +260,7 @@ class WorkingTree(Namespace):
 
     def close(self) -> None:
         with self._lock:
-            for inode in self._inodes.values():
+            for inode in list(self._inodes.values()):
                 if inode.spool is not None:
                     inode.opens = 1
                     self.release(inode.ino)
