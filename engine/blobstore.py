@@ -122,7 +122,7 @@ class BlobStore:
         with self._lock:
             return blob_id in self._known
 
-    def put(self, data: bytes, kind: int = DATA, *, wait: bool = False) -> bytes:
+    def put(self, data: bytes, kind: int = DATA) -> bytes:
         """Accept a chunk or tree; returns its id at once, encodes in the background."""
         blob_id = self.id_key.id_of(data)
         with self._lock:
@@ -141,9 +141,7 @@ class BlobStore:
             # Reserve the id so that a second put of the same data dedups.
             self._pending[blob_id] = None
         item = (blob_id, data, kind)
-        if wait:
-            self._encode([item])
-        elif len(data) >= BATCH_BELOW:
+        if len(data) >= BATCH_BELOW:
             self._submit([item])
         else:
             with self._lock:
@@ -386,12 +384,7 @@ class BlobStore:
         return [(bytes(r[0]), BlobLocation(r[1], r[2], r[3], r[4])) for r in rows]
 
     def locate(self, blob_id: bytes) -> BlobLocation:
-        with self.catalog.engine.connect() as conn:
-            row = conn.execute(
-                select(packs.c.name, blobs.c.offset, blobs.c.length, blobs.c.raw_length)
-                .join(packs, packs.c.id == blobs.c.pack_id)
-                .where(blobs.c.pool_id == self.pool_id, blobs.c.id == blob_id)
-            ).first()
-        if row is None:  # damage to a snapshot: EIO, as a file system reports a bad block
+        found = self._locate_many([blob_id])
+        if not found:  # damage to a snapshot: EIO, as a file system reports a bad block
             raise CorruptBlob(f"blob {short(blob_id)} is not in the pool", blob_id=blob_id)
-        return BlobLocation(row[0], row[1], row[2], row[3])
+        return found[0][1]

@@ -118,12 +118,16 @@ class Deployment:
             try:
                 self.blobs.flush_if_older(PACK_MAX_AGE)
                 self.commit()
-                if time.monotonic() - last_renew > leases.LEASE_SECONDS / 3:
+            except Exception:
+                log.exception("background commit failed; retrying")
+            # Apart from the commit: failing commits must not let the lease expire.
+            if time.monotonic() - last_renew > leases.LEASE_SECONDS / 3:
+                try:
                     with self.catalog.engine.begin() as conn:
                         leases.renew(conn, self.owner)
                     last_renew = time.monotonic()
-            except Exception:
-                log.exception("background commit failed; retrying")
+                except Exception:
+                    log.exception("lease renewal failed; retrying")
 
     def commit(self) -> None:
         with self._lock:
