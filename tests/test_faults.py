@@ -19,6 +19,7 @@ from engine.deployment import Deployment
 from engine.worktree.tree import ROOT
 
 from .test_backup_restore import CAIRN, cairn, cairn_json
+from .test_worktree import _write
 from .trees import rsync_differences
 
 
@@ -173,14 +174,6 @@ class Flaky:
         if self.broken and key.startswith("packs/"):
             raise errors.NoSpace("pool is full (injected)")
         self.inner.put(key, data)
-
-
-def _write(tree, parent: int, name: bytes, data: bytes) -> int:  # type: ignore[no-untyped-def]
-    ino = tree.create(parent, name, 0o644).ino
-    tree.open(ino)
-    tree.write(ino, 0, data)
-    tree.release(ino)
-    return int(ino)
 
 
 def test_failed_uploads_hold_writes_back_until_a_flush_stores_them(data_dir: Path) -> None:
