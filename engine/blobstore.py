@@ -114,10 +114,6 @@ class BlobStore:
 
     # -- writing -------------------------------------------------------------
 
-    def has(self, blob_id: bytes) -> bool:
-        with self._lock:
-            return blob_id in self._known or blob_id in self._pending
-
     def is_stored(self, blob_id: bytes) -> bool:
         with self._lock:
             return blob_id in self._known
@@ -295,11 +291,6 @@ class BlobStore:
             raise self._failure
         if uploads and self._upload_failure is not None:
             raise self._upload_failure
-
-    @property
-    def pending_count(self) -> int:
-        with self._lock:
-            return len(self._pending)
 
     def close(self) -> None:
         self._encoders.shutdown(wait=True)
