@@ -25,6 +25,7 @@ class ChunkStream:
         self.put = put
         self.extents: Extents = []
         self.pos = 0
+        self.hole_bytes = 0
         self._chunker = StreamChunker()
 
     def write(self, data: bytes | memoryview) -> None:
@@ -48,6 +49,7 @@ class ChunkStream:
             return
         self._emit(self._chunker.finish())
         self.extents += hole(gap)
+        self.hole_bytes += gap
         self.pos = offset
 
     @property

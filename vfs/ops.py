@@ -209,7 +209,7 @@ class Operations(pyfuse3.Operations):
         write = flags & os.O_ACCMODE != os.O_RDONLY
         self._now(self.view.open, inode, write)
         if flags & os.O_TRUNC and node_of(inode).space == WORKING:
-            self._now(self.view.setattr, inode, size=0)  # truncating to 0 drops chunks, no I/O
+            await self._on(inode, functools.partial(self.view.setattr, size=0))  # no I/O unless a spool is busy
         return pyfuse3.FileInfo(fh=inode, keep_cache=node_of(inode).space == SNAPSHOT)
 
     async def read(self, fh: int, off: int, size: int) -> bytes:

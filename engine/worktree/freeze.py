@@ -51,10 +51,18 @@ def entry_of(name: bytes, inode: Inode, content: Extents | None = None) -> Entry
 
 
 def freeze(tree: WorkingTree) -> Frozen:
+    # Files still open for writing are frozen as their spool holds them now.
+    # Chunking them happens before taking the tree's lock, which the FUSE loop needs.
+    with tree.lock:
+        spools = {i: n.spool for i, n in tree.inodes.items() if n.spool is not None}
+    checkpoints = {i: (spool, spool.checkpoint()) for i, spool in spools.items()}
     with tree.lock:
         inodes = tree.inodes
-        # Files still open for writing are frozen as their spool holds them now.
-        open_content = {i: n.spool.checkpoint() for i, n in inodes.items() if n.spool is not None}
+        open_content: dict[int, Extents] = {}
+        for i, n in inodes.items():
+            if n.spool is not None:
+                spool, content = checkpoints.get(i, (None, None))
+                open_content[i] = content if spool is n.spool and content is not None else n.spool.checkpoint()
         written = 0
         stack: list[tuple[int, bool]] = [(ROOT, False)]
         while stack:

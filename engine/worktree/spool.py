@@ -4,7 +4,8 @@ Writes that arrive in order are chunked as they stream and need no disk at
 all: the chunker holds at most 8 MiB, and finished chunks go to the blob
 store. The first write that goes back, or a write into existing content,
 moves the file to a spool file on local disk, and it is chunked from there
-when it is released.
+when it is released. Opening existing content for writing copies nothing
+until a write needs it.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ import contextlib
 import errno
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 from ..blobstore import BlobStore
-from ..cache import check_may_block
+from ..cache import WouldBlock, check_may_block, memory_only
 from ..content import ContentReader, Extents
 from ..errors import CairnError, NoSpace
 from ..ids import HOLE
@@ -31,7 +32,12 @@ T = TypeVar("T")
 
 
 class SpoolFile:
-    """One open file's bytes. Thread-safe: `_lock` guards the stream and the file."""
+    """One open file's bytes. Thread-safe: `_lock` guards the stream, the base and the file.
+
+    The working tree calls these outside its own lock, so a spool busy
+    chunking or copying holds up only its own file. A caller in memory-only
+    mode never waits for `_lock`: it gets WouldBlock and retries on a thread.
+    """
 
     def __init__(self, path: Path, blobs: BlobStore, base: Extents, base_size: int):
         self.path = path
@@ -39,12 +45,31 @@ class SpoolFile:
         self._lock = threading.Lock()
         self._fd: int | None = None
         self.size = base_size
+        # `finishing` is set (by the working tree) before finish() runs, and
+        # `done` once the tree has taken the result: writes wait for `done`.
+        self.finishing = False
+        self.done = threading.Event()
+        # The content once finished: reads and checkpoints answer from it.
+        self.finished: Extents | None = None
         # While not None, every write so far came in order: no spool file yet.
         self._stream: ChunkStream | None = None
+        # Existing content, copied to the spool file by the first write that needs it.
+        self._base: Extents | None = None
+        self._allocated = 0
         if base_size == 0:
             self._stream = ChunkStream(self.blobs.put)
         else:
-            self._to_disk(base)
+            self._base = base
+            self._allocated = sum(n for i, n in base if i != HOLE)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        if not self._lock.acquire(blocking=not memory_only.get()):
+            raise WouldBlock  # another thread is busy with this file
+        try:
+            yield
+        finally:
+            self._lock.release()
 
     def _to_disk(self, content: Extents, tail: bytes = b"") -> None:
         """Move the file's content to a spool file on local disk."""
@@ -64,10 +89,14 @@ class SpoolFile:
             self._drop_file()
             raise
 
-    def _leave_stream(self) -> int:
+    def _on_disk(self) -> int:
+        """The spool file, created from the stream or the base on first need."""
         if self._stream is not None:
             self._to_disk(self._stream.extents, self._stream.buffered)
             self._stream = None  # only now: if the disk is full, the stream still holds everything
+        elif self._base is not None:
+            self._to_disk(self._base)
+            self._base = None
         assert self._fd is not None
         return self._fd
 
@@ -78,8 +107,17 @@ class SpoolFile:
             written = _check(os.pwrite, self._fd, view, offset)
             view, offset = view[written:], offset + written
 
+    def _count(self) -> None:
+        """Refresh the allocated size that stat() reports without taking `_lock`."""
+        if self._fd is not None:
+            self._allocated = os.fstat(self._fd).st_blocks * 512
+        elif self._stream is not None:
+            self._allocated = self._stream.pos - self._stream.hole_bytes
+
     def write(self, offset: int, data: bytes) -> int:
-        with self._lock:
+        with self._locked():
+            if self._closed:
+                raise CairnError("write to a released file")  # the tree waits for `done` first
             stream = self._stream
             if stream is None or offset < stream.pos or stream.pending + len(data) >= IN_MEMORY:
                 check_may_block()  # disk I/O, or chunks to cut and hash
@@ -87,25 +125,41 @@ class SpoolFile:
                 stream.skip_to(offset)
                 stream.write(data)
             else:
-                self._leave_stream()
+                self._on_disk()
                 self._pwrite(data, offset)
             self.size = max(self.size, offset + len(data))
+            self._count()
             return self.size
 
-    def truncate(self, size: int) -> None:
-        with self._lock:
+    def truncate(self, size: int) -> bool:
+        """False if the spool was finished meanwhile: truncate the tree's content instead."""
+        with self._locked():
+            if self._closed:
+                return False
             if self._stream is None or size < self._stream.pos:
-                _check(os.ftruncate, self._leave_stream(), size)
+                check_may_block()
+                _check(os.ftruncate, self._on_disk(), size)
             self.size = size
+            self._count()
+            return True
+
+    @property
+    def _closed(self) -> bool:
+        """Finished (the content is `finished`) or closed: no more changes."""
+        return self.finished is not None or (self._fd is None and self._stream is None and self._base is None)
 
     def read(self, offset: int, size: int) -> bytes:
         check_may_block()
-        with self._lock:
+        with self._locked():
             end = min(offset + size, self.size)
             if offset >= end:
                 return b""
+            if self._closed:
+                return ContentReader(self.blobs, self.finished or []).read(offset, end - offset)
             if self._fd is not None:
                 return os.pread(self._fd, end - offset, offset)
+            if self._base is not None:
+                return ContentReader(self.blobs, self._base).read(offset, end - offset)
             stream = self._stream
             assert stream is not None
             buffered = stream.buffered
@@ -118,39 +172,50 @@ class SpoolFile:
             return bytes(out) + bytes(end - offset - len(out))
 
     def allocated(self) -> int:
-        with self._lock:
-            if self._fd is not None:
-                return os.fstat(self._fd).st_blocks * 512
-            assert self._stream is not None
-            return sum(n for i, n in self._stream.extents if i != HOLE) + len(self._stream.buffered)
+        return self._allocated
 
     def fsync(self) -> None:
-        with self._lock:
+        with self._locked():
             if self._fd is not None:
                 _check(os.fsync, self._fd)
 
     @property
+    def busy(self) -> bool:
+        """Whether another thread works on this file right now."""
+        return self._lock.locked()
+
+    @property
     def light(self) -> bool:
         """Whether finishing needs neither disk nor much CPU: a small file streamed in order."""
-        return self._stream is not None and self._stream.pending < IN_MEMORY
+        stream = self._stream
+        return stream is not None and stream.pending < IN_MEMORY
 
     def finish(self) -> Extents:
         """The content as a chunk list; call close() after."""
-        with self._lock:
+        with self._locked():
             if self._stream is not None:
-                stream, self._stream = self._stream, None
-                return stream.finish(self.size)
-            assert self._fd is not None
-            return chunk_fd(self._fd, self.size, self.blobs.put)
+                self.finished = self._stream.finish(self.size)
+            elif self._base is not None:
+                self.finished = self._base  # opened for writing, never written
+            else:
+                assert self._fd is not None
+                self.finished = chunk_fd(self._fd, self.size, self.blobs.put)
+            self._stream = self._base = None
+            return self.finished
 
     def checkpoint(self) -> Extents:
         """The content as a chunk list, leaving the file open for more writes."""
-        with self._lock:
-            return chunk_fd(self._leave_stream(), self.size, self.blobs.put)
+        with self._locked():
+            if self._closed:
+                return self.finished or []  # finished meanwhile (or failed: lost)
+            if self._base is not None:
+                return self._base
+            return chunk_fd(self._on_disk(), self.size, self.blobs.put)
 
     def close(self) -> None:
         with self._lock:
             self._drop_file()
+            self._stream = self._base = None
 
     def _drop_file(self) -> None:
         """Close and remove the spool file; the caller holds `_lock` (or owns the object alone)."""

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from ..blobstore import BlobStore
-from ..cache import check_may_block
+from ..cache import check_may_block, memory_only
 from ..catalog import Catalog
 from ..content import ContentReader, Extents, hole, total_length
 from ..errors import Exists, InvalidArgument, IsADirectory, NotFound
@@ -27,8 +27,11 @@ __all__ = ["RENAME_EXCHANGE", "RENAME_NOREPLACE", "ROOT", "Quick", "WorkingTree"
 class WorkingTree(Namespace):
     """The mutable tree of one source. Thread-safe.
 
-    The namespace's `_lock` guards everything here too. Spool files have
-    their own locks; reads of stored chunks happen outside `_lock`.
+    The namespace's `_lock` guards everything here too. It is held for
+    microseconds only (the FUSE loop takes it inline): work on a file's bytes
+    (spool writes, chunking on release, reads of stored chunks) happens
+    outside it, under the spool's own lock. A spool being finished stays on
+    its inode until the result is installed; writes to it wait for `done`.
     """
 
     def __init__(self, catalog: Catalog, source_id: int, blobs: BlobStore, spool_dir: Path):
@@ -41,9 +44,23 @@ class WorkingTree(Namespace):
         persist.load(self)
 
     def _release_spool(self, inode: Inode) -> None:
-        if inode.spool is not None:
+        if inode.spool is not None and not inode.spool.finishing:  # else the finisher closes it
             inode.spool.close()
             inode.spool = None
+
+    def _settled(self, ino: int) -> tuple[Inode, SpoolFile | None]:
+        """A file's inode and spool once no release is finishing it; the caller holds `_lock`."""
+        while True:
+            inode = self._file(ino)
+            spool = inode.spool
+            if spool is None or not spool.finishing:
+                return inode, spool
+            check_may_block()
+            self._lock.release()  # an RLock held once: wait for the finisher without it
+            try:
+                spool.done.wait()
+            finally:
+                self._lock.acquire()
 
     # -- attributes ----------------------------------------------------------
 
@@ -59,11 +76,12 @@ class WorkingTree(Namespace):
         mtime_ns: int | None = None,
         ctime_ns: int | None = None,
     ) -> Stat:
+        if size is not None:
+            self._resize(ino, size)
         with self._lock:
             inode = self._get(ino)
             t = now_ns()
             if size is not None:
-                self._truncate(inode, size)
                 inode.mtime_ns = t
             if mode is not None:
                 inode.mode = mode & PERM_MASK
@@ -79,24 +97,26 @@ class WorkingTree(Namespace):
             self._touch(inode)
             return inode.stat()
 
-    def _truncate(self, inode: Inode, size: int) -> None:
-        if inode.kind != Kind.FILE:
-            raise InvalidArgument("only regular files can be truncated")
+    def _resize(self, ino: int, size: int) -> None:
         if size < 0:
             raise InvalidArgument("negative size")
-        if inode.spool is not None:
-            inode.spool.truncate(size)
-        elif size == 0:
-            inode.extents = []
-        elif size >= inode.size:
-            inode.extents = inode.extents + hole(size - inode.size)
-        else:
-            kept = _cut_at(inode.extents, size)
-            if kept is None:  # inside a chunk: the spool rewrites it
-                self._spool(inode).truncate(size)
-            else:
-                inode.extents = kept
-        inode.size = size
+        while True:
+            with self._lock:
+                if self._get(ino).kind != Kind.FILE:
+                    raise InvalidArgument("only regular files can be truncated")
+                inode, spool = self._settled(ino)
+                if spool is None:
+                    kept = [] if size == 0 else _cut_at(inode.extents, size)
+                    if size >= inode.size:
+                        kept = inode.extents + hole(size - inode.size)
+                    if kept is not None:
+                        inode.extents, inode.size = kept, size
+                        return
+                    spool = self._spool(inode)  # the cut falls inside a chunk: the spool rewrites it
+            if spool.truncate(size):  # outside `_lock`: it may copy the file to disk
+                with self._lock:
+                    inode.size = size
+                return
 
     def getxattr(self, ino: int, name: bytes) -> bytes:
         with self._lock:
@@ -157,42 +177,54 @@ class WorkingTree(Namespace):
     def release(self, ino: int) -> None:
         with self._lock:
             inode = self._get(ino)
-            if inode.opens <= 1 and inode.spool is not None and not inode.spool.light:
+            spool = inode.spool
+            last = inode.opens <= 1 and spool is not None and not spool.finishing
+            if last and spool is not None and (not spool.light or spool.busy):
                 check_may_block()  # the last release chunks the spool
             inode.opens = max(0, inode.opens - 1)
-            if inode.opens == 0 and inode.spool is not None:
-                spool, inode.spool = inode.spool, None
-                try:
-                    extents = spool.finish()
-                except BaseException:
-                    # The writes are lost: make the quick check fail, so the client sends them again.
-                    extents, inode.mtime_ns = [], 0
-                    raise
-                finally:
-                    spool.close()
+            if not last or spool is None:
+                self._free_if_unused(inode)
+                return
+            spool.finishing = True
+        extents: Extents = []
+        blocking = memory_only.set(False)  # committed to finishing now; a light one takes microseconds
+        try:
+            extents = spool.finish()  # outside `_lock`: chunking a large spool takes a while
+        finally:
+            memory_only.reset(blocking)
+            spool.close()
+            with self._lock:
+                if inode.spool is spool:
+                    inode.spool = None
                     inode.extents = extents
                     inode.size = total_length(extents)
-                    self._touch(inode)
-            self._free_if_unused(inode)
+                    if spool.finished is None:
+                        inode.mtime_ns = 0  # the writes are lost: the quick check fails, the client resends
+                    if self._inodes.get(ino) is inode:
+                        self._touch(inode)
+                        self._free_if_unused(inode)
+            spool.done.set()
 
     def write(self, ino: int, offset: int, data: bytes) -> int:
         if offset < 0:
             raise InvalidArgument("negative offset")
         with self._lock:
-            inode = self._file(ino)
-            if inode.spool is None and inode.size > 0:
-                check_may_block()  # existing content moves to a spool file
-            inode.size = self._spool(inode).write(offset, data)
+            inode, spool = self._settled(ino)
+            if spool is None:
+                spool = self._spool(inode)
+        spool.write(offset, data)  # outside `_lock`: it may write to disk or chunk
+        with self._lock:
+            inode.size = spool.size
             inode.mtime_ns = inode.ctime_ns = now_ns()
             self._touch(inode)
-            return len(data)
+        return len(data)
 
     def read(self, ino: int, offset: int, size: int) -> bytes:
         with self._lock:
             inode = self._file(ino)
-            if inode.spool is not None:
-                return inode.spool.read(offset, size)
-            extents = inode.extents
+            spool, extents = inode.spool, inode.extents
+        if spool is not None:
+            return spool.read(offset, size)
         return ContentReader(self.blobs, extents).read(offset, size)
 
     def fsync(self, ino: int) -> None:
