@@ -11,6 +11,7 @@ import functools
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -31,6 +32,10 @@ log = logging.getLogger(__name__)
 # hand-over per blob would cost as much as encoding a small file.
 BATCH_BELOW = 64 << 10
 BATCH_BYTES = 256 << 10
+# Blobs queued for prefetch at most: a listing's small files (<= 16 MiB) or a
+# read-ahead; more would only evict from the 64 MiB cache what was fetched first.
+PREFETCH_QUEUE = 2048
+FETCH_WAIT = 60.0  # seconds a read waits for a prefetch of the same blob before reading itself
 
 
 @dataclass(eq=False)
@@ -99,6 +104,9 @@ class BlobStore:
         self._encoders = ThreadPoolExecutor(encoders, thread_name_prefix="cairn-encode")
         self._uploaders = ThreadPoolExecutor(connections, thread_name_prefix="cairn-upload")
         self._prefetchers = ThreadPoolExecutor(connections, thread_name_prefix="cairn-prefetch")
+        # Blobs a prefetch will read (`_lock`); `_fetched` is notified as each arrives.
+        self._fetching: set[bytes] = set()
+        self._fetched = threading.Condition(self._lock)
         # Bounds memory: chunks being encoded, and sealed packs not yet stored.
         self._encode_slots = threading.BoundedSemaphore(encoders * 4)
         self._upload_slots = threading.BoundedSemaphore(connections + 2)
@@ -305,6 +313,11 @@ class BlobStore:
         if cached is not None:
             return cached
         check_may_block()
+        with self._fetched:  # a prefetch reads it already: wait rather than read it twice
+            waited = self._fetched.wait_for(lambda: blob_id not in self._fetching, FETCH_WAIT)
+        cached = self.cache.get(blob_id) if waited else None
+        if cached is not None:
+            return cached
         blob = self._pending_blob(blob_id)
         if blob is None:
             loc = self.locate(blob_id)
@@ -337,33 +350,53 @@ class BlobStore:
             # Accepted but still being encoded.
             self._wait_encoders()
 
-    def prefetch(self, blob_ids: list[bytes]) -> None:
-        """Read blobs into the cache in the background, a pack range at a time.
+    def prefetch(self, blob_ids: list[bytes], parsed: Callable[[bytes, bytes], object] | None = None) -> None:
+        """Read blobs into the cache in the background, a pack range at a time, in the order given.
 
         Listing a snapshot directory prefetches its small files, so that
         reading them one by one finds them in memory (tar, rsync, cp -r).
+        `parsed`, if given, also receives each blob's plaintext (trees are
+        kept parsed elsewhere, safe from the cache's eviction).
         """
-        wanted = [i for i in blob_ids if self.cache.get(i) is None]
+        with self._lock:
+            room = PREFETCH_QUEUE - len(self._fetching)
+            wanted = [i for i in blob_ids if i not in self._fetching and not self.cache.contains(i)][:room]
+            self._fetching.update(wanted)
         if wanted:
-            self._prefetchers.submit(self._prefetch, wanted)
+            self._prefetchers.submit(self._prefetch, wanted, parsed)
 
-    def _prefetch(self, blob_ids: list[bytes]) -> None:
+    def _prefetch(self, blob_ids: list[bytes], parsed: Callable[[bytes, bytes], object] | None) -> None:
         try:
-            by_pack: dict[str, list[tuple[bytes, BlobLocation]]] = {}
-            for i in range(0, len(blob_ids), 500):
-                for blob_id, loc in self._locate_many(blob_ids[i : i + 500]):
-                    by_pack.setdefault(loc.pack, []).append((blob_id, loc))
-            for pack, blobs_here in by_pack.items():
-                start = min(loc.offset for _, loc in blobs_here)
-                end = max(loc.offset + loc.length for _, loc in blobs_here)
-                if end - start > PACK_TARGET * 2:
-                    continue
-                data = self.backend.get(pack_key(pack), start, end - start)
-                for blob_id, loc in blobs_here:
-                    blob = data[loc.offset - start : loc.offset - start + loc.length]
-                    self.cache.put(blob_id, self.decode_checked(blob_id, blob, pack))
+            self._fetch(blob_ids, parsed)
         except Exception:  # a prefetch only saves time; the read itself reports errors
             log.debug("prefetch failed", exc_info=True)
+        finally:
+            self._arrived(blob_ids)
+
+    def _arrived(self, blob_ids: list[bytes]) -> None:
+        with self._fetched:
+            self._fetching.difference_update(blob_ids)
+            self._fetched.notify_all()
+
+    def _fetch(self, blob_ids: list[bytes], parsed: Callable[[bytes, bytes], object] | None) -> None:
+        order = {blob_id: n for n, blob_id in enumerate(blob_ids)}
+        by_pack: dict[str, list[tuple[bytes, BlobLocation]]] = {}
+        for i in range(0, len(blob_ids), 500):
+            for blob_id, loc in self._locate_many(blob_ids[i : i + 500]):
+                by_pack.setdefault(loc.pack, []).append((blob_id, loc))
+        for pack, blobs_here in sorted(by_pack.items(), key=lambda p: min(order[b] for b, _ in p[1])):
+            start = min(loc.offset for _, loc in blobs_here)
+            end = max(loc.offset + loc.length for _, loc in blobs_here)
+            if end - start > PACK_TARGET * 2:
+                continue
+            data = self.backend.get(pack_key(pack), start, end - start)
+            for blob_id, loc in sorted(blobs_here, key=lambda b: order[b[0]]):
+                blob = data[loc.offset - start : loc.offset - start + loc.length]
+                plain = self.decode_checked(blob_id, blob, pack)
+                self.cache.put(blob_id, plain)
+                if parsed is not None:
+                    parsed(blob_id, plain)
+                self._arrived([blob_id])
 
     def _locate_many(self, blob_ids: list[bytes]) -> list[tuple[bytes, BlobLocation]]:
         with self.catalog.engine.connect() as conn:

@@ -39,6 +39,14 @@ class BlobCache:
                 self._items.move_to_end(key)
             return value
 
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._size = 0
+
+    def contains(self, key: bytes) -> bool:
+        return key in self._items  # a dict lookup is atomic; no LRU bump
+
     def put(self, key: bytes, value: bytes) -> None:
         if len(value) > self.capacity // 4:
             return

@@ -74,6 +74,10 @@ class ContentReader:
             return b""
         end = min(self.size, offset + size)
         i = bisect.bisect_right(self._starts, offset) - 1
+        blob_id, n = self.extents[i]
+        start = self._starts[i]
+        if end <= start + n and blob_id != HOLE:  # within one chunk: one copy, not two
+            return bytes(memoryview(self.chunks.get(blob_id))[offset - start : end - start])
         out = bytearray()
         pos = offset
         while pos < end:
@@ -87,6 +91,11 @@ class ContentReader:
             pos = start + hi
             i += 1
         return bytes(out)
+
+    def ahead(self, offset: int, count: int) -> list[bytes]:
+        """Ids of the next `count` chunks from `offset` on: what a sequential reader needs next."""
+        i = bisect.bisect_right(self._starts, offset) - 1
+        return [blob_id for blob_id, _ in self.extents[max(i, 0) : i + count + 1] if blob_id != HOLE]
 
     def data_ranges(self) -> Iterator[tuple[int, Extents]]:
         """(offset, extents) of each run that is not a hole, for sparse restores."""

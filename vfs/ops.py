@@ -218,8 +218,8 @@ class Operations(pyfuse3.Operations):
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         return await self._on(fh, self.view.write, off, buf)
 
-    async def flush(self, fh: int) -> None:
-        return None
+    # No flush handler: pyfuse3 answers ENOSYS and the kernel stops sending
+    # FLUSH on every close() (a request per file saved; release does the work).
 
     async def release(self, fh: int) -> None:
         await self._on(fh, self.view.release)
