@@ -60,7 +60,8 @@ class Mounted:
 
 @pytest.fixture
 def mounted(tmp_path: Path) -> Iterator[Mounted]:
-    m = Mounted(tmp_path / "data", tmp_path / "mnt", tmp_path / "mount.log")
+    # A space in the mountpoint: /proc/mounts escapes it, and the stale-mount check must still match.
+    m = Mounted(tmp_path / "data", tmp_path / "the mnt", tmp_path / "mount.log")
     m.path.mkdir()
     m.start()
     try:
@@ -188,6 +189,11 @@ def test_stock_tools_in_current(tmp_path: Path, mounted: Mounted) -> None:
     assert (cur / "sparse").stat().st_blocks == 0
     subprocess.run(["truncate", "-s", "1000", str(big)], check=True)
     assert big.read_bytes() == data[:1000]
+    # posix_fallocate works (glibc writes zeros); the fallocate call itself is not offered.
+    subprocess.run(["fallocate", "--posix", "-l", "3M", str(cur / "prealloc")], check=True)
+    assert (cur / "prealloc").read_bytes() == bytes(3 << 20)
+    plain = subprocess.run(["fallocate", "-l", "1M", str(cur / "plain")], capture_output=True, text=True)
+    assert plain.returncode != 0 and "not supported" in plain.stderr
 
     import mmap
 
@@ -264,7 +270,8 @@ def test_two_rsyncs_at_once_and_reading_while_writing(tmp_path: Path, mounted: M
 
 
 def test_full_spool_disk_is_enospc_and_loses_nothing(tmp_path: Path) -> None:
-    m = Mounted(tmp_path / "data", tmp_path / "mnt", tmp_path / "mount.log")
+    # A space in the mountpoint: /proc/mounts escapes it, and the stale-mount check must still match.
+    m = Mounted(tmp_path / "data", tmp_path / "the mnt", tmp_path / "mount.log")
     spool = m.data / "spool"
     spool.mkdir(parents=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(spool)], check=True)
