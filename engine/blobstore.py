@@ -11,7 +11,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -125,6 +125,12 @@ class BlobStore:
     def is_stored(self, blob_id: bytes) -> bool:
         with self._lock:
             return blob_id in self._known
+
+    def all_stored(self, blob_ids: Iterable[bytes]) -> bool:
+        """Whether every blob is stored: one lock round-trip for a whole file's chunks."""
+        with self._lock:
+            known = self._known
+            return all(i in known for i in blob_ids)
 
     def put(self, data: bytes, kind: int = DATA) -> bytes:
         """Accept a chunk or tree; returns its id at once, encodes in the background."""

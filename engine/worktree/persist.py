@@ -82,7 +82,7 @@ def load(tree: TreeState) -> None:
 def _repair(tree: TreeState, inode: Inode) -> None:
     if inode.tree_id is not None and not tree.blobs.is_stored(inode.tree_id):
         tree.invalidate(inode.ino)  # the next snapshot writes this directory's tree again
-    lost = any(not tree.blobs.is_stored(i) for i in chunk_ids(inode.extents))
+    lost = not tree.blobs.all_stored(chunk_ids(inode.extents))
     if lost or total_length(inode.extents) != inode.size:
         inode.extents = []
         inode.size = 0
@@ -136,7 +136,7 @@ def _has_pending(tree: TreeState, inode: Inode) -> bool:
         return True
     if inode.tree_id is not None and not tree.blobs.is_stored(inode.tree_id):
         return True
-    return any(not tree.blobs.is_stored(i) for i in chunk_ids(inode.extents))
+    return not tree.blobs.all_stored(chunk_ids(inode.extents))
 
 
 def _write(
