@@ -16,10 +16,12 @@ import click
 from engine.backup import backup_and_snapshot
 from engine.catalog import open_catalog
 from engine.check import check_pool, describe, locate
-from engine.codec import CodecConfig
+from engine.codec import FORMATS, CodecConfig
 from engine.deployment import Deployment, default_db_url
 from engine.errors import CairnError
+from engine.keyring import Unlock
 from engine.meta import Kind
+from engine.pool import POOL_FILE
 from engine.reader import diff
 from engine.rebuild import rebuild
 from engine.restore import restore
@@ -33,12 +35,23 @@ EXIT_PARTIAL = 3  # finished, but some files or blobs had problems
 
 
 class Context:
-    def __init__(self, data: Path, db: str | None):
+    def __init__(self, data: Path, db: str | None, passphrase_file: Path | None, key_file: Path | None):
         self.data = data
         self.db = db
+        self.passphrase_file = passphrase_file
+        self.key_file = key_file
 
-    def open(self) -> Deployment:
-        return Deployment.open(self.data, self.db)
+    def unlock(self) -> Unlock | None:
+        """What opens an encrypted pool: a key file, a passphrase file, or $CAIRN_PASSPHRASE."""
+        if self.key_file is not None:
+            return Unlock(key_file=self.key_file.read_bytes())
+        if self.passphrase_file is not None:
+            return Unlock(passphrase=self.passphrase_file.read_bytes().rstrip(b"\r\n"))
+        passphrase = os.environ.get("CAIRN_PASSPHRASE")
+        return Unlock(passphrase=passphrase.encode()) if passphrase else None
+
+    def open(self, *, encrypt: bool = False) -> Deployment:
+        return Deployment.open(self.data, self.db, unlock=self.unlock(), encrypt=encrypt)
 
 
 def command(group: click.Group, name: str | None = None) -> Callable[[F], F]:
@@ -70,10 +83,35 @@ def command(group: click.Group, name: str | None = None) -> Callable[[F], F]:
     help="The data directory: catalog, pool and spool.",
 )
 @click.option("--db", help="Catalog URL (default: SQLite in the data directory).")
+@click.option(
+    "--passphrase-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    envvar="CAIRN_PASSPHRASE_FILE", help="Unlocks an encrypted pool (or set $CAIRN_PASSPHRASE).",
+)  # fmt: skip
+@click.option(
+    "--key-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    envvar="CAIRN_KEY_FILE", help="Unlocks an encrypted pool whose keys a key file wraps.",
+)  # fmt: skip
 @click.pass_context
-def main(click_ctx: click.Context, data: Path, db: str | None) -> None:
+def main(
+    click_ctx: click.Context, data: Path, db: str | None, passphrase_file: Path | None, key_file: Path | None
+) -> None:
     """Cairn: deduplicating backups that any file client can write."""
-    click_ctx.obj = Context(data, db)
+    click_ctx.obj = Context(data, db, passphrase_file, key_file)
+
+
+@command(main, "init")
+@click.option("--encrypt", is_flag=True, help="Encrypt the pool (AES-256-GCM); needs a passphrase or key file.")
+def init(ctx: Context, encrypt: bool, as_json: bool) -> None:
+    """Create the deployment: catalog and pool in the data directory."""
+    if (ctx.data / "pool" / POOL_FILE).exists():
+        raise CairnError(f"{ctx.data} already holds a deployment")
+    if encrypt and ctx.unlock() is None:
+        raise CairnError("--encrypt needs --passphrase-file, --key-file or $CAIRN_PASSPHRASE")
+    with ctx.open(encrypt=encrypt) as dep:
+        doc = {"data": str(ctx.data), "encrypted": dep.pool.keys.encrypted, "pool": dep.backend.describe()}
+    output.emit_json(doc) if as_json else output.say(
+        f"deployment created in {ctx.data}" + (" (encrypted)" if encrypt else "")
+    )
 
 
 @main.group()
@@ -301,13 +339,33 @@ def pool_list(ctx: Context, as_json: bool) -> None:
 
 
 @command(pool, "configure")
-@click.option("--zstd-level", type=click.IntRange(1, 22), required=True, help="Compression level for new blobs.")
-def pool_configure(ctx: Context, zstd_level: int, as_json: bool) -> None:
+@click.option("--zstd-level", type=click.IntRange(1, 22), help="Compression level for new blobs.")
+@click.option(
+    "--never-compress", metavar="FORMATS",
+    help=f"Comma-separated formats stored without compressing, or 'none' (default: all of {','.join(FORMATS)}).",
+)  # fmt: skip
+@click.option("--probe/--no-probe", default=None, help="Also store chunks raw whose samples do not shrink.")
+def pool_configure(
+    ctx: Context, zstd_level: int | None, never_compress: str | None, probe: bool | None, as_json: bool
+) -> None:
     """Change how new blobs are encoded; stored blobs keep theirs."""
     with ctx.open() as dep:
-        dep.configure_pool(CodecConfig(level=zstd_level))
+        old = dep.codec.config
+        never = old.never
+        if never_compress is not None:
+            never = () if never_compress == "none" else tuple(n.strip() for n in never_compress.split(",") if n.strip())
+        config = CodecConfig(
+            level=old.level if zstd_level is None else zstd_level,
+            never=never,
+            probe=old.probe if probe is None else probe,
+        )
+        dep.configure_pool(config)
         usage = dep.pool_usage()
-    output.emit_json(usage) if as_json else output.say(f"new blobs use zstd level {zstd_level}")
+    if as_json:
+        output.emit_json(usage)
+    else:
+        formats = ", ".join(config.never) or "none"
+        output.say(f"new blobs use zstd level {config.level}; never compressed: {formats}; probe {config.probe}")
 
 
 @command(pool, "check")
@@ -355,7 +413,7 @@ def catalog_rebuild(ctx: Context, force: bool, as_json: bool) -> None:
     config = {"kind": "local", "path": str(ctx.data.absolute() / "pool")}
     catalog = open_catalog(url)
     try:
-        report = rebuild(catalog, open_backend(config), config)
+        report = rebuild(catalog, open_backend(config), config, unlock=ctx.unlock())
     finally:
         catalog.dispose()
     doc = {"packs": report.packs, "blobs": report.blobs, "sources": report.sources,

@@ -28,8 +28,9 @@ from .catalog.schema import snapshots as snapshot_rows
 from .codec import Codec, CodecConfig
 from .errors import Exists, NotEmpty, NotFound, PoolMismatch, PoolMissing
 from .ids import IdKey
+from .keyring import DeploymentKeys, Unlock
 from .meta import check_label
-from .pool import POOL_FILE, STRUCTURE, check_identity, create_pool, read_id_key
+from .pool import POOL_FILE, STRUCTURE, check_identity, create_pool, keys_of
 from .reader import SnapshotView, TreeCache
 from .snapshots import SnapshotInfo
 from .storage import Backend, open_backend
@@ -64,8 +65,8 @@ class Deployment:
         self.data_dir = data_dir
         self.pool = pool
         self.backend = pool.backend
-        self.codec = Codec(pool.codec)
-        self.blobs = BlobStore(catalog, pool.id, pool.backend, pool.id_key, self.codec)
+        self.codec = Codec(pool.codec, pool.keys)
+        self.blobs = BlobStore(catalog, pool.id, pool.backend, IdKey(pool.keys.id_key), self.codec)
         self.trees = TreeCache(self.blobs)
         self.owner = leases.new_owner()
         self._lock = threading.Lock()
@@ -76,7 +77,14 @@ class Deployment:
     # -- opening -------------------------------------------------------------
 
     @classmethod
-    def open(cls, data_dir: str | Path, db_url: str | None = None, *, create: bool = True) -> Deployment:
+    def open(
+        cls, data_dir: str | Path, db_url: str | None = None, *, create: bool = True,
+        unlock: Unlock | None = None, encrypt: bool = False,
+    ) -> Deployment:  # fmt: skip
+        """Open (or create) the deployment in `data_dir`.
+
+        `unlock` opens an encrypted pool; `encrypt` makes a new pool encrypted, wrapping its keys with `unlock`.
+        """
         data_dir = Path(data_dir).absolute()
         if create:
             data_dir.mkdir(parents=True, exist_ok=True)
@@ -84,7 +92,7 @@ class Deployment:
             raise NotFound(f"no data directory {data_dir}")
         catalog = open_catalog(db_url or default_db_url(data_dir))
         try:
-            pool = _open_file_pool(catalog, data_dir, create)
+            pool = _open_file_pool(catalog, data_dir, create, unlock, encrypt)
         except BaseException:
             catalog.dispose()
             raise
@@ -322,19 +330,19 @@ class OpenPool:
     uuid: str
     kind: str
     backend: Backend
-    id_key: IdKey
+    keys: DeploymentKeys
     codec: CodecConfig
 
 
-def _open_file_pool(catalog: Catalog, data_dir: Path, create: bool) -> OpenPool:
+def _open_file_pool(catalog: Catalog, data_dir: Path, create: bool, unlock: Unlock | None, encrypt: bool) -> OpenPool:
     with catalog.engine.begin() as conn:
         row = conn.execute(select(pools).where(pools.c.kind == "file")).first()
         if row is not None:
             backend = open_backend(json.loads(row.backend))
             check_identity(backend, row.uuid)
-            material = conn.execute(select(keys.c.material).where(keys.c.purpose == "id")).scalar()
-            id_key = bytes(material) if material is not None else read_id_key(backend)
-            return OpenPool(row.id, row.uuid, row.kind, backend, IdKey(id_key), CodecConfig.from_json(row.codec))
+            rows = {r.purpose: bytes(r.material) for r in conn.execute(select(keys.c.purpose, keys.c.material))}
+            found = keys_of(rows, backend, unlock)
+            return OpenPool(row.id, row.uuid, row.kind, backend, found, CodecConfig.from_json(row.codec))
         config = {"kind": "local", "path": str(data_dir / "pool")}
         backend = open_backend(config)
         if backend.stat(POOL_FILE) is not None:
@@ -344,7 +352,8 @@ def _open_file_pool(catalog: Catalog, data_dir: Path, create: bool) -> OpenPool:
             )
         if not create:
             raise PoolMissing(f"no pool in {data_dir}")
-        identity, id_key = create_pool(backend, "file")
+        new_keys = DeploymentKeys.new(encrypt)
+        identity, rows = create_pool(backend, "file", new_keys, unlock)
         pool_id = Catalog.insert_id(
             conn,
             pools.insert().values(
@@ -355,5 +364,6 @@ def _open_file_pool(catalog: Catalog, data_dir: Path, create: bool) -> OpenPool:
                 created=identity.created,
             ),
         )
-        conn.execute(keys.insert().values(purpose="id", material=id_key))
-        return OpenPool(pool_id, identity.uuid, "file", backend, IdKey(id_key), CodecConfig())
+        for purpose, material in rows.items():
+            conn.execute(keys.insert().values(purpose=purpose, material=material))
+        return OpenPool(pool_id, identity.uuid, "file", backend, new_keys, CodecConfig())

@@ -76,6 +76,18 @@ class PoolMissing(CairnError):
     """The pool, or its identification file, cannot be found."""
 
 
+class Locked(CairnError):
+    """The pool is encrypted and no passphrase or key file was given."""
+
+    errno = errno.EACCES
+
+
+class WrongKey(CairnError):
+    """The passphrase or key file does not unlock the pool's keys."""
+
+    errno = errno.EACCES
+
+
 class CorruptBlob(CairnError):
     """A blob failed its hash check, or its header or pack cannot be parsed."""
 

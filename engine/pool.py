@@ -2,21 +2,22 @@
 
 The identification file (structure version, pool UUID, kind, created) must
 match the catalog whenever a pool is opened; reading it is also the
-connectivity check. The deployment's id key is stored beside it
-(`keys/id-key.json`) so that a catalog rebuilt from the pool alone keeps
-deduplicating against old chunks.
+connectivity check. The deployment's keys are stored beside it so that a
+catalog rebuilt from the pool alone can read it and keeps deduplicating
+against old chunks: wrapped (`keys/deployment.json`) in an encrypted pool,
+the id key alone in plain (`keys/id-key.json`) otherwise.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import BackendError, ObjectNotFound, PoolMismatch, PoolMissing
+from .errors import BackendError, InvalidArgument, ObjectNotFound, PoolMismatch, PoolMissing
+from .keyring import DEPLOYMENT_KEYS, DeploymentKeys, Unlock, unwrap, wrap
 from .storage import Backend
 
 POOL_FILE = "cairn-pool.json"
@@ -36,17 +37,55 @@ class PoolIdentity:
         return json.dumps(doc, indent=2).encode() + b"\n"
 
 
-def create_pool(backend: Backend, kind: str) -> tuple[PoolIdentity, bytes]:
-    """Write a new pool's identification file and id key; refuse a used backend."""
+KeyRows = tuple[PoolIdentity, dict[str, bytes]]
+
+
+def create_pool(backend: Backend, kind: str, keys: DeploymentKeys, unlock: Unlock | None) -> KeyRows:
+    """Write a new pool's keys and identification file; refuse a used backend.
+
+    Returns the pool's identity and the key rows the catalog keeps (never a plain data key).
+    """
     if backend.stat(POOL_FILE) is not None:
         raise PoolMismatch(f"{backend.describe()} already holds a pool")
     identity = PoolIdentity(str(uuid.uuid4()), kind, STRUCTURE, time.time())
-    id_key = os.urandom(32)
-    # The key is written before the identification file: a pool whose
-    # identification file exists always has its key.
-    backend.put(ID_KEY_FILE, json.dumps({"id_key": id_key.hex()}).encode())
+    # The keys are written before the identification file: a pool whose
+    # identification file exists always has its keys.
+    if keys.encrypted:
+        if unlock is None:
+            raise InvalidArgument("an encrypted pool needs a passphrase or a key file")
+        wrapped = wrap(keys, unlock)
+        backend.put(DEPLOYMENT_KEYS, wrapped)
+        rows = {"deployment": wrapped}
+    else:
+        backend.put(ID_KEY_FILE, json.dumps({"id_key": keys.id_key.hex()}).encode())
+        rows = {"id": keys.id_key}
     backend.put(POOL_FILE, identity.to_json())
-    return identity, id_key
+    return identity, rows
+
+
+def keys_of(rows: dict[str, bytes], backend: Backend, unlock: Unlock | None) -> DeploymentKeys:
+    """The deployment's keys from the catalog's key rows, or from the pool if the catalog has none."""
+    if "deployment" in rows:
+        return unwrap(rows["deployment"], unlock)
+    if "id" in rows:
+        return DeploymentKeys(rows["id"])
+    return read_keys(backend, unlock)
+
+
+def read_keys(backend: Backend, unlock: Unlock | None) -> DeploymentKeys:
+    """The keys as stored in the pool (for a catalog rebuilt from it)."""
+    try:
+        return unwrap(backend.get(DEPLOYMENT_KEYS), unlock)
+    except ObjectNotFound:
+        pass
+    return DeploymentKeys(read_id_key(backend))
+
+
+def key_rows(keys: DeploymentKeys, backend: Backend) -> dict[str, bytes]:
+    """The catalog's key rows for keys read from the pool."""
+    if keys.encrypted:
+        return {"deployment": backend.get(DEPLOYMENT_KEYS)}
+    return {"id": keys.id_key}
 
 
 def read_identity(backend: Backend) -> PoolIdentity:

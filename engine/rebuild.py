@@ -21,9 +21,10 @@ from .catalog.schema import blobs, dirents, inodes, keys, packs, pools, sources
 from .codec import Codec
 from .errors import BackendError, CorruptBlob, InvalidArgument
 from .ids import IdKey
+from .keyring import Unlock
 from .meta import Kind
 from .packs import FOOTER, index_length, read_index
-from .pool import STRUCTURE, read_id_key, read_identity
+from .pool import STRUCTURE, key_rows, read_identity, read_keys
 from .reader import SnapshotView, TreeCache
 from .snapshots import SnapshotInfo, decode_object, insert_row
 from .storage import Backend
@@ -47,14 +48,15 @@ def rebuild(
     backend: Backend,
     backend_config: dict[str, Any],
     progress: Callable[[RebuildReport], None] | None = None,
+    unlock: Unlock | None = None,
 ) -> RebuildReport:
     """Fill an empty catalog from the pool in `backend`."""
     with catalog.engine.connect() as conn:
         if conn.execute(select(func.count()).select_from(pools)).scalar():
             raise InvalidArgument("the catalog is not empty; rebuild needs a new one")
     identity = read_identity(backend)
-    id_key = read_id_key(backend)
-    codec = Codec()
+    found = read_keys(backend, unlock)
+    codec = Codec(keys=found)
     report = RebuildReport()
     with catalog.engine.begin() as conn:
         pool_id = Catalog.insert_id(
@@ -64,7 +66,8 @@ def rebuild(
                 structure=STRUCTURE, created=identity.created,
             )
         )  # fmt: skip
-        conn.execute(keys.insert().values(purpose="id", material=id_key))
+        for purpose, material in key_rows(found, backend).items():
+            conn.execute(keys.insert().values(purpose=purpose, material=material))
     for key, size in backend.list("packs/"):
         try:
             _index_pack(catalog, backend, codec, pool_id, key, size, report)
@@ -79,7 +82,7 @@ def rebuild(
         except (CorruptBlob, BackendError) as e:
             report.problems.append(f"{key}: {e}")
     _restore_snapshots(catalog, infos, report)
-    _seed_working_trees(catalog, pool_id, backend, IdKey(id_key), codec, infos)
+    _seed_working_trees(catalog, pool_id, backend, IdKey(found.id_key), codec, infos)
     return report
 
 

@@ -133,6 +133,11 @@ def test_pool_list_and_compression_level(tmp_path: Path) -> None:
     assert isinstance(small, list)
     added = small[0]["stored_bytes"] - fast[0]["stored_bytes"]
     assert added < fast[0]["stored_bytes"] * 0.95  # level 19 packs the same kind of text smaller
+    cairn(data, "pool", "configure", "--never-compress", "jpeg,png", "--no-probe")
+    shown = cairn(data, "pool", "configure", "--zstd-level", "3").stdout
+    assert "never compressed: jpeg, png; probe False" in shown
+    bad = cairn(data, "pool", "configure", "--never-compress", "bogus", check=False)
+    assert bad.returncode == 1 and "unknown formats bogus" in bad.stderr
     assert small[0]["ratio"] > 5
     assert cairn(data, "pool", "configure", "--zstd-level", "30", check=False).returncode == 2
     cairn(data, "restore", "h1", "fast", str(tmp_path / "out"))

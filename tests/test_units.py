@@ -8,9 +8,9 @@ import random
 import pytest
 
 from engine import chunker
-from engine.codec import Codec, looks_compressed
+from engine.codec import Codec, CodecConfig, looks_compressed
 from engine.content import ContentReader, hole, pack_extents, unpack_extents
-from engine.errors import CorruptBlob, InvalidName, NameTooLong
+from engine.errors import CorruptBlob, InvalidArgument, InvalidName, NameTooLong
 from engine.ids import HOLE, IdKey
 from engine.meta import Kind, check_name
 from engine.packs import PackBuilder, read_index
@@ -65,6 +65,23 @@ def test_codec_roundtrip_and_raw_for_compressed() -> None:
     assert len(codec.encode(noise)) == len(noise) + 12
     gz = b"\x1f\x8b" + text
     assert looks_compressed(gz)
+    assert len(codec.encode(gz)) == len(gz) + 12  # gzip by its magic: stored raw
+
+
+def test_configured_formats_are_compressed_or_not() -> None:
+    text = b"the quick brown fox " * 5000
+    gz = b"\x1f\x8b" + text
+    only_jpeg = Codec(CodecConfig(never=("jpeg",)))
+    assert len(only_jpeg.encode(gz)) < len(gz) // 10  # gzip is off the list: compressed
+    assert len(only_jpeg.encode(b"\xff\xd8\xff" + text)) == len(text) + 15
+    noise = os.urandom(1 << 20)
+    no_probe = Codec(CodecConfig(never=(), probe=False))
+    assert no_probe.decode(no_probe.encode(noise)) == noise  # tried, did not shrink, stored raw
+    config = CodecConfig.from_json(CodecConfig(level=5, never=("png", "zip"), probe=False).to_json())
+    assert config == CodecConfig(level=5, never=("png", "zip"), probe=False)
+    assert CodecConfig.from_json(CodecConfig().to_json()) == CodecConfig()
+    with pytest.raises(InvalidArgument):
+        CodecConfig(never=("jpeg", "nonsense"))
 
 
 @pytest.mark.parametrize("damage", [lambda b: b[:5], lambda b: b"\x00" + b[1:], lambda b: b[:12] + b"\xff" * 20])
