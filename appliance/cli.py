@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
 import shutil
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,13 +17,14 @@ import click
 
 from engine.backup import backup_and_snapshot
 from engine.catalog import open_catalog
-from engine.check import check_pool, describe, locate
+from engine.check import check_pool, describe, filesystem_of, last_scrub, locate, pool_path, record_scrub
 from engine.codec import FORMATS, CodecConfig
 from engine.deployment import Deployment, default_db_url
 from engine.errors import CairnError
+from engine.gc import REPACK_BELOW, collect
 from engine.keyring import Unlock
 from engine.meta import Kind
-from engine.pool import POOL_FILE
+from engine.pool import POOL_FILE, check_identity
 from engine.reader import diff
 from engine.rebuild import rebuild
 from engine.restore import restore
@@ -368,17 +371,56 @@ def pool_configure(
         output.say(f"new blobs use zstd level {config.level}; never compressed: {formats}; probe {config.probe}")
 
 
+@command(pool, "gc")
+@click.option("--repack-below", type=click.FloatRange(0, 1), default=REPACK_BELOW, show_default=True,
+              help="Rewrite packs whose live share of bytes is below this.")  # fmt: skip
+@click.option("--dry-run", is_flag=True, help="Report what would be freed; change nothing.")
+def pool_gc(ctx: Context, repack_below: float, dry_run: bool, as_json: bool) -> None:
+    """Delete blobs no snapshot or working tree uses; repack sparse packs."""
+    with ctx.open() as dep, output.progress_bar(not as_json, "gc") as bar:
+        report = collect(
+            dep, repack_below=repack_below, dry_run=dry_run,
+            progress=lambda r: bar(f"{r.packs} packs, {output.human_bytes(r.bytes_freed)} freed"),
+        )  # fmt: skip
+    if as_json:
+        output.emit_json(dataclasses.asdict(report))
+    else:
+        verb = "would free" if dry_run else "freed"
+        output.say(
+            f"{report.packs} packs examined ({output.human_bytes(report.pack_bytes)}) in {report.seconds:.1f} s: "
+            f"{report.dead_blobs} dead blobs, {verb} {output.human_bytes(report.bytes_freed)}; "
+            f"{report.packs_deleted} packs deleted, {report.packs_written} written"
+        )
+
+
 @command(pool, "check")
 def pool_check(ctx: Context, as_json: bool) -> None:
-    """Read every pack and verify every blob."""
-    with ctx.open() as dep, output.progress_bar(not as_json, "check") as bar:
+    """Connectivity: reach the pool and check its identification file."""
+    with ctx.open() as dep:
+        start = time.monotonic()
+        identity = check_identity(dep.backend, dep.pool.uuid)
+        doc = {"ok": True, "pool": identity.uuid, "backend": dep.backend.describe(),
+               "seconds": round(time.monotonic() - start, 4), "last_scrub": last_scrub(dep.catalog)}  # fmt: skip
+    if as_json:
+        output.emit_json(doc)
+    else:
+        output.say(f"pool {identity.uuid} at {doc['backend']} answers ({doc['seconds']} s)")
+
+
+@command(pool, "scrub")
+def pool_scrub(ctx: Context, as_json: bool) -> None:
+    """Read every pack and verify every blob; say what any damage affects."""
+    with ctx.open() as dep, output.progress_bar(not as_json, "scrub") as bar:
+        start = time.monotonic()
         report = check_pool(
             dep.blobs, lambda r: bar(f"{r.packs} packs, {r.blobs} blobs, {output.human_bytes(r.bytes)}")
         )
         locate(dep.trees, dep.list_snapshots(), report.damage)
+        path = pool_path(dep.backend)
+        summary = record_scrub(dep.catalog, report, time.monotonic() - start, filesystem_of(path) if path else None)
     if as_json:
         output.emit_json({
-            "ok": report.ok, "packs": report.packs, "blobs": report.blobs, "bytes": report.bytes,
+            **summary, "ok": report.ok,
             "damage": [{"blob": d.blob_id.hex(), "pack": d.pack, "problem": d.problem,
                         "affects": [{"source": s, "snapshot": n, "path": p} for s, n, p in d.affects]}
                        for d in report.damage],
@@ -388,6 +430,9 @@ def pool_check(ctx: Context, as_json: bool) -> None:
             output.warn(describe(d), "damaged")
         state = "ok" if report.ok else f"{len(report.damage)} damaged"
         output.say(f"{report.packs} packs, {report.blobs} blobs, {output.human_bytes(report.bytes)}: {state}")
+        if summary["filesystem_checksums"]:
+            output.say(f"the pool is on {summary['filesystem']}, which checksums the disks beneath: "
+                       f"run `{summary['filesystem_checksums']}` too")  # fmt: skip
     if not report.ok:
         sys.exit(EXIT_PARTIAL)
 

@@ -15,14 +15,15 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, update
 
 from .cache import BlobCache, check_may_block, memory_only
 from .catalog import Catalog
 from .catalog.schema import blobs, packs
 from .codec import Codec
-from .errors import CorruptBlob
+from .errors import CorruptBlob, ObjectNotFound
 from .ids import IdKey, short
+from .inflight import InFlight
 from .packs import DATA, PACK_TARGET, TREE, PackBuilder, pack_key
 from .storage import Backend
 
@@ -62,10 +63,19 @@ class BlobLocation:
     raw_length: int
 
 
+_REPOINT = (
+    update(blobs)
+    .where(blobs.c.pool_id == bindparam("b_pool_id"), blobs.c.id == bindparam("b_id"))
+    .values(pack_id=bindparam("b_pack_id"), offset=bindparam("b_offset"), length=bindparam("b_length"))
+)
+
+
 class BlobStore:
     """Stores and reads the blobs of one pool. Thread-safe.
 
-    `_lock` guards `_known`, `_pending`, `_open`, `_unsent` and the failures.
+    `_lock` guards `_known`, `_pending`, `_open`, `_unsent` and the failures;
+    `inflight` is only changed under it too, so a put and a garbage collection
+    agree on whether a blob stays.
     `_flush_lock` lets one flush run at a time. An encode failure is sticky
     (its blobs are lost: every later put and flush raise it); an upload
     failure holds puts back only until a flush has stored the pack again.
@@ -92,6 +102,7 @@ class BlobStore:
         self.cache = BlobCache(cache_bytes)
         self._lock = threading.Lock()
         self._known: dict[bytes, int] = self._load_known()
+        self.inflight = InFlight()
         # Accepted blobs not yet stored: the encoded (header, body), or None while encoding.
         self._pending: dict[bytes, tuple[bytes, bytes | memoryview] | None] = {}
         self._open = PackBuilder()
@@ -126,6 +137,17 @@ class BlobStore:
         with self._lock:
             return blob_id in self._known
 
+    def forget(self, blob_ids: Iterable[bytes]) -> set[bytes]:
+        """Drop blobs from the known set (they are about to be deleted), except those
+        still in flight; returns the ones dropped. A later put of the same data stores it anew."""
+        with self._lock:
+            ids = [i for i in blob_ids if i in self._known]
+            dropped = set(ids) - self.inflight.unsafe_to_drop(ids)
+            for i in dropped:
+                del self._known[i]
+            self.inflight.forgotten |= dropped
+        return dropped
+
     def all_stored(self, blob_ids: Iterable[bytes]) -> bool:
         """Whether every blob is stored: one lock round-trip for a whole file's chunks."""
         with self._lock:
@@ -147,9 +169,11 @@ class BlobStore:
                         blob_id=blob_id,
                     )
                 self.stats["dedup_hits"] += 1
+                self.inflight.put(blob_id)
                 return blob_id
             # Reserve the id so that a second put of the same data dedups.
             self._pending[blob_id] = None
+            self.inflight.put(blob_id)
         item = (blob_id, data, kind)
         if len(data) >= BATCH_BELOW:
             self._submit([item])
@@ -256,6 +280,10 @@ class BlobStore:
                 for e in entries
             ]
             self.catalog.insert_ignore(conn, blobs, rows)
+            with self._lock:
+                stored_again = [r for r in rows if r["id"] in self.inflight.forgotten]
+            if stored_again:  # their old rows name a pack garbage collection is deleting
+                self.catalog.executemany(conn, _REPOINT, [{f"b_{k}": v for k, v in r.items()} for r in stored_again])
         with self._lock:
             for e in entries:
                 self._known[e.blob_id] = e.raw_length
@@ -327,7 +355,11 @@ class BlobStore:
         blob = self._pending_blob(blob_id)
         if blob is None:
             loc = self.locate(blob_id)
-            blob = self.backend.get(pack_key(loc.pack), loc.offset, loc.length)
+            try:
+                blob = self.backend.get(pack_key(loc.pack), loc.offset, loc.length)
+            except ObjectNotFound:
+                loc = self.locate(blob_id)  # repacked by garbage collection meanwhile: ask again
+                blob = self.backend.get(pack_key(loc.pack), loc.offset, loc.length)
             if len(blob) != loc.length:
                 raise CorruptBlob(f"pack {loc.pack} is truncated", blob_id=blob_id, pack=loc.pack)
         else:

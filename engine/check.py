@@ -1,16 +1,26 @@
-"""Pool check: read every pack, verify every blob, and say what a damaged blob affects."""
+"""Pool scrub: read every pack, verify every blob, and say what a damaged blob affects.
+
+Also: which file system holds a local pool (ZFS and btrfs checksum the disks
+beneath on their own scrub), and the connectivity check a pool passes on
+every open, on demand.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import blake3
 from sqlalchemy import select
 
 from .blobstore import BlobStore
+from .catalog import Catalog
 from .catalog.schema import blobs as blob_rows
-from .catalog.schema import packs
+from .catalog.schema import packs, settings
 from .content import chunk_ids, unpack_extents
 from .errors import BackendError, CorruptBlob
 from .ids import short
@@ -130,3 +140,48 @@ def _show(path: bytes) -> str:
 def describe(d: Damage) -> str:
     where = "; ".join(f"{s} @ {n}: {p}" for s, n, p in d.affects) or "no snapshot"
     return f"blob {short(d.blob_id)} in pack {d.pack[:12]}: {d.problem} (affects {where})"
+
+
+# File systems that checksum data themselves: their own scrub finds what rots on the disks.
+CHECKSUMMING = {"btrfs": "btrfs scrub start", "zfs": "zpool scrub"}
+LAST_SCRUB = "pool.last_scrub"
+
+
+def filesystem_of(path: str | os.PathLike[str]) -> str | None:
+    """The type of the file system holding `path` (from /proc/self/mounts), or None."""
+    target = os.path.realpath(path)
+    best, fstype = "", None
+    try:
+        with open("/proc/self/mounts") as mounts:
+            for line in mounts:
+                fields = line.split()
+                mount = fields[1].replace("\\040", " ")
+                if (target == mount or target.startswith(mount.rstrip("/") + "/")) and len(mount) >= len(best):
+                    best, fstype = mount, fields[2]
+    except OSError:
+        return None
+    return fstype
+
+
+def record_scrub(catalog: Catalog, report: CheckReport, seconds: float, fstype: str | None) -> dict[str, object]:
+    """Keep the last scrub's summary in the catalog's settings (the UI shows it)."""
+    summary: dict[str, object] = {
+        "finished": time.time(), "seconds": round(seconds, 3), "packs": report.packs, "blobs": report.blobs,
+        "bytes": report.bytes, "damaged": len(report.damage), "filesystem": fstype,
+        "filesystem_checksums": CHECKSUMMING.get(fstype or ""),
+    }  # fmt: skip
+    with catalog.engine.begin() as conn:
+        conn.execute(settings.delete().where(settings.c.key == LAST_SCRUB))
+        conn.execute(settings.insert().values(key=LAST_SCRUB, value=json.dumps(summary)))
+    return summary
+
+
+def last_scrub(catalog: Catalog) -> dict[str, object] | None:
+    with catalog.engine.connect() as conn:
+        value = conn.execute(select(settings.c.value).where(settings.c.key == LAST_SCRUB)).scalar()
+    return json.loads(value) if value else None
+
+
+def pool_path(backend: object) -> Path | None:
+    root = getattr(backend, "root", None)
+    return Path(root) if root is not None else None

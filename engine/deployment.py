@@ -137,6 +137,11 @@ class Deployment:
                 except Exception:
                     log.exception("lease renewal failed; retrying")
 
+    def loaded_source_ids(self) -> list[int]:
+        """Sources whose working tree this process holds (and leases)."""
+        with self._lock:
+            return [tree.source_id for tree in self._trees.values()]
+
     def commit(self) -> None:
         with self._lock:
             trees = list(self._trees.values())
@@ -288,13 +293,14 @@ class Deployment:
         check_label(name, "snapshot")
         if name in taken:
             raise Exists(f"snapshot {name!r} of {source!r} exists")
-        frozen = freeze(tree)
-        self.blobs.flush()
-        src = self.source(source)
-        info = snapshots.new_info(source, src.uuid, name, frozen.top, frozen.files, frozen.bytes)
-        self.backend.put(snapshots.object_key(info.uuid), snapshots.encode_object(self.codec, info))
-        with self.catalog.engine.begin() as conn:
-            snapshots.insert_row(conn, tree.source_id, info)
+        with self.blobs.inflight.session():  # its trees are referenced once the row commits
+            frozen = freeze(tree)
+            self.blobs.flush()
+            src = self.source(source)
+            info = snapshots.new_info(source, src.uuid, name, frozen.top, frozen.files, frozen.bytes)
+            self.backend.put(snapshots.object_key(info.uuid), snapshots.encode_object(self.codec, info))
+            with self.catalog.engine.begin() as conn:
+                snapshots.insert_row(conn, tree.source_id, info)
         tree.commit()
         log.info("snapshot %s of %s: %d trees written", name, source, frozen.trees_written)
         return info

@@ -54,3 +54,7 @@ def renew(conn: Connection, owner: str) -> None:
 
 def release(conn: Connection, owner: str) -> None:
     conn.execute(delete(leases).where(leases.c.owner == owner))
+
+
+def release_source(conn: Connection, source_id: int, owner: str) -> None:
+    conn.execute(delete(leases).where(leases.c.source_id == source_id, leases.c.owner == owner))

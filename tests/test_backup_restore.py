@@ -58,7 +58,7 @@ def test_backup_restore_roundtrip(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "size-100").stat().st_size == 100
     assert (tmp_path / "out" / "deep").is_dir()
 
-    check = cairn_json(data, "pool", "check")
+    check = cairn_json(data, "pool", "scrub")
     assert isinstance(check, dict) and check["ok"] and check["blobs"] > 10
 
 

@@ -93,7 +93,7 @@ def test_killed_backups_never_damage_committed_snapshots(tmp_path: Path) -> None
         if name in committed:
             assert rsync_differences(committed[name], out) == [], name
         shutil.rmtree(out)
-    check = cairn_json(data, "pool", "check")
+    check = cairn_json(data, "pool", "scrub")
     assert isinstance(check, dict) and check["ok"]
 
 
@@ -140,7 +140,7 @@ def test_full_pool_disk_fails_the_backup_cleanly(tmp_path: Path) -> None:
         cairn(data, "backup", "h1", str(src), "--snapshot", "after")
         cairn(data, "restore", "h1", "after", str(tmp_path / "out2"))
         assert rsync_differences(src, tmp_path / "out2") == []
-        check = cairn_json(data, "pool", "check")
+        check = cairn_json(data, "pool", "scrub")
         assert isinstance(check, dict) and check["ok"]
 
 

@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+from engine.check import CHECKSUMMING, filesystem_of
 from engine.deployment import Deployment
 from engine.packs import pack_key
 
@@ -83,7 +84,7 @@ def test_damaged_blob_is_found_and_located(tmp_path: Path) -> None:
     cairn(data, "backup", "h2", str(src), "--snapshot", "other")
     _corrupt_blob_of(data, "h1", "one", b"size-65537")
 
-    proc = cairn(data, "pool", "check", "--json", check=False)
+    proc = cairn(data, "pool", "scrub", "--json", check=False)
     assert proc.returncode == 3
     report = json.loads(proc.stdout)
     assert not report["ok"]
@@ -102,3 +103,30 @@ def test_damaged_blob_is_found_and_located(tmp_path: Path) -> None:
     single = cairn(data, "restore", "h1", "one", "size-65537", str(tmp_path / "f"), check=False)
     assert single.returncode == 1 and "h1 @ one: size-65537" in single.stderr
     assert "Traceback" not in single.stderr
+
+
+def test_pool_check_is_connectivity_and_scrub_is_recorded(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(b"x" * 5000)
+    cairn(data, "backup", "h1", str(src))
+    check = json.loads(cairn(data, "pool", "check", "--json").stdout)
+    assert check["ok"] and check["last_scrub"] is None
+    scrub = json.loads(cairn(data, "pool", "scrub", "--json").stdout)
+    assert scrub["ok"] and scrub["packs"] >= 1 and scrub["filesystem"] == filesystem_of(data)
+    recorded = json.loads(cairn(data, "pool", "check", "--json").stdout)["last_scrub"]
+    assert recorded["packs"] == scrub["packs"] and recorded["damaged"] == 0
+    (data / "pool").rename(tmp_path / "moved")
+    gone = cairn(data, "pool", "check", check=False)
+    assert gone.returncode == 1 and "cairn-pool.json is missing" in gone.stderr
+
+
+def test_filesystem_of_a_pool(tmp_path: Path) -> None:
+    from .test_faults import tmpfs
+
+    (tmp_path / "m").mkdir()
+    with tmpfs(tmp_path / "m", "1m") as m:
+        (m / "pool").mkdir()
+        assert filesystem_of(m / "pool") == "tmpfs"
+    assert CHECKSUMMING["btrfs"] and CHECKSUMMING["zfs"]

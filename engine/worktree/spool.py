@@ -56,6 +56,8 @@ class SpoolFile:
         # Existing content, copied to the spool file by the first write that needs it.
         self._base: Extents | None = None
         self._allocated = 0
+        # Chunks put for this file are referenced nowhere until the tree installs them.
+        self.session = blobs.inflight.begin()
         if base_size == 0:
             self._stream = ChunkStream(self.blobs.put)
         else:

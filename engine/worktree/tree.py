@@ -46,6 +46,7 @@ class WorkingTree(Namespace):
     def _release_spool(self, inode: Inode) -> None:
         if inode.spool is not None and not inode.spool.finishing:  # else the finisher closes it
             inode.spool.close()
+            self.blobs.inflight.end(inode.spool.session)
             inode.spool = None
 
     def _settled(self, ino: int) -> tuple[Inode, SpoolFile | None]:
@@ -203,6 +204,7 @@ class WorkingTree(Namespace):
                     if self._inodes.get(ino) is inode:
                         self._touch(inode)
                         self._free_if_unused(inode)
+            self.blobs.inflight.end(spool.session)  # only now: the chunks are referenced from the inode
             spool.done.set()
 
     def write(self, ino: int, offset: int, data: bytes) -> int:
