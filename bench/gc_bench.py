@@ -16,19 +16,18 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from engine_bench import OUT, VERSIONS, fetch_django, make_big_file  # noqa: E402
+from engine_bench import OUT, VERSIONS, fetch_django, make_big_file
 
-from engine import gc  # noqa: E402
-from engine.backup import backup_and_snapshot  # noqa: E402
-from engine.check import check_pool  # noqa: E402
-from engine.deployment import Deployment  # noqa: E402
-from engine.restore import restore  # noqa: E402
+from engine import gc
+from engine.backup import backup_and_snapshot
+from engine.check import check_pool
+from engine.deployment import Deployment
+from engine.restore import restore
 
 TARGET = 100.0  # MB/s of pack data examined
 
