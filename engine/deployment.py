@@ -76,7 +76,11 @@ class Deployment:
     # -- opening -------------------------------------------------------------
 
     @classmethod
-    def open(cls, data_dir: str | Path, db_url: str | None = None, *, create: bool = True) -> Deployment:
+    def open(
+        cls, data_dir: str | Path, db_url: str | None = None, *, create: bool = True,
+        pool_config: dict[str, Any] | None = None,
+    ) -> Deployment:  # fmt: skip
+        """Open the deployment, creating it if allowed: its file pool on `pool_config` (default: DATA/pool)."""
         data_dir = Path(data_dir).absolute()
         if create:
             data_dir.mkdir(parents=True, exist_ok=True)
@@ -84,7 +88,7 @@ class Deployment:
             raise NotFound(f"no data directory {data_dir}")
         catalog = open_catalog(db_url or default_db_url(data_dir))
         try:
-            pool = _open_file_pool(catalog, data_dir, create)
+            pool = _open_file_pool(catalog, data_dir, create, pool_config)
         except BaseException:
             catalog.dispose()
             raise
@@ -326,17 +330,20 @@ class OpenPool:
     codec: CodecConfig
 
 
-def _open_file_pool(catalog: Catalog, data_dir: Path, create: bool) -> OpenPool:
+def _open_file_pool(catalog: Catalog, data_dir: Path, create: bool, pool_config: dict[str, Any] | None) -> OpenPool:
+    cache_dir = data_dir / "cache" / "file"  # this machine's read cache of the pool, if its filters have one
     with catalog.engine.begin() as conn:
         row = conn.execute(select(pools).where(pools.c.kind == "file")).first()
         if row is not None:
-            backend = open_backend(json.loads(row.backend))
+            if pool_config is not None and pool_config != json.loads(row.backend):
+                raise Exists(f"the deployment in {data_dir} has a file pool already; its configuration differs")
+            backend = open_backend(json.loads(row.backend), cache_dir=cache_dir)
             check_identity(backend, row.uuid)
             material = conn.execute(select(keys.c.material).where(keys.c.purpose == "id")).scalar()
             id_key = bytes(material) if material is not None else read_id_key(backend)
             return OpenPool(row.id, row.uuid, row.kind, backend, IdKey(id_key), CodecConfig.from_json(row.codec))
-        config = {"kind": "local", "path": str(data_dir / "pool")}
-        backend = open_backend(config)
+        config = pool_config or {"kind": "local", "path": str(data_dir / "pool")}
+        backend = open_backend(config, cache_dir=cache_dir)
         if backend.stat(POOL_FILE) is not None:
             raise PoolMismatch(
                 f"{backend.describe()} holds a pool the catalog does not know; "
