@@ -106,9 +106,10 @@ def stub_s3(script: list[tuple[int, dict[str, str], bytes]]) -> Iterator[S3Backe
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        config = {"kind": "s3", "bucket": "stub", "endpoint": f"http://127.0.0.1:{server.server_port}",
-                  "access_key": "a", "secret_key": "b", "multipart_threshold": 6 * MiB, "part_size": 5 * MiB}  # fmt: skip
-        yield S3Backend(config)
+        endpoint = f"http://127.0.0.1:{server.server_port}"
+        keys = {"access_key": "a", "secret_key": "b"}
+        parts = {"multipart_threshold": 6 * MiB, "part_size": 5 * MiB}
+        yield S3Backend({"kind": "s3", "bucket": "stub", "endpoint": endpoint, **keys, **parts})
     finally:
         server.shutdown()
         server.server_close()
