@@ -34,9 +34,9 @@ class ReadCache(Filter):
     pack both fetch it, and the second rename wins harmlessly.
     """
 
-    def __init__(self, inner: Backend, root: str | os.PathLike[str], max_bytes: int):
+    def __init__(self, inner: Backend, directory: str | os.PathLike[str], max_bytes: int):
         super().__init__(inner)
-        self.root = Path(root)
+        self.directory = Path(directory)
         self.max_bytes = max_bytes
         self.hits = 0
         self.misses = 0
@@ -47,14 +47,14 @@ class ReadCache(Filter):
 
     def _load(self) -> None:
         """Index what a previous process left, oldest first; drop its unfinished downloads."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(parents=True, exist_ok=True)
         found = []
-        for path in self.root.rglob("*"):
+        for path in self.directory.rglob("*"):
             if path.name.endswith(".tmp"):
                 path.unlink(missing_ok=True)
             elif path.is_file():
                 st = path.stat()
-                found.append((st.st_mtime, path.relative_to(self.root).as_posix(), st.st_size))
+                found.append((st.st_mtime, path.relative_to(self.directory).as_posix(), st.st_size))
         for _, key, size in sorted(found):
             self._entries[key] = size
             self._bytes += size
@@ -78,7 +78,7 @@ class ReadCache(Filter):
             self._entries.move_to_end(key)
             self.hits += 1
         try:
-            with open(self.root / check_key(key), "rb") as f:
+            with open(self.directory / check_key(key), "rb") as f:
                 f.seek(offset)
                 return f.read() if length is None else f.read(length)
         except FileNotFoundError:  # evicted since the lookup
@@ -87,14 +87,14 @@ class ReadCache(Filter):
     def _keep(self, key: str, data: bytes) -> None:
         if len(data) > self.max_bytes or blake3.blake3(data).hexdigest() != key.rsplit("/", 1)[-1]:
             return  # too big, or damaged: the blob check above reports it; never cache it
-        path = self.root / check_key(key)
+        path = self.directory / check_key(key)
         tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp.write_bytes(data)
             tmp.replace(path)
         except OSError as e:  # a cache that cannot write only costs time
-            log.warning("cannot cache %s in %s: %s", key, self.root, e)
+            log.warning("cannot cache %s in %s: %s", key, self.directory, e)
             tmp.unlink(missing_ok=True)
             return
         with self._lock:
@@ -112,7 +112,7 @@ class ReadCache(Filter):
                 victims.append(key)
         for key in victims:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.root / key)
+                os.unlink(self.directory / key)
 
     def _forget(self, key: str) -> None:
         with self._lock:
@@ -121,7 +121,7 @@ class ReadCache(Filter):
                 self._bytes -= size
         if size is not None:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.root / key)
+                os.unlink(self.directory / key)
 
     def put(self, key: str, data: bytes | memoryview) -> None:
         self._forget(key)
