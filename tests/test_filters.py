@@ -298,6 +298,7 @@ def test_open_backend_stacks_filters_in_one_order(tmp_path: Path) -> None:
         ({"kind": "s3", "bucket": "b", "secret": "x"}, "unknown S3 settings: secret"),
         ({"kind": "s3", "bucket": "b", "part_size": 1024}, "at least"),
         ({"kind": "s3", "bucket": "b", "connections": 0}, "positive integer"),
+        ({"kind": "s3", "bucket": "b", "checksums": "never"}, "when_required"),
         ({"kind": "memory", "filters": {"spoool": {}}}, "filters must be"),
         ({"kind": "memory", "filters": {"ratelimit": {"requests": {"upload": [1, 1]}}}}, "no operation 'upload'"),
         ({"kind": "memory", "filters": {"ratelimit": {"requests": {"put": [0, 1]}}}}, "at least 1 request"),

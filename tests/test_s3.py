@@ -49,6 +49,13 @@ def test_big_packs_go_up_in_parts(s3_config: dict[str, Any]) -> None:
     assert s3.properties.put_requests(len(big)) == 5
 
 
+def test_checksums_only_when_required(s3_config: dict[str, Any]) -> None:
+    s3 = S3Backend({**s3_config, "checksums": "when_required"})
+    s3.put("k", b"v" * 1000)
+    assert s3.get("k", 10, 3) == b"vvv"
+    assert s3.client.meta.config.request_checksum_calculation == "when_required"
+
+
 def test_credentials_from_the_standard_aws_variables(
     s3_config: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

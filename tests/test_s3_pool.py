@@ -82,6 +82,11 @@ def test_cli_backs_up_into_an_s3_pool_and_restores_it(tmp_path: Path, s3_config:
     s3 = S3Backend(s3_config)
     assert {k for k, _ in s3.list() if not k.startswith("packs/")} >= {"cairn-pool.json", "keys/id-key.json"}
     assert "secret" not in cairn(data, "pool", "list").stdout
+    # A lost catalog comes back from the bucket alone.
+    rebuilt = cairn_json(data, "catalog", "rebuild", "--force", "--pool", str(tmp_path / "pool.json"))
+    assert isinstance(rebuilt, dict) and rebuilt["snapshots"] == 1 and rebuilt["problems"] == []
+    cairn(data, "restore", "h1", "one", str(tmp_path / "out-rebuilt"))
+    assert rsync_differences(src, tmp_path / "out-rebuilt") == []
 
     again = cairn(data, "pool", "create", str(tmp_path / "pool.json"))  # the same pool: nothing changes
     assert again.returncode == 0

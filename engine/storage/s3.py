@@ -3,7 +3,9 @@
 Configuration (the pool's backend JSON): `bucket` (required), `prefix`,
 `endpoint`, `region`, `path_style`, `access_key` and `secret_key` (else the
 standard AWS variables and files), `connections`, `multipart_threshold`,
-`part_size`, `connect_timeout`, `read_timeout`. botocore's own retries are
+`part_size`, `connect_timeout`, `read_timeout`, `checksums` ("when_supported",
+the default, or "when_required" for services that refuse botocore's CRC
+trailers). botocore's own retries are
 off: the retry and ratelimit filters decide, from the errors mapped here.
 """
 
@@ -49,7 +51,7 @@ _THROTTLE_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimi
 _DENIED_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled"}
 _KEYS = {
     "kind", "bucket", "prefix", "endpoint", "region", "path_style", "access_key", "secret_key",
-    "connections", "multipart_threshold", "part_size", "connect_timeout", "read_timeout", "filters",
+    "connections", "multipart_threshold", "part_size", "connect_timeout", "read_timeout", "checksums", "filters",
 }  # fmt: skip
 
 
@@ -88,6 +90,8 @@ class S3Backend:
             retries={"total_max_attempts": 1},
             connect_timeout=float(config.get("connect_timeout", 10)),
             read_timeout=float(config.get("read_timeout", 60)),
+            request_checksum_calculation=config.get("checksums", "when_supported"),
+            response_checksum_validation=config.get("checksums", "when_supported"),
         )
         return session.client("s3", endpoint_url=self.endpoint, config=botocore_config)
 
@@ -245,5 +249,7 @@ def _check_config(config: dict[str, Any]) -> None:
     for name in ("connections", "multipart_threshold", "part_size"):
         if name in config and (not isinstance(config[name], int) or config[name] < 1):
             raise InvalidArgument(f"S3 setting {name} must be a positive integer")
+    if config.get("checksums", "when_supported") not in ("when_supported", "when_required"):
+        raise InvalidArgument('S3 setting checksums is "when_supported" or "when_required"')
     if config.get("part_size", PART_SIZE) < MIN_PART_SIZE:
         raise InvalidArgument(f"S3 setting part_size must be at least {MIN_PART_SIZE} bytes")
