@@ -139,24 +139,31 @@ def test_s3_server_killed_mid_backup_and_restarted_loses_nothing(tmp_path: Path)
     _write_tree(src, seed=2)
     with seaweedfs() as server:
         config = new_bucket(server, filters={"retry": {"attempts": 10, "first_delay": 0.2, "max_delay": 2}})
-        restarted = threading.Event()
+        restart = threading.Timer(1.0, server.start)
 
         def kill_once(stats: BackupStats) -> None:
             # After two big files: a pack is stored, others are on their way.
-            if stats.bytes_read > 34 * MiB and not restarted.is_set() and server.proc is not None:
+            if stats.bytes_read > 34 * MiB and restart.ident is None:  # once
                 server.kill()
-                threading.Timer(1.0, lambda: (server.start(), restarted.set())).start()
+                restart.start()
 
-        with Deployment.open(data, pool_config=config) as dep:
-            dep.add_source("h1")
-            backup_and_snapshot(dep, "h1", src, "before")
-            (src / "d0" / "new").write_bytes(os.urandom(5 * MiB))
-            for i in range(4):
-                (src / f"big{i}" / "data").write_bytes(os.urandom(17 * MiB))
-            backup_and_snapshot(dep, "h1", src, "during", progress=kill_once)
-            retry = find_layer(dep.backend, Retry)
-            assert restarted.wait(30) and retry is not None and retry.retries > 0
-            assert _packs_in_catalog(dep) == _packs_in_bucket(S3Backend(config))
+        try:
+            with Deployment.open(data, pool_config=config) as dep:
+                dep.add_source("h1")
+                backup_and_snapshot(dep, "h1", src, "before")
+                (src / "d0" / "new").write_bytes(os.urandom(5 * MiB))
+                for i in range(4):
+                    (src / f"big{i}" / "data").write_bytes(os.urandom(17 * MiB))
+                backup_and_snapshot(dep, "h1", src, "during", progress=kill_once)
+                assert restart.ident is not None, "the backup ended before the server was killed"
+                restart.join(30)
+                retry = find_layer(dep.backend, Retry)
+                assert retry is not None and retry.retries > 0
+                assert _packs_in_catalog(dep) == _packs_in_bucket(S3Backend(config))
+        finally:
+            restart.cancel()
+            if restart.ident is not None:
+                restart.join()  # a server it starts must start inside `seaweedfs()`, which ends it
         with Deployment.open(data) as dep:  # as a fresh process sees it
             assert [s.name for s in dep.list_snapshots("h1")] == ["before", "during"]
             assert check_pool(dep.blobs).ok
