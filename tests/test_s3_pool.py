@@ -73,7 +73,8 @@ def test_cli_backs_up_into_an_s3_pool_and_restores_it(tmp_path: Path, s3_config:
     (tmp_path / "pool.json").write_text(json.dumps(config))
     created = cairn_json(data, "pool", "create", str(tmp_path / "pool.json"))
     assert isinstance(created, dict) and created["backend"] == f"s3:{s3_config['bucket']} at {s3_config['endpoint']}"
-    assert cairn_json(data, "backup", "h1", str(src), "--snapshot", "one")["errors"] == []  # type: ignore[index]
+    backed_up = cairn_json(data, "backup", "h1", str(src), "--snapshot", "one")
+    assert isinstance(backed_up, dict) and backed_up["errors"] == []
     cairn(data, "restore", "h1", "one", str(out))
     assert rsync_differences(src, out) == []
     check = cairn_json(data, "pool", "check")
@@ -126,9 +127,9 @@ def test_dropped_puts_stale_reads_and_slowdowns_lose_nothing(tmp_path: Path, s3_
     with _deployment_on(data, {**s3_config, "filters": {"retry": False}}, wrap) as dep:
         dep.add_source("h1")
         backup_and_snapshot(dep, "h1", src, "one")
-        faulty, verify = faults[0], find_layer(dep.backend, Verify)
+        faulty, verify, limiter = faults[0], find_layer(dep.backend, Verify), find_layer(dep.backend, RateLimit)
         assert len(faulty.dropped) == 1 and verify is not None and verify.rewrites == 1
-        assert find_layer(dep.backend, RateLimit).throttled == 5  # type: ignore[union-attr]
+        assert limiter is not None and limiter.throttled == 5
         assert _packs_in_catalog(dep) == _packs_in_bucket(S3Backend(s3_config)) != set()
         assert check_pool(dep.blobs).ok
         _restored_identical(dep, "h1", "one", src, tmp_path / "out")
