@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 APT_PACKAGES := python3 python3-venv python3-dev gcc pkg-config fuse3 libfuse3-dev \
 	postgresql redis-server rsync attr acl restic
 
-.PHONY: run test setup system lint unit bench
+.PHONY: run test setup system lint unit bench bench-s3
 
 run: setup
 	$(BIN)/cairn --data $(DATA) source list
@@ -49,3 +49,6 @@ unit:
 
 bench: setup
 	$(BIN)/python bench/engine_bench.py
+
+bench-s3: setup
+	$(BIN)/python bench/s3_bench.py

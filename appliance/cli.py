@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
 import os
 import shutil
@@ -11,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 
@@ -327,6 +328,35 @@ def pool() -> None:
     """The pool: where the bytes live."""
 
 
+def _pool_config(file: Any) -> dict[str, Any]:
+    try:
+        doc = json.load(file)
+    except ValueError as e:
+        raise CairnError(f"{file.name} is not valid JSON: {e}") from e
+    if not isinstance(doc, dict):
+        raise CairnError(f'{file.name} must hold a JSON object, such as {{"kind": "s3", "bucket": ...}}')
+    return doc
+
+
+@command(pool, "create")
+@click.argument("config", type=click.File("r"))
+@click.option("--encrypt", is_flag=True, help="Encrypt the pool (AES-256-GCM); needs a passphrase or key file.")
+def pool_create(ctx: Context, config: Any, encrypt: bool, as_json: bool) -> None:
+    """Create the deployment with its file pool on the backend CONFIG describes (a JSON file, - for stdin).
+
+    Run it before any other command: they create a local pool in the data directory.
+    """
+    unlock = ctx.unlock()
+    if encrypt and unlock is None:
+        raise CairnError("--encrypt needs --passphrase-file, --key-file or $CAIRN_PASSPHRASE")
+    with Deployment.open(ctx.data, ctx.db, pool_config=_pool_config(config), unlock=unlock, encrypt=encrypt) as dep:
+        usage = dep.pool_usage()
+    output.emit_json(usage) if as_json else output.say(f"pool {usage['uuid']} created on {usage['backend']}")
+
+
+pool.add_command(cast(click.Command, pool_create), "add")  # the same command by both names
+
+
 @command(pool, "list")
 def pool_list(ctx: Context, as_json: bool) -> None:
     """Show the pool: where it is, what it holds, how well it deduplicates."""
@@ -444,7 +474,8 @@ def catalog_group() -> None:
 
 @command(catalog_group, "rebuild")
 @click.option("--force", is_flag=True, help="Move an existing SQLite catalog aside first.")
-def catalog_rebuild(ctx: Context, force: bool, as_json: bool) -> None:
+@click.option("--pool", "pool_file", type=click.File("r"), help="The pool's backend configuration (JSON file).")
+def catalog_rebuild(ctx: Context, force: bool, pool_file: Any, as_json: bool) -> None:
     """Recreate the catalog from the pool in the data directory."""
     url = ctx.db or default_db_url(ctx.data)
     db_file = ctx.data / "catalog.db"
@@ -455,10 +486,11 @@ def catalog_rebuild(ctx: Context, force: bool, as_json: bool) -> None:
             p = Path(str(db_file) + suffix)
             if p.exists():
                 shutil.move(p, str(p) + ".old")
-    config = {"kind": "local", "path": str(ctx.data.absolute() / "pool")}
+    config = _pool_config(pool_file) if pool_file else {"kind": "local", "path": str(ctx.data.absolute() / "pool")}
     catalog = open_catalog(url)
     try:
-        report = rebuild(catalog, open_backend(config), config, unlock=ctx.unlock())
+        backend = open_backend(config, cache_dir=ctx.data / "cache" / "file")
+        report = rebuild(catalog, backend, config, unlock=ctx.unlock())
     finally:
         catalog.dispose()
     doc = {"packs": report.packs, "blobs": report.blobs, "sources": report.sources,

@@ -79,11 +79,12 @@ class Deployment:
     @classmethod
     def open(
         cls, data_dir: str | Path, db_url: str | None = None, *, create: bool = True,
-        unlock: Unlock | None = None, encrypt: bool = False,
+        unlock: Unlock | None = None, encrypt: bool = False, pool_config: dict[str, Any] | None = None,
     ) -> Deployment:  # fmt: skip
         """Open (or create) the deployment in `data_dir`.
 
-        `unlock` opens an encrypted pool; `encrypt` makes a new pool encrypted, wrapping its keys with `unlock`.
+        `unlock` opens an encrypted pool; `encrypt` makes a new pool encrypted, wrapping its keys with
+        `unlock`; `pool_config` puts a new file pool on that backend (default: DATA/pool).
         """
         data_dir = Path(data_dir).absolute()
         if create:
@@ -92,7 +93,7 @@ class Deployment:
             raise NotFound(f"no data directory {data_dir}")
         catalog = open_catalog(db_url or default_db_url(data_dir))
         try:
-            pool = _open_file_pool(catalog, data_dir, create, unlock, encrypt)
+            pool = _open_file_pool(catalog, data_dir, create, unlock, encrypt, pool_config)
         except BaseException:
             catalog.dispose()
             raise
@@ -340,17 +341,23 @@ class OpenPool:
     codec: CodecConfig
 
 
-def _open_file_pool(catalog: Catalog, data_dir: Path, create: bool, unlock: Unlock | None, encrypt: bool) -> OpenPool:
+def _open_file_pool(
+    catalog: Catalog, data_dir: Path, create: bool, unlock: Unlock | None, encrypt: bool,
+    pool_config: dict[str, Any] | None,
+) -> OpenPool:  # fmt: skip
+    cache_dir = data_dir / "cache" / "file"  # this machine's read cache of the pool, if its filters have one
     with catalog.engine.begin() as conn:
         row = conn.execute(select(pools).where(pools.c.kind == "file")).first()
         if row is not None:
-            backend = open_backend(json.loads(row.backend))
+            if pool_config is not None and pool_config != json.loads(row.backend):
+                raise Exists(f"the deployment in {data_dir} has a file pool already; its configuration differs")
+            backend = open_backend(json.loads(row.backend), cache_dir=cache_dir)
             check_identity(backend, row.uuid)
             rows = {r.purpose: bytes(r.material) for r in conn.execute(select(keys.c.purpose, keys.c.material))}
             found = keys_of(rows, backend, unlock)
             return OpenPool(row.id, row.uuid, row.kind, backend, found, CodecConfig.from_json(row.codec))
-        config = {"kind": "local", "path": str(data_dir / "pool")}
-        backend = open_backend(config)
+        config = pool_config or {"kind": "local", "path": str(data_dir / "pool")}
+        backend = open_backend(config, cache_dir=cache_dir)
         if backend.stat(POOL_FILE) is not None:
             raise PoolMismatch(
                 f"{backend.describe()} holds a pool the catalog does not know; "

@@ -107,3 +107,11 @@ class BackendError(CairnError):
 
 class ObjectNotFound(BackendError):
     errno = errno.ENOENT
+
+
+class Throttled(BackendError):
+    """The service asked for fewer requests (429, 503 SlowDown); `retry_after` is its hint in seconds."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None):
+        super().__init__(message, temporary=True)
+        self.retry_after = retry_after

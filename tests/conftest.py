@@ -1,25 +1,46 @@
-"""Fixtures: data directories, catalogs on SQLite and on a real PostgreSQL."""
+"""Fixtures: data directories, catalogs on SQLite and on a real PostgreSQL, buckets on a real SeaweedFS."""
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
 from engine.deployment import Deployment
 
-from .servers import postgres
+from .servers import SeaweedFS, postgres, seaweedfs
 
 _db_names = itertools.count()
+_bucket_names = itertools.count()
 
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[tuple[str, int]]:
     with postgres() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[SeaweedFS]:
+    """One SeaweedFS for the session (it starts in under a second); tests that kill a server start their own."""
+    with seaweedfs() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_config(s3_server: SeaweedFS) -> dict[str, Any]:
+    """The backend configuration of a fresh, empty bucket on the session's SeaweedFS."""
+    return new_bucket(s3_server)
+
+
+def new_bucket(server: SeaweedFS, **extra: object) -> dict[str, Any]:
+    config = server.config(f"cairn-{next(_bucket_names)}", **extra)
+    server.create_bucket(str(config["bucket"]))
+    return config
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

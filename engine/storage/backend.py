@@ -19,6 +19,16 @@ class Properties:
     consistent_listing: bool = True
     # Whether data stays on this machine (a local pool needs no read cache).
     local: bool = True
+    # Objects above this size are uploaded in parts of `part_size` (one
+    # request each, plus two to start and complete); 0: always one request.
+    multipart_threshold: int = 0
+    part_size: int = 0
+
+    def put_requests(self, size: int) -> int:
+        """How many requests a put of `size` bytes costs (rate limits count them)."""
+        if not self.multipart_threshold or size <= self.multipart_threshold:
+            return 1
+        return -(-size // self.part_size) + 2
 
 
 class Backend(Protocol):

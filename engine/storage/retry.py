@@ -1,0 +1,90 @@
+"""The retry filter: exponential backoff, only for errors that say they are temporary."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+from ..errors import BackendError
+from .backend import Backend
+from .filter import Filter
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# 8 attempts, 0.25 s doubling to at most 8 s, each wait jittered to 50-100 %:
+# 12-24 s in all, enough to ride out a restart of the storage service.
+ATTEMPTS = 8
+FIRST_DELAY = 0.25
+MAX_DELAY = 8.0
+
+
+class Retry(Filter):
+    """Thread-safe: `_lock` guards `retries`, the count of calls made again."""
+
+    def __init__(
+        self,
+        inner: Backend,
+        *,
+        attempts: int = ATTEMPTS,
+        first_delay: float = FIRST_DELAY,
+        max_delay: float = MAX_DELAY,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        super().__init__(inner)
+        self.attempts = max(1, attempts)
+        self.first_delay = first_delay
+        self.max_delay = max_delay
+        self.sleep = sleep
+        self.retries = 0
+        self._lock = threading.Lock()
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        delay = self.first_delay
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return fn()
+            except BackendError as e:
+                delay = self._back_off(what, attempt, e, delay)
+        raise AssertionError("unreachable")
+
+    def _back_off(self, what: str, attempt: int, error: BackendError, delay: float) -> float:
+        """Raise `error` if it is permanent or the attempts are spent; else wait and return the next delay."""
+        if not error.temporary or attempt == self.attempts:
+            raise error
+        wait = delay * random.uniform(0.5, 1.0)  # jitter: clients that failed together retry apart
+        log.info("%s failed (attempt %d of %d), retrying in %.2f s: %s", what, attempt, self.attempts, wait, error)
+        with self._lock:
+            self.retries += 1
+        self.sleep(wait)
+        return min(delay * 2, self.max_delay)
+
+    def put(self, key: str, data: bytes | memoryview) -> None:
+        self._call(f"put {key}", lambda: self.inner.put(key, data))
+
+    def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        return self._call(f"get {key}", lambda: self.inner.get(key, offset, length))
+
+    def stat(self, key: str) -> int | None:
+        return self._call(f"stat {key}", lambda: self.inner.stat(key))
+
+    def delete(self, key: str) -> None:
+        self._call(f"delete {key}", lambda: self.inner.delete(key))
+
+    def list(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        """A listing that fails part-way resumes after the last key it gave (listings are sorted)."""
+        last: str | None = None
+        delay = self.first_delay
+        for attempt in range(1, self.attempts + 1):
+            try:
+                for key, size in self.inner.list(prefix):
+                    if last is None or key > last:
+                        last = key
+                        yield key, size
+                return
+            except BackendError as e:
+                delay = self._back_off(f"list {prefix}", attempt, e, delay)
