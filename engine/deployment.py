@@ -6,6 +6,7 @@ the environment or keeps module-level state.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 
 from . import leases, snapshots
 from .blobstore import BlobStore
@@ -34,6 +35,8 @@ from .pool import POOL_FILE, STRUCTURE, check_identity, create_pool, keys_of
 from .reader import SnapshotView, TreeCache
 from .snapshots import SnapshotInfo
 from .storage import Backend, open_backend
+from .storage.filter import find_layer
+from .storage.spool import Spool
 from .worktree import WorkingTree
 from .worktree.freeze import freeze
 
@@ -73,6 +76,13 @@ class Deployment:
         self._trees: dict[str, WorkingTree] = {}
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
+        self.spool = find_layer(self.backend, Spool)
+        # Committed snapshots (uuid) and the spool number that must drain before they are stored.
+        self._committed: dict[str, int] = {}
+        if self.spool is not None:
+            with catalog.engine.connect() as conn:
+                waiting = conn.execute(select(snapshot_rows.c.uuid).where(snapshot_rows.c.state == snapshots.COMMITTED))
+                self._committed = {r[0]: self.spool.mark() for r in waiting}
 
     # -- opening -------------------------------------------------------------
 
@@ -127,6 +137,7 @@ class Deployment:
             try:
                 self.blobs.flush_if_older(PACK_MAX_AGE)
                 self.commit()
+                self.mark_stored()
             except Exception:
                 log.exception("background commit failed; retrying")
             # Apart from the commit: failing commits must not let the lease expire.
@@ -142,6 +153,21 @@ class Deployment:
         """Sources whose working tree this process holds (and leases)."""
         with self._lock:
             return [tree.source_id for tree in self._trees.values()]
+
+    def mark_stored(self) -> list[str]:
+        """Committed snapshots whose blobs the spool has drained into the pool become stored."""
+        if self.spool is None:
+            return []
+        drained = self.spool.drained_through()
+        with self._lock:
+            done = [u for u, n in self._committed.items() if n <= drained]
+        if done:
+            with self.catalog.engine.begin() as conn:
+                conn.execute(update(snapshot_rows).where(snapshot_rows.c.uuid.in_(done)).values(state=snapshots.STORED))
+            with self._lock:
+                for u in done:
+                    self._committed.pop(u, None)
+        return done
 
     def commit(self) -> None:
         with self._lock:
@@ -164,8 +190,11 @@ class Deployment:
                 tree.commit()  # rows whose chunks just became stored
             with self.catalog.engine.begin() as conn:
                 leases.release(conn, self.owner)
+            self.mark_stored()
         finally:
             self.blobs.close()
+            if self.spool is not None:
+                self.spool.close()  # what is still queued drains on the next start
             self.catalog.dispose()
             shutil.rmtree(self.spool_root, ignore_errors=True)
 
@@ -299,9 +328,15 @@ class Deployment:
             self.blobs.flush()
             src = self.source(source)
             info = snapshots.new_info(source, src.uuid, name, frozen.top, frozen.files, frozen.bytes)
+            if self.spool is not None and self.spool.backlog()[0]:
+                info = dataclasses.replace(info, state=snapshots.COMMITTED)  # stored once the spool drains
             self.backend.put(snapshots.object_key(info.uuid), snapshots.encode_object(self.codec, info))
             with self.catalog.engine.begin() as conn:
                 snapshots.insert_row(conn, tree.source_id, info)
+        if info.state == snapshots.COMMITTED:
+            assert self.spool is not None
+            with self._lock:
+                self._committed[info.uuid] = self.spool.mark()
         tree.commit()
         log.info("snapshot %s of %s: %d trees written", name, source, frozen.trees_written)
         return info
@@ -346,18 +381,19 @@ def _open_file_pool(
     pool_config: dict[str, Any] | None,
 ) -> OpenPool:  # fmt: skip
     cache_dir = data_dir / "cache" / "file"  # this machine's read cache of the pool, if its filters have one
+    spool_dir = data_dir / "writeback" / "file"  # and its write-back spool
     with catalog.engine.begin() as conn:
         row = conn.execute(select(pools).where(pools.c.kind == "file")).first()
         if row is not None:
             if pool_config is not None and pool_config != json.loads(row.backend):
                 raise Exists(f"the deployment in {data_dir} has a file pool already; its configuration differs")
-            backend = open_backend(json.loads(row.backend), cache_dir=cache_dir)
+            backend = open_backend(json.loads(row.backend), cache_dir=cache_dir, spool_dir=spool_dir)
             check_identity(backend, row.uuid)
             rows = {r.purpose: bytes(r.material) for r in conn.execute(select(keys.c.purpose, keys.c.material))}
             found = keys_of(rows, backend, unlock)
             return OpenPool(row.id, row.uuid, row.kind, backend, found, CodecConfig.from_json(row.codec))
         config = pool_config or {"kind": "local", "path": str(data_dir / "pool")}
-        backend = open_backend(config, cache_dir=cache_dir)
+        backend = open_backend(config, cache_dir=cache_dir, spool_dir=spool_dir)
         if backend.stat(POOL_FILE) is not None:
             raise PoolMismatch(
                 f"{backend.describe()} holds a pool the catalog does not know; "

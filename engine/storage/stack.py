@@ -9,10 +9,9 @@ The stack, from the backend out (each layer wraps the one before):
   retry       retries errors that say they are temporary; a throttled call
               has already set ratelimit's pause, which its retry waits out
   verify      read back after write; its GETs and re-PUTs are retried
+  spool       durable write-back: writes land on local disk and drain
+              through verify, retry and ratelimit in the background
   read cache  outermost: a hit costs no request at all
-
-The write-back spool will sit between verify and the read cache: writes
-land in it durably and drain through verify, retry and ratelimit.
 
 Configuration: the backend's settings plus an optional `filters` object,
 e.g. `{"kind": "s3", "bucket": "b", "filters": {"ratelimit": {"requests":
@@ -33,17 +32,22 @@ from .local import LocalBackend
 from .memory import MemoryBackend
 from .readcache import ReadCache
 from .retry import Retry
+from .spool import Spool
 
-FILTERS = ("ratelimit", "retry", "verify", "cache")
+FILTERS = ("ratelimit", "retry", "verify", "spool", "cache")
+PACK_LIMIT = 64 << 20  # a spool must hold at least a few packs
 CACHE_BYTES = 2 << 30  # 2 GiB: 128 packs, the working set of a restore of a few GiB
 
 
-def open_backend(config: dict[str, Any], *, cache_dir: str | os.PathLike[str] | None = None) -> Backend:
+def open_backend(
+    config: dict[str, Any], *, cache_dir: str | os.PathLike[str] | None = None,
+    spool_dir: str | os.PathLike[str] | None = None,
+) -> Backend:  # fmt: skip
     """`config` is the pool's backend configuration as stored in the catalog.
 
-    `cache_dir` is where this machine keeps the pool's read cache (each
-    instance of a deployment has its own); a `path` in the cache's settings
-    overrides it.
+    `cache_dir` is where this machine keeps the pool's read cache, `spool_dir`
+    its write-back spool (each instance of a deployment has its own); a
+    `path` in the filter's settings overrides either.
     """
     filters = config.get("filters", {})
     if not isinstance(filters, dict) or set(filters) - set(FILTERS):
@@ -56,6 +60,8 @@ def open_backend(config: dict[str, Any], *, cache_dir: str | os.PathLike[str] | 
         backend = Retry(backend, **_retry_settings(retry))
     if "verify" in filters:
         backend = verify.from_config(backend, filters["verify"])
+    if "spool" in filters:
+        backend = _spool(backend, filters["spool"], spool_dir)
     if "cache" in filters:
         backend = _read_cache(backend, filters["cache"], cache_dir)
     return backend
@@ -95,3 +101,15 @@ def _read_cache(backend: Backend, config: object, cache_dir: str | os.PathLike[s
     if not isinstance(max_bytes, int) or max_bytes < 0:
         raise InvalidArgument("cache max_bytes must be a number of bytes")
     return ReadCache(backend, Path(path), max_bytes)
+
+
+def _spool(backend: Backend, config: object, spool_dir: str | os.PathLike[str] | None) -> Backend:
+    if not isinstance(config, dict) or set(config) - {"path", "max_bytes"}:
+        raise InvalidArgument("spool settings are an object of path, max_bytes")
+    path = config.get("path", spool_dir)
+    if path is None:
+        raise InvalidArgument("the spool needs a directory: give its path")
+    max_bytes = config.get("max_bytes")
+    if max_bytes is not None and (not isinstance(max_bytes, int) or max_bytes < PACK_LIMIT):
+        raise InvalidArgument(f"spool max_bytes must be a number of bytes, at least {PACK_LIMIT}")
+    return Spool(backend, Path(path), max_bytes)

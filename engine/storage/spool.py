@@ -1,0 +1,199 @@
+"""The write-back spool: a put lands durably on local disk and drains to the pool in the background.
+
+A backup finishes at local-disk speed however slow the pool is, and keeps
+going while the pool is offline. The queue is the spool directory itself, so
+it survives restarts: opening a spool queues again whatever is in it. Reads
+of a key still queued come from the spool. Every put is numbered;
+`drained_through()` says up to which number everything has reached the pool
+(the deployment shows a snapshot as stored from then on).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import ObjectNotFound
+from .backend import Backend
+from .filter import Filter
+from .local import LocalBackend
+
+log = logging.getLogger(__name__)
+BACKOFF_MAX = 30.0  # seconds between attempts while the pool stays unreachable
+
+
+class Spool(Filter):
+    """Thread-safe. `_lock` (with `_changed`) guards the queue, the numbers and the state."""
+
+    def __init__(self, inner: Backend, directory: str | os.PathLike[str], max_bytes: int | None = None):
+        super().__init__(inner)
+        self.local = LocalBackend(directory)
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._queue: OrderedDict[str, tuple[int, int]] = OrderedDict()  # key -> (number, size)
+        self._draining: set[str] = set()
+        self._deleted: set[str] = set()  # deleted while its upload ran: delete again after
+        self._seq = 0
+        self._bytes = 0
+        self.online = True
+        self.last_error: str | None = None
+        self._stop = False
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        for key, size in sorted(self.local.list(), key=lambda ks: _mtime(self.local.root / ks[0])):
+            self._enqueue(key, size)
+        if self._queue:
+            log.info("spool: %d objects (%d bytes) from before a restart to drain", len(self._queue), self._bytes)
+        workers = max(1, inner.properties.connections)
+        self._threads = [threading.Thread(target=self._drain, name="cairn-drain", daemon=True) for _ in range(workers)]
+        for t in self._threads:
+            t.start()
+
+    def _enqueue(self, key: str, size: int) -> int:
+        self._seq += 1
+        old = self._queue.pop(key, None)
+        if old is not None:
+            self._bytes -= old[1]
+        self._queue[key] = (self._seq, size)
+        self._bytes += size
+        return self._seq
+
+    # -- the Backend calls ---------------------------------------------------
+
+    def put(self, key: str, data: bytes | memoryview) -> None:
+        with self._changed:
+            while self.max_bytes is not None and self._bytes and self._bytes + len(data) > self.max_bytes:
+                self._changed.wait(1.0)  # full: wait for the drain (back-pressure, not an error)
+        self.local.put(key, data)  # durable on return; a full disk raises NoSpace
+        with self._changed:
+            self._deleted.discard(key)
+            self._enqueue(key, len(data))
+            self._changed.notify_all()
+
+    def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        if key in self._queue:
+            try:
+                return self.local.get(key, offset, length)
+            except ObjectNotFound:
+                pass  # drained meanwhile
+        return self.inner.get(key, offset, length)
+
+    def stat(self, key: str) -> int | None:
+        queued = self._queue.get(key)
+        return queued[1] if queued is not None else self.inner.stat(key)
+
+    def delete(self, key: str) -> None:
+        with self._changed:
+            queued = self._queue.pop(key, None)
+            if queued is not None:
+                self._bytes -= queued[1]
+                if key in self._draining:
+                    self._deleted.add(key)
+            self._changed.notify_all()
+        if queued is not None:
+            self.local.delete(key)
+        self.inner.delete(key)
+
+    def list(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        with self._lock:
+            queued = {k: size for k, (_, size) in self._queue.items() if k.startswith(prefix)}
+        for key, size in self.inner.list(prefix):
+            if key not in queued:
+                yield key, size
+        yield from sorted(queued.items())
+
+    def describe(self) -> str:
+        return f"{self.inner.describe()} (write-back spool in {self.local.root})"
+
+    # -- draining ------------------------------------------------------------
+
+    def backlog(self) -> tuple[int, int]:
+        """Objects and bytes not yet in the pool."""
+        with self._lock:
+            return len(self._queue), self._bytes
+
+    def mark(self) -> int:
+        """The number of the last put so far."""
+        with self._lock:
+            return self._seq
+
+    def drained_through(self) -> int:
+        """Every put numbered up to this has reached the pool."""
+        with self._lock:
+            if not self._queue:
+                return self._seq
+            return min(n for n, _ in self._queue.values()) - 1
+
+    def wait_drained(self, timeout: float | None = None) -> bool:
+        end = None if timeout is None else time.monotonic() + timeout
+        with self._changed:
+            while self._queue:
+                left = None if end is None else end - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._changed.wait(left)
+            return True
+
+    def close(self) -> None:
+        """Stop draining; what is queued stays on disk for the next start."""
+        with self._changed:
+            self._stop = True
+            self._changed.notify_all()
+        for t in self._threads:
+            t.join()
+
+    def _next(self) -> str | None:
+        with self._changed:
+            while not self._stop:
+                for key in self._queue:
+                    if key not in self._draining:
+                        self._draining.add(key)
+                        return key
+                self._changed.wait()
+            return None
+
+    def _drain(self) -> None:
+        delay = 0.1
+        while (key := self._next()) is not None:
+            try:
+                self._upload(key)
+                delay = 0.1
+            except Exception as e:  # the pool is unreachable or failing: keep the object, try again later
+                with self._changed:
+                    self._draining.discard(key)
+                    self.online, self.last_error = False, str(e)
+                log.warning("spool: cannot drain %s (%s); retrying in %.1f s", key, e, delay)
+                with self._changed:
+                    self._changed.wait(delay)
+                delay = min(BACKOFF_MAX, delay * 2)
+
+    def _upload(self, key: str) -> None:
+        with self._lock:
+            queued = self._queue.get(key)
+        if queued is not None:
+            self.inner.put(key, self.local.get(key))
+        with self._changed:
+            self._draining.discard(key)
+            self.online, self.last_error = True, None
+            gone = key in self._deleted  # deleted while uploading: the upload must not bring it back
+            self._deleted.discard(key)
+            current = self._queue.get(key)
+            if not gone and current is not None and queued is not None and current[0] == queued[0]:
+                del self._queue[key]
+                self._bytes -= current[1]
+                self.local.delete(key)  # under the lock: a new put of the key may not come between
+            self._changed.notify_all()
+        if gone:
+            self.inner.delete(key)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
