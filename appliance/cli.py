@@ -467,6 +467,40 @@ def pool_scrub(ctx: Context, as_json: bool) -> None:
         sys.exit(EXIT_PARTIAL)
 
 
+@main.group("maintenance")
+def maintenance_group() -> None:
+    """Maintenance mode: the deployment read-only for every process, cleanly."""
+
+
+@command(maintenance_group, "on")
+@click.option("--reason", default="maintenance", help="Shown to clients whose writes are refused.")
+def maintenance_on(ctx: Context, reason: str, as_json: bool) -> None:
+    """Refuse writes (mount, WebDAV, backups); reads, scrub and gc go on."""
+    with ctx.open() as dep:
+        dep.set_maintenance(reason)
+        flag = dep.maintenance
+    output.emit_json({"maintenance": flag}) if as_json else output.say(f"maintenance mode on: {reason}")
+
+
+@command(maintenance_group, "off")
+def maintenance_off(ctx: Context, as_json: bool) -> None:
+    """Take writes again."""
+    with ctx.open() as dep:
+        dep.set_maintenance(None)
+    output.emit_json({"maintenance": None}) if as_json else output.say("maintenance mode off")
+
+
+@command(maintenance_group, "status")
+def maintenance_status(ctx: Context, as_json: bool) -> None:
+    """Whether the deployment is in maintenance mode."""
+    with ctx.open() as dep:
+        flag = dep.maintenance
+    if as_json:
+        output.emit_json({"maintenance": flag})
+    else:
+        output.say(f"maintenance mode on: {flag['reason']}" if flag else "maintenance mode off")
+
+
 @main.group("catalog")
 def catalog_group() -> None:
     """The catalog: the database of blobs, sources and snapshots."""

@@ -37,6 +37,8 @@ class SnapshotMaker(Protocol):
 
     def create_snapshot(self, source: str, name: str | None = None) -> SnapshotInfo: ...
 
+    def check_writable(self) -> None: ...
+
 
 @dataclass
 class BackupStats:
@@ -216,5 +218,6 @@ def backup_and_snapshot(
     deployment: SnapshotMaker, source: str, path: str | bytes, name: str | None = None,
     progress: Progress | None = None,
 ) -> tuple[SnapshotInfo, BackupStats]:  # fmt: skip
+    deployment.check_writable()
     stats = backup(deployment.working_tree(source), deployment.blobs, path, progress)
     return deployment.create_snapshot(source, name), stats

@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, update
 
-from . import leases, snapshots
+from . import leases, maintenance, snapshots
 from .blobstore import BlobStore
 from .catalog import Catalog, open_catalog
 from .catalog.schema import blobs, dirents, inodes, keys, packs, pools, sources
@@ -76,6 +76,8 @@ class Deployment:
         self._trees: dict[str, WorkingTree] = {}
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
+        self.maintenance = maintenance.read(catalog)
+        self._maintenance_read = time.monotonic()
         self.spool = find_layer(self.backend, Spool)
         # Committed snapshots (uuid) and the spool number that must drain before they are stored.
         self._committed: dict[str, int] = {}
@@ -138,6 +140,9 @@ class Deployment:
                 self.blobs.flush_if_older(PACK_MAX_AGE)
                 self.commit()
                 self.mark_stored()
+                if time.monotonic() - self._maintenance_read > maintenance.REFRESH:
+                    self.maintenance = maintenance.read(self.catalog)
+                    self._maintenance_read = time.monotonic()
             except Exception:
                 log.exception("background commit failed; retrying")
             # Apart from the commit: failing commits must not let the lease expire.
@@ -153,6 +158,20 @@ class Deployment:
         """Sources whose working tree this process holds (and leases)."""
         with self._lock:
             return [tree.source_id for tree in self._trees.values()]
+
+    def check_writable(self) -> None:
+        """ReadOnly while the deployment is in maintenance mode."""
+        maintenance.refuse(self.maintenance)
+
+    def set_maintenance(self, reason: str | None) -> None:
+        """Enter maintenance mode (with a reason), or leave it (None)."""
+        if reason is not None:
+            self.maintenance = {"reason": reason}  # refuse new writes here at once
+            self.commit()
+            self.blobs.flush()
+            self.commit()  # rows whose chunks just became stored
+        maintenance.write(self.catalog, reason)
+        self.maintenance = maintenance.read(self.catalog)
 
     def mark_stored(self) -> list[str]:
         """Committed snapshots whose blobs the spool has drained into the pool become stored."""
@@ -249,6 +268,7 @@ class Deployment:
 
     def add_source(self, name: str) -> SourceInfo:
         check_label(name, "source")
+        self.check_writable()
 
         with self.catalog.engine.begin() as conn:
             if conn.execute(select(sources.c.id).where(sources.c.name == name)).first():
@@ -281,6 +301,7 @@ class Deployment:
             return [SourceInfo(*row) for row in conn.execute(q)]
 
     def remove_source(self, name: str) -> None:
+        self.check_writable()
         with self.catalog.engine.connect() as conn:
             self._source_id(conn, name)
             if snapshots.list_rows(conn, name):
@@ -314,6 +335,7 @@ class Deployment:
     # -- snapshots -----------------------------------------------------------
 
     def create_snapshot(self, source: str, name: str | None = None) -> SnapshotInfo:
+        self.check_writable()
         """Freeze the working tree; returns once the snapshot is committed."""
         tree = self.working_tree(source)
         with self.catalog.engine.connect() as conn:
@@ -358,6 +380,7 @@ class Deployment:
         return SnapshotView(self.trees, self.snapshot_info(source, name).root, f"{source} @ {name}")
 
     def delete_snapshot(self, source: str, name: str) -> None:
+        self.check_writable()
         info = self.snapshot_info(source, name)
         with self.catalog.engine.begin() as conn:
             conn.execute(delete(snapshot_rows).where(snapshot_rows.c.uuid == info.uuid))

@@ -17,6 +17,7 @@ class MountView(MountReader):
     def _working(self, number: int) -> tuple[Node, WorkingTree]:
         node = node_of(number)
         if node.space == WORKING:
+            self.dep.check_writable()
             return node, self.tree(node.owner)
         if node.space == SNAPSHOT:
             raise ReadOnly("snapshots are read-only")
