@@ -77,7 +77,7 @@ def test_cli_backs_up_into_an_s3_pool_and_restores_it(tmp_path: Path, s3_config:
     assert isinstance(backed_up, dict) and backed_up["errors"] == []
     cairn(data, "restore", "h1", "one", str(out))
     assert rsync_differences(src, out) == []
-    check = cairn_json(data, "pool", "check")
+    check = cairn_json(data, "pool", "scrub")
     assert isinstance(check, dict) and check["ok"] and check["packs"] >= 1
     assert any((data / "cache" / "file" / "packs").rglob("*"))  # the restore read through the cache
     s3 = S3Backend(s3_config)
