@@ -144,3 +144,32 @@ def test_bad_spool_settings_are_refused(tmp_path: Path, bad: dict[str, Any]) -> 
 
     with pytest.raises(InvalidArgument):
         open_backend({"kind": "local", "path": str(tmp_path), "filters": bad}, spool_dir=tmp_path / "s")
+
+
+def test_a_full_spool_disk_fails_the_backup_cleanly_and_loses_nothing(tmp_path: Path) -> None:
+    from engine.backup import backup_and_snapshot
+    from engine.errors import NoSpace
+    from engine.restore import restore
+
+    from .test_faults import tmpfs
+
+    data = tmp_path / "data"
+    first, second = tmp_path / "first", tmp_path / "second"
+    for tree, size in ((first, 12 << 20), (second, 12 << 20)):  # one pack each: both do not fit at once
+        tree.mkdir()
+        (tree / "f").write_bytes(os.urandom(size))
+    with tmpfs(data / "writeback", "20m"), Deployment.open(data, pool_config=_spooled_config(tmp_path)) as dep:
+        assert dep.spool is not None
+        gate = Gate(dep.spool.inner)
+        dep.spool.inner = gate  # offline: nothing drains, the spool disk fills
+        dep.add_source("h1")
+        backup_and_snapshot(dep, "h1", str(first), "one")
+        with pytest.raises(NoSpace):
+            backup_and_snapshot(dep, "h1", str(second), "two")
+        assert [s.name for s in dep.list_snapshots()] == ["one"]
+        gate.open.set()  # online again: the spool drains, the disk has room
+        assert dep.spool.wait_drained(WAIT)
+        backup_and_snapshot(dep, "h1", str(second), "two")
+        for name, tree in (("one", first), ("two", second)):
+            restore(dep.snapshot("h1", name), b"", str(tmp_path / "out" / name))
+            assert rsync_differences(tree, tmp_path / "out" / name) == []
