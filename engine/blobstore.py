@@ -21,7 +21,7 @@ from .cache import BlobCache, check_may_block, memory_only
 from .catalog import Catalog
 from .catalog.schema import blobs, packs
 from .codec import Codec
-from .errors import CorruptBlob, ObjectNotFound
+from .errors import CairnError, CorruptBlob, ObjectNotFound
 from .ids import IdKey, short
 from .inflight import InFlight
 from .packs import DATA, PACK_TARGET, TREE, PackBuilder, pack_key
@@ -36,6 +36,9 @@ BATCH_BYTES = 256 << 10
 # Blobs queued for prefetch at most: a listing's small files (<= 16 MiB) or a
 # read-ahead; more would only evict from the 64 MiB cache what was fetched first.
 PREFETCH_QUEUE = 2048
+# Writes wait for an unreachable pool this long, trying again every 1 s doubling to 30 s.
+PAUSE_MAX = 3600.0
+PAUSE_FIRST, PAUSE_STEP = 1.0, 30.0
 FETCH_WAIT = 60.0  # seconds a read waits for a prefetch of the same blob before reading itself
 
 
@@ -110,6 +113,8 @@ class BlobStore:
         self._unsent: list[_Sealed] = []
         self._failure: BaseException | None = None  # sticky: an encode failed
         self._upload_failure: BaseException | None = None  # until a flush succeeds
+        self.offline: str | None = None  # why the pool did not answer, while writes pause
+        self.pause_max = PAUSE_MAX
         self._flush_lock = threading.Lock()
         connections = max(1, backend.properties.connections)
         self._encoders = ThreadPoolExecutor(encoders, thread_name_prefix="cairn-encode")
@@ -157,6 +162,7 @@ class BlobStore:
     def put(self, data: bytes, kind: int = DATA) -> bytes:
         """Accept a chunk or tree; returns its id at once, encodes in the background."""
         blob_id = self.id_key.id_of(data)
+        self._pause_while_offline()
         with self._lock:
             self._raise_failure()
             length = self._known.get(blob_id)
@@ -292,7 +298,35 @@ class BlobStore:
                 self._unsent.remove(sealed)
 
     def flush(self) -> None:
-        """Return once every accepted blob is stored and indexed."""
+        """Return once every accepted blob is stored and indexed.
+
+        While the pool is unreachable (an error that says it is temporary)
+        this waits and tries again, up to `pause_max` seconds: writes pause
+        and resume by themselves, and nothing accepted is dropped.
+        """
+        delay, waited = PAUSE_FIRST, 0.0
+        while True:
+            try:
+                self._flush_once()
+                self.offline = None
+                return
+            except CairnError as e:
+                if not e.temporary or waited >= self.pause_max:
+                    raise
+                self.offline = str(e)
+                log.warning("pool unreachable (%s): writes paused; trying again in %.1f s", e, delay)
+                time.sleep(delay)
+                waited += delay
+                delay = min(delay * 2, PAUSE_STEP)
+
+    def _pause_while_offline(self) -> None:
+        with self._lock:
+            failure = self._upload_failure
+        if isinstance(failure, CairnError) and failure.temporary:
+            check_may_block()
+            self.flush()
+
+    def _flush_once(self) -> None:
         with self._flush_lock:
             self._wait_encoders()
             with self._lock:
@@ -316,7 +350,7 @@ class BlobStore:
             due = self._open.entries and time.monotonic() - self._open_since >= seconds
             due = due or self._upload_failure is not None
         if due:
-            self.flush()
+            self._flush_once()  # the caller comes back soon: no pausing here
 
     def _wait_encoders(self) -> None:
         self._submit_batch()

@@ -247,3 +247,50 @@ def test_close_with_an_open_unlinked_file(data_dir: Path) -> None:
         tree.unlink(ROOT, b"f")
     with Deployment.open(data_dir) as dep:
         assert dep.working_tree("h1").listdir(ROOT) == []
+
+
+class Unreachable(Flaky):
+    """Puts of packs fail as an unreachable service's do: temporarily."""
+
+    def put(self, key: str, data: bytes) -> None:
+        if self.broken and key.startswith("packs/"):
+            raise errors.BackendError("pool unreachable (injected)", temporary=True)
+        self.inner.put(key, data)
+
+
+def test_writes_pause_while_the_pool_is_unreachable_and_resume(data_dir: Path) -> None:
+    import threading
+
+    with Deployment.open(data_dir) as dep:
+        pool = Unreachable(dep.blobs.backend)
+        dep.blobs.backend = pool
+        dep.add_source("h1")
+        tree = dep.working_tree("h1")
+        pool.broken = True
+        big = os.urandom(20 << 20)
+        failed: list[BaseException] = []
+
+        def back_up() -> None:
+            try:
+                _write(tree, ROOT, b"big", big)
+                dep.create_snapshot("h1", "s")
+            except BaseException as e:
+                failed.append(e)
+
+        writer = threading.Thread(target=back_up)
+        writer.start()
+        deadline = time.monotonic() + 60
+        while dep.blobs.offline is None:  # paused, not failed
+            assert time.monotonic() < deadline and writer.is_alive(), failed
+            time.sleep(0.05)
+        assert "unreachable" in dep.blobs.offline and dep.list_snapshots() == []
+        pool.broken = False  # the pool answers again: the backup goes on by itself
+        writer.join(120)
+        assert not writer.is_alive() and not failed
+        assert dep.snapshot("h1", "s").read(b"big") == big and dep.blobs.offline is None
+        pool.broken = True
+        dep.blobs.pause_max = 0.5  # a pool that stays away: the error reaches the writer in the end
+        _write(tree, ROOT, b"more", os.urandom(20 << 20))
+        with pytest.raises(errors.BackendError):
+            dep.blobs.flush()
+        pool.broken = False
