@@ -368,7 +368,8 @@ def pool_list(ctx: Context, as_json: bool) -> None:
     row = dict(usage)
     for key in ("stored_bytes", "unique_bytes", "snapshot_bytes"):
         row[key] = output.human_bytes(usage[key])
-    output.table([row], ["kind", "backend", "packs", "blobs", "stored_bytes", "snapshot_bytes", "ratio", "zstd_level"])
+    columns = ["kind", "backend", "state", "packs", "blobs", "stored_bytes", "snapshot_bytes", "ratio", "zstd_level"]
+    output.table([row], columns + (["spool_objects"] if usage["spool_objects"] else []))
 
 
 @command(pool, "configure")

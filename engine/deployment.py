@@ -242,7 +242,15 @@ class Deployment:
             "zstd_level": self.codec.config.level, "packs": n_packs, "blobs": n_blobs,
             "stored_bytes": int(stored), "unique_bytes": int(unique), "snapshot_bytes": int(logical),
             "ratio": round(int(logical) / int(stored), 2) if stored else None,
+            "encrypted": self.pool.keys.encrypted, **self.pool_state(),
         }  # fmt: skip
+
+    def pool_state(self) -> dict[str, Any]:
+        """Online or offline (and why), the write-back spool's backlog, maintenance mode."""
+        offline = self.blobs.offline or (self.spool.last_error if self.spool and not self.spool.online else None)
+        backlog = self.spool.backlog() if self.spool else (0, 0)
+        return {"state": "offline" if offline else "online", "offline_reason": offline,
+                "spool_objects": backlog[0], "spool_bytes": backlog[1], "maintenance": self.maintenance}  # fmt: skip
 
     def free_bytes(self) -> int:
         """Free space where the pool lives, or 0 if the backend cannot tell."""
