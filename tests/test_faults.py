@@ -161,10 +161,12 @@ def test_backup_waits_for_nothing_when_killed_mid_snapshot_and_rerun(tmp_path: P
 
 
 class Flaky:
-    """A backend that fails every put while `broken` is set: a full or unreachable pool."""
+    """A backend that fails every put of a pack while `broken` is set: a full pool (or, given
+    another error, an unreachable one)."""
 
-    def __init__(self, inner):  # type: ignore[no-untyped-def]
+    def __init__(self, inner, error=lambda: errors.NoSpace("pool is full (injected)")):  # type: ignore[no-untyped-def]
         self.inner = inner
+        self.error = error
         self.broken = False
 
     def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
@@ -172,7 +174,7 @@ class Flaky:
 
     def put(self, key: str, data: bytes) -> None:
         if self.broken and key.startswith("packs/"):
-            raise errors.NoSpace("pool is full (injected)")
+            raise self.error()
         self.inner.put(key, data)
 
 
@@ -249,20 +251,11 @@ def test_close_with_an_open_unlinked_file(data_dir: Path) -> None:
         assert dep.working_tree("h1").listdir(ROOT) == []
 
 
-class Unreachable(Flaky):
-    """Puts of packs fail as an unreachable service's do: temporarily."""
-
-    def put(self, key: str, data: bytes) -> None:
-        if self.broken and key.startswith("packs/"):
-            raise errors.BackendError("pool unreachable (injected)", temporary=True)
-        self.inner.put(key, data)
-
-
 def test_writes_pause_while_the_pool_is_unreachable_and_resume(data_dir: Path) -> None:
     import threading
 
     with Deployment.open(data_dir) as dep:
-        pool = Unreachable(dep.blobs.backend)
+        pool = Flaky(dep.blobs.backend, lambda: errors.BackendError("pool unreachable (injected)", temporary=True))
         dep.blobs.backend = pool
         dep.add_source("h1")
         tree = dep.working_tree("h1")
