@@ -541,3 +541,6 @@ def catalog_rebuild(ctx: Context, force: bool, pool_file: Any, as_json: bool) ->
         )
     if report.problems:
         sys.exit(EXIT_PARTIAL)
+
+
+from . import cli_admin  # noqa: E402, F401  (registers serve, user, group, assign)

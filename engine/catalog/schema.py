@@ -139,3 +139,67 @@ settings = Table(
     Column("key", String(255), primary_key=True),
     Column("value", Text, nullable=False),
 )
+
+# -- the appliance's tables: accounts, access to sources, jobs ------------------
+
+groups = Table(
+    "groups",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("created", Float, nullable=False),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("password", Text, nullable=False),  # scrypt$n$r$p$salt$hash, never the password
+    Column("admin", Boolean, nullable=False),  # may do everything, in every group
+    Column("created", Float, nullable=False),
+)
+
+memberships = Table(
+    "memberships",
+    metadata,
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("group_id", Integer, ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+    Column("role", String(16), nullable=False),  # admin | operator | member
+)
+
+source_access = Table(
+    "source_access",
+    metadata,
+    Column("source_id", Integer, ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True),
+    Column("group_id", Integer, ForeignKey("groups.id", ondelete="SET NULL")),
+    Column("owner_id", Integer, ForeignKey("users.id", ondelete="SET NULL")),
+)
+
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("digest", LargeBinary(32), nullable=False, unique=True),  # SHA-256 of the token
+    Column("created", Float, nullable=False),
+    Column("last_used", Float),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("source_id", Integer, ForeignKey("sources.id", ondelete="SET NULL")),
+    Column("params", Text, nullable=False),  # JSON
+    Column("state", String(16), nullable=False, index=True),  # queued | running | done | failed
+    Column("progress", Text),  # JSON, while running and after
+    Column("created", Float, nullable=False),
+    Column("started", Float),
+    Column("finished", Float),
+    Column("worker", String(255)),
+    Column("error", Text),
+    Column("requested_by", Integer, ForeignKey("users.id", ondelete="SET NULL")),
+)

@@ -1,0 +1,234 @@
+"""Users, groups and roles, passwords and API tokens, kept in the catalog.
+
+A role applies within a group: admin (everything in it), operator (run,
+restore and configure the group's sources), member (see and restore the
+sources they own). A user with `admin` set may do everything everywhere.
+Passwords are stored as scrypt hashes; tokens as their SHA-256 (a token is
+random, so a fast hash is enough), shown once when made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Row, delete, select, update
+
+from engine.catalog import Catalog
+from engine.catalog.schema import groups, memberships, source_access, sources, tokens, users
+from engine.errors import Exists, InvalidArgument, NotFound
+
+ROLES = ("admin", "operator", "member")
+# scrypt at N=2^14, r=8: 16 MiB and ~50 ms a login here; a guess costs an attacker the same.
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 1 << 14, 8, 1
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+PASSWORD_MIN = 8
+
+
+class BadLogin(InvalidArgument):
+    """Wrong name or password (which one is not said)."""
+
+    errno = 13
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    name: str
+    admin: bool
+    roles: dict[str, str]  # group name -> role
+
+
+def hash_password(password: str) -> str:
+    salt = os.urandom(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32)
+    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${salt.hex()}${digest.hex()}"
+
+
+def check_password(password: str, stored: str) -> bool:
+    try:
+        _, n, r, p, salt, digest = stored.split("$")
+        mine = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p), dklen=32)
+    except ValueError:
+        return False
+    return hmac.compare_digest(mine.hex(), digest)
+
+
+def check_name(name: str, what: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidArgument(f"a {what} name is 1-64 letters, digits and . _ @ - (starting with a letter or digit)")
+    return name
+
+
+class Accounts:
+    """Thread-safe: every call uses its own catalog connection."""
+
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
+
+    # -- users ---------------------------------------------------------------
+
+    def add_user(self, name: str, password: str, *, admin: bool = False) -> User:
+        check_name(name, "user")
+        if not isinstance(password, str) or len(password) < PASSWORD_MIN:
+            raise InvalidArgument(f"a password has at least {PASSWORD_MIN} characters")
+        with self.catalog.engine.begin() as conn:
+            if conn.execute(select(users.c.id).where(users.c.name == name)).first():
+                raise Exists(f"user {name!r} exists")
+            conn.execute(users.insert().values(name=name, password=hash_password(password), admin=admin,
+                                               created=time.time()))  # fmt: skip
+        return self.user(name)
+
+    def set_password(self, name: str, password: str) -> None:
+        if len(password) < PASSWORD_MIN:
+            raise InvalidArgument(f"a password has at least {PASSWORD_MIN} characters")
+        with self.catalog.engine.begin() as conn:
+            done = conn.execute(update(users).where(users.c.name == name).values(password=hash_password(password)))
+        if not done.rowcount:
+            raise NotFound(f"no user {name!r}")
+
+    def remove_user(self, name: str) -> None:
+        user = self.user(name)
+        with self.catalog.engine.begin() as conn:
+            conn.execute(delete(tokens).where(tokens.c.user_id == user.id))
+            conn.execute(delete(memberships).where(memberships.c.user_id == user.id))
+            conn.execute(update(source_access).where(source_access.c.owner_id == user.id).values(owner_id=None))
+            conn.execute(delete(users).where(users.c.id == user.id))
+
+    def user(self, name: str) -> User:
+        with self.catalog.engine.connect() as conn:
+            row = conn.execute(select(users.c.id, users.c.name, users.c.admin).where(users.c.name == name)).first()
+            if row is None:
+                raise NotFound(f"no user {name!r}")
+            return self._with_roles(conn, row)
+
+    def user_by_id(self, user_id: int) -> User | None:
+        with self.catalog.engine.connect() as conn:
+            row = conn.execute(select(users.c.id, users.c.name, users.c.admin).where(users.c.id == user_id)).first()
+            return self._with_roles(conn, row) if row is not None else None
+
+    def _with_roles(self, conn: Connection, row: Row[Any, Any, Any]) -> User:
+        uid, name, admin = int(row[0]), str(row[1]), bool(row[2])
+        q = select(groups.c.name, memberships.c.role).join(groups, groups.c.id == memberships.c.group_id)
+        roles = {g: r for g, r in conn.execute(q.where(memberships.c.user_id == uid))}
+        return User(uid, name, admin, roles)
+
+    def list_users(self) -> list[User]:
+        with self.catalog.engine.connect() as conn:
+            rows = conn.execute(select(users.c.id, users.c.name, users.c.admin).order_by(users.c.name)).all()
+            return [self._with_roles(conn, r) for r in rows]
+
+    def count_users(self) -> int:
+        with self.catalog.engine.connect() as conn:
+            return len(conn.execute(select(users.c.id)).all())
+
+    def login(self, name: str, password: str) -> User:
+        with self.catalog.engine.connect() as conn:
+            row = conn.execute(select(users.c.password).where(users.c.name == name)).first()
+        # A missing user costs the same scrypt as a wrong password: no timing tells which.
+        stored = row[0] if row is not None else hash_password(secrets.token_hex(8))
+        if not check_password(password, stored) or row is None:
+            raise BadLogin("wrong name or password")
+        return self.user(name)
+
+    # -- groups --------------------------------------------------------------
+
+    def add_group(self, name: str) -> None:
+        check_name(name, "group")
+        with self.catalog.engine.begin() as conn:
+            if conn.execute(select(groups.c.id).where(groups.c.name == name)).first():
+                raise Exists(f"group {name!r} exists")
+            conn.execute(groups.insert().values(name=name, created=time.time()))
+
+    def group_id(self, name: str) -> int:
+        with self.catalog.engine.connect() as conn:
+            gid = conn.execute(select(groups.c.id).where(groups.c.name == name)).scalar()
+        if gid is None:
+            raise NotFound(f"no group {name!r}")
+        return int(gid)
+
+    def list_groups(self) -> dict[str, dict[str, str]]:
+        """Group name -> {user name: role}."""
+        with self.catalog.engine.connect() as conn:
+            out: dict[str, dict[str, str]] = {g: {} for (g,) in conn.execute(select(groups.c.name))}
+            q = (
+                select(groups.c.name, users.c.name, memberships.c.role)
+                .join(groups, groups.c.id == memberships.c.group_id)
+                .join(users, users.c.id == memberships.c.user_id)
+            )
+            for g, u, role in conn.execute(q):
+                out[g][u] = role
+        return out
+
+    def set_role(self, group: str, user: str, role: str | None) -> None:
+        """Give a user a role in a group, or take it away (None)."""
+        if role is not None and role not in ROLES:
+            raise InvalidArgument(f"a role is one of {', '.join(ROLES)}")
+        gid, uid = self.group_id(group), self.user(user).id
+        with self.catalog.engine.begin() as conn:
+            conn.execute(delete(memberships).where(memberships.c.group_id == gid, memberships.c.user_id == uid))
+            if role is not None:
+                conn.execute(memberships.insert().values(group_id=gid, user_id=uid, role=role))
+
+    # -- sources: which group holds one, who owns it -------------------------
+
+    def assign_source(self, source: str, group: str | None, owner: str | None) -> None:
+        gid = self.group_id(group) if group else None
+        uid = self.user(owner).id if owner else None
+        with self.catalog.engine.begin() as conn:
+            sid = conn.execute(select(sources.c.id).where(sources.c.name == source)).scalar()
+            if sid is None:
+                raise NotFound(f"no source {source!r}")
+            conn.execute(delete(source_access).where(source_access.c.source_id == sid))
+            conn.execute(source_access.insert().values(source_id=sid, group_id=gid, owner_id=uid))
+
+    def source_access(self) -> dict[str, tuple[str | None, str | None]]:
+        """Source name -> (group name, owner name), for every source."""
+        q = (
+            select(sources.c.name, groups.c.name, users.c.name)
+            .select_from(sources)
+            .join(source_access, source_access.c.source_id == sources.c.id, isouter=True)
+            .join(groups, groups.c.id == source_access.c.group_id, isouter=True)
+            .join(users, users.c.id == source_access.c.owner_id, isouter=True)
+        )
+        with self.catalog.engine.connect() as conn:
+            return {s: (g, o) for s, g, o in conn.execute(q)}
+
+    # -- API tokens ----------------------------------------------------------
+
+    def add_token(self, user: User, name: str) -> str:
+        token = "cairn_" + secrets.token_urlsafe(32)
+        with self.catalog.engine.begin() as conn:
+            conn.execute(tokens.insert().values(user_id=user.id, name=name[:255], digest=_digest(token),
+                                                created=time.time()))  # fmt: skip
+        return token
+
+    def token_user(self, token: str) -> User | None:
+        with self.catalog.engine.begin() as conn:
+            row = conn.execute(select(tokens.c.id, tokens.c.user_id).where(tokens.c.digest == _digest(token))).first()
+            if row is None:
+                return None
+            conn.execute(update(tokens).where(tokens.c.id == row[0]).values(last_used=time.time()))
+        return self.user_by_id(row[1])
+
+    def list_tokens(self, user: User) -> list[dict[str, object]]:
+        with self.catalog.engine.connect() as conn:
+            rows = conn.execute(select(tokens.c.id, tokens.c.name, tokens.c.created, tokens.c.last_used)
+                                .where(tokens.c.user_id == user.id).order_by(tokens.c.id))  # fmt: skip
+            return [{"id": i, "name": n, "created": c, "last_used": lu} for i, n, c, lu in rows]
+
+    def remove_token(self, user: User, token_id: int) -> None:
+        with self.catalog.engine.begin() as conn:
+            done = conn.execute(delete(tokens).where(tokens.c.id == token_id, tokens.c.user_id == user.id))
+        if not done.rowcount:
+            raise NotFound(f"no token {token_id}")
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()

@@ -1,0 +1,139 @@
+"""`cairn serve`, `cairn user …`, `cairn group …`: the appliance's own commands (registered by cli.py)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from engine.errors import CairnError
+
+from . import output
+from .accounts import ROLES, Accounts
+from .cli import Context, command, main
+
+
+@main.command("serve")
+@click.option("--listen", default="127.0.0.1:8080", show_default=True, help="HOST:PORT for the web UI and API.")
+@click.option("--mount", "mountpoint", type=click.Path(file_okay=False, path_type=Path), help="Also mount here.")
+@click.option("--workers", type=click.IntRange(1, 16), default=2, show_default=True, help="Job worker threads.")
+@click.pass_obj
+def serve_cmd(ctx: Context, listen: str, mountpoint: Path | None, workers: int) -> None:
+    """Run the appliance: web UI at /, REST API at /api/v1, job workers, and the mount if asked."""
+    from .server import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        with ctx.open() as dep:
+            serve(dep, listen, mountpoint, workers)
+    except (CairnError, ValueError, OSError) as e:
+        output.warn(str(e), "error")
+        sys.exit(1)
+
+
+@main.group("user")
+def user_group() -> None:
+    """Users of the web UI, the API and WebDAV."""
+
+
+def _password(password_file: Path | None) -> str:
+    if password_file is not None:
+        return password_file.read_text().rstrip("\r\n")
+    return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
+
+
+@command(user_group, "add")
+@click.argument("name")
+@click.option("--admin", is_flag=True, help="May do everything, in every group.")
+@click.option("--password-file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+def user_add(ctx: Context, name: str, admin: bool, password_file: Path | None, as_json: bool) -> None:
+    """Add a user (asks for the password unless --password-file is given)."""
+    with ctx.open() as dep:
+        user = Accounts(dep.catalog).add_user(name, _password(password_file), admin=admin)
+    output.emit_json({"name": user.name, "admin": user.admin}) if as_json else output.say(f"user {name} added")
+
+
+@command(user_group, "passwd")
+@click.argument("name")
+@click.option("--password-file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+def user_passwd(ctx: Context, name: str, password_file: Path | None, as_json: bool) -> None:
+    """Set a user's password."""
+    with ctx.open() as dep:
+        Accounts(dep.catalog).set_password(name, _password(password_file))
+    output.emit_json({"name": name}) if as_json else output.say(f"password of {name} set")
+
+
+@command(user_group, "list")
+def user_list(ctx: Context, as_json: bool) -> None:
+    """List users and their roles."""
+    with ctx.open() as dep:
+        found = Accounts(dep.catalog).list_users()
+    if as_json:
+        output.emit_json([{"name": u.name, "admin": u.admin, "roles": u.roles} for u in found])
+    else:
+        shown = [{"name": u.name, "admin": u.admin, "roles": ", ".join(f"{g}:{r}" for g, r in u.roles.items())}
+                 for u in found]  # fmt: skip
+        output.table(shown, ["name", "admin", "roles"])
+
+
+@command(user_group, "remove")
+@click.argument("name")
+def user_remove(ctx: Context, name: str, as_json: bool) -> None:
+    """Remove a user (their sources stay, without an owner)."""
+    with ctx.open() as dep:
+        Accounts(dep.catalog).remove_user(name)
+    output.emit_json({}) if as_json else output.say(f"user {name} removed")
+
+
+@main.group("group")
+def group_group() -> None:
+    """Groups: a user's role applies within a group."""
+
+
+@command(group_group, "add")
+@click.argument("name")
+def group_add(ctx: Context, name: str, as_json: bool) -> None:
+    """Add a group."""
+    with ctx.open() as dep:
+        Accounts(dep.catalog).add_group(name)
+    output.emit_json({"name": name}) if as_json else output.say(f"group {name} added")
+
+
+@command(group_group, "member")
+@click.argument("group")
+@click.argument("user")
+@click.argument("role", type=click.Choice([*ROLES, "none"]))
+def group_member(ctx: Context, group: str, user: str, role: str, as_json: bool) -> None:
+    """Give USER a ROLE in GROUP (admin, operator, member), or none."""
+    with ctx.open() as dep:
+        Accounts(dep.catalog).set_role(group, user, None if role == "none" else role)
+    output.emit_json({"group": group, "user": user, "role": role}) if as_json else output.say(
+        f"{user}: {role} in {group}"
+    )
+
+
+@command(group_group, "list")
+def group_list(ctx: Context, as_json: bool) -> None:
+    """List groups and their members."""
+    with ctx.open() as dep:
+        found = Accounts(dep.catalog).list_groups()
+    if as_json:
+        output.emit_json(found)
+    else:
+        output.table([{"group": g, "members": ", ".join(f"{u}:{r}" for u, r in m.items())} for g, m in found.items()],
+                     ["group", "members"])  # fmt: skip
+
+
+@command(main, "assign")
+@click.argument("source")
+@click.option("--group", help="The group that holds the source.")
+@click.option("--owner", help="The user who owns it (a member sees and restores what they own).")
+def assign(ctx: Context, source: str, group: str | None, owner: str | None, as_json: bool) -> None:
+    """Say which group holds SOURCE and who owns it."""
+    with ctx.open() as dep:
+        Accounts(dep.catalog).assign_source(source, group, owner)
+    output.emit_json({"source": source, "group": group, "owner": owner}) if as_json else output.say(
+        f"{source} assigned"
+    )

@@ -1,0 +1,170 @@
+"""Jobs: long work (snapshots, gc, scrub) as rows in the catalog, run by worker threads.
+
+Workers claim a queued job with `SELECT … FOR UPDATE SKIP LOCKED` on
+PostgreSQL, so several appliances can share one catalog; SQLite has one
+writer at a time, so a conditional UPDATE does the same there. A job's
+progress is a JSON document the UI polls or streams.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, update
+
+from engine.catalog import Catalog
+from engine.catalog.schema import jobs
+from engine.errors import CairnError, NotFound
+from engine.leases import dead_here, new_owner
+
+log = logging.getLogger(__name__)
+POLL = 1.0  # seconds between looks at the queue when nothing wakes a worker
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    kind: str
+    params: dict[str, Any]
+    state: str
+    progress: dict[str, Any] | None
+    created: float
+    started: float | None
+    finished: float | None
+    error: str | None
+    source_id: int | None
+    requested_by: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+Progress = Callable[[dict[str, Any]], None]
+Handler = Callable[[Job, Progress], dict[str, Any] | None]
+
+
+class JobQueue:
+    """Thread-safe: every call uses its own catalog connection."""
+
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
+        self.wake = threading.Event()
+
+    def submit(self, kind: str, params: dict[str, Any], *, source_id: int | None = None,
+               user_id: int | None = None) -> Job:  # fmt: skip
+        with self.catalog.engine.begin() as conn:
+            job_id = Catalog.insert_id(conn, jobs.insert().values(
+                kind=kind, params=json.dumps(params), state="queued", created=time.time(),
+                source_id=source_id, requested_by=user_id,
+            ))  # fmt: skip
+        self.wake.set()
+        return self.get(job_id)
+
+    def get(self, job_id: int) -> Job:
+        with self.catalog.engine.connect() as conn:
+            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
+        if row is None:
+            raise NotFound(f"no job {job_id}")
+        return _job(row)
+
+    def list(self, limit: int = 100, state: str | None = None) -> list[Job]:
+        q = select(jobs).order_by(jobs.c.id.desc()).limit(limit)
+        if state is not None:
+            q = q.where(jobs.c.state == state)
+        with self.catalog.engine.connect() as conn:
+            return [_job(r) for r in conn.execute(q)]
+
+    def claim(self, worker: str) -> Job | None:
+        with self.catalog.engine.begin() as conn:
+            q = select(jobs.c.id).where(jobs.c.state == "queued").order_by(jobs.c.id).limit(1)
+            if self.catalog.dialect == "postgresql":
+                q = q.with_for_update(skip_locked=True)
+            job_id = conn.execute(q).scalar()
+            if job_id is None:
+                return None
+            claimed = conn.execute(
+                update(jobs).where(jobs.c.id == job_id, jobs.c.state == "queued")
+                .values(state="running", started=time.time(), worker=worker)
+            )  # fmt: skip
+            if not claimed.rowcount:
+                return None  # another worker was first
+        return self.get(job_id)
+
+    def report(self, job_id: int, progress: dict[str, Any]) -> None:
+        with self.catalog.engine.begin() as conn:
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(progress=json.dumps(progress)))
+
+    def finish(self, job_id: int, result: dict[str, Any] | None, error: str | None) -> None:
+        values: dict[str, Any] = {"state": "failed" if error else "done", "finished": time.time(), "error": error}
+        if result is not None:
+            values["progress"] = json.dumps(result)
+        with self.catalog.engine.begin() as conn:
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
+
+    def fail_orphans(self) -> int:
+        """Jobs left running by a process of this host that died: failed, with a reason."""
+        with self.catalog.engine.begin() as conn:
+            rows = conn.execute(select(jobs.c.id, jobs.c.worker).where(jobs.c.state == "running")).all()
+            dead = [i for i, w in rows if w and dead_here(w)]
+            if dead:
+                conn.execute(update(jobs).where(jobs.c.id.in_(dead)).values(
+                    state="failed", finished=time.time(), error="the process running it ended"))  # fmt: skip
+        return len(dead)
+
+
+class Runner:
+    """Worker threads that run queued jobs with the handler registered for their kind."""
+
+    def __init__(self, queue: JobQueue, handlers: dict[str, Handler], workers: int = 2):
+        self.queue = queue
+        self.handlers = handlers
+        self.owner = new_owner()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._work, name=f"cairn-job-{i}", daemon=True)
+                         for i in range(workers)]  # fmt: skip
+
+    def start(self) -> None:
+        self.queue.fail_orphans()
+        for t in self._threads:
+            t.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.queue.wake.set()
+        for t in self._threads:
+            t.join(timeout=60)
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            try:
+                job = self.queue.claim(self.owner)
+            except Exception:
+                log.exception("cannot claim a job; trying again")
+                job = None
+            if job is None:
+                self.queue.wake.wait(POLL)
+                self.queue.wake.clear()
+                continue
+            self._run(job)
+
+    def _run(self, job: Job) -> None:
+        handler = self.handlers.get(job.kind)
+        try:
+            if handler is None:
+                raise CairnError(f"no handler for jobs of kind {job.kind!r}")
+            result = handler(job, lambda p: self.queue.report(job.id, p))
+            self.queue.finish(job.id, result, None)
+        except Exception as e:
+            log.warning("job %d (%s) failed: %s", job.id, job.kind, e, exc_info=not isinstance(e, CairnError))
+            self.queue.finish(job.id, None, str(e) or type(e).__name__)
+
+
+def _job(row: Any) -> Job:
+    return Job(row.id, row.kind, json.loads(row.params), row.state, json.loads(row.progress) if row.progress else None,
+               row.created, row.started, row.finished, row.error, row.source_id, row.requested_by)  # fmt: skip

@@ -1,0 +1,131 @@
+"""The OpenAPI 3.1 document of /api/v1, served at /api/v1/openapi.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _obj(required: list[str], **props: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": props, "additionalProperties": False}
+
+
+STR = {"type": "string"}
+NAME = {"type": "string", "minLength": 1, "maxLength": 255}
+ERROR = {"description": "error", "content": {"application/json": {"schema": _obj(["error"], error=STR)}}}
+
+
+def _op(summary: str, *, body: dict[str, Any] | None = None, ok: str = "200", params: list[str] = (),  # type: ignore[assignment]
+        query: list[str] = ()) -> dict[str, Any]:  # type: ignore[assignment]  # fmt: skip
+    op: dict[str, Any] = {
+        "summary": summary,
+        "responses": {
+            ok: {"description": "done", "content": {"application/json": {"schema": {}}}},
+            "400": ERROR,
+            "401": ERROR,
+            "403": ERROR,
+            "404": ERROR,
+            "409": ERROR,
+        },
+    }
+    parameters = [{"name": p, "in": "path", "required": True, "schema": NAME} for p in params]
+    parameters += [{"name": q, "in": "query", "required": False, "schema": STR} for q in query]
+    if parameters:
+        op["parameters"] = parameters
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    return op
+
+
+SPEC: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "Cairn",
+        "version": "1",
+        "description": "Sources, snapshots, the pool, jobs, users and groups of a Cairn appliance. "
+        "Authenticate with `Authorization: Bearer <token>` or a session cookie from "
+        "/login (then send its `csrf` value as `X-CSRF-Token` with changes).",
+    },
+    "components": {
+        "securitySchemes": {
+            "token": {"type": "http", "scheme": "bearer"},
+            "session": {"type": "apiKey", "in": "cookie", "name": "session"},
+        }
+    },
+    "security": [{"token": []}, {"session": []}],
+    "paths": {
+        "/api/v1/login": {
+            "post": {
+                **_op("Sign in: sets the session cookie", body=_obj(["name", "password"], name=NAME, password=STR)),
+                "security": [],
+            }
+        },
+        "/api/v1/logout": {"post": _op("Sign out")},
+        "/api/v1/me": {"get": _op("The signed-in user and the session's CSRF token")},
+        "/api/v1/tokens": {
+            "get": _op("Your API tokens"),
+            "post": _op("Make an API token (shown once)", body=_obj(["name"], name=NAME), ok="201"),
+        },
+        "/api/v1/tokens/{token_id}": {
+            "delete": {
+                **_op("Revoke an API token"),
+                "parameters": [{"name": "token_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+            }
+        },
+        "/api/v1/sources": {
+            "get": _op("The sources you may see"),
+            "post": _op("Add a source", body=_obj(["name"], name=NAME, group=NAME, owner=NAME), ok="201"),
+        },
+        "/api/v1/sources/{name}": {
+            "get": _op("A source", params=["name"]),
+            "delete": _op("Remove a source without snapshots", params=["name"]),
+        },
+        "/api/v1/sources/{name}/snapshots": {
+            "get": _op("A source's snapshots", params=["name"]),
+            "post": _op("Take a snapshot (a job)", params=["name"], body=_obj([], name=NAME), ok="202"),
+        },
+        "/api/v1/sources/{name}/snapshots/{snap}": {"delete": _op("Delete a snapshot", params=["name", "snap"])},
+        "/api/v1/sources/{name}/snapshots/{snap}/entries": {
+            "get": _op("List a directory of a snapshot", params=["name", "snap"], query=["path"])
+        },
+        "/api/v1/sources/{name}/snapshots/{snap}/file": {
+            "get": _op("Download a file of a snapshot", params=["name", "snap"], query=["path"])
+        },
+        "/api/v1/pool": {"get": _op("Pool usage and state")},
+        "/api/v1/pool/gc": {"post": _op("Collect garbage (a job; administrators)", ok="202")},
+        "/api/v1/pool/scrub": {"post": _op("Scrub the pool (a job; administrators)", ok="202")},
+        "/api/v1/jobs": {"get": _op("Recent jobs (yours; all for administrators)", query=["limit"])},
+        "/api/v1/jobs/{job_id}": {
+            "get": {
+                **_op("A job and its progress"),
+                "parameters": [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+            }
+        },
+        "/api/v1/maintenance": {
+            "get": _op("Whether the deployment is in maintenance mode"),
+            "put": _op(
+                "Enter or leave maintenance mode (administrators)",
+                body=_obj(["on"], on={"type": "boolean"}, reason=STR),
+            ),
+        },
+        "/api/v1/users": {
+            "get": _op("Users (administrators)"),
+            "post": _op(
+                "Add a user (administrators)",
+                ok="201",
+                body=_obj(["name", "password"], name=NAME, password=STR, admin={"type": "boolean"}),
+            ),
+        },
+        "/api/v1/users/{name}": {"delete": _op("Remove a user (administrators)", params=["name"])},
+        "/api/v1/groups": {
+            "get": _op("Groups and their members"),
+            "post": _op("Add a group (administrators)", body=_obj(["name"], name=NAME), ok="201"),
+        },
+        "/api/v1/groups/{group}/members/{member}": {
+            "put": _op(
+                "Give a member a role in a group, or none (null)",
+                params=["group", "member"],
+                body=_obj(["role"], role={"enum": ["admin", "operator", "member", None]}),
+            )
+        },
+    },
+}

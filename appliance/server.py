@@ -1,0 +1,80 @@
+"""`cairn serve`: the web UI, the REST API (and WebDAV) on one cheroot port, job workers, the mount.
+
+Wiring happens here and nowhere else: one Deployment, one set of services,
+handed to the web app, the job runner and the FUSE mount.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from cheroot import wsgi
+
+from engine.deployment import Deployment
+
+from .services import Services
+from .webapp import create_app
+
+log = logging.getLogger(__name__)
+
+
+def first_admin(services: Services) -> str | None:
+    """On the first start, an `admin` with a one-time password (printed once): change it after signing in."""
+    if services.accounts.count_users():
+        return None
+    password = secrets.token_urlsafe(12)
+    services.accounts.add_user("admin", password, admin=True)
+    return password
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--listen wants HOST:PORT, not {listen!r}")
+    return host.strip("[]"), int(port)
+
+
+def serve(deployment: Deployment, listen: str, mountpoint: Path | None = None, workers: int = 2) -> None:
+    """Serve until SIGTERM or SIGINT (or, with a mount, until it is unmounted)."""
+    services = Services.build(deployment, workers=workers)
+    password = first_admin(services)
+    if password is not None:
+        print(f"first start: sign in as admin with the one-time password {password}", file=sys.stderr, flush=True)
+    app = create_app(services)
+    server = wsgi.Server(parse_listen(listen), app, numthreads=16, server_name="cairn")
+    server.prepare()  # binds now: a port in use fails here, before anything else starts
+    deployment.start_flusher()
+    assert services.runner is not None
+    services.runner.start()
+    web = threading.Thread(target=server.serve, name="cairn-web", daemon=True)
+    web.start()
+    log.info("serving on http://%s:%d", *server.bind_addr[:2])
+    print(f"serving on http://{listen}", file=sys.stderr, flush=True)
+    try:
+        if mountpoint is not None:
+            from vfs.mount import serve as serve_mount
+
+            serve_mount(deployment, mountpoint)  # returns on SIGTERM/SIGINT or an unmount
+        else:
+            _wait_for_signal()
+    finally:
+        server.stop()  # from this thread: cheroot must be stopped from outside serve()
+        web.join(timeout=30)
+        services.runner.stop()
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    stop.wait()

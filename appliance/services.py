@@ -1,0 +1,56 @@
+"""The appliance's services, built once and handed to the web app, the job runner and the mount."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from engine import gc
+from engine.check import check_pool, filesystem_of, locate, pool_path, record_scrub
+from engine.deployment import Deployment
+
+from .accounts import Accounts
+from .auth import LoginLimiter
+from .jobs import Handler, Job, JobQueue, Progress, Runner
+
+
+@dataclass
+class Services:
+    deployment: Deployment
+    accounts: Accounts
+    jobs: JobQueue
+    logins: LoginLimiter
+    runner: Runner | None = None
+
+    @classmethod
+    def build(cls, deployment: Deployment, *, workers: int = 2) -> Services:
+        services = cls(deployment, Accounts(deployment.catalog), JobQueue(deployment.catalog), LoginLimiter())
+        services.runner = Runner(services.jobs, job_handlers(deployment), workers)
+        return services
+
+
+def job_handlers(dep: Deployment) -> dict[str, Handler]:
+    """What each kind of job does: long work, never inside a request or a FUSE handler."""
+
+    def snapshot(job: Job, progress: Progress) -> dict[str, Any]:
+        progress({"step": "freezing the working tree"})
+        info = dep.create_snapshot(job.params["source"], job.params.get("name"))
+        return {"snapshot": info.name, "files": info.files, "bytes": info.bytes, "state": info.state}
+
+    def collect(job: Job, progress: Progress) -> dict[str, Any]:
+        report = gc.collect(dep, progress=lambda r: progress(dataclasses.asdict(r)))
+        return dataclasses.asdict(report)
+
+    def scrub(job: Job, progress: Progress) -> dict[str, Any]:
+        import time
+
+        start = time.monotonic()
+        report = check_pool(dep.blobs, lambda r: progress({"packs": r.packs, "blobs": r.blobs, "bytes": r.bytes}))
+        locate(dep.trees, dep.list_snapshots(), report.damage)
+        path = pool_path(dep.backend)
+        summary = record_scrub(dep.catalog, report, time.monotonic() - start, filesystem_of(path) if path else None)
+        return {**summary, "damage": [{"blob": d.blob_id.hex(), "pack": d.pack, "problem": d.problem,
+                                       "affects": d.affects} for d in report.damage]}  # fmt: skip
+
+    return {"snapshot": snapshot, "gc": collect, "scrub": scrub}

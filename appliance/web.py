@@ -1,0 +1,128 @@
+"""The web UI: server-rendered pages over the same services as the API (no JS build step)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response as BaseResponse
+
+from engine.meta import Kind
+
+from . import auth
+from .access import can
+from .services import Services
+
+web = Blueprint("web", __name__, template_folder="templates", static_folder="static")
+
+
+def services() -> Services:
+    return current_app.extensions["cairn"]  # type: ignore[no-any-return]
+
+
+def page(template: str, **context: Any) -> str:
+    return render_template(template, user=auth.current_user(), csrf=auth.csrf_token(), **context)
+
+
+@web.get("/login")
+def login() -> str:
+    return page("login.html", next=request.args.get("next", "/"), error=None)
+
+
+@web.post("/login")
+def login_post() -> str | BaseResponse:
+    try:
+        auth.login(request.form.get("name", ""), request.form.get("password", ""))
+    except (auth.TooManyAttempts, Exception) as e:  # shown on the form, never a stack trace
+        return page("login.html", next=request.form.get("next", "/"), error=str(e) or "wrong name or password")
+    target = request.form.get("next", "/")
+    return redirect(target if target.startswith("/") and not target.startswith("//") else "/")
+
+
+@web.post("/logout")
+def logout() -> BaseResponse:
+    auth.current_user()  # checks the CSRF token
+    from flask import session
+
+    session.clear()
+    return redirect(url_for("web.login"))
+
+
+def _visible() -> list[dict[str, Any]]:
+    user = auth.require_user()
+    access = services().accounts.source_access()
+    out = []
+    for s in services().deployment.list_sources():
+        group, owner = access.get(s.name, (None, None))
+        if can(user, "see", group, owner):
+            out.append({"name": s.name, "group": group, "owner": owner, "snapshots": s.snapshots,
+                        "last_snapshot": s.last_snapshot, "run": can(user, "run", group, owner)})  # fmt: skip
+    return out
+
+
+@web.get("/")
+def dashboard() -> str:
+    auth.require_user()
+    return page("dashboard.html", sources=_visible(), pool=services().deployment.pool_usage(),
+                jobs=[j for j in services().jobs.list(limit=10)])  # fmt: skip
+
+
+@web.get("/sources/<name>")
+def source(name: str) -> str:
+    from .api import allowed_source
+
+    user, group, owner = allowed_source(name, "see")
+    snaps = services().deployment.list_snapshots(name)
+    return page("source.html", source=name, group=group, owner=owner, snapshots=list(reversed(snaps)),
+                run=can(user, "run", group, owner))  # fmt: skip
+
+
+@web.post("/sources/<name>/snapshots")
+def take_snapshot(name: str) -> BaseResponse:
+    from .api import allowed_source
+
+    user, _, _ = allowed_source(name, "run")
+    job = services().jobs.submit("snapshot", {"source": name, "name": request.form.get("name") or None},
+                                 source_id=services().deployment.source(name).id, user_id=user.id)  # fmt: skip
+    return redirect(url_for("web.job", job_id=job.id))
+
+
+@web.get("/sources/<name>/snapshots/<snap>/")
+def browse(name: str, snap: str) -> str:
+    from .api import allowed_source
+
+    user, group, owner = allowed_source(name, "see")
+    path = request.args.get("path", "/")
+    view = services().deployment.snapshot(name, snap)
+    entry = view.lookup(os.fsencode(path))
+    listing = sorted(view.listing(entry).values(), key=lambda e: (e.kind != Kind.DIR, e.name))
+    rows = [{"name": os.fsdecode(e.name), "dir": e.kind == Kind.DIR, "size": e.size,
+             "path": (path.rstrip("/") + "/" + os.fsdecode(e.name)), "kind": Kind(e.kind).name.lower()}
+            for e in listing]  # fmt: skip
+    parent = os.path.dirname(path.rstrip("/")) or "/"
+    return page("browse.html", source=name, snapshot=snap, path=path, parent=parent, rows=rows,
+                restore=can(user, "restore", group, owner))  # fmt: skip
+
+
+@web.get("/jobs")
+def jobs() -> str:
+    user = auth.require_user()
+    listed = [j for j in services().jobs.list(limit=100) if user.admin or j.requested_by == user.id]
+    return page("jobs.html", jobs=listed)
+
+
+@web.get("/jobs/<int:job_id>")
+def job(job_id: int) -> str:
+    user = auth.require_user()
+    found = services().jobs.get(job_id)
+    if not user.admin and found.requested_by != user.id:
+        from engine.errors import NotFound
+
+        raise NotFound(f"no job {job_id}")
+    return page("job.html", job=found)
+
+
+@web.get("/healthz")
+def health() -> Response:
+    return Response("ok\n", mimetype="text/plain")

@@ -1,0 +1,85 @@
+"""The Flask application: the REST API and the web UI over one set of services (an application factory)."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from datetime import timedelta
+
+from flask import Flask, Response, jsonify, render_template, request
+from sqlalchemy import select
+from werkzeug.exceptions import HTTPException
+
+from engine.catalog import Catalog
+from engine.catalog.schema import settings
+from engine.errors import (
+    CairnError,
+    CorruptBlob,
+    Exists,
+    InUse,
+    InvalidArgument,
+    NotEmpty,
+    NotFound,
+    NotPermitted,
+    ReadOnly,
+)
+
+from . import auth
+from .accounts import BadLogin
+from .api import api
+from .services import Services
+from .web import web
+
+log = logging.getLogger(__name__)
+MAX_BODY = 1 << 20  # API and form bodies; uploads go through WebDAV
+SECRET_KEY = "web.secret"
+_STATUS: list[tuple[type[Exception], int]] = [
+    (auth.Unauthorized, 401), (BadLogin, 401), (auth.Forbidden, 403), (NotPermitted, 403),
+    (auth.TooManyAttempts, 429), (NotFound, 404), (Exists, 409), (NotEmpty, 409), (InUse, 409),
+    (ReadOnly, 503), (InvalidArgument, 400), (CorruptBlob, 500), (CairnError, 400),
+]  # fmt: skip
+
+
+def create_app(services: Services) -> Flask:
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=_secret_key(services.deployment.catalog), MAX_CONTENT_LENGTH=MAX_BODY,
+        SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+    )  # fmt: skip
+    app.extensions["cairn"] = services
+    app.register_blueprint(api)
+    app.register_blueprint(web)
+
+    @app.errorhandler(Exception)
+    def failed(e: Exception) -> Response | tuple[Response, int] | tuple[str, int]:
+        status, message = _status(e)
+        if request.path.startswith("/api/"):
+            return jsonify({"error": message}), status
+        if status == 401:
+            from flask import redirect, url_for
+
+            return redirect(url_for("web.login", next=request.path))  # type: ignore[return-value]
+        return render_template("error.html", status=status, message=message), status
+
+    return app
+
+
+def _status(e: Exception) -> tuple[int, str]:
+    if isinstance(e, HTTPException):
+        return e.code or 500, e.description or e.name
+    for kind, status in _STATUS:
+        if isinstance(e, kind):
+            return status, str(e) or kind.__name__
+    log.error("unexpected error in a request", exc_info=e)
+    return 500, "internal error (logged)"
+
+
+def _secret_key(catalog: Catalog) -> str:
+    """Signs session cookies; kept in the catalog so sessions survive restarts and span appliances."""
+    with catalog.engine.begin() as conn:
+        key = conn.execute(select(settings.c.value).where(settings.c.key == SECRET_KEY)).scalar()
+        if key is None:
+            key = secrets.token_hex(32)
+            conn.execute(settings.insert().values(key=SECRET_KEY, value=key))
+    return str(key)

@@ -1,0 +1,183 @@
+"""The REST API and the web UI through Flask's test client: accounts, roles, CSRF, jobs, bad input."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from appliance.services import Services
+from appliance.webapp import create_app
+from engine.backup import backup_and_snapshot
+from engine.deployment import Deployment
+
+PASSWORD = "correct horse"
+# (user, admin?, {group: role})
+PEOPLE = [
+    ("root", True, {}),
+    ("boss", False, {"g1": "admin"}),
+    ("ops", False, {"g1": "operator"}),
+    ("mia", False, {"g1": "member"}),
+    ("stranger", False, {"g2": "operator"}),
+]
+# source -> (group, owner)
+SOURCES = {"a": ("g1", None), "b": ("g1", "mia"), "c": ("g2", None)}
+
+
+@pytest.fixture
+def app(tmp_path: Path, db_url: str) -> Iterator[Flask]:
+    dep = Deployment.open(tmp_path / "data", db_url)
+    services = Services.build(dep)
+    for group in ("g1", "g2"):
+        services.accounts.add_group(group)
+    for name, admin, roles in PEOPLE:
+        services.accounts.add_user(name, PASSWORD, admin=admin)
+        for group, role in roles.items():
+            services.accounts.set_role(group, name, role)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "hello.txt").write_text("hello from a snapshot\n")
+    for source, (group, owner) in SOURCES.items():
+        dep.add_source(source)
+        services.accounts.assign_source(source, group, owner)
+        backup_and_snapshot(dep, source, str(src), "s1")
+    assert services.runner is not None
+    services.runner.start()
+    app = create_app(services)
+    app.config["TESTING"] = True
+    try:
+        yield app
+    finally:
+        services.runner.stop()
+        dep.close()
+
+
+def signed_in(app: Flask, name: str) -> tuple[FlaskClient, dict[str, str]]:
+    client = app.test_client()
+    reply = client.post("/api/v1/login", json={"name": name, "password": PASSWORD})
+    assert reply.status_code == 200, reply.json
+    return client, {"X-CSRF-Token": reply.json["csrf"]}  # type: ignore[index]
+
+
+# What each person may do to each source: see (GET), restore (download), run (snapshot), configure (delete).
+EXPECT = {
+    "root": {"a": "see restore run configure", "b": "see restore run configure", "c": "see restore run configure"},
+    "boss": {"a": "see restore run configure", "b": "see restore run configure", "c": ""},
+    "ops": {"a": "see restore run configure", "b": "see restore run configure", "c": ""},
+    "mia": {"a": "", "b": "see restore", "c": ""},
+    "stranger": {"a": "", "b": "", "c": "see restore run configure"},
+}
+
+
+@pytest.mark.parametrize("person", [p[0] for p in PEOPLE])
+def test_every_role_against_every_source(app: Flask, person: str) -> None:
+    client, csrf = signed_in(app, person)
+    listed = {s["name"] for s in client.get("/api/v1/sources").json}  # type: ignore[union-attr]
+    assert listed == {s for s, may in EXPECT[person].items() if "see" in may}
+    for source, may in EXPECT[person].items():
+        hidden = 404 if "see" not in may else 403
+        base = f"/api/v1/sources/{source}"
+        checks: list[tuple[str, Any, int]] = [
+            ("see", client.get(base), 200),
+            ("see", client.get(f"{base}/snapshots/s1/entries?path=/"), 200),
+            ("restore", client.get(f"{base}/snapshots/s1/file?path=/hello.txt"), 200),
+            ("run", client.post(f"{base}/snapshots", json={"name": f"by-{person}"}, headers=csrf), 202),
+        ]
+        for action, reply, ok in checks:
+            expected = ok if action in may else (404 if "see" not in may else 403)
+            assert reply.status_code == expected, (person, source, action, reply.json if reply.is_json else "")
+        if "restore" in may:
+            assert client.get(f"{base}/snapshots/s1/file?path=/hello.txt").data == b"hello from a snapshot\n"
+        reply = client.delete(f"{base}/snapshots/nonexistent", headers=csrf)
+        assert reply.status_code == (404 if "configure" in may else hidden)
+
+
+def test_sessions_need_csrf_tokens_do_not(app: Flask) -> None:
+    client, csrf = signed_in(app, "root")
+    assert client.post("/api/v1/sources", json={"name": "x", "group": "g1"}).status_code == 403  # no CSRF
+    assert client.post("/api/v1/sources", json={"name": "x", "group": "g1"}, headers=csrf).status_code == 201
+    token = client.post("/api/v1/tokens", json={"name": "script"}, headers=csrf).json["token"]  # type: ignore[index]
+    bare = app.test_client()
+    assert bare.get("/api/v1/sources").status_code == 401
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert bare.post("/api/v1/sources", json={"name": "y", "group": "g1"}, headers=bearer).status_code == 201
+    assert bare.get("/api/v1/me", headers={"Authorization": "Bearer nonsense"}).status_code == 401
+    token_id = client.get("/api/v1/tokens").json[0]["id"]  # type: ignore[index]
+    assert client.delete(f"/api/v1/tokens/{token_id}", headers=csrf).status_code == 200
+    assert bare.get("/api/v1/sources", headers=bearer).status_code == 401  # revoked
+
+
+def test_logins_are_rate_limited(app: Flask) -> None:
+    client = app.test_client()
+    for _ in range(5):
+        assert client.post("/api/v1/login", json={"name": "ops", "password": "wrong!!!"}).status_code == 401
+    reply = client.post("/api/v1/login", json={"name": "ops", "password": PASSWORD})
+    assert reply.status_code == 429 and "too many" in reply.json["error"]  # type: ignore[index]
+    assert client.post("/api/v1/login", json={"name": "mia", "password": PASSWORD}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "says"),
+    [
+        (b"{not json", "application/json", 400, "JSON object"),
+        (b"[1, 2]", "application/json", 400, "JSON object"),
+        (b'{"name": "z", "color": "red"}', "application/json", 400, "unknown fields: color"),
+        (b'{"group": "g1"}', "application/json", 400, "missing fields: name"),
+        (b'{"name": "../etc"}', "application/json", 400, "source"),
+        (b'{"name": "' + b"x" * (2 << 20) + b'"}', "application/json", 413, ""),
+    ],
+)
+def test_bad_bodies_get_clear_4xx(app: Flask, body: bytes, content_type: str, status: int, says: str) -> None:
+    client, csrf = signed_in(app, "root")
+    reply = client.post("/api/v1/sources", data=body, content_type=content_type, headers=csrf)
+    assert reply.status_code == status
+    assert says in reply.json["error"]  # type: ignore[index]
+
+
+def test_jobs_run_and_report(app: Flask) -> None:
+    client, csrf = signed_in(app, "root")
+    job = client.post("/api/v1/sources/a/snapshots", json={"name": "nightly"}, headers=csrf).json
+    for _ in range(300):
+        done = client.get(f"/api/v1/jobs/{job['id']}").json  # type: ignore[index]
+        if done["state"] in ("done", "failed"):  # type: ignore[index]
+            break
+        time.sleep(0.05)
+    assert done["state"] == "done" and done["progress"]["snapshot"] == "nightly"  # type: ignore[index]
+    names = [s["name"] for s in client.get("/api/v1/sources/a/snapshots").json]  # type: ignore[union-attr]
+    assert "nightly" in names
+    gc_job = client.post("/api/v1/pool/gc", headers=csrf)
+    assert gc_job.status_code == 202
+    ops, ops_csrf = signed_in(app, "ops")
+    assert ops.post("/api/v1/pool/gc", headers=ops_csrf).status_code == 403
+    assert ops.get(f"/api/v1/jobs/{job['id']}").status_code == 404  # not theirs  # type: ignore[index]
+
+
+def test_openapi_describes_every_route(app: Flask) -> None:
+    spec = app.test_client().get("/api/v1/openapi.json").json
+    assert spec["openapi"].startswith("3.")  # type: ignore[index]
+    routes = {(r.rule.replace("<", "{").replace(">", "}"), m.lower()) for r in app.url_map.iter_rules()
+              if r.rule.startswith("/api/v1/") and "openapi" not in r.rule
+              for m in r.methods - {"HEAD", "OPTIONS"}}  # fmt: skip
+    described = {(p, m) for p, ops in spec["paths"].items() for m in ops}  # type: ignore[index]
+    normalized = {(p.replace("{int:token_id}", "{token_id}").replace("{int:job_id}", "{job_id}")
+                   .replace("{any(gc, scrub):kind}", "gc"), m) for p, m in routes}  # fmt: skip
+    assert normalized - {("/api/v1/pool/gc", "post")} <= described
+
+
+def test_web_ui_pages(app: Flask) -> None:
+    client = app.test_client()
+    assert client.get("/").status_code == 302  # to the login page
+    login = client.post("/login", data={"name": "ops", "password": PASSWORD, "next": "/"})
+    assert login.status_code == 302
+    home = client.get("/").get_data(as_text=True)
+    assert ">a</a>" in home and ">b</a>" in home and ">c</a>" not in home
+    page = client.get("/sources/a/snapshots/s1/?path=/").get_data(as_text=True)
+    assert "hello.txt" in page and "/api/v1/sources/a/snapshots/s1/file?path=" in page
+    assert client.post("/sources/a/snapshots", data={"name": "from-ui"}).status_code == 403  # no CSRF
+    wrong = app.test_client().post("/login", data={"name": "ops", "password": "nope"})
+    assert "wrong name or password" in wrong.get_data(as_text=True)

@@ -1,0 +1,83 @@
+"""`cairn serve` as a process: first start, HTTP on a real cheroot port, a clean stop; the account commands."""
+
+from __future__ import annotations
+
+import http.cookiejar
+import json
+import re
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from .servers import free_port
+from .test_backup_restore import CAIRN, cairn, cairn_json
+
+
+def _call(opener: urllib.request.OpenerDirector, url: str, body: Any = None,
+          headers: dict[str, str] | None = None) -> tuple[int, Any]:  # fmt: skip
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with opener.open(req, timeout=30) as reply:
+            return reply.status, json.loads(reply.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def test_serve_first_start_login_and_stop(tmp_path: Path) -> None:
+    data, port = tmp_path / "data", free_port()
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([*CAIRN, "--data", str(data), "serve", "--listen", f"127.0.0.1:{port}"],
+                                stdout=out, stderr=out)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while "serving on" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        password = re.search(r"one-time password (\S+)", log.read_text())
+        assert password, log.read_text()
+        base = f"http://127.0.0.1:{port}/api/v1"
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        assert _call(opener, f"{base}/sources")[0] == 401
+        status, doc = _call(opener, f"{base}/login", {"name": "admin", "password": password.group(1)})
+        assert status == 200 and doc["user"]["admin"]
+        csrf = {"X-CSRF-Token": doc["csrf"]}
+        assert _call(opener, f"{base}/sources", {"name": "h1"}, csrf)[0] == 201
+        status, listed = _call(opener, f"{base}/sources")
+        assert status == 200 and [s["name"] for s in listed] == ["h1"]
+        assert _call(opener, f"{base}/openapi.json")[1]["info"]["title"] == "Cairn"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=30) as page:
+            assert b"Sign in" in page.read()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log.read_text()
+    assert "Traceback" not in log.read_text()
+    # The next start prints no password: the admin exists.
+    refused = subprocess.run([*CAIRN, "--data", str(data), "serve", "--listen", "127.0.0.1:not-a-port"],
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert refused.returncode == 1 and "HOST:PORT" in refused.stderr and "one-time" not in refused.stderr
+
+
+def test_user_and_group_commands(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    pw = tmp_path / "pw"
+    pw.write_text("a long enough password\n")
+    cairn(data, "user", "add", "alice", "--password-file", str(pw))
+    cairn(data, "group", "add", "office")
+    cairn(data, "group", "member", "office", "alice", "operator")
+    cairn(data, "source", "add", "desk")
+    cairn(data, "assign", "desk", "--group", "office", "--owner", "alice")
+    users = cairn_json(data, "user", "list")
+    assert users == [{"name": "alice", "admin": False, "roles": {"office": "operator"}}]
+    assert cairn_json(data, "group", "list") == {"office": {"alice": "operator"}}
+    short = tmp_path / "short"
+    short.write_text("short")
+    bad = cairn(data, "user", "add", "bob", "--password-file", str(short), check=False)
+    assert bad.returncode == 1 and "at least 8 characters" in bad.stderr
+    dup = cairn(data, "user", "add", "alice", "--password-file", str(pw), check=False)
+    assert dup.returncode == 1 and "exists" in dup.stderr
