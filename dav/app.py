@@ -1,0 +1,139 @@
+"""The WebDAV share as a WSGI app (`make_app`) and served by cheroot (`Server`).
+
+The appliance wires: it opens the deployment, builds the mount view and
+the user list, and calls these.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+from urllib.parse import unquote
+
+from cheroot import wsgi
+from wsgidav.error_printer import ErrorPrinter
+from wsgidav.http_authenticator import HTTPAuthenticator
+from wsgidav.request_resolver import RequestResolver
+from wsgidav.wsgidav_app import WsgiDAVApp
+
+from engine.mount import MountView
+
+from .auth import UserList
+from .provider import CairnProvider
+from .session import KEY, Session
+from .streams import START_RESPONSE, Streams
+
+log = logging.getLogger(__name__)
+BLOCK_SIZE = 1 << 20  # bytes per read of a PUT body and per write of a GET: an average chunk
+THREADS = 16  # cheroot worker threads: WebDAV clients open a few connections each (rclone: 4)
+# A raw request path is refused if it holds a dot segment or an encoded slash,
+# plain or percent-encoded: names never contain "/", so these only ever mean harm.
+_BAD_PATH = re.compile(r"(^|/)\.\.?(/|$)|%2f|%5c|%00", re.IGNORECASE)
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def make_app(
+    view: MountView, users: dict[str, str], *, anonymous: bool = False, mount_path: str = ""
+) -> WSGIApp:
+    """The share at `mount_path` ("" or e.g. "/dav"): users maps names to scrypt hashes."""
+    config = {
+        "provider_mapping": {"/": CairnProvider(view)},
+        "mount_path": mount_path or None,
+        # Streams before ErrorPrinter, which would hold back the start of a streamed response.
+        "middleware_stack": [HTTPAuthenticator, Streams, ErrorPrinter, RequestResolver],
+        "http_authenticator": {
+            "domain_controller": UserList,
+            "accept_basic": True,
+            "accept_digest": False,
+            "default_to_digest": False,
+        },
+        "cairn": {"users": users, "anonymous": anonymous},
+        "lock_storage": True,  # in memory: locks are short-lived and do not outlive a restart
+        "property_manager": None,  # dead properties are xattrs (see props.py)
+        "block_size": BLOCK_SIZE,
+        "honor_mtime_header": True,  # X-OC-Mtime from ownCloud/Nextcloud clients and rclone
+        "hotfixes": {"emulate_win32_lastmod": True, "re_encode_path_info": True},
+        "add_header_MS_Author_Via": True,
+        "verbose": 1,
+        "logging": {"enable": False},
+        "dir_browser": {"enable": False},
+    }
+    return Share(WsgiDAVApp(config), view)
+
+
+class Share:
+    """The outer WSGI app: refuses traversal, and ends each request's session. Thread-safe."""
+
+    def __init__(self, app: WSGIApp, view: MountView):
+        self.app = app
+        self.view = view
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        raw = environ.get("REQUEST_URI", "").split("?", 1)[0]
+        if _BAD_PATH.search(raw) or _BAD_PATH.search(unquote(raw)):
+            body = b"the path holds a dot segment or an encoded slash\n"
+            start_response("400 Bad Request", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+            return [body]
+        session = environ[KEY] = Session(self.view)
+        environ[START_RESPONSE] = start_response
+        try:
+            body = self.app(environ, start_response)
+        except BaseException:
+            session.release()
+            raise
+        return _Closing(body, session.release)
+
+
+class _Closing:
+    """A response body that releases its session when the server closes it."""
+
+    def __init__(self, body: Iterable[bytes], done: Callable[[], None]):
+        self.body = body
+        self.done = done
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.body)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self.body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self.done()
+
+
+class Server:
+    """cheroot serving the share; `stop` may be called from any thread."""
+
+    def __init__(self, app: WSGIApp, host: str, port: int, threads: int = THREADS):
+        self.httpd = wsgi.Server((host, port), app, numthreads=threads, server_name="cairn")
+        self.httpd.prepare()  # binds now: a port in use fails here, and port 0 gets a number
+        self._stopped = threading.Event()
+
+    @property
+    def port(self) -> int:
+        return int(self.httpd.bind_addr[1])
+
+    def serve(self) -> None:
+        """Serve until `stop`."""
+        try:
+            self.httpd.serve()
+        finally:
+            self._stopped.set()
+
+    def stop(self) -> None:
+        self.httpd.stop()
+        self._stopped.wait(10)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """HOST:PORT, or [IPv6]:PORT."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"expected HOST:PORT, not {text!r}")
+    return host.strip("[]"), int(port)
