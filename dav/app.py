@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -28,6 +29,7 @@ from .streams import START_RESPONSE, Streams
 
 log = logging.getLogger(__name__)
 BLOCK_SIZE = 1 << 20  # bytes per read of a PUT body and per write of a GET: an average chunk
+MAX_XML_BODY = 1 << 20  # PROPFIND, PROPPATCH, LOCK bodies are read whole; real ones are a few KiB
 THREADS = 16  # cheroot worker threads: WebDAV clients open a few connections each (rclone: 4)
 # A raw request path is refused if it holds a dot segment or an encoded slash,
 # plain or percent-encoded: names never contain "/", so these only ever mean harm.
@@ -36,9 +38,7 @@ _BAD_PATH = re.compile(r"(^|/)\.\.?(/|$)|%2f|%5c|%00", re.IGNORECASE)
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-def make_app(
-    view: MountView, users: dict[str, str], *, anonymous: bool = False, mount_path: str = ""
-) -> WSGIApp:
+def make_app(view: MountView, users: dict[str, str], *, anonymous: bool = False, mount_path: str = "") -> WSGIApp:
     """The share at `mount_path` ("" or e.g. "/dav"): users maps names to scrypt hashes."""
     config = {
         "provider_mapping": {"/": CairnProvider(view)},
@@ -72,12 +72,24 @@ class Share:
         self.app = app
         self.view = view
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def __call__(self, environ: dict[str, Any], server_start_response: Callable[..., Any]) -> Iterable[bytes]:
+        start_response = _closing_unread(environ, server_start_response)
         raw = environ.get("REQUEST_URI", "").split("?", 1)[0]
         if _BAD_PATH.search(raw) or _BAD_PATH.search(unquote(raw)):
-            body = b"the path holds a dot segment or an encoded slash\n"
-            start_response("400 Bad Request", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
-            return [body]
+            text = b"the path holds a dot segment or an encoded slash\n"
+            start_response("400 Bad Request", [("Content-Type", "text/plain"), ("Content-Length", str(len(text)))])
+            return [text]
+        refused = _refuse_body(environ)
+        if refused is not None:
+            text = refused[1].encode() + b"\n"
+            start_response(refused[0], [
+                ("Content-Type", "text/plain"), ("Content-Length", str(len(text))), ("Connection", "close"),
+            ])  # fmt: skip
+            return [text]
+        # wsgidav reads an unread body whole before answering (one read() of Content-Length
+        # bytes): a refused 5 GiB PUT would be 5 GiB of memory. Marked as begun, it is left
+        # unread and the connection closed instead.
+        environ["wsgidav.some_input_read"] = 1
         session = environ[KEY] = Session(self.view)
         environ[START_RESPONSE] = start_response
         try:
@@ -86,6 +98,36 @@ class Share:
             session.release()
             raise
         return _Closing(body, session.release)
+
+
+def _closing_unread(environ: dict[str, Any], start_response: Callable[..., Any]) -> Callable[..., Any]:
+    """A start_response that makes cheroot close a connection whose request body was not read.
+
+    cheroot otherwise reads the rest of the body, in one read() of all of it,
+    to keep the connection: a refused 5 GiB PUT would be 5 GiB of memory.
+    It ignores an app's `Connection: close`, so its request object is told.
+    """
+
+    def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        has_body = chunked or (environ.get("CONTENT_LENGTH") or "0") not in ("0", "")
+        if has_body and not environ.get("wsgidav.all_input_read"):
+            request = getattr(getattr(start_response, "__self__", None), "req", None)
+            if request is not None:
+                request.close_connection = True
+        return start_response(status, headers, exc_info)
+
+    return start
+
+
+def _refuse_body(environ: dict[str, Any]) -> tuple[str, str] | None:
+    """A status and reason for a request body that is not read at all."""
+    value = environ.get("CONTENT_LENGTH") or "0"
+    if not value.isdigit():
+        return "400 Bad Request", f"bad Content-Length {value!r}"
+    if environ["REQUEST_METHOD"] != "PUT" and int(value) > MAX_XML_BODY:
+        return "413 Content Too Large", f"request bodies other than PUT's are at most {MAX_XML_BODY} bytes"
+    return None
 
 
 class _Closing:
@@ -137,3 +179,22 @@ def parse_listen(text: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not host:
         raise ValueError(f"expected HOST:PORT, not {text!r}")
     return host.strip("[]"), int(port)
+
+
+def serve(app: WSGIApp, host: str, port: int) -> None:
+    """Serve until SIGTERM or SIGINT (call from the main thread)."""
+    server = Server(app, host, port)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    worker = threading.Thread(target=server.serve, name="cairn-dav", daemon=True)
+    worker.start()
+    log.info("WebDAV share at http://%s:%d/", host, server.port)
+    try:
+        while not stop.wait(1.0) and worker.is_alive():
+            pass
+    finally:
+        log.info("stopping the WebDAV share")
+        server.stop()  # from this thread: cheroot cannot stop from inside serve()
+        worker.join()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -14,6 +14,7 @@ import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import IO, cast
 
 import zstandard
 
@@ -75,7 +76,7 @@ class Sink:
 
 def tar_zst(session: Session, top: Stat, name: str) -> Iterator[bytes]:
     sink = Sink()
-    out = zstandard.ZstdCompressor(level=ZSTD_LEVEL).stream_writer(sink, closefd=False)
+    out = zstandard.ZstdCompressor(level=ZSTD_LEVEL).stream_writer(cast(IO[bytes], sink), closefd=False)
     out.write(_tar_header(session.view, Item(name, top)))
     for item in walk(session, top.ino, name):
         out.write(_tar_header(session.view, item))
@@ -86,7 +87,7 @@ def tar_zst(session: Session, top: Stat, name: str) -> Iterator[bytes]:
             out.write(bytes(-item.stat.size % tarfile.BLOCKSIZE))
         yield sink.take()
     out.write(bytes(2 * tarfile.BLOCKSIZE))  # the end-of-archive marker
-    out.close()
+    out.close()  # type: ignore[no-untyped-call]
     yield sink.take()
 
 
@@ -114,7 +115,7 @@ def _tar_header(view: MountView, item: Item) -> bytes:
 def zip_archive(session: Session, top: Stat, name: str) -> Iterator[bytes]:
     sink = Sink()
     # Stored, not deflated: restores want speed, and most backed-up bulk is compressed already.
-    with zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:  # type: ignore[arg-type]
+    with zipfile.ZipFile(cast(IO[bytes], sink), "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
         zf.writestr(_zip_info(f"{name}/", top), b"")
         for item in walk(session, top.ino, name):
             kind = item.stat.kind

@@ -8,6 +8,7 @@ frozen into snapshots (where they stay readable).
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from wsgidav import xml_tools
@@ -53,10 +54,8 @@ def store(view: MountView, number: int, name: str, element: Any, dry_run: bool) 
     k = key(name)
     if element is None:
         if not dry_run:
-            try:
+            with contextlib.suppress(NotFound):
                 view.removexattr(number, k)
-            except NotFound:
-                pass
         return
     data = etree.tostring(element)
     if len(data) > MAX_VALUE:

@@ -47,6 +47,7 @@ def in_working_tree(stat: Stat | None) -> bool:
 class Node:
     """What folders and files share: where they are, their times and dead properties."""
 
+    name: str
     path: str
     environ: dict[str, Any]
     stat: Stat

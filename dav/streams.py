@@ -17,7 +17,13 @@ from typing import Any
 from urllib.parse import parse_qs, quote
 
 from wsgidav import util
-from wsgidav.dav_error import HTTP_BAD_REQUEST, HTTP_NOT_FOUND, DAVError
+from wsgidav.dav_error import (
+    HTTP_BAD_REQUEST,
+    HTTP_FORBIDDEN,
+    HTTP_NOT_FOUND,
+    DAVError,
+    PRECONDITION_CODE_PropfindFiniteDepth,
+)
 from wsgidav.mw.base_mw import BaseMiddleware
 from wsgidav.xml_tools import etree, make_multistatus_el
 
@@ -43,6 +49,9 @@ class Streams(BaseMiddleware):  # type: ignore[misc]
 
     def _route(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method = environ["REQUEST_METHOD"]
+        if method == "PROPFIND" and environ.get("HTTP_DEPTH", "infinity").lower() == "infinity":
+            # No Depth means infinity (RFC 4918 9.1); a whole tree in one answer is refused.
+            raise DAVError(HTTP_FORBIDDEN, err_condition=PRECONDITION_CODE_PropfindFiniteDepth)
         if method == "PROPFIND" and environ.get("HTTP_DEPTH") == "1":
             res = self._resource(environ)
             if isinstance(res, Folder):
@@ -53,7 +62,7 @@ class Streams(BaseMiddleware):  # type: ignore[misc]
 
     def _resource(self, environ: dict[str, Any]) -> Node | None:
         provider = environ["wsgidav.provider"]
-        return None if provider is None else provider.get_resource_inst(environ["PATH_INFO"], environ)  # type: ignore[no-any-return]
+        return None if provider is None else provider.get_resource_inst(environ["PATH_INFO"], environ)
 
     def propfind(self, environ: dict[str, Any], folder: Folder) -> Iterable[bytes]:
         mode, names = _propfind_request(environ)

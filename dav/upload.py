@@ -11,6 +11,7 @@ old file, or no file, as it was.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from typing import Any
 
@@ -66,10 +67,8 @@ class Upload:
             self.view.release(self.number)  # stores the last chunks
             self.view.rename(self.parent, self.temp, self.parent, self.name)
         except BaseException:
-            try:
+            with contextlib.suppress(NotFound):
                 self.view.unlink(self.parent, self.temp)
-            except NotFound:
-                pass
             raise
         return self.view.lookup(self.parent, self.name)
 
