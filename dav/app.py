@@ -12,7 +12,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from cheroot import wsgi
 from wsgidav.error_printer import ErrorPrinter
@@ -75,7 +75,8 @@ class Share:
     def __call__(self, environ: dict[str, Any], server_start_response: Callable[..., Any]) -> Iterable[bytes]:
         start_response = _closing_unread(environ, server_start_response)
         raw = environ.get("REQUEST_URI", "").split("?", 1)[0]
-        if _BAD_PATH.search(raw) or _BAD_PATH.search(unquote(raw)):
+        destination = urlsplit(environ.get("HTTP_DESTINATION", "")).path
+        if any(_BAD_PATH.search(p) or _BAD_PATH.search(unquote(p)) for p in (raw, destination)):
             text = b"the path holds a dot segment or an encoded slash\n"
             start_response("400 Bad Request", [("Content-Type", "text/plain"), ("Content-Length", str(len(text)))])
             return [text]
