@@ -21,6 +21,8 @@ from engine.errors import NotFound
 from engine.meta import Stat
 from engine.mount import MountView
 
+from .errors import translated
+
 
 class Upload:
     """One PUT body. Used by the one thread serving the request."""
@@ -45,7 +47,8 @@ class Upload:
         self.offset = 0
 
     def write(self, data: bytes) -> int:
-        written = self.view.write(self.number, self.offset, data)
+        with translated():  # a full disk is a 507, not wsgidav's 500
+            written = self.view.write(self.number, self.offset, data)
         self.offset += written
         return written
 
