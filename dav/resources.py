@@ -201,8 +201,8 @@ class Folder(Node, DAVCollection):  # type: ignore[misc]
 
     def create_collection(self, name: str) -> None:
         """MKCOL: a directory in current/, a source at the root, a snapshot in snapshots/."""
-        with translated():
-            self.view.mkdir(self.number, name.encode("utf-8"), 0o755)
+        with translated():  # a new snapshot's root is remembered by the view: held, to be forgotten
+            self.session.hold(self.view.mkdir(self.number, name.encode("utf-8"), 0o755))
 
     def create_empty_resource(self, name: str) -> File:
         raw = name.encode("utf-8")

@@ -27,6 +27,9 @@ from wsgidav.dav_error import (
 from wsgidav.mw.base_mw import BaseMiddleware
 from wsgidav.xml_tools import etree, make_multistatus_el
 
+from engine.mount import paths
+from engine.mount.view import PREFETCH_BYTES
+
 from . import archive
 from .resources import Folder, Node
 
@@ -34,6 +37,7 @@ log = logging.getLogger(__name__)
 START_RESPONSE = "cairn.start_response"
 HEAD = b'<?xml version="1.0" encoding="utf-8"?>\n<D:multistatus xmlns:D="DAV:">'
 TAIL = b"</D:multistatus>\n"
+PAGE = 500  # entries per piece of a streamed listing
 
 StartResponse = Callable[..., Any]
 
@@ -113,11 +117,14 @@ def _multistatus(folder: Folder, mode: str, names: list[str] | None) -> Iterator
     yield HEAD
     yield _responses([folder], mode, names)
     page: list[Node] = []
+    budget = PREFETCH_BYTES  # per listing, as the mount does for snapshots
     for member in folder.members():
         page.append(member)
-        if len(page) == 500:
+        if len(page) == PAGE:
+            budget -= paths.prefetch(folder.view, [m.stat for m in page], budget)
             yield _responses(page, mode, names)
             page = []
+    paths.prefetch(folder.view, [m.stat for m in page], budget)
     yield _responses(page, mode, names) + TAIL
 
 

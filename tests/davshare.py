@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from cheroot import wsgi
+
 from dav.app import Server, make_app
 from dav.auth import hash_password
 from engine.deployment import Deployment
@@ -56,8 +58,10 @@ def basic(user: str, password: str) -> str:
 
 
 @contextmanager
-def share(data_dir: Path, *, anonymous: bool = False, sources: tuple[str, ...] = ("h1",)) -> Iterator[Share]:
-    """A deployment on `data_dir` served over WebDAV until the block ends."""
+def share(
+    data_dir: Path, *, anonymous: bool = False, sources: tuple[str, ...] = ("h1",), mount_path: str = ""
+) -> Iterator[Share]:
+    """A deployment on `data_dir` served over WebDAV until the block ends, at `mount_path` if given."""
     dep = Deployment.open(data_dir)
     try:
         known = {s.name for s in dep.list_sources()}
@@ -65,7 +69,10 @@ def share(data_dir: Path, *, anonymous: bool = False, sources: tuple[str, ...] =
             if name not in known:
                 dep.add_source(name)
         view = MountView(dep)
-        server = Server(make_app(view, {USER: _HASH}, anonymous=anonymous), "127.0.0.1", 0, threads=8)
+        app = make_app(view, {USER: _HASH}, anonymous=anonymous, mount_path=mount_path)
+        if mount_path:  # as the appliance will: one port, the share under a path
+            app = wsgi.PathInfoDispatcher({mount_path: app})
+        server = Server(app, "127.0.0.1", 0, threads=8)
         worker = threading.Thread(target=server.serve, daemon=True)
         worker.start()
         try:

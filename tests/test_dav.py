@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import tarfile
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -210,3 +211,27 @@ def test_a_large_directory_is_listed_in_a_stream(dav: Share) -> None:
     assert hrefs == [b"/h1/current/"] + [b"/h1/current/" + n for n in names]
     assert r.body.count(b"<D:getetag>") == 2500
     assert dav.view._entries == {}  # nothing of a snapshot held after a request (none looked up here)
+
+
+def test_served_under_a_mount_path(tmp_path: Path) -> None:
+    with share(tmp_path / "data", mount_path="/dav") as s:
+        put(s, "/dav/h1/current/f", b"data")
+        r = s.request("MOVE", "/dav/h1/current/f", headers={"Destination": f"{s.url}/dav/h1/current/g"})
+        assert r.status == 201
+        listing = s.request("PROPFIND", "/dav/h1/current/", headers={"Depth": "1"}).body
+        assert re.findall(rb"<D:href>([^<]*)</D:href>", listing) == [b"/dav/h1/current/", b"/dav/h1/current/g"]
+        assert s.request("GET", "/dav/h1/current/g").body == b"data"
+        assert s.request("GET", "/h1/current/g").status == 404
+
+
+def test_snapshot_entries_are_forgotten_after_each_request(dav: Share) -> None:
+    fill(dav)
+    assert dav.request("MKCOL", "/h1/snapshots/s1").status == 201
+    assert dav.request("PROPFIND", "/h1/snapshots/s1/top/", headers={"Depth": "1"}).status == 207
+    assert dav.request("GET", "/h1/snapshots/s1/top/sub/b.bin").status == 200
+    assert dav.request("GET", "/h1/snapshots/s1/top?format=zip").status == 200
+    for _ in range(200):  # the server releases a request's entries once the response is closed
+        if not dav.view._entries:
+            break
+        time.sleep(0.05)
+    assert dav.view._entries == {}
