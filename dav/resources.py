@@ -58,6 +58,14 @@ class Node:
         self.stat = stat
         self.parent = parent
         self.raw_name = name
+        # Asked for once per property in a PROPFIND: read once per resource (one request).
+        self._xattrs: dict[bytes, bytes] | None = None
+
+    def xattrs(self) -> dict[bytes, bytes]:
+        if self._xattrs is None:
+            with translated():
+                self._xattrs = self.view.xattrs(self.number)
+        return self._xattrs
 
     @property
     def number(self) -> int:
@@ -97,19 +105,18 @@ class Node:
 
     def get_property_names(self, *, is_allprop: bool) -> list[str]:
         names: list[str] = super().get_property_names(is_allprop=is_allprop)  # type: ignore[misc]
-        with translated():
-            return names + props.names(self.view.xattrs(self.number))
+        return names + props.names(self.xattrs())
 
     def get_property_value(self, name: str) -> Any:
         if props.is_dead(name):
-            with translated():
-                return props.value(self.view.xattrs(self.number), name)
+            return props.value(self.xattrs(), name)
         return super().get_property_value(name)  # type: ignore[misc]
 
     def set_property_value(self, name: str, value: Any, *, dry_run: bool = False) -> Any:
         if not props.is_dead(name) or name.startswith("{urn:schemas-microsoft-com:}"):
             return super().set_property_value(name, value, dry_run=dry_run)  # type: ignore[misc]
         self.require_writable()
+        self._xattrs = None
         with translated():
             props.store(self.view, self.number, name, value, dry_run)
         return None
@@ -227,7 +234,7 @@ class Folder(Node, DAVCollection):  # type: ignore[misc]
             except NotFound:
                 target = self.view.mkdir(parent.ino, name, self.stat.mode)
             self.view.setattr(target.ino, mode=self.stat.mode, mtime_ns=self.stat.mtime_ns)
-            for key, value in props.dead(self.view.xattrs(self.number)).items():
+            for key, value in props.dead(self.xattrs()).items():
                 self.view.setxattr(target.ino, key, value)
 
 
@@ -242,6 +249,7 @@ class File(Node, DAVNonCollection):  # type: ignore[misc]
         placeholder = Stat(0, 0o100644, 1, 0, 0, 0, 0, 0, 0, 0, 0)
         self.setup(session, stat or placeholder, parent, name)
         self.upload: Upload | None = None
+        self._tag: str | None = None
 
     def writable(self) -> bool:
         return in_working_tree(self.parent) and (self.stat.ino == 0 or in_working_tree(self.stat))
@@ -255,8 +263,10 @@ class File(Node, DAVNonCollection):  # type: ignore[misc]
     def get_etag(self) -> str | None:
         if self.stat.ino == 0:
             return None
-        with translated():
-            return paths.content_tag(self.view, self.number)
+        if self._tag is None:  # asked several times a request (headers, If-Match, the PUT reply)
+            with translated():
+                self._tag = paths.content_tag(self.view, self.number)
+        return self._tag
 
     def support_etag(self) -> bool:
         return True
@@ -282,7 +292,7 @@ class File(Node, DAVNonCollection):  # type: ignore[misc]
             if with_errors:
                 upload.abort()
             else:
-                self.stat = upload.commit()
+                self.stat, self._tag = upload.commit(), None
 
     def copy_move_single(self, dest_path: str, *, is_move: bool) -> None:
         parent, name = self.destination(dest_path)
