@@ -4,6 +4,7 @@ Steps, each run against both servers in one run, with the same rclone:
   a  5,000 small files (0-16 KiB, half text, half random) in 50 directories: copy in, copy out
   b  one 1 GiB file (half Python source text, half random): copy in, copy out
 Targets: Cairn reaches >= 60% of the stock server's rate for a, >= 70% for b, both directions.
+Three rounds, the two servers taking turns step by step; each figure is the best round.
 Also measured on Cairn alone:
   c  PUT of 5 GiB of random bytes in one request: the server's peak RSS (target < 200 MB)
   d  PROPFIND Depth 1 of a directory of 100,000 files: seconds and the server's peak RSS
@@ -35,6 +36,7 @@ SMALL_FILES = 5_000
 LARGE = 1 << 30
 HUGE_PUT = 5 << 30
 BIG_DIR = 100_000
+ROUNDS = 3
 
 
 def text_source() -> bytes:
@@ -121,17 +123,44 @@ def same_tree(a: Path, b: Path) -> bool:
     return run.returncode == 0
 
 
-def run_side(name: str, port: int, base: str, srcs: dict[str, Path], work: Path) -> dict[str, float]:
-    """Copy each source in and back out; seconds per direction."""
-    out: dict[str, float] = {}
+def run_round(sides: dict[str, tuple[int, str]], srcs: dict[str, Path], work: Path) -> dict[str, dict[str, float]]:
+    """Copy each source in and back out, the sides taking turns step by step; seconds per direction."""
+    out: dict[str, dict[str, float]] = {name: {} for name in sides}
     for step, src in srcs.items():
-        out[f"{step}_in"] = rclone(str(src), remote(port, base, step), work)
-        back = work / f"back-{name}-{step}"
-        out[f"{step}_out"] = rclone(remote(port, base, step), str(back), work)
-        if not same_tree(src, back):
-            raise SystemExit(f"{name}: step {step} did not come back identical")
-        shutil.rmtree(back)
+        for name, (port, base) in sides.items():
+            out[name][f"{step}_in"] = rclone(str(src), remote(port, base, step), work)
+        for name, (port, base) in sides.items():
+            back = work / f"back-{name}-{step}"
+            out[name][f"{step}_out"] = rclone(remote(port, base, step), str(back), work)
+            if not same_tree(src, back):
+                raise SystemExit(f"{name}: step {step} did not come back identical")
+            shutil.rmtree(back)
     return out
+
+
+def rounds(srcs: dict[str, Path], work: Path) -> dict[str, list[dict[str, float]]]:
+    """ROUNDS rounds, each on a fresh Cairn deployment and an empty stock directory (nothing to dedup)."""
+    times: dict[str, list[dict[str, float]]] = {"cairn": [], "stock": []}
+    for i in range(ROUNDS):
+        data, stock_root = work / f"cairn-data-{i}", work / f"stock-root-{i}"
+        stock_root.mkdir()
+        subprocess.run([*CAIRN, "--data", str(data), "source", "add", "bench"], check=True, capture_output=True)
+        port_c, port_s = free_port(), free_port()
+        cairn = [*CAIRN, "--data", str(data), "dav", "--listen", f"127.0.0.1:{port_c}", "--anonymous"]
+        stock = [str(BIN / "wsgidav"), "--host", "127.0.0.1", "--port", str(port_s), "--root", str(stock_root),
+                 "--auth", "anonymous", "--no-config", "-qqq"]  # fmt: skip
+        with server(cairn, port_c, work / "cairn.log"), server(stock, port_s, work / "stock.log"):
+            got = run_round({"cairn": (port_c, "/bench/current"), "stock": (port_s, "")}, srcs, work)
+        for name in times:
+            times[name].append(got[name])
+        shutil.rmtree(data)
+        shutil.rmtree(stock_root)
+    return times
+
+
+def best(runs: list[dict[str, float]]) -> dict[str, float]:
+    """The fastest of the rounds: the machine is shared, and slow rounds measure the neighbours."""
+    return {key: min(r[key] for r in runs) for key in runs[0]}
 
 
 def huge_put(port: int, pid: int) -> dict[str, float]:
@@ -191,26 +220,21 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="cairn-dav-bench-", dir=os.environ.get("BENCH_TMP")))
     try:
         srcs = prepare(work)
-        data, stock_root = work / "cairn-data", work / "stock-root"
-        stock_root.mkdir()
+        times = rounds(srcs, work)
+        data = work / "cairn-data"
         subprocess.run([*CAIRN, "--data", str(data), "source", "add", "bench"], check=True, capture_output=True)
         subprocess.run([*CAIRN, "--data", str(data), "backup", "big", str(work / "src-big")], check=True,
                        capture_output=True)  # fmt: skip
-        port_c, port_s = free_port(), free_port()
-        cairn = [*CAIRN, "--data", str(data), "dav", "--listen", f"127.0.0.1:{port_c}", "--anonymous"]
-        stock = [str(BIN / "wsgidav"), "--host", "127.0.0.1", "--port", str(port_s), "--root", str(stock_root),
-                 "--auth", "anonymous", "--no-config", "-qqq"]  # fmt: skip
-        with server(cairn, port_c, work / "cairn.log") as pc:  # fresh: memory is measured from a known start
-            extra = {"c": huge_put(port_c, pc.pid), "d": big_listing(port_c, pc.pid)}
-        with server(cairn, port_c, work / "cairn.log"), server(stock, port_s, work / "stock.log"):
-            seconds_c = run_side("cairn", port_c, "/bench/current", srcs, work)
-            seconds_s = run_side("stock", port_s, "", srcs, work)
-        report(rates(seconds_c), rates(seconds_s), extra)
+        port = free_port()
+        cairn = [*CAIRN, "--data", str(data), "dav", "--listen", f"127.0.0.1:{port}", "--anonymous"]
+        with server(cairn, port, work / "cairn.log") as pc:  # fresh: memory is measured from a known start
+            extra = {"c": huge_put(port, pc.pid), "d": big_listing(port, pc.pid)}
+        report(rates(best(times["cairn"])), rates(best(times["stock"])), extra, times)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def report(cairn: dict[str, float], stock: dict[str, float], extra: dict[str, dict[str, float]]) -> None:
+def report(cairn: dict[str, float], stock: dict[str, float], extra: dict[str, dict[str, float]], times: object) -> None:
     rows = []
     print(f"{'step':<12}{'cairn':>12}{'stock':>12}{'ratio':>8}{'target':>8}")
     for key in cairn:
@@ -227,7 +251,8 @@ def report(cairn: dict[str, float], stock: dict[str, float], extra: dict[str, di
     print(f"d  PROPFIND of {BIG_DIR:,} entries: {d['seconds']:.1f} s, server RSS {d['rss_before_mb']:.0f} MB before, "
           f"{d['peak_rss_mb']:.0f} MB peak")  # fmt: skip
     OUT.mkdir(exist_ok=True)
-    (OUT / "dav.json").write_text(json.dumps({"rclone": rows, "huge_put": c, "big_listing": d}, indent=2))
+    doc = {"rclone": rows, "huge_put": c, "big_listing": d, "seconds": times}
+    (OUT / "dav.json").write_text(json.dumps(doc, indent=2))
 
 
 if __name__ == "__main__":

@@ -31,9 +31,11 @@ log = logging.getLogger(__name__)
 BLOCK_SIZE = 1 << 20  # bytes per read of a PUT body and per write of a GET: an average chunk
 MAX_XML_BODY = 1 << 20  # PROPFIND, PROPPATCH, LOCK bodies are read whole; real ones are a few KiB
 THREADS = 16  # cheroot worker threads: WebDAV clients open a few connections each (rclone: 4)
-# A raw request path is refused if it holds a dot segment or an encoded slash,
-# plain or percent-encoded: names never contain "/", so these only ever mean harm.
-_BAD_PATH = re.compile(r"(^|/)\.\.?(/|$)|%2f|%5c|%00", re.IGNORECASE)
+# A request path (and a Destination) is refused if it holds an encoded slash or
+# NUL, or a dot segment once decoded: names never contain "/" or NUL, so these
+# only ever mean harm. A backslash is an ordinary character in a name.
+_ENCODED = re.compile(r"%2f|%00", re.IGNORECASE)
+_DOT_SEGMENT = re.compile(r"(^|/)\.\.?(/|$)")
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -76,7 +78,7 @@ class Share:
         start_response = _closing_unread(environ, server_start_response)
         raw = environ.get("REQUEST_URI", "").split("?", 1)[0]
         destination = urlsplit(environ.get("HTTP_DESTINATION", "")).path
-        if any(_BAD_PATH.search(p) or _BAD_PATH.search(unquote(p)) for p in (raw, destination)):
+        if any(_ENCODED.search(p) or _DOT_SEGMENT.search(unquote(p)) for p in (raw, destination)):
             text = b"the path holds a dot segment or an encoded slash\n"
             start_response("400 Bad Request", [("Content-Type", "text/plain"), ("Content-Length", str(len(text)))])
             return [text]

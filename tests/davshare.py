@@ -68,6 +68,7 @@ def share(
         for name in sources:
             if name not in known:
                 dep.add_source(name)
+        dep.start_flusher()  # as `cairn dav` does
         view = MountView(dep)
         app = make_app(view, {USER: _HASH}, anonymous=anonymous, mount_path=mount_path)
         if mount_path:  # as the appliance will: one port, the share under a path
