@@ -235,3 +235,26 @@ def test_snapshot_entries_are_forgotten_after_each_request(dav: Share) -> None:
             break
         time.sleep(0.05)
     assert dav.view._entries == {}
+
+
+def test_copy_and_move_within_current_keep_chunks_and_properties(dav: Share) -> None:
+    files = fill(dav)
+    patch = b'<propertyupdate xmlns="DAV:"><set><prop><t xmlns="urn:t">mark</t></prop></set></propertyupdate>'
+    assert dav.request("PROPPATCH", "/h1/current/top/sub/b.bin", patch).status == 207
+    r = dav.request("COPY", "/h1/current/top/", headers={"Destination": f"{dav.url}/h1/current/copy/"})
+    assert r.status == 201
+    for rel, data in files.items():
+        assert dav.request("GET", "/h1/current/copy/" + rel.removeprefix("top/")).body == data
+    src = paths.resolve(dav.view, [b"h1", b"current", b"top", b"sub", b"b.bin"])[-1]
+    dst = paths.resolve(dav.view, [b"h1", b"current", b"copy", b"sub", b"b.bin"])[-1]
+    assert src.ino != dst.ino
+    assert paths.extents(dav.view, src.ino) == paths.extents(dav.view, dst.ino)  # by chunk ids, not re-read
+    assert b"mark" in dav.request("PROPFIND", "/h1/current/copy/sub/b.bin", headers={"Depth": "0"}).body
+    r = dav.request("MOVE", "/h1/current/copy/", headers={"Destination": f"{dav.url}/h1/current/moved/"})
+    assert r.status == 201
+    moved = paths.resolve(dav.view, [b"h1", b"current", b"moved", b"sub", b"b.bin"])[-1]
+    assert moved.ino == dst.ino  # a rename: the same node
+    assert dav.request("PROPFIND", "/h1/current/copy/", headers={"Depth": "0"}).status == 404
+    r = dav.request("DELETE", "/h1/current/moved/")
+    assert r.status == 204
+    assert dav.request("GET", "/h1/current/top/sub/b.bin").body == files["top/sub/b.bin"]
