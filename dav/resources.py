@@ -10,7 +10,6 @@ archives (`?format=tar.zst`) keep them.
 from __future__ import annotations
 
 import io
-import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,7 +27,6 @@ from .errors import translated
 from .session import Session, names_of
 from .upload import Upload
 
-log = logging.getLogger(__name__)
 READ_SIZE = 1 << 20  # one chunk on average: a GET reads the pool a chunk at a time
 
 
@@ -164,9 +162,6 @@ class Folder(Node, DAVCollection):  # type: ignore[misc]
     def __init__(self, path: str, environ: dict[str, Any], session: Session, stat: Stat, parent: Stat | None):
         DAVCollection.__init__(self, path, environ)
         self.setup(session, stat, parent, names_of(path)[-1] if parent else b"")
-
-    def writable(self) -> bool:
-        return in_working_tree(self.stat) and in_working_tree(self.parent)
 
     def members(self) -> Iterator[Node]:
         """The shown members, a page of lookups at a time."""
