@@ -134,22 +134,32 @@ def _refuse_body(environ: dict[str, Any]) -> tuple[str, str] | None:
 
 
 class _Closing:
-    """A response body that releases its session when the server closes it."""
+    """A response body that releases its session when the server closes it.
+
+    Also when the iteration ends or the body is dropped: cheroot skips close()
+    if sending the headers fails (a client gone before the first byte).
+    """
 
     def __init__(self, body: Iterable[bytes], done: Callable[[], None]):
         self.body = body
-        self.done = done
+        self.done: Callable[[], None] | None = done
 
     def __iter__(self) -> Iterator[bytes]:
-        return iter(self.body)
+        try:
+            yield from self.body
+        finally:
+            self.close()
 
     def close(self) -> None:
+        done, self.done = self.done, None
+        if done is None:
+            return
         try:
             close = getattr(self.body, "close", None)
             if close is not None:
                 close()
         finally:
-            self.done()
+            done()
 
 
 class Server:
