@@ -7,7 +7,7 @@ VENV ?= .venv
 DATA ?= /var/lib/cairn
 BIN := $(VENV)/bin
 APT_PACKAGES := python3 python3-venv python3-dev gcc pkg-config fuse3 libfuse3-dev \
-	postgresql redis-server rsync attr acl restic
+	postgresql redis-server rsync attr acl restic litmus curl
 
 .PHONY: run test setup system lint unit bench bench-s3
 

@@ -3,15 +3,14 @@
 A role applies within a group: admin (everything in it), operator (run,
 restore and configure the group's sources), member (see and restore the
 sources they own). A user with `admin` set may do everything everywhere.
-Passwords are stored as scrypt hashes; tokens as their SHA-256 (a token is
+Passwords are stored as scrypt hashes (the WebDAV share's format, so it
+checks the same accounts); tokens as their SHA-256 (a token is
 random, so a fast hash is enough), shown once when made.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
-import os
 import re
 import secrets
 import time
@@ -20,13 +19,13 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, delete, select, update
 
+from dav.auth import check_password as _check
+from dav.auth import hash_password
 from engine.catalog import Catalog
 from engine.catalog.schema import groups, memberships, source_access, sources, tokens, users
 from engine.errors import Exists, InvalidArgument, NotFound
 
 ROLES = ("admin", "operator", "member")
-# scrypt at N=2^14, r=8: 16 MiB and ~50 ms a login here; a guess costs an attacker the same.
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 1 << 14, 8, 1
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 PASSWORD_MIN = 8
 
@@ -43,21 +42,6 @@ class User:
     name: str
     admin: bool
     roles: dict[str, str]  # group name -> role
-
-
-def hash_password(password: str) -> str:
-    salt = os.urandom(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32)
-    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${salt.hex()}${digest.hex()}"
-
-
-def check_password(password: str, stored: str) -> bool:
-    try:
-        _, n, r, p, salt, digest = stored.split("$")
-        mine = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p), dklen=32)
-    except ValueError:
-        return False
-    return hmac.compare_digest(mine.hex(), digest)
 
 
 def check_name(name: str, what: str) -> str:
@@ -124,6 +108,14 @@ class Accounts:
             rows = conn.execute(select(users.c.id, users.c.name, users.c.admin).order_by(users.c.name)).all()
             return [self._with_roles(conn, r) for r in rows]
 
+    def password_hash(self, name: str, *, admin_only: bool = False) -> str | None:
+        """The stored hash of a user's password (what the WebDAV share checks against)."""
+        q = select(users.c.password).where(users.c.name == name)
+        if admin_only:
+            q = q.where(users.c.admin.is_(True))
+        with self.catalog.engine.connect() as conn:
+            return conn.execute(q).scalar()
+
     def count_users(self) -> int:
         with self.catalog.engine.connect() as conn:
             return len(conn.execute(select(users.c.id)).all())
@@ -133,7 +125,7 @@ class Accounts:
             row = conn.execute(select(users.c.password).where(users.c.name == name)).first()
         # A missing user costs the same scrypt as a wrong password: no timing tells which.
         stored = row[0] if row is not None else hash_password(secrets.token_hex(8))
-        if not check_password(password, stored) or row is None:
+        if not _check(stored, password) or row is None:
             raise BadLogin("wrong name or password")
         return self.user(name)
 

@@ -323,6 +323,50 @@ def mount_cmd(ctx: Context, mountpoint: Path, debug: bool, as_json: bool) -> Non
         serve(dep, mountpoint, debug=debug)
 
 
+@command(main, "dav")
+@click.option("--listen", default="127.0.0.1:8080", show_default=True, help="HOST:PORT to serve on.")
+@click.option(
+    "--data", "data", type=click.Path(file_okay=False, path_type=Path), help="The data directory (as cairn --data)."
+)
+@click.option("--users", type=click.Path(dir_okay=False, path_type=Path), help="User list, as `cairn dav-user` writes.")
+@click.option("--anonymous", is_flag=True, help="Serve without authentication (not the default).")
+def dav_cmd(ctx: Context, listen: str, data: Path | None, users: Path | None, anonymous: bool, as_json: bool) -> None:
+    """Serve sources and snapshots over WebDAV (runs in the foreground)."""
+    from dav.app import make_app, parse_listen, serve
+    from dav.auth import load_users
+    from engine.mount import MountView
+
+    try:
+        host, port = parse_listen(listen)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--listen") from None
+    user_list = load_users(users) if users else {}
+    if not user_list and not anonymous:
+        raise click.UsageError("give --users FILE (see `cairn dav-user`) or --anonymous")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    with (Context(data, ctx.db, ctx.passphrase_file, ctx.key_file) if data else ctx).open() as dep:
+        dep.start_flusher()
+        serve(make_app(MountView(dep), user_list, anonymous=anonymous), host, port)
+
+
+@command(main, "dav-user")
+@click.argument("users", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def dav_user(ctx: Context, users: Path, name: str, password_stdin: bool, as_json: bool) -> None:
+    """Add NAME to the WebDAV user list FILE, or change their password."""
+    from dav.auth import save_user
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = click.prompt("password", hide_input=True, confirmation_prompt=True)
+    if not password:
+        raise click.UsageError("the password is empty")
+    save_user(users, name, password)
+    output.emit_json({"user": name, "file": str(users)}) if as_json else output.say(f"user {name} saved in {users}")
+
+
 @main.group()
 def pool() -> None:
     """The pool: where the bytes live."""

@@ -1,4 +1,4 @@
-"""`cairn serve`: the web UI, the REST API (and WebDAV) on one cheroot port, job workers, the mount.
+"""`cairn serve`: the web UI, the REST API and WebDAV on one cheroot port, job workers, the mount.
 
 Wiring happens here and nowhere else: one Deployment, one set of services,
 handed to the web app, the job runner and the FUSE mount.
@@ -11,16 +11,21 @@ import secrets
 import signal
 import sys
 import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from cheroot import wsgi
 
 from engine.deployment import Deployment
+from engine.mount import MountView
 
+from .accounts import Accounts
 from .services import Services
 from .webapp import create_app
 
 log = logging.getLogger(__name__)
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 def first_admin(services: Services) -> str | None:
@@ -45,7 +50,7 @@ def serve(deployment: Deployment, listen: str, mountpoint: Path | None = None, w
     password = first_admin(services)
     if password is not None:
         print(f"first start: sign in as admin with the one-time password {password}", file=sys.stderr, flush=True)
-    app = create_app(services)
+    app = _dispatch(create_app(services), _dav(services))
     server = wsgi.Server(parse_listen(listen), app, numthreads=16, server_name="cairn")
     server.prepare()  # binds now: a port in use fails here, before anything else starts
     deployment.start_flusher()
@@ -66,6 +71,32 @@ def serve(deployment: Deployment, listen: str, mountpoint: Path | None = None, w
         server.stop()  # from this thread: cheroot must be stopped from outside serve()
         web.join(timeout=30)
         services.runner.stop()
+
+
+class _Administrators:
+    """The WebDAV share's user list: the appliance's administrators (the share does not
+    yet show each user only what their roles allow, so only those who may see everything sign in)."""
+
+    def __init__(self, accounts: Accounts):
+        self.accounts = accounts
+
+    def get(self, name: str) -> str | None:
+        return self.accounts.password_hash(name, admin_only=True)
+
+    def __len__(self) -> int:
+        return self.accounts.count_users()
+
+
+def _dav(services: Services) -> WSGIApp:
+    from dav.app import make_app
+
+    users: Any = _Administrators(services.accounts)
+    return make_app(MountView(services.deployment), users, mount_path="/dav")
+
+
+def _dispatch(web: WSGIApp, dav: WSGIApp) -> WSGIApp:
+    """WebDAV at /dav, everything else to the web UI and API (cheroot moves /dav to SCRIPT_NAME)."""
+    return wsgi.PathInfoDispatcher({"/dav": dav, "/": web})  # type: ignore[no-untyped-call]
 
 
 def _wait_for_signal() -> None:

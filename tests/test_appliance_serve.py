@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import http.cookiejar
 import json
 import re
@@ -53,6 +54,18 @@ def test_serve_first_start_login_and_stop(tmp_path: Path) -> None:
         assert _call(opener, f"{base}/openapi.json")[1]["info"]["title"] == "Cairn"
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=30) as page:
             assert b"Sign in" in page.read()
+        # WebDAV at /dav on the same port, with the same accounts.
+        dav = urllib.request.build_opener()
+        propfind = urllib.request.Request(f"http://127.0.0.1:{port}/dav/", method="PROPFIND", headers={"Depth": "1"})
+        try:
+            dav.open(propfind, timeout=30)
+            raise AssertionError("WebDAV answered without credentials")
+        except urllib.error.HTTPError as e:
+            assert e.code == 401
+        basic = base64.b64encode(f"admin:{password.group(1)}".encode()).decode()
+        propfind.add_header("Authorization", f"Basic {basic}")
+        with dav.open(propfind, timeout=30) as reply:
+            assert reply.status == 207 and b"/dav/h1/" in reply.read()
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0, log.read_text()
