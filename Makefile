@@ -5,6 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 DATA ?= /var/lib/cairn
+LISTEN ?= 127.0.0.1:8080
 BIN := $(VENV)/bin
 APT_PACKAGES := python3 python3-venv python3-dev gcc pkg-config fuse3 libfuse3-dev \
 	postgresql redis-server rsync attr acl restic litmus curl
@@ -12,9 +13,7 @@ APT_PACKAGES := python3 python3-venv python3-dev gcc pkg-config fuse3 libfuse3-d
 .PHONY: run test setup system lint unit bench bench-s3
 
 run: setup
-	$(BIN)/cairn --data $(DATA) source list
-	@echo "Cairn is ready in $(DATA). Back up a directory with:"
-	@echo "  $(BIN)/cairn --data $(DATA) backup NAME /path/to/dir"
+	$(BIN)/cairn --data $(DATA) serve --listen $(LISTEN)
 
 test: setup lint unit
 
