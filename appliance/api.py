@@ -15,6 +15,7 @@ from engine.snapshots import SnapshotInfo
 from . import auth
 from .access import can, manages
 from .accounts import User
+from .config import Config
 from .openapi import SPEC
 from .services import Services
 
@@ -333,3 +334,25 @@ def set_member(group: str, member: str) -> Response:
         raise InvalidArgument("role must be a string or null")
     services().accounts.set_role(group, member, role)
     return jsonify({"group": group, "user": member, "role": role})
+
+
+# -- settings ------------------------------------------------------------------
+
+
+@api.get("/sources/<name>/config")
+def source_config(name: str) -> Response:
+    _, group, _ = allowed_source(name, "see")
+    return jsonify(Config(services().deployment.catalog).effective(name, group))
+
+
+@api.put("/config")
+def set_config() -> Response:
+    user = auth.require_user()
+    doc = body({"key", "value"}, {"group", "source"})
+    group, source_name = doc.get("group"), doc.get("source")
+    if source_name is not None:
+        allowed_source(text(doc, "source"), "configure")
+    elif not (user.admin or (group is not None and manages(user, group))):
+        raise auth.Forbidden("only an administrator may change global or group settings")
+    Config(services().deployment.catalog).set(text(doc, "key"), doc["value"], group=group, source=source_name)
+    return jsonify({"key": doc["key"], "value": doc["value"], "group": group, "source": source_name})

@@ -137,3 +137,46 @@ def assign(ctx: Context, source: str, group: str | None, owner: str | None, as_j
     output.emit_json({"source": source, "group": group, "owner": owner}) if as_json else output.say(
         f"{source} assigned"
     )
+
+
+@main.group("config")
+def config_group() -> None:
+    """Settings in levels: global, group, source."""
+
+
+@command(config_group, "set")
+@click.argument("key")
+@click.argument("value")
+@click.option("--group", help="Set it for a group's sources.")
+@click.option("--source", help="Set it for one source.")
+def config_set(ctx: Context, key: str, value: str, group: str | None, source: str | None, as_json: bool) -> None:
+    """Set KEY to VALUE (JSON: '"0 2 * * *"', '{"daily": 7}', null to remove a group or source value)."""
+    import json
+
+    from .config import Config
+
+    try:
+        parsed = json.loads(value)
+    except ValueError as e:
+        raise CairnError(f"VALUE must be JSON (a string in quotes): {e}") from e
+    with ctx.open() as dep:
+        Config(dep.catalog).set(key, parsed, group=group, source=source)
+    output.emit_json({"key": key, "value": parsed}) if as_json else output.say(f"{key} set")
+
+
+@command(config_group, "show")
+@click.option("--group", help="As seen by a group's sources.")
+@click.option("--source", help="As seen by one source (in its group).")
+def config_show(ctx: Context, group: str | None, source: str | None, as_json: bool) -> None:
+    """The effective settings, and where each value comes from."""
+    from .config import Config
+
+    with ctx.open() as dep:
+        if source and not group:
+            group = Accounts(dep.catalog).source_access().get(source, (None, None))[0]
+        shown = Config(dep.catalog).effective(source, group)
+    if as_json:
+        output.emit_json(shown)
+    else:
+        output.table([{"key": k, "value": str(v["value"]), "from": v["from"]} for k, v in shown.items()],
+                     ["key", "value", "from"])  # fmt: skip

@@ -107,6 +107,15 @@ SPEC: dict[str, Any] = {
                 body=_obj(["on"], on={"type": "boolean"}, reason=STR),
             ),
         },
+        "/api/v1/sources/{name}/config": {
+            "get": _op("A source's effective settings and where each comes from", params=["name"])
+        },
+        "/api/v1/config": {
+            "put": _op(
+                "Set a setting globally, for a group or for a source",
+                body=_obj(["key", "value"], key=STR, value={}, group=NAME, source=NAME),
+            )
+        },
         "/api/v1/users": {
             "get": _op("Users (administrators)"),
             "post": _op(

@@ -21,6 +21,7 @@ from engine.deployment import Deployment
 from engine.mount import MountView
 
 from .accounts import Accounts
+from .scheduler import Scheduler
 from .services import Services
 from .webapp import create_app
 
@@ -56,6 +57,8 @@ def serve(deployment: Deployment, listen: str, mountpoint: Path | None = None, w
     deployment.start_flusher()
     assert services.runner is not None
     services.runner.start()
+    scheduler = Scheduler(services)
+    scheduler.start()
     web = threading.Thread(target=server.serve, name="cairn-web", daemon=True)
     web.start()
     log.info("serving on http://%s:%d", *server.bind_addr[:2])
@@ -70,6 +73,7 @@ def serve(deployment: Deployment, listen: str, mountpoint: Path | None = None, w
     finally:
         server.stop()  # from this thread: cheroot must be stopped from outside serve()
         web.join(timeout=30)
+        scheduler.stop()
         services.runner.stop()
 
 

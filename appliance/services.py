@@ -12,7 +12,9 @@ from engine.deployment import Deployment
 
 from .accounts import Accounts
 from .auth import LoginLimiter
+from .config import Config
 from .jobs import Handler, Job, JobQueue, Progress, Runner
+from .retention import Policy, keep
 
 
 @dataclass
@@ -36,7 +38,22 @@ def job_handlers(dep: Deployment) -> dict[str, Handler]:
     def snapshot(job: Job, progress: Progress) -> dict[str, Any]:
         progress({"step": "freezing the working tree"})
         info = dep.create_snapshot(job.params["source"], job.params.get("name"))
-        return {"snapshot": info.name, "files": info.files, "bytes": info.bytes, "state": info.state}
+        progress({"step": "applying the retention policy"})
+        deleted = forget_source(job.params["source"])
+        return {"snapshot": info.name, "files": info.files, "bytes": info.bytes, "state": info.state,
+                "deleted": deleted}  # fmt: skip
+
+    def forget_source(source: str) -> list[str]:
+        group = Accounts(dep.catalog).source_access().get(source, (None, None))[0]
+        policy = Policy.from_json(Config(dep.catalog).value("retention", source, group))
+        kept, _ = keep(policy, dep.list_snapshots(source))
+        gone = [s.name for s in dep.list_snapshots(source) if s.name not in kept]
+        for name in gone:
+            dep.delete_snapshot(source, name)
+        return gone
+
+    def forget(job: Job, progress: Progress) -> dict[str, Any]:
+        return {"deleted": forget_source(job.params["source"])}
 
     def collect(job: Job, progress: Progress) -> dict[str, Any]:
         report = gc.collect(dep, progress=lambda r: progress(dataclasses.asdict(r)))
@@ -53,4 +70,4 @@ def job_handlers(dep: Deployment) -> dict[str, Handler]:
         return {**summary, "damage": [{"blob": d.blob_id.hex(), "pack": d.pack, "problem": d.problem,
                                        "affects": d.affects} for d in report.damage]}  # fmt: skip
 
-    return {"snapshot": snapshot, "gc": collect, "scrub": scrub}
+    return {"snapshot": snapshot, "forget": forget, "gc": collect, "scrub": scrub}

@@ -1,0 +1,93 @@
+"""Settings in levels: global, group, source. The effective view says where each value comes from.
+
+Stored in the catalog's settings table as JSON under `cfg/<level>/<key>`
+(level: `global`, `group:<name>`, `source:<name>`). Only the database URL
+lives outside the catalog.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from croniter import croniter
+from sqlalchemy import delete, select
+
+from engine.catalog import Catalog
+from engine.catalog.schema import settings
+from engine.errors import InvalidArgument
+
+from .retention import Policy
+
+
+def _schedule(value: Any) -> Any:
+    if value is not None and (not isinstance(value, str) or not croniter.is_valid(value)):
+        raise InvalidArgument(f"a schedule is a cron expression such as '0 2 * * *', not {value!r}")
+    return value
+
+
+def _retention(value: Any) -> Any:
+    return Policy.from_json(value).to_json()
+
+
+def _email(value: Any) -> Any:
+    if value is not None and (not isinstance(value, str) or "@" not in value or len(value) > 254):
+        raise InvalidArgument("notify_email is an address such as ops@example.org")
+    return value
+
+
+def _boolean(value: Any) -> Any:
+    if not isinstance(value, bool):
+        raise InvalidArgument("a yes/no setting is true or false")
+    return value
+
+
+# key -> (default, check)
+KNOWN: dict[str, tuple[Any, Any]] = {
+    "schedule": (None, _schedule),  # when to snapshot the source (cron, local time)
+    "retention": ({}, _retention),  # which snapshots to keep (restic's forget rules)
+    "notify_email": (None, _email),  # where job failures and digests go
+    "notify_success": (False, _boolean),  # also mail when a job succeeds
+}
+
+
+def _level(group: str | None, source: str | None) -> str:
+    if group and source:
+        raise InvalidArgument("a setting belongs to a group or a source, not both")
+    return f"source:{source}" if source else f"group:{group}" if group else "global"
+
+
+class Config:
+    """Thread-safe: every call uses its own catalog connection."""
+
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
+
+    def set(self, key: str, value: Any, *, group: str | None = None, source: str | None = None) -> None:
+        """Set a value at a level; None at a group or source level removes it there (falls back)."""
+        if key not in KNOWN:
+            raise InvalidArgument(f"unknown setting {key!r}; known: {', '.join(KNOWN)}")
+        row_key = f"cfg/{_level(group, source)}/{key}"
+        with self.catalog.engine.begin() as conn:
+            conn.execute(delete(settings).where(settings.c.key == row_key))
+            if value is not None or not (group or source):
+                conn.execute(settings.insert().values(key=row_key, value=json.dumps(KNOWN[key][1](value))))
+
+    def effective(self, source: str | None = None, group: str | None = None) -> dict[str, dict[str, Any]]:
+        """Every setting's value for a source (in a group): {key: {"value": ..., "from": level}}."""
+        levels = ["global"] + ([f"group:{group}"] if group else []) + ([f"source:{source}"] if source else [])
+        with self.catalog.engine.connect() as conn:
+            rows = dict(
+                conn.execute(select(settings.c.key, settings.c.value).where(settings.c.key.like("cfg/%"))).all()
+            )
+        out = {}
+        for key, (default, _) in KNOWN.items():
+            out[key] = {"value": default, "from": "default"}
+            for level in levels:
+                stored = rows.get(f"cfg/{level}/{key}")
+                if stored is not None:
+                    out[key] = {"value": json.loads(stored), "from": level}
+        return out
+
+    def value(self, key: str, source: str | None = None, group: str | None = None) -> Any:
+        return self.effective(source, group)[key]["value"]

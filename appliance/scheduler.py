@@ -1,0 +1,78 @@
+"""The scheduler: submits a snapshot job when a source's schedule (cron, local time) comes round.
+
+One thread per appliance. The time of each source's last scheduled run is
+kept in the catalog, so a restart neither repeats nor forgets a run that was
+due: a run missed while the appliance was down is made once, on start.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from croniter import croniter
+from sqlalchemy import delete, select
+
+from engine.catalog.schema import settings
+
+from .config import Config
+from .services import Services
+
+log = logging.getLogger(__name__)
+TICK = 20.0  # seconds between looks: cron's unit is a minute
+
+
+class Scheduler:
+    def __init__(self, services: Services, *, now: Callable[[], float] = time.time):
+        self.services = services
+        self.config = Config(services.deployment.catalog)
+        self.now = now
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="cairn-scheduler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(TICK):
+            try:
+                self.run_once()
+            except Exception:
+                log.exception("the scheduler failed; trying again")
+
+    def run_once(self) -> list[str]:
+        """Submit the jobs that are due now; returns their sources."""
+        now = self.now()
+        access = self.services.accounts.source_access()
+        submitted = []
+        for source in self.services.deployment.list_sources():
+            group = access.get(source.name, (None, None))[0]
+            schedule = self.config.value("schedule", source.name, group)
+            if not schedule:
+                continue
+            last = self._last_run(source.name) or source.created
+            start = datetime.datetime.fromtimestamp(last)
+            if croniter(schedule, start).get_next(float) > now:
+                continue
+            self._record_run(source.name, now)
+            self.services.jobs.submit("snapshot", {"source": source.name, "name": None, "scheduled": True},
+                                      source_id=source.id)  # fmt: skip
+            submitted.append(source.name)
+        return submitted
+
+    def _last_run(self, source: str) -> float | None:
+        with self.services.deployment.catalog.engine.connect() as conn:
+            value = conn.execute(select(settings.c.value).where(settings.c.key == f"sched/{source}")).scalar()
+        return float(value) if value is not None else None
+
+    def _record_run(self, source: str, when: float) -> None:
+        with self.services.deployment.catalog.engine.begin() as conn:
+            conn.execute(delete(settings).where(settings.c.key == f"sched/{source}"))
+            conn.execute(settings.insert().values(key=f"sched/{source}", value=repr(when)))

@@ -1,0 +1,128 @@
+"""Retention policies, settings in levels, and the scheduler that takes snapshots and applies them."""
+
+from __future__ import annotations
+
+import calendar
+import time
+from pathlib import Path
+
+import pytest
+
+from appliance.config import Config
+from appliance.retention import Policy, keep
+from appliance.scheduler import Scheduler
+from appliance.services import Services
+from engine.deployment import Deployment
+from engine.errors import InvalidArgument
+from engine.snapshots import SnapshotInfo
+
+from .test_backup_restore import cairn, cairn_json
+
+
+def _snap(name: str, when: str) -> SnapshotInfo:
+    created = calendar.timegm(time.strptime(when, "%Y-%m-%d %H:%M"))
+    return SnapshotInfo(name, "h1", "u", name, b"", float(created), 0, 0)
+
+
+# Two snapshots a day for 40 days, then a few in the last hours.
+HISTORY = [_snap(f"d{d:02}{h}", f"2026-{10 + (d > 30):02}-{(d - 1) % 30 + 1:02} {h}:00")
+           for d in range(1, 41) for h in ("06", "18")]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("policy", "kept"),
+    [
+        ({}, {s.name for s in HISTORY}),
+        ({"last": 3}, {"d4018", "d4006", "d3918"}),
+        ({"daily": 2}, {"d4018", "d3918"}),
+        ({"last": 1, "daily": 2}, {"d4018", "d3918"}),
+        ({"hourly": 3}, {"d4018", "d4006", "d3918"}),
+        ({"weekly": 2}, {"d4018", "d3818"}),  # 2026-11-10 is a Tuesday of ISO week 46; week 45 ends on Sunday 11-08
+        ({"monthly": 2}, {"d4018", "d3018"}),
+        ({"yearly": 5}, {"d4018"}),
+    ],
+)
+def test_retention_keeps_what_restic_would(policy: dict[str, int], kept: set[str]) -> None:
+    names, why = keep(Policy.from_json(policy), HISTORY, utc=True)
+    assert names == kept
+    assert all(why[n] for n in names)
+
+
+@pytest.mark.parametrize("bad", [{"daily": -1}, {"weekly": "3"}, {"often": 2}, [], {"last": True}])
+def test_bad_policies_are_refused(bad: object) -> None:
+    with pytest.raises(InvalidArgument):
+        Policy.from_json(bad)
+
+
+def test_settings_in_levels(tmp_path: Path) -> None:
+    with Deployment.open(tmp_path / "data") as dep:
+        config = Config(dep.catalog)
+        assert config.effective("h1", "g1")["schedule"] == {"value": None, "from": "default"}
+        config.set("schedule", "0 2 * * *")
+        config.set("schedule", "30 1 * * *", group="g1")
+        config.set("retention", {"daily": 7}, source="h1")
+        shown = config.effective("h1", "g1")
+        assert shown["schedule"] == {"value": "30 1 * * *", "from": "group:g1"}
+        assert shown["retention"] == {"value": {"daily": 7}, "from": "source:h1"}
+        assert config.effective("h2", None)["schedule"] == {"value": "0 2 * * *", "from": "global"}
+        config.set("schedule", None, group="g1")  # removed there: the global value shows again
+        assert config.effective("h1", "g1")["schedule"]["from"] == "global"
+        for key, value in [("schedule", "every day"), ("retention", {"daily": -2}), ("nope", 1),
+                           ("notify_email", "not-an-address")]:  # fmt: skip
+            with pytest.raises(InvalidArgument):
+                config.set(key, value)
+
+
+def test_scheduler_takes_due_snapshots_and_applies_retention(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("data")
+    with Deployment.open(tmp_path / "data") as dep:
+        services = Services.build(dep, workers=1)
+        dep.add_source("h1")
+        dep.add_source("idle")
+        from engine.backup import backup
+
+        backup(dep.working_tree("h1"), dep.blobs, str(src))
+        config = Config(dep.catalog)
+        config.set("schedule", "*/5 * * * *", source="h1")  # every five minutes
+        config.set("retention", {"last": 2}, source="h1")
+        clock = [time.time()]
+        scheduler = Scheduler(services, now=lambda: clock[0])
+        assert scheduler.run_once() == []  # not due yet: the source is new
+        assert services.runner is not None
+        services.runner.start()
+        try:
+            for step in range(4):
+                clock[0] += 300
+                assert scheduler.run_once() == ["h1"]
+                assert scheduler.run_once() == []  # done for this slot
+                _wait_jobs(services, 1 + step)
+        finally:
+            services.runner.stop()
+        jobs = services.jobs.list()
+        assert [j.state for j in jobs] == ["done"] * 4, [j.error for j in jobs]
+        assert len(dep.list_snapshots("h1")) == 2  # retention kept the last two
+        assert jobs[0].progress is not None and len(jobs[0].progress["deleted"]) == 1
+
+
+def _wait_jobs(services: Services, count: int) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        done = [j for j in services.jobs.list() if j.state in ("done", "failed")]
+        if len(done) >= count:
+            return
+        assert time.monotonic() < deadline, services.jobs.list()
+        time.sleep(0.05)
+
+
+def test_config_cli(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    cairn(data, "source", "add", "h1")
+    cairn(data, "config", "set", "retention", '{"daily": 7, "weekly": 4}', "--source", "h1")
+    cairn(data, "config", "set", "schedule", '"0 3 * * *"')
+    shown = cairn_json(data, "config", "show", "--source", "h1")
+    assert shown["retention"] == {"value": {"daily": 7, "weekly": 4}, "from": "source:h1"}  # type: ignore[index]
+    assert shown["schedule"] == {"value": "0 3 * * *", "from": "global"}  # type: ignore[index]
+    bad = cairn(data, "config", "set", "schedule", '"sometimes"', check=False)
+    assert bad.returncode == 1 and "cron expression" in bad.stderr
