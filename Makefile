@@ -8,7 +8,7 @@ DATA ?= /var/lib/cairn
 LISTEN ?= 127.0.0.1:8080
 BIN := $(VENV)/bin
 APT_PACKAGES := python3 python3-venv python3-dev gcc pkg-config fuse3 libfuse3-dev \
-	postgresql redis-server rsync attr acl restic litmus curl
+	postgresql redis-server rsync attr acl restic litmus curl chromium
 
 .PHONY: run test setup system lint unit bench bench-s3
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from datetime import timedelta
 
 from flask import Flask, Response, jsonify, render_template, request
@@ -27,6 +28,7 @@ from engine.errors import (
 from . import auth
 from .accounts import BadLogin
 from .api import api
+from .output import human_bytes
 from .services import Services
 from .web import web
 
@@ -48,6 +50,8 @@ def create_app(services: Services) -> Flask:
         PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
     )  # fmt: skip
     app.extensions["cairn"] = services
+    app.jinja_env.filters["when"] = _when
+    app.jinja_env.filters["size"] = human_bytes
     app.register_blueprint(api)
     app.register_blueprint(web)
 
@@ -63,6 +67,10 @@ def create_app(services: Services) -> Flask:
         return render_template("error.html", status=status, message=message), status
 
     return app
+
+
+def _when(value: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(value)) if value else "never"
 
 
 def _status(e: Exception) -> tuple[int, str]:

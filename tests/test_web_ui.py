@@ -1,0 +1,86 @@
+"""The web UI in headless Chromium (Debian's chromium, driven by playwright) against `cairn serve`."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, sync_playwright
+
+from .servers import free_port
+from .test_backup_restore import CAIRN, cairn
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+@pytest.fixture
+def appliance(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """A running `cairn serve` with one backed-up source; yields (base URL, admin password)."""
+    data, port = tmp_path / "data", free_port()
+    src = tmp_path / "src"
+    (src / "docs").mkdir(parents=True)
+    (src / "docs" / "report.txt").write_text("quarterly numbers\n")
+    cairn(data, "backup", "laptop", str(src), "--snapshot", "monday")
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([*CAIRN, "--data", str(data), "serve", "--listen", f"127.0.0.1:{port}"],
+                                stdout=out, stderr=out)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while "serving on" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        found = re.search(r"one-time password (\S+)", log.read_text())
+        assert found, log.read_text()
+        yield f"http://127.0.0.1:{port}", found.group(1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log.read_text()
+    assert "Traceback" not in log.read_text(), log.read_text()
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def test_sign_in_browse_download_and_watch_a_job(appliance: tuple[str, str], browser: Browser, tmp_path: Path) -> None:
+    base, password = appliance
+    page = browser.new_page(accept_downloads=True)
+    page.goto(base + "/")
+    assert "/login" in page.url  # signed out: sent to the login page
+    page.fill("input[name=name]", "admin")
+    page.fill("input[name=password]", "not the password")
+    page.click("button[type=submit]")
+    assert page.locator("[role=alert]").inner_text() == "wrong name or password"
+    page.fill("input[name=name]", "admin")
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#sources")
+    page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+    assert (tmp_path / "dashboard.png").stat().st_size > 5000
+    page.click("text=laptop")
+    page.click("text=monday")
+    page.click("text=docs/")
+    with page.expect_download() as download:
+        page.click("a.download")
+    saved = tmp_path / "report.txt"
+    download.value.save_as(saved)
+    assert saved.read_text() == "quarterly numbers\n"
+    page.goto(base + "/sources/laptop")
+    page.fill("input[name=name]", "from-the-browser")
+    page.click("text=Take a snapshot")
+    page.wait_for_selector("#state.state-done", timeout=60_000)  # the job page refreshes itself
+    page.goto(base + "/sources/laptop")
+    assert page.locator("#snapshots").inner_text().count("from-the-browser") == 1
