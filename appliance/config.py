@@ -42,12 +42,21 @@ def _boolean(value: Any) -> Any:
     return value
 
 
+def _smtp(value: Any) -> Any:
+    allowed = {"host", "port", "from", "user", "password", "starttls"}
+    if value is not None and (not isinstance(value, dict) or "host" not in value or set(value) - allowed):
+        raise InvalidArgument(f"smtp is an object with host and some of: {', '.join(sorted(allowed - {'host'}))}")
+    return value
+
+
 # key -> (default, check)
 KNOWN: dict[str, tuple[Any, Any]] = {
     "schedule": (None, _schedule),  # when to snapshot the source (cron, local time)
     "retention": ({}, _retention),  # which snapshots to keep (restic's forget rules)
     "notify_email": (None, _email),  # where job failures and digests go
     "notify_success": (False, _boolean),  # also mail when a job succeeds
+    "smtp": (None, _smtp),  # the mail server (global)
+    "digest_schedule": (None, _schedule),  # when to mail the summary of the last day's jobs (global)
 }
 
 

@@ -121,9 +121,11 @@ class JobQueue:
 class Runner:
     """Worker threads that run queued jobs with the handler registered for their kind."""
 
-    def __init__(self, queue: JobQueue, handlers: dict[str, Handler], workers: int = 2):
+    def __init__(self, queue: JobQueue, handlers: dict[str, Handler], workers: int = 2,
+                 finished: Callable[[Job, str | None], None] | None = None):  # fmt: skip
         self.queue = queue
         self.handlers = handlers
+        self.finished = finished
         self.owner = new_owner()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._work, name=f"cairn-job-{i}", daemon=True)
@@ -160,9 +162,16 @@ class Runner:
                 raise CairnError(f"no handler for jobs of kind {job.kind!r}")
             result = handler(job, lambda p: self.queue.report(job.id, p))
             self.queue.finish(job.id, result, None)
+            error = None
         except Exception as e:
             log.warning("job %d (%s) failed: %s", job.id, job.kind, e, exc_info=not isinstance(e, CairnError))
-            self.queue.finish(job.id, None, str(e) or type(e).__name__)
+            error = str(e) or type(e).__name__
+            self.queue.finish(job.id, None, error)
+        if self.finished is not None:
+            try:
+                self.finished(job, error)
+            except Exception:
+                log.exception("telling about job %d failed", job.id)
 
 
 def _job(row: Any) -> Job:

@@ -48,24 +48,35 @@ class Scheduler:
                 log.exception("the scheduler failed; trying again")
 
     def run_once(self) -> list[str]:
-        """Submit the jobs that are due now; returns their sources."""
+        """Submit the jobs that are due now; returns their sources (and "digest" when it is due)."""
         now = self.now()
-        access = self.services.accounts.source_access()
         submitted = []
+        digest = self.config.value("digest_schedule")
+        if digest and self._due("digest", digest, now, now):
+            self.services.jobs.submit("digest", {})
+            submitted.append("digest")
+        access = self.services.accounts.source_access()
         for source in self.services.deployment.list_sources():
             group = access.get(source.name, (None, None))[0]
             schedule = self.config.value("schedule", source.name, group)
-            if not schedule:
+            if not schedule or not self._due(f"source/{source.name}", schedule, source.created, now):
                 continue
-            last = self._last_run(source.name) or source.created
-            start = datetime.datetime.fromtimestamp(last)
-            if croniter(schedule, start).get_next(float) > now:
-                continue
-            self._record_run(source.name, now)
             self.services.jobs.submit("snapshot", {"source": source.name, "name": None, "scheduled": True},
                                       source_id=source.id)  # fmt: skip
             submitted.append(source.name)
         return submitted
+
+    def _due(self, what: str, schedule: str, first: float, now: float) -> bool:
+        """Whether `schedule` came round since the last run of `what`; if so, that run is now."""
+        last = self._last_run(what)
+        if last is None:  # never run: count from `first`, and remember it as the baseline
+            last = first
+            self._record_run(what, first)
+        start = datetime.datetime.fromtimestamp(last)
+        if croniter(schedule, start).get_next(float) > now:
+            return False
+        self._record_run(what, now)
+        return True
 
     def _last_run(self, source: str) -> float | None:
         with self.services.deployment.catalog.engine.connect() as conn:

@@ -14,6 +14,7 @@ from .accounts import Accounts
 from .auth import LoginLimiter
 from .config import Config
 from .jobs import Handler, Job, JobQueue, Progress, Runner
+from .notify import Notifier
 from .retention import Policy, keep
 
 
@@ -28,8 +29,17 @@ class Services:
     @classmethod
     def build(cls, deployment: Deployment, *, workers: int = 2) -> Services:
         services = cls(deployment, Accounts(deployment.catalog), JobQueue(deployment.catalog), LoginLimiter())
-        services.runner = Runner(services.jobs, job_handlers(deployment), workers)
+        notifier = Notifier(Config(deployment.catalog), services.jobs, services.source_of)
+        handlers = {**job_handlers(deployment), "digest": lambda job, progress: notifier.digest()}
+        services.runner = Runner(services.jobs, handlers, workers, notifier.job_finished)
         return services
+
+    def source_of(self, source_id: int) -> tuple[str | None, str | None]:
+        """A source's name and group, by id (None, None once it is gone)."""
+        for s in self.deployment.list_sources():
+            if s.id == source_id:
+                return s.name, self.accounts.source_access().get(s.name, (None, None))[0]
+        return None, None
 
 
 def job_handlers(dep: Deployment) -> dict[str, Handler]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import re
 import time
 from pathlib import Path
 
@@ -126,3 +127,53 @@ def test_config_cli(tmp_path: Path) -> None:
     assert shown["schedule"] == {"value": "0 3 * * *", "from": "global"}  # type: ignore[index]
     bad = cairn(data, "config", "set", "schedule", '"sometimes"', check=False)
     assert bad.returncode == 1 and "cron expression" in bad.stderr
+
+
+def test_failures_are_mailed_and_a_digest_is_sent(tmp_path: Path) -> None:
+    from aiosmtpd.controller import Controller
+
+    from .servers import free_port
+
+    class Inbox:
+        def __init__(self) -> None:
+            self.mails: list[tuple[list[str], str]] = []
+
+        async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+            self.mails.append((envelope.rcpt_tos, envelope.content.decode()))  # type: ignore[attr-defined]
+            return "250 OK"
+
+    inbox = Inbox()
+    port = free_port()
+    smtp = Controller(inbox, hostname="127.0.0.1", port=port)
+    smtp.start()
+    try:
+        with Deployment.open(tmp_path / "data") as dep:
+            services = Services.build(dep, workers=1)
+            config = Config(dep.catalog)
+            config.set("smtp", {"host": "127.0.0.1", "port": port, "from": "cairn@example.org"})
+            config.set("notify_email", "ops@example.org")
+            config.set("digest_schedule", "0 * * * *")
+            dep.add_source("h1")
+            assert services.runner is not None
+            services.runner.start()
+            try:
+                services.jobs.submit("snapshot", {"source": "nope"})  # no such source: fails
+                services.jobs.submit("snapshot", {"source": "h1", "name": "ok"}, source_id=dep.source("h1").id)
+                _wait_jobs(services, 2)
+                clock = [time.time()]
+                scheduler = Scheduler(services, now=lambda: clock[0])
+                assert scheduler.run_once() == []  # the first look sets the baseline
+                clock[0] += 3600
+                assert scheduler.run_once() == ["digest"]
+                _wait_jobs(services, 3)
+            finally:
+                services.runner.stop()
+        deadline = time.monotonic() + 30
+        while len(inbox.mails) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        subjects = [re.search(r"^Subject: (.*)$", body, re.M).group(1).strip() for _, body in inbox.mails]  # type: ignore[union-attr]
+        assert any("snapshot job" in s and "failed" in s for s in subjects), subjects
+        assert any(s == "Cairn: 1 jobs done, 1 failed" for s in subjects), subjects
+        assert all(to == ["ops@example.org"] for to, _ in inbox.mails)
+    finally:
+        smtp.stop()
