@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,7 @@ from engine.errors import Exists, InvalidArgument, NotFound
 ROLES = ("admin", "operator", "member")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 PASSWORD_MIN = 8
+TOKEN_CACHE = 10.0  # seconds a checked token is trusted: a revocation elsewhere takes this long
 
 
 class BadLogin(InvalidArgument):
@@ -51,10 +53,12 @@ def check_name(name: str, what: str) -> str:
 
 
 class Accounts:
-    """Thread-safe: every call uses its own catalog connection."""
+    """Thread-safe: every call uses its own catalog connection; `_lock` guards the token cache."""
 
     def __init__(self, catalog: Catalog):
         self.catalog = catalog
+        self._lock = threading.Lock()  # guards `_tokens`
+        self._tokens: dict[bytes, tuple[User, float]] = {}  # token digest -> (user, checked at)
 
     # -- users ---------------------------------------------------------------
 
@@ -202,12 +206,29 @@ class Accounts:
         return token
 
     def token_user(self, token: str) -> User | None:
-        with self.catalog.engine.begin() as conn:
-            row = conn.execute(select(tokens.c.id, tokens.c.user_id).where(tokens.c.digest == _digest(token))).first()
-            if row is None:
-                return None
-            conn.execute(update(tokens).where(tokens.c.id == row[0]).values(last_used=time.time()))
-        return self.user_by_id(row[1])
+        """The token's user. Checks are remembered for TOKEN_CACHE seconds, and `last_used` is
+        written at most once a minute: a script's every request would otherwise be a catalog write."""
+        digest = _digest(token)
+        now = time.monotonic()
+        with self._lock:
+            cached = self._tokens.get(digest)
+        if cached is not None and now - cached[1] < TOKEN_CACHE:
+            return cached[0]
+        with self.catalog.engine.connect() as conn:
+            row = conn.execute(select(tokens.c.id, tokens.c.user_id, tokens.c.last_used)
+                               .where(tokens.c.digest == digest)).first()  # fmt: skip
+        if row is None:
+            return None
+        if row[2] is None or time.time() - row[2] > 60:
+            with self.catalog.engine.begin() as conn:
+                conn.execute(update(tokens).where(tokens.c.id == row[0]).values(last_used=time.time()))
+        user = self.user_by_id(row[1])
+        with self._lock:
+            if len(self._tokens) > 10_000:
+                self._tokens.clear()
+            if user is not None:
+                self._tokens[digest] = (user, now)
+        return user
 
     def list_tokens(self, user: User) -> list[dict[str, object]]:
         with self.catalog.engine.connect() as conn:
@@ -216,6 +237,8 @@ class Accounts:
             return [{"id": i, "name": n, "created": c, "last_used": lu} for i, n, c, lu in rows]
 
     def remove_token(self, user: User, token_id: int) -> None:
+        with self._lock:
+            self._tokens.clear()  # this process forgets at once; others within TOKEN_CACHE seconds
         with self.catalog.engine.begin() as conn:
             done = conn.execute(delete(tokens).where(tokens.c.id == token_id, tokens.c.user_id == user.id))
         if not done.rowcount:
