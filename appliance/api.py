@@ -48,6 +48,20 @@ def body(required: set[str], optional: set[str] = frozenset()) -> dict[str, Any]
     return doc
 
 
+def opt_text(doc: dict[str, Any], key: str) -> str | None:
+    return None if doc.get(key) is None else text(doc, key)
+
+
+def int_arg(name: str, default: int, low: int, high: int) -> int:
+    """A whole-number query parameter within [low, high]."""
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise InvalidArgument(f"{name} must be a whole number from {low} to {high}")
+    return int(raw)
+
+
 def text(doc: dict[str, Any], key: str) -> str:
     value = doc.get(key)
     if not isinstance(value, str):
@@ -124,7 +138,7 @@ def add_token() -> Response:
     return jsonify({"token": services().accounts.add_token(user, name), "name": name}), 201  # type: ignore[return-value]
 
 
-@api.delete("/tokens/<int:token_id>")
+@api.delete("/tokens/<int(max=9223372036854775807):token_id>")
 def remove_token(token_id: int) -> Response:
     services().accounts.remove_token(auth.require_user(), token_id)
     return jsonify({})
@@ -150,7 +164,7 @@ def sources() -> Response:
 def add_source() -> Response:
     user = auth.require_user()
     doc = body({"name"}, {"group", "owner"})
-    group, owner = doc.get("group"), doc.get("owner")
+    group, owner = opt_text(doc, "group"), opt_text(doc, "owner")
     if not manages(user, group):
         raise auth.Forbidden("only an administrator of the group may add sources to it")
     name = text(doc, "name")
@@ -254,12 +268,12 @@ def pool_job(kind: str) -> Response:
 @api.get("/jobs")
 def jobs() -> Response:
     user = auth.require_user()
-    listed = services().jobs.list(limit=min(int(request.args.get("limit", "100")), 1000))
+    listed = services().jobs.list(limit=int_arg("limit", 100, 1, 1000))
     mine = [j for j in listed if user.admin or j.requested_by == user.id]
     return jsonify([j.to_json() for j in mine])
 
 
-@api.get("/jobs/<int:job_id>")
+@api.get("/jobs/<int(max=9223372036854775807):job_id>")
 def job(job_id: int) -> Response:
     user = auth.require_user()
     found = services().jobs.get(job_id)
@@ -278,7 +292,9 @@ def maintenance() -> Response:
 def set_maintenance() -> Response:
     require_admin()
     doc = body({"on"}, {"reason"})
-    reason = (doc.get("reason") or "maintenance") if doc["on"] else None
+    if not isinstance(doc["on"], bool):
+        raise InvalidArgument("on must be true or false")
+    reason = (opt_text(doc, "reason") or "maintenance") if doc["on"] else None
     services().deployment.set_maintenance(reason)
     return jsonify({"maintenance": services().deployment.maintenance})
 
@@ -349,9 +365,9 @@ def source_config(name: str) -> Response:
 def set_config() -> Response:
     user = auth.require_user()
     doc = body({"key", "value"}, {"group", "source"})
-    group, source_name = doc.get("group"), doc.get("source")
+    group, source_name = opt_text(doc, "group"), opt_text(doc, "source")
     if source_name is not None:
-        allowed_source(text(doc, "source"), "configure")
+        allowed_source(source_name, "configure")
     elif not (user.admin or (group is not None and manages(user, group))):
         raise auth.Forbidden("only an administrator may change global or group settings")
     Config(services().deployment.catalog).set(text(doc, "key"), doc["value"], group=group, source=source_name)

@@ -112,7 +112,7 @@ def jobs() -> str:
     return page("jobs.html", jobs=listed)
 
 
-@web.get("/jobs/<int:job_id>")
+@web.get("/jobs/<int(max=9223372036854775807):job_id>")
 def job(job_id: int) -> str:
     user = auth.require_user()
     found = services().jobs.get(job_id)

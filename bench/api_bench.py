@@ -99,11 +99,20 @@ def main() -> None:
             conn.request("POST", "/api/v1/tokens", json.dumps({"name": f"c{i}"}),
                          {"Content-Type": "application/json", "Cookie": cookie, "X-CSRF-Token": csrf})  # fmt: skip
             tokens.append(json.loads(conn.getresponse().read())["token"])
-        backing_up = threading.Thread(target=lambda: [
-            subprocess.run([*CAIRN, "--data", str(data), "backup", "busy", str(trees[v]), "--snapshot", v],
-                           check=True, capture_output=True) for v in VERSIONS])  # fmt: skip
+        stop = threading.Event()
+
+        def keep_backing_up() -> None:
+            n = 0
+            while not stop.is_set():  # a backup runs for the whole measurement
+                v = VERSIONS[n % len(VERSIONS)]
+                subprocess.run([*CAIRN, "--data", str(data), "backup", "busy", str(trees[v]), "--snapshot", f"r{n}"],
+                               check=True, capture_output=True)  # fmt: skip
+                n += 1
+
+        backing_up = threading.Thread(target=keep_backing_up)
         backing_up.start()
-        stop, latencies, errors = threading.Event(), [], []
+        latencies: list[float] = []
+        errors: list[str] = []
         threads = [threading.Thread(target=client, args=(port, t, stop, latencies, errors, think)) for t in tokens]
         for t in threads:
             t.start()
