@@ -39,11 +39,19 @@ EXIT_PARTIAL = 3  # finished, but some files or blobs had problems
 
 
 class Context:
-    def __init__(self, data: Path, db: str | None, passphrase_file: Path | None, key_file: Path | None):
+    def __init__(self, data: Path, db: str | None, passphrase_file: Path | None, key_file: Path | None,
+                 remote: str | None = None):  # fmt: skip
         self.data = data
         self.db = db
         self.passphrase_file = passphrase_file
         self.key_file = key_file
+        self.remote = remote  # commands that know it talk to that appliance's API instead
+
+    def client(self) -> Any:
+        from .remote import client
+
+        assert self.remote is not None
+        return client(self.remote)
 
     def unlock(self) -> Unlock | None:
         """What opens an encrypted pool: a key file, a passphrase file, or $CAIRN_PASSPHRASE."""
@@ -55,6 +63,8 @@ class Context:
         return Unlock(passphrase=passphrase.encode()) if passphrase else None
 
     def open(self, *, encrypt: bool = False) -> Deployment:
+        if self.remote:
+            raise CairnError("this command works on a local data directory only, not with --remote")
         return Deployment.open(self.data, self.db, unlock=self.unlock(), encrypt=encrypt)
 
 
@@ -95,12 +105,14 @@ def command(group: click.Group, name: str | None = None) -> Callable[[F], F]:
     "--key-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
     envvar="CAIRN_KEY_FILE", help="Unlocks an encrypted pool whose keys a key file wraps.",
 )  # fmt: skip
+@click.option("--remote", envvar="CAIRN_REMOTE", help="Run against this appliance (see `cairn remote add`).")
 @click.pass_context
 def main(
-    click_ctx: click.Context, data: Path, db: str | None, passphrase_file: Path | None, key_file: Path | None
-) -> None:
+    click_ctx: click.Context, data: Path, db: str | None, passphrase_file: Path | None, key_file: Path | None,
+    remote: str | None,
+) -> None:  # fmt: skip
     """Cairn: deduplicating backups that any file client can write."""
-    click_ctx.obj = Context(data, db, passphrase_file, key_file)
+    click_ctx.obj = Context(data, db, passphrase_file, key_file, remote)
 
 
 @command(main, "init")
@@ -137,6 +149,8 @@ def _source_row(s: Any) -> dict[str, Any]:
 @click.argument("name")
 def source_add(ctx: Context, name: str, as_json: bool) -> None:
     """Add a source."""
+    if ctx.remote:
+        return remote_cmd.source_add(ctx.client(), name, as_json)
     with ctx.open() as dep:
         info = dep.add_source(name)
     output.emit_json(_source_row(info)) if as_json else output.say(f"source {name} added")
@@ -145,6 +159,8 @@ def source_add(ctx: Context, name: str, as_json: bool) -> None:
 @command(source, "list")
 def source_list(ctx: Context, as_json: bool) -> None:
     """List sources."""
+    if ctx.remote:
+        return remote_cmd.source_list(ctx.client(), as_json)
     with ctx.open() as dep:
         rows = [_source_row(s) for s in dep.list_sources()]
     if as_json:
@@ -179,6 +195,8 @@ def _snap_row(s: Any) -> dict[str, Any]:
 @click.argument("name", required=False)
 def snapshot_create(ctx: Context, source_name: str, name: str | None, as_json: bool) -> None:
     """Freeze SOURCE's working tree as a snapshot."""
+    if ctx.remote:
+        return remote_cmd.snapshot_create(ctx.client(), source_name, name, as_json)
     with ctx.open() as dep:
         info = dep.create_snapshot(source_name, name)
     output.emit_json(_snap_row(info)) if as_json else output.say(f"snapshot {info.name} of {source_name} created")
@@ -188,6 +206,8 @@ def snapshot_create(ctx: Context, source_name: str, name: str | None, as_json: b
 @click.argument("source_name", metavar="[SOURCE]", required=False)
 def snapshot_list(ctx: Context, source_name: str | None, as_json: bool) -> None:
     """List snapshots, of one source or all."""
+    if ctx.remote:
+        return remote_cmd.snapshot_list(ctx.client(), source_name, as_json)
     with ctx.open() as dep:
         rows = [_snap_row(s) for s in dep.list_snapshots(source_name)]
     if as_json:
@@ -249,6 +269,8 @@ def snapshot_diff(ctx: Context, source_name: str, old: str, new: str, as_json: b
 @click.argument("name")
 def snapshot_delete(ctx: Context, source_name: str, name: str, as_json: bool) -> None:
     """Delete a snapshot (its space returns after garbage collection)."""
+    if ctx.remote:
+        return remote_cmd.snapshot_delete(ctx.client(), source_name, name, as_json)
     with ctx.open() as dep:
         dep.delete_snapshot(source_name, name)
     output.emit_json({"deleted": name}) if as_json else output.say(f"snapshot {name} of {source_name} deleted")
@@ -404,6 +426,8 @@ pool.add_command(cast(click.Command, pool_create), "add")  # the same command by
 @command(pool, "list")
 def pool_list(ctx: Context, as_json: bool) -> None:
     """Show the pool: where it is, what it holds, how well it deduplicates."""
+    if ctx.remote:
+        return remote_cmd.pool_list(ctx.client(), as_json)
     with ctx.open() as dep:
         usage = dep.pool_usage()
     if as_json:
@@ -588,3 +612,4 @@ def catalog_rebuild(ctx: Context, force: bool, pool_file: Any, as_json: bool) ->
 
 
 from . import cli_admin  # noqa: E402, F401  (registers serve, user, group, assign)
+from . import cli_remote as remote_cmd  # noqa: E402  (registers remote, job; the --remote branches)

@@ -94,3 +94,54 @@ def test_user_and_group_commands(tmp_path: Path) -> None:
     assert bad.returncode == 1 and "at least 8 characters" in bad.stderr
     dup = cairn(data, "user", "add", "alice", "--password-file", str(pw), check=False)
     assert dup.returncode == 1 and "exists" in dup.stderr
+
+
+def test_cli_against_a_remote_appliance(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    data, port = tmp_path / "data", free_port()
+    log = tmp_path / "serve.log"
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([*CAIRN, "--data", str(data), "serve", "--listen", f"127.0.0.1:{port}"],
+                                stdout=out, stderr=out)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while "serving on" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        password = re.search(r"one-time password (\S+)", log.read_text())
+        assert password
+
+        def remote(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+            run = subprocess.run([*CAIRN, *args], capture_output=True, text=True, env=env, timeout=120)
+            assert not check or run.returncode == 0, run.stderr
+            return run
+
+        wrong = tmp_path / "wrong"
+        wrong.write_text("not it")
+        url = f"http://127.0.0.1:{port}"
+        refused = remote("remote", "add", "office", url, "--user", "admin", "--password-file", str(wrong), check=False)
+        assert refused.returncode == 1 and "wrong name or password" in refused.stderr
+        right = tmp_path / "right"
+        right.write_text(password.group(1))
+        remote("remote", "add", "office", url, "--user", "admin", "--password-file", str(right))
+        stored = tmp_path / "config" / "cairn" / "remotes.json"
+        assert stat.S_IMODE(stored.stat().st_mode) == 0o600 and password.group(1) not in stored.read_text()
+        assert "cairn_" not in remote("remote", "list").stdout  # the token is not shown
+        remote("--remote", "office", "source", "add", "h1")
+        made = json.loads(remote("--remote", "office", "snapshot", "create", "h1", "first", "--json").stdout)
+        assert made["snapshot"] == "first"
+        listed = json.loads(remote("--remote", "office", "snapshot", "list", "--json").stdout)
+        assert [(s["source"], s["name"]) for s in listed] == [("h1", "first")]
+        jobs = json.loads(remote("--remote", "office", "job", "list", "--json").stdout)
+        assert jobs[0]["kind"] == "snapshot" and jobs[0]["state"] == "done"
+        assert json.loads(remote("--remote", "office", "pool", "list", "--json").stdout)[0]["state"] == "online"
+        local_only = remote("--remote", "office", "pool", "scrub", check=False)
+        assert local_only.returncode == 1 and "not with --remote" in local_only.stderr
+        gone = remote("--remote", "office", "snapshot", "list", "nope", check=False)
+        assert gone.returncode == 1 and "no source" in gone.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log.read_text()
