@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +22,8 @@ from .openapi import SPEC
 from .services import Services
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
+EVENT_EVERY = 0.5  # seconds between looks at a job whose events are streamed
+EVENTS_FOR = 3600.0  # a stream ends after this long; the browser's EventSource reconnects
 
 
 def services() -> Services:
@@ -280,6 +284,30 @@ def job(job_id: int) -> Response:
     if not user.admin and found.requested_by != user.id:
         raise NotFound(f"no job {job_id}")
     return jsonify(found.to_json())
+
+
+@api.get("/jobs/<int(max=9223372036854775807):job_id>/events")
+def job_events(job_id: int) -> Response:
+    """Server-sent events: the job's state and progress whenever they change, until it ends."""
+    user = auth.require_user()
+    queue = services().jobs
+    first = queue.get(job_id)
+    if not user.admin and first.requested_by != user.id:
+        raise NotFound(f"no job {job_id}")
+
+    def events() -> Iterator[str]:
+        last = None
+        for _ in range(int(EVENTS_FOR / EVENT_EVERY)):
+            job = queue.get(job_id)
+            doc = json.dumps({"state": job.state, "progress": job.progress, "error": job.error})
+            if doc != last:
+                yield f"data: {doc}\n\n"
+                last = doc
+            if job.state in ("done", "failed"):
+                return
+            time.sleep(EVENT_EVERY)
+
+    return Response(events(), mimetype="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
 @api.get("/maintenance")

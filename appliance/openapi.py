@@ -100,6 +100,12 @@ SPEC: dict[str, Any] = {
                 "parameters": [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
             }
         },
+        "/api/v1/jobs/{job_id}/events": {
+            "get": {
+                **_op("A job's progress as server-sent events"),
+                "parameters": [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+            }
+        },
         "/api/v1/maintenance": {
             "get": _op("Whether the deployment is in maintenance mode"),
             "put": _op(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -150,6 +151,10 @@ def test_jobs_run_and_report(app: Flask) -> None:
     assert done["state"] == "done" and done["progress"]["snapshot"] == "nightly"  # type: ignore[index]
     names = [s["name"] for s in client.get("/api/v1/sources/a/snapshots").json]  # type: ignore[union-attr]
     assert "nightly" in names
+    stream = client.get(f"/api/v1/jobs/{job['id']}/events")  # type: ignore[index]
+    assert stream.mimetype == "text/event-stream"
+    events = [json.loads(line[6:]) for line in stream.get_data(as_text=True).splitlines() if line.startswith("data: ")]
+    assert events[-1]["state"] == "done" and events[-1]["progress"]["snapshot"] == "nightly"
     gc_job = client.post("/api/v1/pool/gc", headers=csrf)
     assert gc_job.status_code == 202
     ops, ops_csrf = signed_in(app, "ops")
