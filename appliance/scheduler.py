@@ -18,6 +18,7 @@ from sqlalchemy import delete, select
 
 from engine.catalog.schema import settings
 
+from . import usage
 from .config import Config
 from .services import Services
 
@@ -50,6 +51,7 @@ class Scheduler:
     def run_once(self) -> list[str]:
         """Submit the jobs that are due now; returns their sources (and "digest" when it is due)."""
         now = self.now()
+        usage.sample(self.services.deployment, now)
         submitted = []
         digest = self.config.value("digest_schedule")
         if digest and self._due("digest", digest, now, now):

@@ -8,9 +8,10 @@ from typing import Any
 from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
+from engine.check import last_scrub
 from engine.meta import Kind
 
-from . import auth
+from . import auth, usage
 from .access import can
 from .services import Services
 
@@ -63,9 +64,42 @@ def _visible() -> list[dict[str, Any]]:
 
 @web.get("/")
 def dashboard() -> str:
+    user = auth.require_user()
+    running = [j for j in services().jobs.list(limit=20) if user.admin or j.requested_by == user.id]
+    return page("dashboard.html", sources=_visible(), pool=services().deployment.pool_usage(), jobs=running[:10],
+                chart=usage.chart(usage.history(services().deployment)))  # fmt: skip
+
+
+@web.get("/storage")
+def storage() -> str:
+    user = auth.require_user()
+    dep = services().deployment
+    return page("storage.html", pool=dep.pool_usage(), scrub=last_scrub(dep.catalog), admin=user.admin)
+
+
+@web.post("/storage/<any(gc, scrub):kind>")
+def storage_job(kind: str) -> BaseResponse:
+    user = auth.require_user()
+    if not user.admin:
+        raise auth.Forbidden("only an administrator may do this")
+    job = services().jobs.submit(kind, {}, user_id=user.id)
+    return redirect(url_for("web.job", job_id=job.id))
+
+
+@web.get("/users")
+def users() -> str:
+    user = auth.require_user()
+    if not user.admin:
+        raise auth.Forbidden("only an administrator may see every user")
+    return page("users.html", people=services().accounts.list_users(), groups=services().accounts.list_groups())
+
+
+@web.get("/settings")
+def settings_page() -> str:
     auth.require_user()
-    return page("dashboard.html", sources=_visible(), pool=services().deployment.pool_usage(),
-                jobs=[j for j in services().jobs.list(limit=10)])  # fmt: skip
+    from .config import Config
+
+    return page("settings.html", shown=Config(services().deployment.catalog).effective())
 
 
 @web.get("/sources/<name>")

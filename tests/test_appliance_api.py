@@ -186,3 +186,25 @@ def test_web_ui_pages(app: Flask) -> None:
     assert client.post("/sources/a/snapshots", data={"name": "from-ui"}).status_code == 403  # no CSRF
     wrong = app.test_client().post("/login", data={"name": "ops", "password": "nope"})
     assert "wrong name or password" in wrong.get_data(as_text=True)
+
+
+def test_storage_users_settings_pages_and_the_usage_chart(app: Flask) -> None:
+    from appliance import usage
+
+    services = app.extensions["cairn"]
+    dep = services.deployment
+    start = time.time()
+    assert usage.sample(dep, start) and not usage.sample(dep, start + 60)  # one an hour
+    assert usage.sample(dep, start + 3600)
+    client = app.test_client()
+    client.post("/login", data={"name": "root", "password": PASSWORD, "next": "/"})
+    home = client.get("/").get_data(as_text=True)
+    assert '<svg id="usage"' in home and "<polyline" in home
+    storage = client.get("/storage").get_data(as_text=True)
+    assert "Scrub now" in storage and "Last scrub" in storage
+    assert "mia" in client.get("/users").get_data(as_text=True)
+    assert "retention" in client.get("/settings").get_data(as_text=True)
+    ops = app.test_client()
+    ops.post("/login", data={"name": "ops", "password": PASSWORD, "next": "/"})
+    assert ops.get("/users").status_code == 403
+    assert "Scrub now" not in ops.get("/storage").get_data(as_text=True)
