@@ -52,10 +52,14 @@ class _Sealed:
     upload: Future[None] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def finish(self, codec: Codec) -> None:
+    def finish(self, codec: Codec) -> bool:
+        """Make the pack's bytes; True the first time (the blobs' separate buffers can go then)."""
         with self.lock:
-            if not self.name:
-                self.name, self.data = self.builder.seal(codec)
+            if self.name:
+                return False
+            self.name, self.data = self.builder.seal(codec)
+            self.builder.parts = []  # the bytes live in `data` now: hold each blob once, not twice
+            return True
 
 
 @dataclass(frozen=True)
@@ -125,7 +129,7 @@ class BlobStore:
         self._fetched = threading.Condition(self._lock)
         # Bounds memory: chunks being encoded, and sealed packs not yet stored.
         self._encode_slots = threading.BoundedSemaphore(encoders * 4)
-        self._upload_slots = threading.BoundedSemaphore(connections + 2)
+        self._upload_slots = threading.BoundedSemaphore(connections + 1)
         self._inflight: set[Future[None]] = set()
         self._batch: list[tuple[bytes, bytes, int]] = []
         self._batch_bytes = 0
@@ -255,7 +259,7 @@ class BlobStore:
 
     def _upload(self, sealed: _Sealed) -> None:
         try:
-            sealed.finish(self.codec)
+            self._finish(sealed)
             self.backend.put(pack_key(sealed.name), sealed.data)
             self._commit_pack(sealed)
         except BaseException as e:
@@ -263,6 +267,16 @@ class BlobStore:
             with self._lock:
                 self._upload_failure = e
             raise
+
+    def _finish(self, sealed: _Sealed) -> None:
+        """Seal a pack; blobs still pending are then read from its bytes (16 MiB held once, not twice)."""
+        if not sealed.finish(self.codec):
+            return
+        view = memoryview(sealed.data)
+        with self._lock:
+            for e in sealed.builder.entries:
+                if e.blob_id in self._pending:
+                    self._pending[e.blob_id] = (b"", view[e.offset : e.offset + e.length])
 
     def _commit_pack(self, sealed: _Sealed) -> None:
         entries = sealed.builder.entries
@@ -338,7 +352,7 @@ class BlobStore:
                     continue
                 # Not sent, or its upload failed: send it on this thread, so a
                 # failure is retried once and then reaches the caller.
-                sealed.finish(self.codec)
+                self._finish(sealed)
                 self.backend.put(pack_key(sealed.name), sealed.data)
                 self._commit_pack(sealed)
             with self._lock:
