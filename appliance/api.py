@@ -213,6 +213,17 @@ def delete_snapshot(name: str, snap: str) -> Response:
     return jsonify({})
 
 
+@api.post("/sources/<name>/snapshots/<snap>/restore")
+def restore_path(name: str, snap: str) -> Response:
+    """Bring a path of a snapshot back into current/ (a job; by reference, no bytes copied)."""
+    user, _, _ = allowed_source(name, "restore")
+    doc = body({"path"}, {"to"})
+    params = {"source": name, "snapshot": snap, "path": text(doc, "path"), "to": opt_text(doc, "to")}
+    services().deployment.snapshot_info(name, snap)  # 404 now rather than a failed job later
+    job = services().jobs.submit("restore", params, source_id=services().deployment.source(name).id, user_id=user.id)
+    return jsonify(job.to_json()), 202  # type: ignore[return-value]
+
+
 @api.get("/sources/<name>/snapshots/<snap>/entries")
 def entries(name: str, snap: str) -> Response:
     allowed_source(name, "see")

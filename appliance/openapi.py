@@ -84,6 +84,14 @@ SPEC: dict[str, Any] = {
             "post": _op("Take a snapshot (a job)", params=["name"], body=_obj([], name=NAME), ok="202"),
         },
         "/api/v1/sources/{name}/snapshots/{snap}": {"delete": _op("Delete a snapshot", params=["name", "snap"])},
+        "/api/v1/sources/{name}/snapshots/{snap}/restore": {
+            "post": _op(
+                "Restore a path into current/ (a job)",
+                params=["name", "snap"],
+                ok="202",
+                body=_obj(["path"], path=STR, to=STR),
+            )
+        },
         "/api/v1/sources/{name}/snapshots/{snap}/entries": {
             "get": _op("List a directory of a snapshot", params=["name", "snap"], query=["path"])
         },

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Any
 
 from engine import gc
 from engine.check import check_pool, filesystem_of, locate, pool_path, record_scrub
 from engine.deployment import Deployment
+from engine.recover import restore_into
 
 from .accounts import Accounts
 from .auth import LoginLimiter
@@ -62,6 +64,13 @@ def job_handlers(dep: Deployment) -> dict[str, Handler]:
             dep.delete_snapshot(source, name)
         return gone
 
+    def restore(job: Job, progress: Progress) -> dict[str, Any]:
+        source, path = job.params["source"], job.params["path"]
+        view = dep.snapshot(source, job.params["snapshot"])
+        to = job.params.get("to") or path
+        stats = restore_into(view, os.fsencode(path), dep.working_tree(source), os.fsencode(to))
+        return {"restored": path, "to": f"current/{to.strip('/')}", "files": stats.files, "bytes": stats.bytes}
+
     def forget(job: Job, progress: Progress) -> dict[str, Any]:
         return {"deleted": forget_source(job.params["source"])}
 
@@ -80,4 +89,4 @@ def job_handlers(dep: Deployment) -> dict[str, Handler]:
         return {**summary, "damage": [{"blob": d.blob_id.hex(), "pack": d.pack, "problem": d.problem,
                                        "affects": d.affects} for d in report.damage]}  # fmt: skip
 
-    return {"snapshot": snapshot, "forget": forget, "gc": collect, "scrub": scrub}
+    return {"snapshot": snapshot, "restore": restore, "forget": forget, "gc": collect, "scrub": scrub}

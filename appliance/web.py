@@ -139,6 +139,16 @@ def browse(name: str, snap: str) -> str:
                 restore=can(user, "restore", group, owner))  # fmt: skip
 
 
+@web.post("/sources/<name>/snapshots/<snap>/restore")
+def restore_path(name: str, snap: str) -> BaseResponse:
+    from .api import allowed_source
+
+    user, _, _ = allowed_source(name, "restore")
+    params = {"source": name, "snapshot": snap, "path": request.form.get("path", "/"), "to": None}
+    job = services().jobs.submit("restore", params, source_id=services().deployment.source(name).id, user_id=user.id)
+    return redirect(url_for("web.job", job_id=job.id))
+
+
 @web.get("/jobs")
 def jobs() -> str:
     user = auth.require_user()

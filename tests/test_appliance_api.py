@@ -208,3 +208,25 @@ def test_storage_users_settings_pages_and_the_usage_chart(app: Flask) -> None:
     ops.post("/login", data={"name": "ops", "password": PASSWORD, "next": "/"})
     assert ops.get("/users").status_code == 403
     assert "Scrub now" not in ops.get("/storage").get_data(as_text=True)
+
+
+def test_restore_a_path_into_current(app: Flask) -> None:
+    services = app.extensions["cairn"]
+    dep = services.deployment
+    tree = dep.working_tree("a")
+    from engine.worktree.tree import ROOT
+
+    tree.unlink(ROOT, b"hello.txt")  # lost from current/ ...
+    client, csrf = signed_in(app, "ops")
+    job = client.post("/api/v1/sources/a/snapshots/s1/restore", json={"path": "/hello.txt"}, headers=csrf).json
+    for _ in range(300):
+        done = client.get(f"/api/v1/jobs/{job['id']}").json  # type: ignore[index]
+        if done["state"] in ("done", "failed"):  # type: ignore[index]
+            break
+        time.sleep(0.05)
+    assert done["state"] == "done", done  # type: ignore[index]
+    ino = tree.lookup(ROOT, b"hello.txt").ino  # ... and back, by reference to the same chunks
+    assert tree.read(ino, 0, 100) == b"hello from a snapshot\n"
+    mia, mia_csrf = signed_in(app, "mia")
+    assert mia.post("/api/v1/sources/a/snapshots/s1/restore", json={"path": "/"}, headers=mia_csrf).status_code == 404
+    assert client.post("/api/v1/sources/a/snapshots/zz/restore", json={"path": "/"}, headers=csrf).status_code == 404

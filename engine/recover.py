@@ -1,0 +1,72 @@
+"""Restoring a snapshot path into a working tree (`current/`), by reference: no bytes are copied.
+
+Files take the snapshot's chunk lists, so bringing back a folder of any size
+costs a catalog row per entry. What exists under the same name is replaced
+(a directory is merged into); metadata comes along. Hard links come back as
+separate files.
+"""
+
+from __future__ import annotations
+
+import stat as st
+
+from .content import unpack_extents
+from .errors import NotFound
+from .meta import Kind
+from .reader import SnapshotView
+from .restore import RestoreStats
+from .tree import Entry
+from .worktree import WorkingTree
+from .worktree.inode import ROOT
+
+
+def restore_into(view: SnapshotView, path: bytes, tree: WorkingTree, dest: bytes) -> RestoreStats:
+    """Bring `path` of a snapshot back at `dest` (a path in the working tree; its parent must exist)."""
+    stats = RestoreStats()
+    entry = view.lookup(path)
+    parent_path, _, name = dest.strip(b"/").rpartition(b"/")
+    if not name:
+        raise NotFound("give the path to restore to, inside current/")
+    parent = tree.resolve(parent_path) if parent_path else ROOT
+    _place(view, tree, parent, name, entry, stats)
+    return stats
+
+
+def _place(view: SnapshotView, tree: WorkingTree, parent: int, name: bytes, e: Entry, stats: RestoreStats) -> None:
+    existing = _existing(tree, parent, name)
+    if existing is not None and (e.kind != Kind.DIR or not st.S_ISDIR(existing)):
+        _remove(tree, parent, name, existing)
+        existing = None
+    if e.kind == Kind.DIR:
+        ino = tree.lookup(parent, name).ino if existing is not None else tree.mkdir(parent, name, e.mode).ino
+        for child in sorted(view.listing(e).values(), key=lambda c: c.name):
+            _place(view, tree, ino, child.name, child, stats)
+        stats.dirs += 1
+    elif e.kind == Kind.FILE:
+        ino = tree.create(parent, name, e.mode).ino
+        tree.set_content(ino, unpack_extents(e.payload))
+        stats.files += 1
+        stats.bytes += e.size
+    elif e.kind == Kind.SYMLINK:
+        ino = tree.symlink(parent, name, e.payload).ino
+    else:
+        ino = tree.mknod(parent, name, e.st_mode, e.rdev).ino
+    tree.set_xattrs(ino, dict(e.xattrs))
+    tree.setattr(ino, mode=e.mode, uid=e.uid, gid=e.gid, atime_ns=e.atime_ns, mtime_ns=e.mtime_ns)
+
+
+def _existing(tree: WorkingTree, parent: int, name: bytes) -> int | None:
+    try:
+        return tree.lookup(parent, name).mode
+    except NotFound:
+        return None
+
+
+def _remove(tree: WorkingTree, parent: int, name: bytes, mode: int) -> None:
+    if not st.S_ISDIR(mode):
+        tree.unlink(parent, name)
+        return
+    ino = tree.lookup(parent, name).ino
+    for child, stat in tree.listdir(ino):
+        _remove(tree, ino, child, stat.mode)
+    tree.rmdir(parent, name)
