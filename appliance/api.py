@@ -206,6 +206,27 @@ def take_snapshot(name: str) -> Response:
     return jsonify(job.to_json()), 202  # type: ignore[return-value]
 
 
+@api.get("/sources/<name>/diff")
+def diff_snapshots(name: str) -> Response:
+    """What changed between two snapshots (`old`, `new`), at most `limit` changes."""
+    allowed_source(name, "see")
+    return jsonify(changes(name, request.args.get("old", ""), request.args.get("new", ""),
+                           int_arg("limit", 1000, 1, 100_000)))  # fmt: skip
+
+
+def changes(name: str, old: str, new: str, limit: int) -> list[dict[str, Any]]:
+    from engine.reader import diff
+
+    dep = services().deployment
+    out = []
+    for c in diff(dep.snapshot(name, old), dep.snapshot(name, new)):
+        entry = c.new or c.old
+        out.append({"path": os.fsdecode(c.path), "change": c.change, "size": entry.size if entry else 0})
+        if len(out) >= limit:
+            break
+    return out
+
+
 @api.delete("/sources/<name>/snapshots/<snap>")
 def delete_snapshot(name: str, snap: str) -> Response:
     allowed_source(name, "configure")
@@ -257,6 +278,34 @@ def download(name: str, snap: str) -> Response:
     headers = {"Content-Length": str(reader.size),
                "Content-Disposition": f"attachment; filename*=UTF-8''{_quote(filename)}"}  # fmt: skip
     return Response(chunks(), mimetype="application/octet-stream", headers=headers)
+
+
+@api.get("/sources/<name>/snapshots/<snap>/archive")
+def archive(name: str, snap: str) -> Response:
+    """A directory of a snapshot as a streamed zip or tar.zst (the WebDAV share's archives)."""
+    from dav.archive import FORMATS, tar_zst, zip_archive
+    from dav.session import Session
+
+    allowed_source(name, "restore")
+    kind = request.args.get("format", "zip")
+    if kind not in FORMATS:
+        raise InvalidArgument(f"format is one of {', '.join(FORMATS)}")
+    path = request.args.get("path", "/")
+    session = Session(services().view)
+    top = session.resolve(f"/{name}/snapshots/{snap}/{path.strip('/')}")[-1]
+    if top.kind != Kind.DIR:
+        session.release()
+        raise InvalidArgument("not a directory: download files one by one")
+    label = os.path.basename(path.rstrip("/")) or f"{name}-{snap}"
+
+    def stream() -> Iterator[bytes]:
+        try:
+            yield from (tar_zst if kind == "tar.zst" else zip_archive)(session, top, label)
+        finally:
+            session.release()
+
+    headers = {"Content-Disposition": f"attachment; filename*=UTF-8''{_quote(label)}.{kind}"}
+    return Response(stream(), mimetype=FORMATS[kind], headers=headers)
 
 
 def _quote(name: str) -> str:

@@ -83,6 +83,9 @@ SPEC: dict[str, Any] = {
             "get": _op("A source's snapshots", params=["name"]),
             "post": _op("Take a snapshot (a job)", params=["name"], body=_obj([], name=NAME), ok="202"),
         },
+        "/api/v1/sources/{name}/diff": {
+            "get": _op("What changed between two snapshots", params=["name"], query=["old", "new", "limit"])
+        },
         "/api/v1/sources/{name}/snapshots/{snap}": {"delete": _op("Delete a snapshot", params=["name", "snap"])},
         "/api/v1/sources/{name}/snapshots/{snap}/restore": {
             "post": _op(
@@ -94,6 +97,13 @@ SPEC: dict[str, Any] = {
         },
         "/api/v1/sources/{name}/snapshots/{snap}/entries": {
             "get": _op("List a directory of a snapshot", params=["name", "snap"], query=["path"])
+        },
+        "/api/v1/sources/{name}/snapshots/{snap}/archive": {
+            "get": _op(
+                "Download a directory of a snapshot as zip or tar.zst",
+                params=["name", "snap"],
+                query=["path", "format"],
+            )
         },
         "/api/v1/sources/{name}/snapshots/{snap}/file": {
             "get": _op("Download a file of a snapshot", params=["name", "snap"], query=["path"])

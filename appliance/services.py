@@ -10,6 +10,7 @@ from typing import Any
 from engine import gc
 from engine.check import check_pool, filesystem_of, locate, pool_path, record_scrub
 from engine.deployment import Deployment
+from engine.mount import MountView
 from engine.recover import restore_into
 
 from .accounts import Accounts
@@ -27,6 +28,10 @@ class Services:
     jobs: JobQueue
     logins: LoginLimiter
     runner: Runner | None = None
+    view: MountView = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.view = MountView(self.deployment)  # the mount's tree, for archives of snapshot folders
 
     @classmethod
     def build(cls, deployment: Deployment, *, workers: int = 2) -> Services:

@@ -112,6 +112,15 @@ def source(name: str) -> str:
                 run=can(user, "run", group, owner))  # fmt: skip
 
 
+@web.get("/sources/<name>/diff")
+def diff_page(name: str) -> str:
+    from .api import allowed_source, changes
+
+    allowed_source(name, "see")
+    old, new = request.args.get("old", ""), request.args.get("new", "")
+    return page("diff.html", source=name, old=old, new=new, changes=changes(name, old, new, 5000))
+
+
 @web.post("/sources/<name>/snapshots")
 def take_snapshot(name: str) -> BaseResponse:
     from .api import allowed_source

@@ -230,3 +230,39 @@ def test_restore_a_path_into_current(app: Flask) -> None:
     mia, mia_csrf = signed_in(app, "mia")
     assert mia.post("/api/v1/sources/a/snapshots/s1/restore", json={"path": "/"}, headers=mia_csrf).status_code == 404
     assert client.post("/api/v1/sources/a/snapshots/zz/restore", json={"path": "/"}, headers=csrf).status_code == 404
+
+
+def test_folder_archives(app: Flask) -> None:
+    import io
+    import zipfile
+
+    client, _ = signed_in(app, "ops")
+    reply = client.get("/api/v1/sources/a/snapshots/s1/archive?path=/&format=zip")
+    assert reply.status_code == 200 and reply.mimetype == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(reply.data)) as zf:
+        assert zf.read("a-s1/hello.txt") == b"hello from a snapshot\n"
+    tar = client.get("/api/v1/sources/a/snapshots/s1/archive?path=/&format=tar.zst")
+    assert tar.status_code == 200 and tar.data[:4] == b"\x28\xb5\x2f\xfd"  # a zstd frame
+    assert client.get("/api/v1/sources/a/snapshots/s1/archive?path=/hello.txt").status_code == 400
+    assert client.get("/api/v1/sources/a/snapshots/s1/archive?format=rar").status_code == 400
+    mia, _ = signed_in(app, "mia")
+    assert mia.get("/api/v1/sources/a/snapshots/s1/archive").status_code == 404
+
+
+def test_diff_two_snapshots(app: Flask) -> None:
+    dep = app.extensions["cairn"].deployment
+    tree = dep.working_tree("a")
+    from engine.worktree.tree import ROOT
+
+    ino = tree.create(ROOT, b"new.txt", 0o644).ino
+    tree.open(ino)
+    tree.write(ino, 0, b"fresh")
+    tree.release(ino)
+    dep.create_snapshot("a", "s2")
+    client, _ = signed_in(app, "ops")
+    found = client.get("/api/v1/sources/a/diff?old=s1&new=s2").json
+    assert {"path": "new.txt", "change": "added", "size": 5} in found  # type: ignore[operator]
+    page = app.test_client()
+    page.post("/login", data={"name": "ops", "password": PASSWORD, "next": "/"})
+    assert "new.txt" in page.get("/sources/a/diff?old=s1&new=s2").get_data(as_text=True)
+    assert client.get("/api/v1/sources/a/diff?old=s1&new=nope").status_code == 404
