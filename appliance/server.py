@@ -18,8 +18,10 @@ from typing import Any
 from cheroot import wsgi
 
 from engine.deployment import Deployment
+from engine.errors import NotFound
 from engine.mount import MountView
 
+from .access import can
 from .accounts import Accounts
 from .scheduler import Scheduler
 from .services import Services
@@ -77,25 +79,40 @@ def serve(deployment: Deployment, listen: str, mountpoint: Path | None = None, w
         services.runner.stop()
 
 
-class _Administrators:
-    """The WebDAV share's user list: the appliance's administrators (the share does not
-    yet show each user only what their roles allow, so only those who may see everything sign in)."""
+class _Accounts:
+    """The WebDAV share's user list: the appliance's accounts (their password hashes)."""
 
     def __init__(self, accounts: Accounts):
         self.accounts = accounts
 
     def get(self, name: str) -> str | None:
-        return self.accounts.password_hash(name, admin_only=True)
+        return self.accounts.password_hash(name)
 
     def __len__(self) -> int:
         return self.accounts.count_users()
 
 
 def _dav(services: Services) -> WSGIApp:
+    """The share at /dav: each user sees and changes what their roles allow (appliance/access.py)."""
     from dav.app import make_app
 
-    users: Any = _Administrators(services.accounts)
-    return make_app(MountView(services.deployment), users, mount_path="/dav")
+    def scope(name: str) -> Callable[[str | None, str], bool]:
+        try:
+            user = services.accounts.user(name)
+        except NotFound:  # removed since the password was checked
+            return lambda source, action: False
+        access = services.accounts.source_access()
+
+        def allowed(source: str | None, action: str) -> bool:
+            if source is None:
+                return user.admin
+            group, owner = access.get(source, (None, None))
+            return can(user, action, group, owner)
+
+        return allowed
+
+    users: Any = _Accounts(services.accounts)
+    return make_app(MountView(services.deployment), users, mount_path="/dav", scope=scope)
 
 
 def _dispatch(web: WSGIApp, dav: WSGIApp) -> WSGIApp:

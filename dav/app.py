@@ -24,6 +24,7 @@ from engine.mount import MountView
 
 from .auth import UserList
 from .provider import CairnProvider
+from .scope import Scope, ScopeOf
 from .session import KEY, Session
 from .streams import START_RESPONSE, Streams
 
@@ -40,20 +41,24 @@ _DOT_SEGMENT = re.compile(r"(^|/)\.\.?(/|$)")
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-def make_app(view: MountView, users: dict[str, str], *, anonymous: bool = False, mount_path: str = "") -> WSGIApp:
-    """The share at `mount_path` ("" or e.g. "/dav"): users maps names to scrypt hashes."""
+def make_app(
+    view: MountView, users: dict[str, str], *, anonymous: bool = False, mount_path: str = "",
+    scope: ScopeOf | None = None,
+) -> WSGIApp:  # fmt: skip
+    """The share at `mount_path` ("" or e.g. "/dav"): users maps names to scrypt hashes; `scope`
+    (see scope.py) limits what each user sees and changes."""
     config = {
         "provider_mapping": {"/": CairnProvider(view)},
         "mount_path": mount_path or None,
         # Streams before ErrorPrinter, which would hold back the start of a streamed response.
-        "middleware_stack": [HTTPAuthenticator, Streams, ErrorPrinter, RequestResolver],
+        "middleware_stack": [HTTPAuthenticator, Scope, Streams, ErrorPrinter, RequestResolver],
         "http_authenticator": {
             "domain_controller": UserList,
             "accept_basic": True,
             "accept_digest": False,
             "default_to_digest": False,
         },
-        "cairn": {"users": users, "anonymous": anonymous},
+        "cairn": {"users": users, "anonymous": anonymous, "scope": scope},
         "lock_storage": True,  # in memory: locks are short-lived and do not outlive a restart
         "property_manager": None,  # dead properties are xattrs (see props.py)
         "block_size": BLOCK_SIZE,

@@ -24,6 +24,7 @@ from engine.mount.nodes import WORKING, node_of
 
 from . import props
 from .errors import translated
+from .scope import KEY as SCOPE_KEY
 from .session import Session, names_of
 from .upload import Upload
 
@@ -176,6 +177,9 @@ class Folder(Node, DAVCollection):  # type: ignore[misc]
         label = text(name)
         if label is None:
             return None
+        allowed = self.environ.get(SCOPE_KEY)
+        if allowed is not None and self.parent is None and not allowed(label, "see"):
+            return None  # the root lists only the sources this user may see
         path = util.join_uri(self.path, label)
         if stat.kind == Kind.DIR:
             return Folder(path, self.environ, self.session, stat, self.stat)

@@ -1,0 +1,63 @@
+"""The appliance's WebDAV share at /dav: the same accounts, and each user sees and changes what their roles allow."""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from werkzeug.test import Client
+
+from appliance import server
+from appliance.services import Services
+from appliance.webapp import create_app
+from engine.deployment import Deployment
+
+PASSWORD = "correct horse"
+
+
+@pytest.fixture
+def share(tmp_path: Path) -> Iterator[Client]:
+    with Deployment.open(tmp_path / "data") as dep:
+        services = Services.build(dep)
+        accounts = services.accounts
+        accounts.add_group("g1")
+        for name, admin in (("root", True), ("ops", False), ("mia", False)):
+            accounts.add_user(name, PASSWORD, admin=admin)
+        accounts.set_role("g1", "ops", "operator")
+        accounts.set_role("g1", "mia", "member")
+        for source in ("a", "b", "c"):
+            dep.add_source(source)
+        accounts.assign_source("a", "g1", None)
+        accounts.assign_source("b", "g1", "mia")
+        yield Client(server._dispatch(create_app(services), server._dav(services)))
+
+
+def _as(name: str, **headers: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{name}:{PASSWORD}".encode()).decode(), **headers}
+
+
+def _listed(client: Client, name: str) -> set[str]:
+    reply = client.open("/dav/", method="PROPFIND", headers=_as(name, Depth="1"))
+    assert reply.status_code == 207
+    return set(re.findall(r"<D:href>/dav/([^/<]+)/</D:href>", reply.get_data(as_text=True)))
+
+
+def test_each_user_sees_and_changes_what_their_roles_allow(share: Client) -> None:
+    assert _listed(share, "root") == {"a", "b", "c"}
+    assert _listed(share, "ops") == {"a", "b"}
+    assert _listed(share, "mia") == {"b"}
+    put = {"input_stream": __import__("io").BytesIO(b"data"), "method": "PUT"}
+    assert share.open("/dav/a/current/f", headers=_as("ops"), **put).status_code in (201, 204)
+    assert share.open("/dav/c/current/f", headers=_as("ops"), data=b"x", method="PUT").status_code == 404
+    assert share.open("/dav/b/current/g", headers=_as("mia"), data=b"x", method="PUT").status_code == 403
+    assert share.open("/dav/b/current/", headers=_as("mia", Depth="1"), method="PROPFIND").status_code == 207
+    assert share.open("/dav/a/current/", headers=_as("mia", Depth="1"), method="PROPFIND").status_code == 404
+    move = _as("ops", Destination="http://localhost/dav/c/current/f")
+    assert share.open("/dav/a/current/f", headers=move, method="MOVE").status_code == 404
+    assert share.open("/dav/new/", headers=_as("ops"), method="MKCOL").status_code == 403
+    assert share.open("/dav/new/", headers=_as("root"), method="MKCOL").status_code == 201
+    wrong = {"Authorization": "Basic " + base64.b64encode(b"ops:nope").decode(), "Depth": "0"}
+    assert share.open("/dav/", headers=wrong, method="PROPFIND").status_code == 401
