@@ -449,6 +449,16 @@ def source_config(name: str) -> Response:
     return jsonify(Config(services().deployment.catalog).effective(name, group))
 
 
+@api.get("/config")
+def config_view() -> Response:
+    """The effective settings globally, for a group (`group`), or for a source (`source`)."""
+    auth.require_user()
+    source_name, group = request.args.get("source"), request.args.get("group")
+    if source_name:
+        _, group, _ = allowed_source(source_name, "see")
+    return jsonify(Config(services().deployment.catalog).effective(source_name, group))
+
+
 @api.put("/config")
 def set_config() -> Response:
     user = auth.require_user()

@@ -314,6 +314,8 @@ def restore_cmd(ctx: Context, source_name: str, snapshot_name: str, args: tuple[
     if len(args) > 2:
         raise click.UsageError("expected [PATH] DEST")
     path, dest = (args[0], args[1]) if len(args) == 2 else ("", args[0])
+    if ctx.remote:
+        return remote_cmd.restore(ctx.client(), source_name, snapshot_name, path, dest, as_json)
     with ctx.open() as dep, output.progress_bar(not as_json, "restore") as bar:
         view = dep.snapshot(source_name, snapshot_name)
 
@@ -476,6 +478,8 @@ def pool_configure(
 @click.option("--dry-run", is_flag=True, help="Report what would be freed; change nothing.")
 def pool_gc(ctx: Context, repack_below: float, dry_run: bool, as_json: bool) -> None:
     """Delete blobs no snapshot or working tree uses; repack sparse packs."""
+    if ctx.remote:
+        return remote_cmd.pool_job(ctx.client(), "gc", as_json)
     with ctx.open() as dep, output.progress_bar(not as_json, "gc") as bar:
         report = collect(
             dep, repack_below=repack_below, dry_run=dry_run,
@@ -509,6 +513,8 @@ def pool_check(ctx: Context, as_json: bool) -> None:
 @command(pool, "scrub")
 def pool_scrub(ctx: Context, as_json: bool) -> None:
     """Read every pack and verify every blob; say what any damage affects."""
+    if ctx.remote:
+        return remote_cmd.pool_job(ctx.client(), "scrub", as_json)
     with ctx.open() as dep, output.progress_bar(not as_json, "scrub") as bar:
         start = time.monotonic()
         report = check_pool(
@@ -545,6 +551,8 @@ def maintenance_group() -> None:
 @click.option("--reason", default="maintenance", help="Shown to clients whose writes are refused.")
 def maintenance_on(ctx: Context, reason: str, as_json: bool) -> None:
     """Refuse writes (mount, WebDAV, backups); reads, scrub and gc go on."""
+    if ctx.remote:
+        return remote_cmd.maintenance(ctx.client(), True, reason, as_json)
     with ctx.open() as dep:
         dep.set_maintenance(reason)
         flag = dep.maintenance
@@ -554,6 +562,8 @@ def maintenance_on(ctx: Context, reason: str, as_json: bool) -> None:
 @command(maintenance_group, "off")
 def maintenance_off(ctx: Context, as_json: bool) -> None:
     """Take writes again."""
+    if ctx.remote:
+        return remote_cmd.maintenance(ctx.client(), False, None, as_json)
     with ctx.open() as dep:
         dep.set_maintenance(None)
     output.emit_json({"maintenance": None}) if as_json else output.say("maintenance mode off")
@@ -562,6 +572,8 @@ def maintenance_off(ctx: Context, as_json: bool) -> None:
 @command(maintenance_group, "status")
 def maintenance_status(ctx: Context, as_json: bool) -> None:
     """Whether the deployment is in maintenance mode."""
+    if ctx.remote:
+        return remote_cmd.maintenance(ctx.client(), None, None, as_json)
     with ctx.open() as dep:
         flag = dep.maintenance
     if as_json:

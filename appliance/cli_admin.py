@@ -10,6 +10,7 @@ import click
 
 from engine.errors import CairnError
 
+from . import cli_remote as remote_cmd
 from . import output
 from .accounts import ROLES, Accounts
 from .cli import Context, command, main
@@ -50,6 +51,8 @@ def _password(password_file: Path | None) -> str:
 @click.option("--password-file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 def user_add(ctx: Context, name: str, admin: bool, password_file: Path | None, as_json: bool) -> None:
     """Add a user (asks for the password unless --password-file is given)."""
+    if ctx.remote:
+        return remote_cmd.user_add(ctx.client(), name, _password(password_file), admin, as_json)
     with ctx.open() as dep:
         user = Accounts(dep.catalog).add_user(name, _password(password_file), admin=admin)
     output.emit_json({"name": user.name, "admin": user.admin}) if as_json else output.say(f"user {name} added")
@@ -68,6 +71,8 @@ def user_passwd(ctx: Context, name: str, password_file: Path | None, as_json: bo
 @command(user_group, "list")
 def user_list(ctx: Context, as_json: bool) -> None:
     """List users and their roles."""
+    if ctx.remote:
+        return remote_cmd.user_list(ctx.client(), as_json)
     with ctx.open() as dep:
         found = Accounts(dep.catalog).list_users()
     if as_json:
@@ -96,6 +101,8 @@ def group_group() -> None:
 @click.argument("name")
 def group_add(ctx: Context, name: str, as_json: bool) -> None:
     """Add a group."""
+    if ctx.remote:
+        return remote_cmd.group_add(ctx.client(), name, as_json)
     with ctx.open() as dep:
         Accounts(dep.catalog).add_group(name)
     output.emit_json({"name": name}) if as_json else output.say(f"group {name} added")
@@ -107,6 +114,8 @@ def group_add(ctx: Context, name: str, as_json: bool) -> None:
 @click.argument("role", type=click.Choice([*ROLES, "none"]))
 def group_member(ctx: Context, group: str, user: str, role: str, as_json: bool) -> None:
     """Give USER a ROLE in GROUP (admin, operator, member), or none."""
+    if ctx.remote:
+        return remote_cmd.group_member(ctx.client(), group, user, None if role == "none" else role, as_json)
     with ctx.open() as dep:
         Accounts(dep.catalog).set_role(group, user, None if role == "none" else role)
     output.emit_json({"group": group, "user": user, "role": role}) if as_json else output.say(
@@ -117,6 +126,8 @@ def group_member(ctx: Context, group: str, user: str, role: str, as_json: bool) 
 @command(group_group, "list")
 def group_list(ctx: Context, as_json: bool) -> None:
     """List groups and their members."""
+    if ctx.remote:
+        return remote_cmd.group_list(ctx.client(), as_json)
     with ctx.open() as dep:
         found = Accounts(dep.catalog).list_groups()
     if as_json:
@@ -159,6 +170,8 @@ def config_set(ctx: Context, key: str, value: str, group: str | None, source: st
         parsed = json.loads(value)
     except ValueError as e:
         raise CairnError(f"VALUE must be JSON (a string in quotes): {e}") from e
+    if ctx.remote:
+        return remote_cmd.config_set(ctx.client(), key, parsed, group, source, as_json)
     with ctx.open() as dep:
         Config(dep.catalog).set(key, parsed, group=group, source=source)
     output.emit_json({"key": key, "value": parsed}) if as_json else output.say(f"{key} set")
@@ -169,6 +182,8 @@ def config_set(ctx: Context, key: str, value: str, group: str | None, source: st
 @click.option("--source", help="As seen by one source (in its group).")
 def config_show(ctx: Context, group: str | None, source: str | None, as_json: bool) -> None:
     """The effective settings, and where each value comes from."""
+    if ctx.remote:
+        return remote_cmd.config_show(ctx.client(), group, source, as_json)
     from .config import Config
 
     with ctx.open() as dep:

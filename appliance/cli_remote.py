@@ -13,7 +13,7 @@ from engine.errors import CairnError
 
 from . import output
 from .cli import Context, command, main
-from .remote import Client, load, save
+from .remote import Client, RemoteError, load, save
 
 JOB_WAIT = 3600.0  # seconds `--wait` follows a job
 
@@ -150,3 +150,103 @@ def pool_list(client: Client, as_json: bool) -> None:
     else:
         shown = {**usage, "stored_bytes": output.human_bytes(usage["stored_bytes"])}
         output.table([shown], ["kind", "backend", "state", "packs", "blobs", "stored_bytes", "ratio"])
+
+
+def restore(client: Client, source: str, snap: str, path: str, dest: str, as_json: bool) -> None:
+    """Download PATH of a snapshot to DEST: a folder as a tar.zst unpacked on the fly, or one file."""
+    import os
+    import shutil
+    import tarfile
+
+    import zstandard
+
+    base = f"/sources/{source}/snapshots/{snap}"
+    try:
+        reply = client.stream(f"{base}/archive", path=path or "/", format="tar.zst")
+    except RemoteError as e:
+        if "not a directory" not in str(e):
+            raise
+        target = os.path.join(dest, os.path.basename(path)) if os.path.isdir(dest) else dest
+        with client.stream(f"{base}/file", path=path) as one, open(target, "wb") as out:
+            shutil.copyfileobj(one, out, 1 << 20)
+        size = os.path.getsize(target)
+        output.emit_json({"files": 1, "bytes": size}) if as_json else output.say(f"restored 1 file to {target}")
+        return
+    files = size = 0
+    os.makedirs(dest, exist_ok=True)
+    with reply, zstandard.ZstdDecompressor().stream_reader(reply) as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
+        for member in tar:
+            inner = member.name.split("/", 1)[1] if "/" in member.name else ""
+            if not inner:
+                continue  # the folder itself: DEST stands for it
+            member.name = inner
+            tar.extract(member, dest, filter="tar")
+            files += member.isfile()
+            size += member.size if member.isfile() else 0
+    doc = {"files": files, "bytes": size}
+    output.emit_json(doc) if as_json else output.say(f"restored {files} files, {output.human_bytes(size)} to {dest}")
+
+
+def user_list(client: Client, as_json: bool) -> None:
+    rows = client.call("GET", "/users")
+    if as_json:
+        output.emit_json(rows)
+    else:
+        shown = [{"name": r["name"], "admin": r["admin"], "roles": ", ".join(f"{g}:{x}" for g, x in r["roles"].items())}
+                 for r in rows]  # fmt: skip
+        output.table(shown, ["name", "admin", "roles"])
+
+
+def user_add(client: Client, name: str, password: str, admin: bool, as_json: bool) -> None:
+    doc = client.call("POST", "/users", {"name": name, "password": password, "admin": admin})
+    output.emit_json(doc) if as_json else output.say(f"user {name} added")
+
+
+def group_list(client: Client, as_json: bool) -> None:
+    found = client.call("GET", "/groups")
+    if as_json:
+        output.emit_json(found)
+    else:
+        output.table([{"group": g, "members": ", ".join(f"{u}:{r}" for u, r in m.items())} for g, m in found.items()],
+                     ["group", "members"])  # fmt: skip
+
+
+def group_add(client: Client, name: str, as_json: bool) -> None:
+    client.call("POST", "/groups", {"name": name})
+    output.emit_json({"name": name}) if as_json else output.say(f"group {name} added")
+
+
+def group_member(client: Client, group: str, user: str, role: str | None, as_json: bool) -> None:
+    doc = client.call("PUT", f"/groups/{group}/members/{user}", {"role": role})
+    output.emit_json(doc) if as_json else output.say(f"{user}: {role or 'none'} in {group}")
+
+
+def config_show(client: Client, group: str | None, source: str | None, as_json: bool) -> None:
+    shown = client.call("GET", "/config", group=group, source=source)
+    if as_json:
+        output.emit_json(shown)
+    else:
+        output.table([{"key": k, "value": str(v["value"]), "from": v["from"]} for k, v in shown.items()],
+                     ["key", "value", "from"])  # fmt: skip
+
+
+def config_set(client: Client, key: str, value: Any, group: str | None, source: str | None, as_json: bool) -> None:
+    doc = client.call("PUT", "/config", {"key": key, "value": value, "group": group, "source": source})
+    output.emit_json(doc) if as_json else output.say(f"{key} set")
+
+
+def maintenance(client: Client, on: bool | None, reason: str | None, as_json: bool) -> None:
+    if on is None:
+        doc = client.call("GET", "/maintenance")
+    else:
+        doc = client.call("PUT", "/maintenance", {"on": on, "reason": reason})
+    flag = doc["maintenance"]
+    output.emit_json(doc) if as_json else output.say(f"maintenance mode on: {flag['reason']}" if flag
+                                                     else "maintenance mode off")  # fmt: skip
+
+
+def pool_job(client: Client, kind: str, as_json: bool) -> None:
+    job = wait_for(client, client.call("POST", f"/pool/{kind}")["id"], not as_json)
+    if job["state"] != "done":
+        raise CairnError(f"the {kind} job failed: {job.get('error')}")
+    output.emit_json(job["progress"]) if as_json else output.say(f"{kind} done: {job['progress']}")

@@ -135,10 +135,11 @@ SPEC: dict[str, Any] = {
             "get": _op("A source's effective settings and where each comes from", params=["name"])
         },
         "/api/v1/config": {
+            "get": _op("Effective settings: global, a group's or a source's", query=["group", "source"]),
             "put": _op(
                 "Set a setting globally, for a group or for a source",
                 body=_obj(["key", "value"], key=STR, value={}, group=NAME, source=NAME),
-            )
+            ),
         },
         "/api/v1/users": {
             "get": _op("Users (administrators)"),

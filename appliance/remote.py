@@ -59,6 +59,23 @@ class Client:
         self.headers: dict[str, str] = {}
         self._opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
 
+    def stream(self, endpoint: str, **query: Any) -> Any:
+        """A GET whose body is read as it comes (downloads); the caller closes it."""
+        url = f"{self.url}/api/v1{endpoint}?" + urllib.parse.urlencode(
+            {k: v for k, v in query.items() if v is not None}
+        )
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {self.token}"} if self.token else {})
+        try:
+            return self._opener.open(request, timeout=TIMEOUT)
+        except urllib.error.HTTPError as e:
+            try:
+                message = json.loads(e.read()).get("error", e.reason)
+            except ValueError:
+                message = e.reason
+            raise (NotFound if e.code == 404 else RemoteError)(f"{self.url}: {message} (HTTP {e.code})") from e
+        except (urllib.error.URLError, OSError) as e:
+            raise RemoteError(f"cannot reach {self.url}: {e}") from e
+
     def call(self, method: str, path: str, body: Any = None, **query: Any) -> Any:
         url = f"{self.url}/api/v1{path}"
         if query:

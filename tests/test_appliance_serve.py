@@ -103,6 +103,11 @@ def test_cli_against_a_remote_appliance(tmp_path: Path) -> None:
     data, port = tmp_path / "data", free_port()
     log = tmp_path / "serve.log"
     env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    src = tmp_path / "src"
+    (src / "docs").mkdir(parents=True)
+    (src / "docs" / "a.txt").write_text("alpha\n")
+    (src / "b.bin").write_bytes(bytes(range(256)) * 4000)
+    cairn(data, "backup", "h2", str(src), "--snapshot", "s1")
     with open(log, "wb") as out:
         proc = subprocess.Popen([*CAIRN, "--data", str(data), "serve", "--listen", f"127.0.0.1:{port}"],
                                 stdout=out, stderr=out)  # fmt: skip
@@ -134,12 +139,32 @@ def test_cli_against_a_remote_appliance(tmp_path: Path) -> None:
         made = json.loads(remote("--remote", "office", "snapshot", "create", "h1", "first", "--json").stdout)
         assert made["snapshot"] == "first"
         listed = json.loads(remote("--remote", "office", "snapshot", "list", "--json").stdout)
-        assert [(s["source"], s["name"]) for s in listed] == [("h1", "first")]
+        assert [(s["source"], s["name"]) for s in listed] == [("h1", "first"), ("h2", "s1")]
         jobs = json.loads(remote("--remote", "office", "job", "list", "--json").stdout)
         assert jobs[0]["kind"] == "snapshot" and jobs[0]["state"] == "done"
         assert json.loads(remote("--remote", "office", "pool", "list", "--json").stdout)[0]["state"] == "online"
-        local_only = remote("--remote", "office", "pool", "scrub", check=False)
+        local_only = remote("--remote", "office", "backup", "h1", str(tmp_path), check=False)
         assert local_only.returncode == 1 and "not with --remote" in local_only.stderr
+        assert json.loads(remote("--remote", "office", "pool", "scrub", "--json").stdout)["damaged"] == 0
+        pw = tmp_path / "pw"
+        pw.write_text("another long password")
+        remote("--remote", "office", "user", "add", "bob", "--password-file", str(pw))
+        remote("--remote", "office", "group", "add", "office")
+        remote("--remote", "office", "group", "member", "office", "bob", "operator")
+        users = json.loads(remote("--remote", "office", "user", "list", "--json").stdout)
+        assert {"name": "bob", "admin": False, "roles": {"office": "operator"}} in users
+        remote("--remote", "office", "config", "set", "retention", '{"last": 5}', "--source", "h1")
+        shown = json.loads(remote("--remote", "office", "config", "show", "--source", "h1", "--json").stdout)
+        assert shown["retention"] == {"value": {"last": 5}, "from": "source:h1"}
+        assert "on: upgrade" in remote("--remote", "office", "maintenance", "on", "--reason", "upgrade").stdout
+        assert "off" in remote("--remote", "office", "maintenance", "off").stdout
+        back = tmp_path / "back"
+        restored = json.loads(remote("--remote", "office", "restore", "h2", "s1", str(back), "--json").stdout)
+        assert restored["files"] == 2 and (back / "docs" / "a.txt").read_text() == "alpha\n"
+        assert (back / "b.bin").read_bytes() == (src / "b.bin").read_bytes()
+        assert (back / "b.bin").stat().st_mtime_ns // 10**9 == (src / "b.bin").stat().st_mtime_ns // 10**9
+        remote("--remote", "office", "restore", "h2", "s1", "docs/a.txt", str(tmp_path / "one.txt"))
+        assert (tmp_path / "one.txt").read_text() == "alpha\n"
         gone = remote("--remote", "office", "snapshot", "list", "nope", check=False)
         assert gone.returncode == 1 and "no source" in gone.stderr
     finally:
