@@ -94,6 +94,28 @@ def users() -> str:
     return page("users.html", people=services().accounts.list_users(), groups=services().accounts.list_groups())
 
 
+@web.post("/users")
+def users_post() -> BaseResponse:
+    """The users page's forms: add a user, add a group, give a role (administrators)."""
+    user = auth.require_user()
+    if not user.admin:
+        raise auth.Forbidden("only an administrator may change users and groups")
+    accounts, form = services().accounts, request.form
+    action = form.get("action")
+    if action == "add-user":
+        accounts.add_user(form.get("name", ""), form.get("password", ""), admin=form.get("admin") == "on")
+    elif action == "add-group":
+        accounts.add_group(form.get("name", ""))
+    elif action == "set-role":
+        role = form.get("role", "none")
+        accounts.set_role(form.get("group", ""), form.get("user", ""), None if role == "none" else role)
+    else:
+        from engine.errors import InvalidArgument
+
+        raise InvalidArgument("unknown action")
+    return redirect(url_for("web.users"))
+
+
 @web.get("/settings")
 def settings_page() -> str:
     auth.require_user()

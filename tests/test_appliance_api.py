@@ -266,3 +266,20 @@ def test_diff_two_snapshots(app: Flask) -> None:
     page.post("/login", data={"name": "ops", "password": PASSWORD, "next": "/"})
     assert "new.txt" in page.get("/sources/a/diff?old=s1&new=s2").get_data(as_text=True)
     assert client.get("/api/v1/sources/a/diff?old=s1&new=nope").status_code == 404
+
+
+def test_users_page_forms(app: Flask) -> None:
+    client = app.test_client()
+    client.post("/login", data={"name": "root", "password": PASSWORD, "next": "/"})
+    csrf = client.get("/api/v1/me").json["csrf"]  # type: ignore[index]
+    add = {"csrf": csrf, "action": "add-user", "name": "newbie", "password": "long enough pw"}
+    assert client.post("/users", data=add).status_code == 302
+    assert client.post("/users", data={"csrf": csrf, "action": "add-group", "name": "g3"}).status_code == 302
+    role = {"csrf": csrf, "action": "set-role", "user": "newbie", "group": "g3", "role": "operator"}
+    assert client.post("/users", data=role).status_code == 302
+    assert app.extensions["cairn"].accounts.user("newbie").roles == {"g3": "operator"}
+    assert client.post("/users", data={**add, "csrf": "wrong"}).status_code == 403
+    ops = app.test_client()
+    ops.post("/login", data={"name": "ops", "password": PASSWORD, "next": "/"})
+    ops_csrf = ops.get("/api/v1/me").json["csrf"]  # type: ignore[index]
+    assert ops.post("/users", data={**add, "csrf": ops_csrf, "name": "sneaky"}).status_code == 403
