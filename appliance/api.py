@@ -151,17 +151,22 @@ def remove_token(token_id: int) -> Response:
 # -- sources and snapshots ---------------------------------------------------
 
 
-@api.get("/sources")
-def sources() -> Response:
-    user = auth.require_user()
+def visible_sources(user: User) -> list[dict[str, Any]]:
+    """The sources a user may see, with their group, owner, and whether the user may run them."""
     access = services().accounts.source_access()
     out = []
     for s in services().deployment.list_sources():
         group, owner = access.get(s.name, (None, None))
         if can(user, "see", group, owner):
             out.append({"name": s.name, "group": group, "owner": owner, "created": s.created,
-                        "snapshots": s.snapshots, "last_snapshot": s.last_snapshot})  # fmt: skip
-    return jsonify(out)
+                        "snapshots": s.snapshots, "last_snapshot": s.last_snapshot,
+                        "run": can(user, "run", group, owner)})  # fmt: skip
+    return out
+
+
+@api.get("/sources")
+def sources() -> Response:
+    return jsonify(visible_sources(auth.require_user()))
 
 
 @api.post("/sources")

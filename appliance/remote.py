@@ -59,12 +59,15 @@ class Client:
         self.headers: dict[str, str] = {}
         self._opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
 
-    def stream(self, endpoint: str, **query: Any) -> Any:
-        """A GET whose body is read as it comes (downloads); the caller closes it."""
-        url = f"{self.url}/api/v1{endpoint}?" + urllib.parse.urlencode(
-            {k: v for k, v in query.items() if v is not None}
-        )
-        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {self.token}"} if self.token else {})
+    def _open(self, method: str, endpoint: str, body: Any, query: dict[str, Any]) -> Any:
+        """Send one request; the appliance's errors become RemoteError (NotFound for a 404) with its message."""
+        url = f"{self.url}/api/v1{endpoint}"
+        params = urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
+        headers = {"Content-Type": "application/json", **self.headers}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(url + (f"?{params}" if params else ""), data, headers, method=method)
         try:
             return self._opener.open(request, timeout=TIMEOUT)
         except urllib.error.HTTPError as e:
@@ -76,26 +79,14 @@ class Client:
         except (urllib.error.URLError, OSError) as e:
             raise RemoteError(f"cannot reach {self.url}: {e}") from e
 
-    def call(self, method: str, path: str, body: Any = None, **query: Any) -> Any:
-        url = f"{self.url}/api/v1{path}"
-        if query:
-            url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
-        headers = {"Content-Type": "application/json", **self.headers}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(url, data=data, method=method, headers=headers)
-        try:
-            with self._opener.open(request, timeout=TIMEOUT) as reply:
-                return json.loads(reply.read() or b"null")
-        except urllib.error.HTTPError as e:
-            try:
-                message = json.loads(e.read()).get("error", e.reason)
-            except ValueError:
-                message = e.reason
-            raise (NotFound if e.code == 404 else RemoteError)(f"{self.url}: {message} (HTTP {e.code})") from e
-        except (urllib.error.URLError, OSError) as e:
-            raise RemoteError(f"cannot reach {self.url}: {e}") from e
+    def stream(self, endpoint: str, **query: Any) -> Any:
+        """A GET whose body is read as it comes (downloads); the caller closes it."""
+        return self._open("GET", endpoint, None, query)
+
+    def call(self, method: str, endpoint: str, body: Any = None, **query: Any) -> Any:
+        """One JSON request and its JSON answer."""
+        with self._open(method, endpoint, body, query) as reply:
+            return json.loads(reply.read() or b"null")
 
     def login_for_token(self, user: str, password: str, token_name: str) -> str:
         """Sign in with a password once, and make an API token for later calls."""

@@ -51,15 +51,9 @@ def logout() -> BaseResponse:
 
 
 def _visible() -> list[dict[str, Any]]:
-    user = auth.require_user()
-    access = services().accounts.source_access()
-    out = []
-    for s in services().deployment.list_sources():
-        group, owner = access.get(s.name, (None, None))
-        if can(user, "see", group, owner):
-            out.append({"name": s.name, "group": group, "owner": owner, "snapshots": s.snapshots,
-                        "last_snapshot": s.last_snapshot, "run": can(user, "run", group, owner)})  # fmt: skip
-    return out
+    from .api import visible_sources
+
+    return visible_sources(auth.require_user())
 
 
 @web.get("/")
