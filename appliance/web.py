@@ -112,10 +112,31 @@ def users_post() -> BaseResponse:
 
 @web.get("/settings")
 def settings_page() -> str:
-    auth.require_user()
+    user = auth.require_user()
     from .config import Config
 
-    return page("settings.html", shown=Config(services().deployment.catalog).effective())
+    return page("settings.html", shown=Config(services().deployment.catalog).effective(), admin=user.admin,
+                error=request.args.get("error"))  # fmt: skip
+
+
+@web.post("/settings")
+def settings_post() -> BaseResponse:
+    """Set a global value (administrators); the value is JSON, as `cairn config set` takes it."""
+    import json
+
+    from engine.errors import InvalidArgument
+
+    from .config import Config
+
+    user = auth.require_user()
+    if not user.admin:
+        raise auth.Forbidden("only an administrator may change global settings")
+    try:
+        value = json.loads(request.form.get("value", ""))
+        Config(services().deployment.catalog).set(request.form.get("key", ""), value)
+    except (ValueError, InvalidArgument) as e:
+        return redirect(url_for("web.settings_page", error=str(e)))
+    return redirect(url_for("web.settings_page"))
 
 
 @web.get("/sources/<name>")

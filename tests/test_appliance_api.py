@@ -283,3 +283,13 @@ def test_users_page_forms(app: Flask) -> None:
     ops.post("/login", data={"name": "ops", "password": PASSWORD, "next": "/"})
     ops_csrf = ops.get("/api/v1/me").json["csrf"]  # type: ignore[index]
     assert ops.post("/users", data={**add, "csrf": ops_csrf, "name": "sneaky"}).status_code == 403
+
+
+def test_settings_page_form(app: Flask) -> None:
+    client = app.test_client()
+    client.post("/login", data={"name": "root", "password": PASSWORD, "next": "/"})
+    csrf = client.get("/api/v1/me").json["csrf"]  # type: ignore[index]
+    assert client.post("/settings", data={"csrf": csrf, "key": "schedule", "value": '"0 3 * * *"'}).status_code == 302
+    assert "0 3 * * *" in client.get("/settings").get_data(as_text=True)
+    bad = client.post("/settings", data={"csrf": csrf, "key": "schedule", "value": '"often"'}, follow_redirects=True)
+    assert "cron expression" in bad.get_data(as_text=True)
