@@ -43,7 +43,7 @@ PREFETCH_FILE = 256 << 10  # files up to one chunk
 PREFETCH_BYTES = 16 << 20  # per listing: a quarter of the decoded-blob cache
 # Chunks read ahead of a sequential reader (~1 MiB each): decoding the next
 # ones on another core while the FUSE loop serves this one.
-READ_AHEAD = 2
+READ_AHEAD = 4
 READERS = 256  # open snapshot files whose chunk lists stay unpacked
 CACHE_SECONDS = 5.0  # sources and snapshot lists change through this view, or rarely
 
