@@ -2,34 +2,24 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import json
 import logging
 import os
-import shutil
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import click
 
 from engine.backup import backup_and_snapshot
-from engine.catalog import open_catalog
-from engine.check import check_pool, describe, filesystem_of, last_scrub, locate, pool_path, record_scrub
-from engine.codec import FORMATS, CodecConfig
-from engine.deployment import Deployment, default_db_url
+from engine.deployment import Deployment
 from engine.errors import CairnError
-from engine.gc import REPACK_BELOW, collect
 from engine.keyring import Unlock
 from engine.meta import Kind
-from engine.pool import POOL_FILE, check_identity
+from engine.pool import POOL_FILE
 from engine.reader import diff
-from engine.rebuild import rebuild
 from engine.restore import restore
-from engine.storage import open_backend
 
 from . import output
 
@@ -391,237 +381,6 @@ def dav_user(ctx: Context, users: Path, name: str, password_stdin: bool, as_json
     output.emit_json({"user": name, "file": str(users)}) if as_json else output.say(f"user {name} saved in {users}")
 
 
-@main.group()
-def pool() -> None:
-    """The pool: where the bytes live."""
-
-
-def _pool_config(file: Any) -> dict[str, Any]:
-    try:
-        doc = json.load(file)
-    except ValueError as e:
-        raise CairnError(f"{file.name} is not valid JSON: {e}") from e
-    if not isinstance(doc, dict):
-        raise CairnError(f'{file.name} must hold a JSON object, such as {{"kind": "s3", "bucket": ...}}')
-    return doc
-
-
-@command(pool, "create")
-@click.argument("config", type=click.File("r"))
-@click.option("--encrypt", is_flag=True, help="Encrypt the pool (AES-256-GCM); needs a passphrase or key file.")
-def pool_create(ctx: Context, config: Any, encrypt: bool, as_json: bool) -> None:
-    """Create the deployment with its file pool on the backend CONFIG describes (a JSON file, - for stdin).
-
-    Run it before any other command: they create a local pool in the data directory.
-    """
-    unlock = ctx.unlock()
-    if encrypt and unlock is None:
-        raise CairnError("--encrypt needs --passphrase-file, --key-file or $CAIRN_PASSPHRASE")
-    with Deployment.open(ctx.data, ctx.db, pool_config=_pool_config(config), unlock=unlock, encrypt=encrypt) as dep:
-        usage = dep.pool_usage()
-    output.emit_json(usage) if as_json else output.say(f"pool {usage['uuid']} created on {usage['backend']}")
-
-
-pool.add_command(cast(click.Command, pool_create), "add")  # the same command by both names
-
-
-@command(pool, "list")
-def pool_list(ctx: Context, as_json: bool) -> None:
-    """Show the pool: where it is, what it holds, how well it deduplicates."""
-    if ctx.remote:
-        return remote_cmd.pool_list(ctx.client(), as_json)
-    with ctx.open() as dep:
-        usage = dep.pool_usage()
-    if as_json:
-        output.emit_json([usage])
-        return
-    row = dict(usage)
-    for key in ("stored_bytes", "unique_bytes", "snapshot_bytes"):
-        row[key] = output.human_bytes(usage[key])
-    columns = ["kind", "backend", "state", "packs", "blobs", "stored_bytes", "snapshot_bytes", "ratio", "zstd_level"]
-    output.table([row], columns + (["spool_objects"] if usage["spool_objects"] else []))
-
-
-@command(pool, "configure")
-@click.option("--zstd-level", type=click.IntRange(1, 22), help="Compression level for new blobs.")
-@click.option(
-    "--never-compress", metavar="FORMATS",
-    help=f"Comma-separated formats stored without compressing, or 'none' (default: all of {','.join(FORMATS)}).",
-)  # fmt: skip
-@click.option("--probe/--no-probe", default=None, help="Also store chunks raw whose samples do not shrink.")
-def pool_configure(
-    ctx: Context, zstd_level: int | None, never_compress: str | None, probe: bool | None, as_json: bool
-) -> None:
-    """Change how new blobs are encoded; stored blobs keep theirs."""
-    with ctx.open() as dep:
-        old = dep.codec.config
-        never = old.never
-        if never_compress is not None:
-            never = () if never_compress == "none" else tuple(n.strip() for n in never_compress.split(",") if n.strip())
-        config = CodecConfig(
-            level=old.level if zstd_level is None else zstd_level,
-            never=never,
-            probe=old.probe if probe is None else probe,
-        )
-        dep.configure_pool(config)
-        usage = dep.pool_usage()
-    if as_json:
-        output.emit_json(usage)
-    else:
-        formats = ", ".join(config.never) or "none"
-        output.say(f"new blobs use zstd level {config.level}; never compressed: {formats}; probe {config.probe}")
-
-
-@command(pool, "gc")
-@click.option("--repack-below", type=click.FloatRange(0, 1), default=REPACK_BELOW, show_default=True,
-              help="Rewrite packs whose live share of bytes is below this.")  # fmt: skip
-@click.option("--dry-run", is_flag=True, help="Report what would be freed; change nothing.")
-def pool_gc(ctx: Context, repack_below: float, dry_run: bool, as_json: bool) -> None:
-    """Delete blobs no snapshot or working tree uses; repack sparse packs."""
-    if ctx.remote:
-        return remote_cmd.pool_job(ctx.client(), "gc", as_json)
-    with ctx.open() as dep, output.progress_bar(not as_json, "gc") as bar:
-        report = collect(
-            dep, repack_below=repack_below, dry_run=dry_run,
-            progress=lambda r: bar(f"{r.packs} packs, {output.human_bytes(r.bytes_freed)} freed"),
-        )  # fmt: skip
-    if as_json:
-        output.emit_json(dataclasses.asdict(report))
-    else:
-        verb = "would free" if dry_run else "freed"
-        output.say(
-            f"{report.packs} packs examined ({output.human_bytes(report.pack_bytes)}) in {report.seconds:.1f} s: "
-            f"{report.dead_blobs} dead blobs, {verb} {output.human_bytes(report.bytes_freed)}; "
-            f"{report.packs_deleted} packs deleted, {report.packs_written} written"
-        )
-
-
-@command(pool, "check")
-def pool_check(ctx: Context, as_json: bool) -> None:
-    """Connectivity: reach the pool and check its identification file."""
-    with ctx.open() as dep:
-        start = time.monotonic()
-        identity = check_identity(dep.backend, dep.pool.uuid)
-        doc = {"ok": True, "pool": identity.uuid, "backend": dep.backend.describe(),
-               "seconds": round(time.monotonic() - start, 4), "last_scrub": last_scrub(dep.catalog)}  # fmt: skip
-    if as_json:
-        output.emit_json(doc)
-    else:
-        output.say(f"pool {identity.uuid} at {doc['backend']} answers ({doc['seconds']} s)")
-
-
-@command(pool, "scrub")
-def pool_scrub(ctx: Context, as_json: bool) -> None:
-    """Read every pack and verify every blob; say what any damage affects."""
-    if ctx.remote:
-        return remote_cmd.pool_job(ctx.client(), "scrub", as_json)
-    with ctx.open() as dep, output.progress_bar(not as_json, "scrub") as bar:
-        start = time.monotonic()
-        report = check_pool(
-            dep.blobs, lambda r: bar(f"{r.packs} packs, {r.blobs} blobs, {output.human_bytes(r.bytes)}")
-        )
-        locate(dep.trees, dep.list_snapshots(), report.damage)
-        path = pool_path(dep.backend)
-        summary = record_scrub(dep.catalog, report, time.monotonic() - start, filesystem_of(path) if path else None)
-    if as_json:
-        output.emit_json({
-            **summary, "ok": report.ok,
-            "damage": [{"blob": d.blob_id.hex(), "pack": d.pack, "problem": d.problem,
-                        "affects": [{"source": s, "snapshot": n, "path": p} for s, n, p in d.affects]}
-                       for d in report.damage],
-        })  # fmt: skip
-    else:
-        for d in report.damage:
-            output.warn(describe(d), "damaged")
-        state = "ok" if report.ok else f"{len(report.damage)} damaged"
-        output.say(f"{report.packs} packs, {report.blobs} blobs, {output.human_bytes(report.bytes)}: {state}")
-        if summary["filesystem_checksums"]:
-            output.say(f"the pool is on {summary['filesystem']}, which checksums the disks beneath: "
-                       f"run `{summary['filesystem_checksums']}` too")  # fmt: skip
-    if not report.ok:
-        sys.exit(EXIT_PARTIAL)
-
-
-@main.group("maintenance")
-def maintenance_group() -> None:
-    """Maintenance mode: the deployment read-only for every process, cleanly."""
-
-
-@command(maintenance_group, "on")
-@click.option("--reason", default="maintenance", help="Shown to clients whose writes are refused.")
-def maintenance_on(ctx: Context, reason: str, as_json: bool) -> None:
-    """Refuse writes (mount, WebDAV, backups); reads, scrub and gc go on."""
-    if ctx.remote:
-        return remote_cmd.maintenance(ctx.client(), True, reason, as_json)
-    with ctx.open() as dep:
-        dep.set_maintenance(reason)
-        flag = dep.maintenance
-    output.emit_json({"maintenance": flag}) if as_json else output.say(f"maintenance mode on: {reason}")
-
-
-@command(maintenance_group, "off")
-def maintenance_off(ctx: Context, as_json: bool) -> None:
-    """Take writes again."""
-    if ctx.remote:
-        return remote_cmd.maintenance(ctx.client(), False, None, as_json)
-    with ctx.open() as dep:
-        dep.set_maintenance(None)
-    output.emit_json({"maintenance": None}) if as_json else output.say("maintenance mode off")
-
-
-@command(maintenance_group, "status")
-def maintenance_status(ctx: Context, as_json: bool) -> None:
-    """Whether the deployment is in maintenance mode."""
-    if ctx.remote:
-        return remote_cmd.maintenance(ctx.client(), None, None, as_json)
-    with ctx.open() as dep:
-        flag = dep.maintenance
-    if as_json:
-        output.emit_json({"maintenance": flag})
-    else:
-        output.say(f"maintenance mode on: {flag['reason']}" if flag else "maintenance mode off")
-
-
-@main.group("catalog")
-def catalog_group() -> None:
-    """The catalog: the database of blobs, sources and snapshots."""
-
-
-@command(catalog_group, "rebuild")
-@click.option("--force", is_flag=True, help="Move an existing SQLite catalog aside first.")
-@click.option("--pool", "pool_file", type=click.File("r"), help="The pool's backend configuration (JSON file).")
-def catalog_rebuild(ctx: Context, force: bool, pool_file: Any, as_json: bool) -> None:
-    """Recreate the catalog from the pool in the data directory."""
-    url = ctx.db or default_db_url(ctx.data)
-    db_file = ctx.data / "catalog.db"
-    if ctx.db is None and db_file.exists():
-        if not force:
-            raise CairnError(f"{db_file} exists; pass --force to move it aside and rebuild")
-        for suffix in ("", "-wal", "-shm"):
-            p = Path(str(db_file) + suffix)
-            if p.exists():
-                shutil.move(p, str(p) + ".old")
-    config = _pool_config(pool_file) if pool_file else {"kind": "local", "path": str(ctx.data.absolute() / "pool")}
-    catalog = open_catalog(url)
-    try:
-        backend = open_backend(config, cache_dir=ctx.data / "cache" / "file")
-        report = rebuild(catalog, backend, config, unlock=ctx.unlock())
-    finally:
-        catalog.dispose()
-    doc = {"packs": report.packs, "blobs": report.blobs, "sources": report.sources,
-           "snapshots": report.snapshots, "problems": report.problems}  # fmt: skip
-    if as_json:
-        output.emit_json(doc)
-    else:
-        for problem in report.problems:
-            output.warn(problem, "problem")
-        output.say(
-            f"catalog rebuilt: {report.sources} sources, {report.snapshots} snapshots, "
-            f"{report.packs} packs, {report.blobs} blobs"
-        )
-    if report.problems:
-        sys.exit(EXIT_PARTIAL)
-
-
-from . import cli_admin  # noqa: E402, F401  (registers serve, user, group, assign)
-from . import cli_remote as remote_cmd  # noqa: E402  (registers remote, job; the --remote branches)
+# The other command modules register themselves on `main` when imported.
+from . import cli_admin, cli_pool  # noqa: E402, F401
+from . import cli_remote as remote_cmd  # noqa: E402  (also the --remote branches used above)
