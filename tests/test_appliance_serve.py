@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import http.cookiejar
 import json
+import os
 import re
 import signal
 import subprocess
@@ -170,3 +171,33 @@ def test_cli_against_a_remote_appliance(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0, log.read_text()
+
+
+def test_serve_with_the_mount(tmp_path: Path) -> None:
+    data, port, mnt = tmp_path / "data", free_port(), tmp_path / "mnt"
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([*CAIRN, "--data", str(data), "serve", "--listen", f"127.0.0.1:{port}",
+                                 "--mount", str(mnt)], stdout=out, stderr=out)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while "mounted at" not in log.read_text() or "serving on" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        password = re.search(r"one-time password (\S+)", log.read_text())
+        assert password
+        (mnt / "h1").mkdir()  # a source, made through the mount ...
+        (mnt / "h1" / "current" / "f").write_text("through FUSE")
+        (mnt / "h1" / "snapshots" / "s").mkdir()
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        base = f"http://127.0.0.1:{port}/api/v1"
+        assert _call(opener, f"{base}/login", {"name": "admin", "password": password.group(1)})[0] == 200
+        status, snaps = _call(opener, f"{base}/sources/h1/snapshots")  # ... seen by the API of the same process
+        assert status == 200 and [s["name"] for s in snaps] == ["s"]
+        with opener.open(f"{base}/sources/h1/snapshots/s/file?path=/f", timeout=30) as reply:
+            assert reply.read() == b"through FUSE"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log.read_text()
+        subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
+    assert not os.path.ismount(mnt) and "Traceback" not in log.read_text()
