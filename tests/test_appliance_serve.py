@@ -6,16 +6,13 @@ import base64
 import http.cookiejar
 import json
 import os
-import re
-import signal
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from .servers import free_port
+from .served import served
 from .test_backup_restore import CAIRN, cairn, cairn_json
 
 
@@ -31,46 +28,33 @@ def _call(opener: urllib.request.OpenerDirector, url: str, body: Any = None,
 
 
 def test_serve_first_start_login_and_stop(tmp_path: Path) -> None:
-    data, port = tmp_path / "data", free_port()
-    log = tmp_path / "serve.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([*CAIRN, "--data", str(data), "serve", "--listen", f"127.0.0.1:{port}"],
-                                stdout=out, stderr=out)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while "serving on" not in log.read_text():
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-        password = re.search(r"one-time password (\S+)", log.read_text())
-        assert password, log.read_text()
-        base = f"http://127.0.0.1:{port}/api/v1"
+    data = tmp_path / "data"
+    with served(data, tmp_path / "serve.log") as server:
+        assert server.password, server.log.read_text()
+        base = f"{server.url}/api/v1"
         opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
         assert _call(opener, f"{base}/sources")[0] == 401
-        status, doc = _call(opener, f"{base}/login", {"name": "admin", "password": password.group(1)})
+        status, doc = _call(opener, f"{base}/login", {"name": "admin", "password": server.password})
         assert status == 200 and doc["user"]["admin"]
         csrf = {"X-CSRF-Token": doc["csrf"]}
         assert _call(opener, f"{base}/sources", {"name": "h1"}, csrf)[0] == 201
         status, listed = _call(opener, f"{base}/sources")
         assert status == 200 and [s["name"] for s in listed] == ["h1"]
         assert _call(opener, f"{base}/openapi.json")[1]["info"]["title"] == "Cairn"
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=30) as page:
+        with urllib.request.urlopen(f"{server.url}/login", timeout=30) as page:
             assert b"Sign in" in page.read()
         # WebDAV at /dav on the same port, with the same accounts.
         dav = urllib.request.build_opener()
-        propfind = urllib.request.Request(f"http://127.0.0.1:{port}/dav/", method="PROPFIND", headers={"Depth": "1"})
+        propfind = urllib.request.Request(f"{server.url}/dav/", method="PROPFIND", headers={"Depth": "1"})
         try:
             dav.open(propfind, timeout=30)
             raise AssertionError("WebDAV answered without credentials")
         except urllib.error.HTTPError as e:
             assert e.code == 401
-        basic = base64.b64encode(f"admin:{password.group(1)}".encode()).decode()
+        basic = base64.b64encode(f"admin:{server.password}".encode()).decode()
         propfind.add_header("Authorization", f"Basic {basic}")
         with dav.open(propfind, timeout=30) as reply:
             assert reply.status == 207 and b"/dav/h1/" in reply.read()
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0, log.read_text()
-    assert "Traceback" not in log.read_text()
     # The next start prints no password: the admin exists.
     refused = subprocess.run([*CAIRN, "--data", str(data), "serve", "--listen", "127.0.0.1:not-a-port"],
                              capture_output=True, text=True, timeout=60)  # fmt: skip
@@ -98,10 +82,9 @@ def test_user_and_group_commands(tmp_path: Path) -> None:
 
 
 def test_cli_against_a_remote_appliance(tmp_path: Path) -> None:
-    import os
     import stat
 
-    data, port = tmp_path / "data", free_port()
+    data = tmp_path / "data"
     log = tmp_path / "serve.log"
     env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config")}
     src = tmp_path / "src"
@@ -109,16 +92,8 @@ def test_cli_against_a_remote_appliance(tmp_path: Path) -> None:
     (src / "docs" / "a.txt").write_text("alpha\n")
     (src / "b.bin").write_bytes(bytes(range(256)) * 4000)
     cairn(data, "backup", "h2", str(src), "--snapshot", "s1")
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([*CAIRN, "--data", str(data), "serve", "--listen", f"127.0.0.1:{port}"],
-                                stdout=out, stderr=out)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while "serving on" not in log.read_text():
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-        password = re.search(r"one-time password (\S+)", log.read_text())
-        assert password
+    with served(data, log) as server:
+        password = server.password
 
         def remote(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
             run = subprocess.run([*CAIRN, *args], capture_output=True, text=True, env=env, timeout=120)
@@ -127,14 +102,14 @@ def test_cli_against_a_remote_appliance(tmp_path: Path) -> None:
 
         wrong = tmp_path / "wrong"
         wrong.write_text("not it")
-        url = f"http://127.0.0.1:{port}"
+        url = server.url
         refused = remote("remote", "add", "office", url, "--user", "admin", "--password-file", str(wrong), check=False)
         assert refused.returncode == 1 and "wrong name or password" in refused.stderr
         right = tmp_path / "right"
-        right.write_text(password.group(1))
+        right.write_text(password)
         remote("remote", "add", "office", url, "--user", "admin", "--password-file", str(right))
         stored = tmp_path / "config" / "cairn" / "remotes.json"
-        assert stat.S_IMODE(stored.stat().st_mode) == 0o600 and password.group(1) not in stored.read_text()
+        assert stat.S_IMODE(stored.stat().st_mode) == 0o600 and password not in stored.read_text()
         assert "cairn_" not in remote("remote", "list").stdout  # the token is not shown
         remote("--remote", "office", "source", "add", "h1")
         made = json.loads(remote("--remote", "office", "snapshot", "create", "h1", "first", "--json").stdout)
@@ -168,36 +143,22 @@ def test_cli_against_a_remote_appliance(tmp_path: Path) -> None:
         assert (tmp_path / "one.txt").read_text() == "alpha\n"
         gone = remote("--remote", "office", "snapshot", "list", "nope", check=False)
         assert gone.returncode == 1 and "no source" in gone.stderr
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0, log.read_text()
 
 
 def test_serve_with_the_mount(tmp_path: Path) -> None:
-    data, port, mnt = tmp_path / "data", free_port(), tmp_path / "mnt"
-    log = tmp_path / "serve.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([*CAIRN, "--data", str(data), "serve", "--listen", f"127.0.0.1:{port}",
-                                 "--mount", str(mnt)], stdout=out, stderr=out)  # fmt: skip
+    data, mnt = tmp_path / "data", tmp_path / "mnt"
     try:
-        deadline = time.monotonic() + 60
-        while "mounted at" not in log.read_text() or "serving on" not in log.read_text():
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-        password = re.search(r"one-time password (\S+)", log.read_text())
-        assert password
-        (mnt / "h1").mkdir()  # a source, made through the mount ...
-        (mnt / "h1" / "current" / "f").write_text("through FUSE")
-        (mnt / "h1" / "snapshots" / "s").mkdir()
-        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
-        base = f"http://127.0.0.1:{port}/api/v1"
-        assert _call(opener, f"{base}/login", {"name": "admin", "password": password.group(1)})[0] == 200
-        status, snaps = _call(opener, f"{base}/sources/h1/snapshots")  # ... seen by the API of the same process
-        assert status == 200 and [s["name"] for s in snaps] == ["s"]
-        with opener.open(f"{base}/sources/h1/snapshots/s/file?path=/f", timeout=30) as reply:
-            assert reply.read() == b"through FUSE"
+        with served(data, tmp_path / "serve.log", "--mount", str(mnt), ready="mounted at") as server:
+            (mnt / "h1").mkdir()  # a source, made through the mount ...
+            (mnt / "h1" / "current" / "f").write_text("through FUSE")
+            (mnt / "h1" / "snapshots" / "s").mkdir()
+            opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+            base = f"{server.url}/api/v1"
+            assert _call(opener, f"{base}/login", {"name": "admin", "password": server.password})[0] == 200
+            status, snaps = _call(opener, f"{base}/sources/h1/snapshots")  # ... seen by the same process's API
+            assert status == 200 and [s["name"] for s in snaps] == ["s"]
+            with opener.open(f"{base}/sources/h1/snapshots/s/file?path=/f", timeout=30) as reply:
+                assert reply.read() == b"through FUSE"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0, log.read_text()
         subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
-    assert not os.path.ismount(mnt) and "Traceback" not in log.read_text()
+    assert not os.path.ismount(mnt)

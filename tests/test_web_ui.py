@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import re
-import signal
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, sync_playwright
 
-from .servers import free_port
-from .test_backup_restore import CAIRN, cairn
+from .served import served
+from .test_backup_restore import cairn
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -22,27 +18,13 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 @pytest.fixture
 def appliance(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """A running `cairn serve` with one backed-up source; yields (base URL, admin password)."""
-    data, port = tmp_path / "data", free_port()
+    data = tmp_path / "data"
     src = tmp_path / "src"
     (src / "docs").mkdir(parents=True)
     (src / "docs" / "report.txt").write_text("quarterly numbers\n")
     cairn(data, "backup", "laptop", str(src), "--snapshot", "monday")
-    log = tmp_path / "serve.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([*CAIRN, "--data", str(data), "serve", "--listen", f"127.0.0.1:{port}"],
-                                stdout=out, stderr=out)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while "serving on" not in log.read_text():
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-        found = re.search(r"one-time password (\S+)", log.read_text())
-        assert found, log.read_text()
-        yield f"http://127.0.0.1:{port}", found.group(1)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0, log.read_text()
-    assert "Traceback" not in log.read_text(), log.read_text()
+    with served(data, tmp_path / "serve.log") as server:
+        yield server.url, server.password
 
 
 @pytest.fixture
