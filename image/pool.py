@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import delete, select, update
 
+from engine.cache import check_may_block
 from engine.catalog.schema import image_versions, images, snapshots, sources
 from engine.deployment import Deployment
 from engine.errors import Exists, InvalidName, NotFound
@@ -113,6 +114,24 @@ class ImagePool:
         with self.dep.catalog.engine.connect() as conn:
             return [ImageInfo(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6], r[7]) for r in conn.execute(q)]
 
+    def by_id(self, row_id: int, version: bool) -> ImageInfo:
+        """An image (or, with `version`, an image version) by its row id."""
+        if version:
+            q = (
+                select(sources.c.name, snapshots.c.name).join(snapshots, snapshots.c.source_id == sources.c.id)
+                .join(image_versions, image_versions.c.snapshot_id == snapshots.c.id)
+                .where(image_versions.c.id == row_id)
+            )  # fmt: skip
+        else:
+            q = select(sources.c.name, None).join(images, images.c.source_id == sources.c.id).where(images.c.id == row_id)
+        with self.dep.catalog.engine.connect() as conn:
+            row = conn.execute(q).first()
+        found = [] if row is None else (self.versions(row[0], row[1]) if version else self.images(row[0]))
+        for info in found:
+            if info.id == row_id:
+                return info
+        raise NotFound(f"no image {row_id}")
+
     def find(self, source: str, name: str) -> ImageInfo:
         for info in self.images(source):
             if info.name == name:
@@ -166,6 +185,7 @@ class ImagePool:
             held = self._open.get(info.id)
             if held is not None:
                 return held.disk
+        check_may_block()
         self.dep.check_writable()
         self.dep.working_tree(info.source)
         token = self.blobs.inflight.begin()
@@ -175,6 +195,12 @@ class ImagePool:
         if held is not opened:
             self.blobs.inflight.end(token)
         return held.disk
+
+    def live_size(self, info: ImageInfo) -> int:
+        """A writable image's size: as an open disk has it now, else as last committed."""
+        with self._lock:
+            held = self._open.get(info.id)
+        return info.size if held is None else held.disk.size
 
     def reader(self, info: ImageInfo) -> VersionReader:
         """Reads a version, or the writable image as it is now (open or as last committed)."""
