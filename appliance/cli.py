@@ -547,3 +547,7 @@ def catalog_rebuild(ctx: Context, force: bool, pool_file: Any, as_json: bool) ->
         )
     if report.problems:
         sys.exit(EXIT_PARTIAL)
+
+
+# The image commands register themselves on `main`.
+from . import imagecli as _imagecli  # noqa: E402, F401

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection, bindparam, delete, func, select, update
 
 from . import leases
-from .catalog import Catalog
 from .blockmap import mark_maps
+from .catalog import Catalog
 from .catalog.schema import blobs, image_versions, images, inodes, packs, snapshots, sources
 from .content import chunk_ids, unpack_extents
 from .errors import CorruptBlob

@@ -116,16 +116,20 @@ class ImagePool:
 
     def by_id(self, row_id: int, version: bool) -> ImageInfo:
         """An image (or, with `version`, an image version) by its row id."""
-        if version:
-            q = (
-                select(sources.c.name, snapshots.c.name).join(snapshots, snapshots.c.source_id == sources.c.id)
-                .join(image_versions, image_versions.c.snapshot_id == snapshots.c.id)
-                .where(image_versions.c.id == row_id)
-            )  # fmt: skip
-        else:
-            q = select(sources.c.name, None).join(images, images.c.source_id == sources.c.id).where(images.c.id == row_id)
         with self.dep.catalog.engine.connect() as conn:
-            row = conn.execute(q).first()
+            if version:
+                row = conn.execute(
+                    select(sources.c.name, snapshots.c.name)
+                    .join(snapshots, snapshots.c.source_id == sources.c.id)
+                    .join(image_versions, image_versions.c.snapshot_id == snapshots.c.id)
+                    .where(image_versions.c.id == row_id)
+                ).first()
+            else:
+                row = conn.execute(
+                    select(sources.c.name, sources.c.name)
+                    .join(images, images.c.source_id == sources.c.id)
+                    .where(images.c.id == row_id)
+                ).first()
         found = [] if row is None else (self.versions(row[0], row[1]) if version else self.images(row[0]))
         for info in found:
             if info.id == row_id:

@@ -19,7 +19,7 @@ from engine.errors import CairnError, InvalidArgument, NotFound
 from engine.ids import HOLE
 
 from .disk import MAX_SIZE, Disk
-from .pool import ImageInfo, ImagePool
+from .pool import ImagePool
 
 READ_BLOCKS = 16  # blocks per read: 1 MiB at 64 KiB
 

@@ -139,7 +139,11 @@ class Operations(pyfuse3.Operations):
             "mtime_ns": attr.st_mtime_ns if fields.update_mtime else None,
         }
         if changes["size"] is None:
-            return self._attr(await self._on(inode, functools.partial(self.view.setattr, **changes)))
+
+            def change(number: int) -> Stat:
+                return self.view.setattr(number, **changes)
+
+            return self._attr(await self._on(inode, change))
         return self._attr(await self._call(self.view.setattr, inode, **changes))  # may rewrite a spool
 
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
