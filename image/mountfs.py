@@ -121,8 +121,9 @@ class MountImages:
         check_may_block()
         info = self.pool.find(source.name, text)
         self.pool.remove(source.name, text)
+        number = Node(IMAGE, source.id, info.id).number
         with self._lock:
-            self._infos.pop(self._number(source.id, info), None)
+            self._infos.pop(number, None)
 
     def truncate(self, number: int, size: int) -> Stat:
         info = self._writable(number)
