@@ -7,9 +7,9 @@ VENV ?= .venv
 DATA ?= /var/lib/cairn
 BIN := $(VENV)/bin
 APT_PACKAGES := python3 python3-venv python3-dev gcc pkg-config fuse3 libfuse3-dev \
-	postgresql redis-server rsync attr acl restic
+	postgresql redis-server rsync attr acl restic qemu-utils e2fsprogs
 
-.PHONY: run test setup system lint unit bench bench-s3
+.PHONY: run test setup system lint unit bench bench-s3 bench-image
 
 run: setup
 	$(BIN)/cairn --data $(DATA) source list
@@ -52,3 +52,6 @@ bench: setup
 
 bench-s3: setup
 	$(BIN)/python bench/s3_bench.py
+
+bench-image: setup
+	$(BIN)/python bench/image_bench.py

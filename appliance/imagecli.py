@@ -14,7 +14,7 @@ from engine.errors import InvalidArgument
 from image.disk import VersionReader
 from image.files import extract, listing, open_fs, write_file
 from image.nbd import Export, NbdServer
-from image.pool import ImageInfo, ImagePool
+from image.pool import BLOCK_SIZE, BLOCK_SIZES, ImageInfo, ImagePool
 from image.push import push
 
 from . import output
@@ -60,14 +60,17 @@ def image_list(ctx: Context, source_name: str | None, as_json: bool) -> None:
 @click.argument("path", metavar="FILE_OR_DEVICE", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--snapshot", "snapshot", help="Name of the snapshot taken after (default: the time, UTC).")
 @click.option("--no-snapshot", is_flag=True, help="Update the writable image only.")
+@click.option("--block-size", type=click.Choice([str(b >> 10) for b in BLOCK_SIZES]), default=str(BLOCK_SIZE >> 10),
+              show_default=True, help="KiB per block of a new image (an existing one keeps its own).")  # fmt: skip
 def image_push(
-    ctx: Context, source_name: str, disk: str, path: Path, snapshot: str | None, no_snapshot: bool, as_json: bool
-) -> None:
+    ctx: Context, source_name: str, disk: str, path: Path, snapshot: str | None, no_snapshot: bool,
+    block_size: str, as_json: bool,
+) -> None:  # fmt: skip
     """Store FILE_OR_DEVICE as image DISK of SOURCE, sending only the blocks that changed."""
     with ctx.open() as dep, output.progress_bar(not as_json, "push") as bar:
         if source_name not in {s.name for s in dep.list_sources()}:
             dep.add_source(source_name)
-        pool = ImagePool(dep)
+        pool = ImagePool(dep, int(block_size) << 10)
         try:
             stats = push(pool, source_name, disk, path, lambda s: bar(f"{output.human_bytes(s.read_bytes)} read"))
             info = None if no_snapshot else dep.create_snapshot(source_name, snapshot)
