@@ -1,6 +1,6 @@
 """Image pool benchmark: a 1 GiB ext4 image and two changed versions, `cairn image push` beside restic.
 
-Versions: v1 made by `mkfs.ext4 -d` from ~600 MiB of files (incompressible
+Versions: v1 made by `mkfs.ext4 -d` from ~750 MiB of files (incompressible
 and text); v2 with 1% of the image's 4 KiB blocks overwritten at random
 inside file data (scattered small writes); v3 with a 64 MiB file inside the
 image rewritten (a contiguous change). Each is pushed with each block size
@@ -49,11 +49,11 @@ def make_tree(root: Path) -> None:
     rng = random.Random(1)
     (root / "media").mkdir(parents=True)
     (root / "big64.bin").write_bytes(rng.randbytes(64 * MiB))
-    for i in range(300):  # ~300 MiB incompressible, 64 KiB to 2 MiB each
+    for i in range(520):  # ~540 MiB incompressible, 64 KiB to 2 MiB each: the image ends ~80% full
         (root / "media" / f"m{i:03}.bin").write_bytes(rng.randbytes(rng.randrange(64 << 10, 2 * MiB)))
     text, total = root / "text", 0
     for src in sorted(Path("/usr/lib/python3.11").rglob("*.py")):
-        if total > 200 * MiB:
+        if total > 150 * MiB:
             break
         dest = text / src.relative_to("/usr/lib/python3.11")
         dest.parent.mkdir(parents=True, exist_ok=True)
