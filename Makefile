@@ -8,9 +8,9 @@ DATA ?= /var/lib/cairn
 LISTEN ?= 127.0.0.1:8080
 BIN := $(VENV)/bin
 APT_PACKAGES := python3 python3-venv python3-dev gcc pkg-config fuse3 libfuse3-dev \
-	postgresql redis-server rsync attr acl restic litmus curl chromium
+	postgresql redis-server rsync attr acl restic litmus curl chromium qemu-utils e2fsprogs
 
-.PHONY: run test setup system lint unit bench bench-s3
+.PHONY: run test setup system lint unit bench bench-s3 bench-image
 
 run: setup
 	$(BIN)/cairn --data $(DATA) serve --listen $(LISTEN)
@@ -51,3 +51,6 @@ bench: setup
 
 bench-s3: setup
 	$(BIN)/python bench/s3_bench.py
+
+bench-image: setup
+	$(BIN)/python bench/image_bench.py

@@ -329,12 +329,18 @@ def restore_cmd(ctx: Context, source_name: str, snapshot_name: str, args: tuple[
 @click.option("--debug", is_flag=True, help="Log every FUSE request.")
 def mount_cmd(ctx: Context, mountpoint: Path, debug: bool, as_json: bool) -> None:
     """Mount sources and snapshots at MOUNTPOINT (runs in the foreground)."""
+    from image.mountfs import MountImages
+    from image.pool import ImagePool
     from vfs.mount import serve
 
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     with ctx.open() as dep:
         dep.start_flusher()
-        serve(dep, mountpoint, debug=debug)
+        images = ImagePool(dep)
+        try:
+            serve(dep, mountpoint, debug=debug, images=MountImages(images))
+        finally:
+            images.close()
 
 
 @command(main, "dav")
@@ -384,3 +390,4 @@ def dav_user(ctx: Context, users: Path, name: str, password_stdin: bool, as_json
 # The other command modules register themselves on `main` when imported.
 from . import cli_admin, cli_pool  # noqa: E402, F401
 from . import cli_remote as remote_cmd  # noqa: E402  (also the --remote branches used above)
+from . import imagecli as _imagecli  # noqa: E402, F401  (the image commands)

@@ -19,7 +19,7 @@ from cheroot import wsgi
 
 from engine.deployment import Deployment
 from engine.errors import NotFound
-from engine.mount import MountView
+from image.mountfs import MountImages
 
 from .access import can
 from .accounts import Accounts
@@ -69,7 +69,7 @@ def serve(deployment: Deployment, listen: str, mountpoint: Path | None = None, w
         if mountpoint is not None:
             from vfs.mount import serve as serve_mount
 
-            serve_mount(deployment, mountpoint)  # returns on SIGTERM/SIGINT or an unmount
+            serve_mount(deployment, mountpoint, images=MountImages(services.images))  # till SIGTERM/unmount
         else:
             _wait_for_signal()
     finally:
@@ -77,6 +77,7 @@ def serve(deployment: Deployment, listen: str, mountpoint: Path | None = None, w
         web.join(timeout=30)
         scheduler.stop()
         services.runner.stop()
+        services.close()
 
 
 class _Accounts:
@@ -112,7 +113,7 @@ def _dav(services: Services) -> WSGIApp:
         return allowed
 
     users: Any = _Accounts(services.accounts)
-    return make_app(MountView(services.deployment), users, mount_path="/dav", scope=scope)
+    return make_app(services.view, users, mount_path="/dav", scope=scope)
 
 
 def _dispatch(web: WSGIApp, dav: WSGIApp) -> WSGIApp:

@@ -12,6 +12,8 @@ from engine.check import check_pool, filesystem_of, locate, pool_path, record_sc
 from engine.deployment import Deployment
 from engine.mount import MountView
 from engine.recover import restore_into
+from image.mountfs import MountImages
+from image.pool import ImagePool
 
 from .accounts import Accounts
 from .auth import LoginLimiter
@@ -29,9 +31,15 @@ class Services:
     logins: LoginLimiter
     runner: Runner | None = None
     view: MountView = dataclasses.field(init=False)
+    images: ImagePool = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
-        self.view = MountView(self.deployment)  # the mount's tree, for archives of snapshot folders
+        self.images = ImagePool(self.deployment)  # disks in images/, frozen with each snapshot
+        # The mount's tree (WebDAV, archives of snapshot folders), images included.
+        self.view = MountView(self.deployment, MountImages(self.images))
+
+    def close(self) -> None:
+        self.images.close()
 
     @classmethod
     def build(cls, deployment: Deployment, *, workers: int = 2) -> Services:

@@ -14,6 +14,7 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from sqlalchemy import delete, func, select, update
 from . import leases, maintenance, snapshots
 from .blobstore import BlobStore
 from .catalog import Catalog, open_catalog
-from .catalog.schema import blobs, dirents, inodes, keys, packs, pools, sources
+from .catalog.schema import blobs, dirents, images, inodes, keys, packs, pools, sources
 from .catalog.schema import leases as lease_rows
 from .catalog.schema import snapshots as snapshot_rows
 from .codec import Codec, CodecConfig
@@ -76,6 +77,8 @@ class Deployment:
         self._trees: dict[str, WorkingTree] = {}
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
+        # Called with a source's name before it is snapshotted: the image pool commits that source's images.
+        self.snapshot_hooks: list[Callable[[str], None]] = []
         self.maintenance = maintenance.read(catalog)
         self._maintenance_read = time.monotonic()
         self.spool = find_layer(self.backend, Spool)
@@ -323,7 +326,7 @@ class Deployment:
             if snapshots.list_rows(conn, name):
                 raise NotEmpty(f"source {name!r} has snapshots; delete them first")
             leases.acquire(conn, sid, name, self.owner)
-            for table in (dirents, inodes, lease_rows):
+            for table in (dirents, inodes, images, lease_rows):
                 conn.execute(delete(table).where(table.c.source_id == sid))
             conn.execute(delete(sources).where(sources.c.id == sid))
 
@@ -353,6 +356,8 @@ class Deployment:
         check_label(name, "snapshot")
         if name in taken:
             raise Exists(f"snapshot {name!r} of {source!r} exists")
+        for hook in self.snapshot_hooks:
+            hook(source)
         with self.blobs.inflight.session():  # its trees are referenced once the row commits
             frozen = freeze(tree)
             self.blobs.flush()
@@ -363,6 +368,7 @@ class Deployment:
             self.backend.put(snapshots.object_key(info.uuid), snapshots.encode_object(self.codec, info))
             with self.catalog.engine.begin() as conn:
                 snapshots.insert_row(conn, tree.source_id, info)
+                snapshots.freeze_images(conn, tree.source_id, info.uuid)
         if info.state == snapshots.COMMITTED:
             assert self.spool is not None
             with self._lock:
@@ -391,6 +397,7 @@ class Deployment:
         self.check_writable()
         info = self.snapshot_info(source, name)
         with self.catalog.engine.begin() as conn:
+            snapshots.drop_images(conn, info.uuid)
             conn.execute(delete(snapshot_rows).where(snapshot_rows.c.uuid == info.uuid))
         # After the row: a crash between the two leaves an object that a
         # rebuild would bring back, never a row without its object.

@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection, bindparam, delete, func, select, update
 
 from . import leases
+from .blockmap import mark_maps
 from .catalog import Catalog
-from .catalog.schema import blobs, inodes, packs, snapshots, sources
+from .catalog.schema import blobs, image_versions, images, inodes, packs, snapshots, sources
 from .content import chunk_ids, unpack_extents
 from .errors import CorruptBlob
 from .meta import Kind
@@ -102,11 +103,12 @@ def collect(
 
 
 def mark(catalog: Catalog, pool_id: int, get: Callable[[bytes], bytes]) -> set[bytes]:
-    """Every blob a snapshot or a working tree refers to."""
+    """Every blob a snapshot, a working tree or a disk image (writable or frozen) refers to."""
     live: set[bytes] = set()
     todo: list[bytes] = []
     with catalog.engine.connect() as conn:
         todo += [bytes(r[0]) for r in conn.execute(select(snapshots.c.root))]
+        maps = [bytes(r[0]) for r in conn.execute(select(images.c.root).union(select(image_versions.c.root)))]
         for content, tree_id in conn.execute(select(inodes.c.content, inodes.c.tree_id)):
             if content:
                 live.update(chunk_ids(unpack_extents(bytes(content))))
@@ -126,6 +128,10 @@ def mark(catalog: Catalog, pool_id: int, get: Callable[[bytes], bytes]) -> set[b
                 live.update(chunk_ids(unpack_extents(entry.payload)))
             elif entry.kind == Kind.DIR and entry.payload not in live:
                 todo.append(entry.payload)
+    try:
+        mark_maps(maps, get, live)
+    except CorruptBlob as e:
+        raise CorruptBlob(f"garbage collection cannot read a block map ({e}); run `cairn pool check`") from e
     return live
 
 

@@ -27,6 +27,7 @@ _ENTRY = struct.Struct(f"<{ID_SIZE}sBQII")
 
 DATA = 0
 TREE = 1
+MAP = 2  # a block map node of a disk image
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, delete, insert, select
 
-from .catalog.schema import snapshots, sources
+from .catalog.schema import image_versions, images, snapshots, sources
 from .codec import Codec
 from .errors import CorruptBlob
 
@@ -118,3 +118,18 @@ def list_numbered(conn: Connection, source: str) -> list[tuple[int, SnapshotInfo
 def find_row(conn: Connection, source: str, name: str) -> SnapshotInfo | None:
     row = conn.execute(_select().where(sources.c.name == source, snapshots.c.name == name)).first()
     return None if row is None else _info(row)
+
+
+def freeze_images(conn: Connection, source_id: int, snapshot_uuid: str) -> None:
+    """The snapshot keeps the source's disk images as they are (in its own transaction)."""
+    sid = select(snapshots.c.id).where(snapshots.c.uuid == snapshot_uuid).scalar_subquery()
+    rows = select(sid, images.c.name, images.c.size, images.c.block_size, images.c.root).where(
+        images.c.source_id == source_id
+    )
+    conn.execute(insert(image_versions).from_select(["snapshot_id", "name", "size", "block_size", "root"], rows))
+
+
+def drop_images(conn: Connection, snapshot_uuid: str) -> None:
+    """Forget the image versions of a snapshot that is being deleted."""
+    sid = select(snapshots.c.id).where(snapshots.c.uuid == snapshot_uuid).scalar_subquery()
+    conn.execute(delete(image_versions).where(image_versions.c.snapshot_id == sid))

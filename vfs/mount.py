@@ -15,7 +15,7 @@ import trio
 
 from engine.deployment import Deployment
 from engine.errors import CairnError
-from engine.mount import MountView
+from engine.mount import ImageProvider, MountView
 
 from .ops import Operations
 
@@ -44,11 +44,13 @@ def _unescape(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
-def serve(deployment: Deployment, mountpoint: Path, *, debug: bool = False) -> None:
+def serve(
+    deployment: Deployment, mountpoint: Path, *, debug: bool = False, images: ImageProvider | None = None
+) -> None:
     """Mount and serve until SIGTERM or SIGINT; then unmount and return."""
     clear_stale(mountpoint)
     mountpoint.mkdir(parents=True, exist_ok=True)
-    ops = Operations(MountView(deployment))
+    ops = Operations(MountView(deployment, images))
     options = set(pyfuse3.default_options)
     options |= {"fsname=cairn", "subtype=cairn", "allow_other"}
     if debug:

@@ -26,7 +26,7 @@ from engine.cache import WouldBlock, memory_only
 from engine.errors import CairnError
 from engine.meta import Stat
 from engine.mount import MountView
-from engine.mount.nodes import SNAPSHOT, WORKING, node_of
+from engine.mount.nodes import IMAGE, SNAPSHOT, WORKING, node_of
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -139,7 +139,11 @@ class Operations(pyfuse3.Operations):
             "mtime_ns": attr.st_mtime_ns if fields.update_mtime else None,
         }
         if changes["size"] is None:
-            return self._attr(self._now(self.view.setattr, inode, **changes))
+
+            def change(number: int) -> Stat:
+                return self.view.setattr(number, **changes)
+
+            return self._attr(await self._on(inode, change))
         return self._attr(await self._call(self.view.setattr, inode, **changes))  # may rewrite a spool
 
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
@@ -189,7 +193,10 @@ class Operations(pyfuse3.Operations):
         return self._attr(self._now(self.view.link, inode, new_parent_inode, new_name))
 
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        self._now(self.view.unlink, parent_inode, name)
+        if node_of(parent_inode).space == WORKING:
+            self._now(self.view.unlink, parent_inode, name)
+        else:
+            await self._call(self.view.unlink, parent_inode, name)  # a disk image
 
     async def rename(
         self, parent_inode_old: int, name_old: bytes, parent_inode_new: int, name_new: bytes, flags: int,
@@ -202,13 +209,17 @@ class Operations(pyfuse3.Operations):
     async def create(
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        stat = self._now(self.view.create, parent_inode, name, mode & ~ctx.umask, ctx.uid, ctx.gid)
+        args = (parent_inode, name, mode & ~ctx.umask, ctx.uid, ctx.gid)
+        if node_of(parent_inode).space == WORKING:
+            stat = self._now(self.view.create, *args)
+        else:
+            stat = await self._call(self.view.create, *args)  # a disk image
         return pyfuse3.FileInfo(fh=stat.ino), self._attr(stat)
 
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         write = flags & os.O_ACCMODE != os.O_RDONLY
-        self._now(self.view.open, inode, write)
-        if flags & os.O_TRUNC and node_of(inode).space == WORKING:
+        await self._on(inode, self.view.open, write)
+        if flags & os.O_TRUNC and node_of(inode).space in (WORKING, IMAGE):
             await self._on(inode, functools.partial(self.view.setattr, size=0))  # no I/O unless a spool is busy
         return pyfuse3.FileInfo(fh=inode, keep_cache=node_of(inode).space == SNAPSHOT)
 

@@ -1,5 +1,9 @@
 """Catalog tables. Only `blobs`, `inodes` and `dirents` grow with data.
 
+Images add a row per disk and per disk and snapshot: their block maps are
+blobs in the pool (engine/blockmap.py), so a version adds one row, not one
+per block.
+
 Every change here needs an Alembic revision in `migrations/versions`.
 """
 
@@ -202,4 +206,31 @@ jobs = Table(
     Column("worker", String(255)),
     Column("error", Text),
     Column("requested_by", Integer, ForeignKey("users.id", ondelete="SET NULL")),
+)
+
+# The image pool: a source's writable disk images; `root` is the block map's root node (HOLE: all zeros).
+images = Table(
+    "images",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("source_id", Integer, ForeignKey("sources.id"), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("block_size", Integer, nullable=False),
+    Column("root", LargeBinary(32), nullable=False),
+    Column("changed", Float, nullable=False),
+    UniqueConstraint("source_id", "name"),
+)
+
+# The images a snapshot froze: `<disk>@<snapshot>.img` in the mount.
+image_versions = Table(
+    "image_versions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("snapshot_id", Integer, ForeignKey("snapshots.id"), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("block_size", Integer, nullable=False),
+    Column("root", LargeBinary(32), nullable=False),
+    UniqueConstraint("snapshot_id", "name"),
 )

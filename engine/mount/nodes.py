@@ -6,6 +6,7 @@ what it cached of a snapshot when the mount restarts.
     0  virtual: 1 is the root; (source id << 8) | part for a source's own nodes
     1  working tree: (source id << 40) | inode number in the working tree
     2  snapshot: (snapshot id << 40) | inode number recorded in the snapshot
+    3  image: (source id << 40) | image row id, or | IMAGE_VERSION | image version row id
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 ROOT = 1
-VIRTUAL, WORKING, SNAPSHOT = 0, 1, 2
+VIRTUAL, WORKING, SNAPSHOT, IMAGE = 0, 1, 2, 3
 # A source's virtual nodes.
-SOURCE_DIR, SNAPSHOTS_DIR, LATEST = 1, 2, 3
+SOURCE_DIR, SNAPSHOTS_DIR, LATEST, IMAGES_DIR = 1, 2, 3, 4
 CURRENT = b"current"
 SNAPSHOTS = b"snapshots"
+IMAGES = b"images"
+IMAGE_VERSION = 1 << 39
 LATEST_NAME = b"latest"
 _LOW = (1 << 40) - 1
 

@@ -1,8 +1,9 @@
 """The mount as numbered nodes: lookups, attributes, listings and reads.
 
 Sources are directories at the root; each holds `current/` (its working
-tree) and `snapshots/` (read-only snapshots and a `latest` symlink). Writes
-are in writes.py; this module only reads.
+tree), `snapshots/` (read-only snapshots and a `latest` symlink) and, when
+an image pool is wired in, `images/` (images.py). Writes are in writes.py;
+this module only reads.
 """
 
 from __future__ import annotations
@@ -24,8 +25,12 @@ from ..reader import SnapshotView
 from ..snapshots import SnapshotInfo, list_numbered
 from ..tree import Entry
 from ..worktree import WorkingTree
+from .images import ImageProvider
 from .nodes import (
     CURRENT,
+    IMAGE,
+    IMAGES,
+    IMAGES_DIR,
     LATEST,
     LATEST_NAME,
     ROOT_NODE,
@@ -57,8 +62,9 @@ class _Snapshots:
 class MountReader:
     """The read side of MountView. Thread-safe. `_lock` guards the caches; engine calls are thread-safe themselves."""
 
-    def __init__(self, deployment: Deployment):
+    def __init__(self, deployment: Deployment, images: ImageProvider | None = None):
         self.dep = deployment
+        self.images = images
         self._lock = threading.Lock()
         self._sources: tuple[float, dict[str, SourceInfo]] = (0.0, {})
         self._snapshots: dict[int, _Snapshots] = {}
@@ -154,6 +160,10 @@ class MountReader:
                 return _wt(source.id, self.dep.working_tree(source.name).stat(1))
             if name == SNAPSHOTS:
                 return self._snapshots_stat(source)
+            if name == IMAGES and self.images is not None:
+                return self._images_stat(source)
+        elif node.ino == IMAGES_DIR and self.images is not None:
+            return self.images.lookup(source, name)
         elif node.ino == SNAPSHOTS_DIR:
             numbered = self.snapshots(source)
             if name == LATEST_NAME and numbered:
@@ -171,6 +181,8 @@ class MountReader:
             return _wt(node.owner, self.tree(node.owner).stat(node.ino))
         if node.space == SNAPSHOT:
             return _entry_stat(number, self._entry(number))
+        if node.space == IMAGE and self.images is not None:
+            return self.images.getattr(number)
         if node == ROOT_NODE:
             return self._root_stat()
         source = self.source_by_id(node.owner)
@@ -178,6 +190,8 @@ class MountReader:
             return self._source_stat(source)
         if node.ino == SNAPSHOTS_DIR:
             return self._snapshots_stat(source)
+        if node.ino == IMAGES_DIR and self.images is not None:
+            return self._images_stat(source)
         numbered = self.snapshots(source)
         if node.ino == LATEST and numbered:
             return self._latest_stat(source, numbered[-1][1])
@@ -195,7 +209,10 @@ class MountReader:
             return [(name.encode(), self._source_stat(s)) for name, s in sorted(self.sources().items())]
         source = self.source_by_id(node.owner)
         if node.ino == SOURCE_DIR:
-            return [(CURRENT, self.lookup(number, CURRENT)), (SNAPSHOTS, self._snapshots_stat(source))]
+            out = [(CURRENT, self.lookup(number, CURRENT)), (SNAPSHOTS, self._snapshots_stat(source))]
+            return [*out, (IMAGES, self._images_stat(source))] if self.images is not None else out
+        if node.ino == IMAGES_DIR and self.images is not None:
+            return self.images.listdir(source)
         if node.ino == SNAPSHOTS_DIR:
             numbered = self.snapshots(source)
             out = [(i.name.encode(), self._remember(sid, self.snapshot_view(sid, i).root)) for sid, i in numbered]
@@ -234,6 +251,8 @@ class MountReader:
             if reader.size > PREFETCH_FILE:
                 self.dep.blobs.prefetch(reader.ahead(offset + size, READ_AHEAD))
             return data
+        if node.space == IMAGE and self.images is not None:
+            return self.images.read(number, offset, size)
         raise InvalidArgument("not a regular file")
 
     def _reader(self, number: int, view: SnapshotView, entry: Entry) -> ContentReader:
@@ -319,6 +338,11 @@ class MountReader:
         t = int((numbered[-1][1].created if numbered else source.created) * 1e9)
         number = Node(VIRTUAL, source.id, SNAPSHOTS_DIR).number
         return Stat(number, st.S_IFDIR | 0o555, 2 + len(numbered), 0, 0, 0, 0, 0, t, t, t)
+
+    def _images_stat(self, source: SourceInfo) -> Stat:
+        t = int(source.created * 1e9)
+        number = Node(VIRTUAL, source.id, IMAGES_DIR).number
+        return Stat(number, st.S_IFDIR | 0o755, 2, 0, 0, 0, 0, 0, t, t, t)
 
     def _latest_stat(self, source: SourceInfo, latest: SnapshotInfo) -> Stat:
         t = int(latest.created * 1e9)

@@ -1,13 +1,15 @@
 """The mount's writes: the working tree takes file operations; `mkdir` and
 `rmdir` at the root add and remove sources, and in `snapshots/` take and
-delete snapshots. Everything else is read-only."""
+delete snapshots; `images/` takes creating, writing, truncating and
+removing writable images. Everything else is read-only."""
 
 from __future__ import annotations
 
 from ..errors import CrossDevice, NotPermitted, ReadOnly
 from ..meta import Stat
 from ..worktree import WorkingTree
-from .nodes import ROOT_NODE, SNAPSHOT, SNAPSHOTS_DIR, WORKING, Node, node_of
+from .images import ImageProvider
+from .nodes import IMAGE, IMAGES_DIR, ROOT_NODE, SNAPSHOT, SNAPSHOTS_DIR, VIRTUAL, WORKING, Node, node_of
 from .view import MountReader, _text, _wt
 
 
@@ -21,7 +23,15 @@ class MountView(MountReader):
             return node, self.tree(node.owner)
         if node.space == SNAPSHOT:
             raise ReadOnly("snapshots are read-only")
-        raise NotPermitted("only current/ holds files")
+        raise NotPermitted("only current/ holds files, and images/ disk images")
+
+    def _images(self, number: int) -> ImageProvider | None:
+        """The image pool, if the node is an image or the images/ directory."""
+        node = node_of(number)
+        if self.images is not None and (node.space == IMAGE or (node.space == VIRTUAL and node.ino == IMAGES_DIR)):
+            self.dep.check_writable()
+            return self.images
+        return None
 
     def mkdir(self, parent: int, name: bytes, mode: int, uid: int = 0, gid: int = 0) -> Stat:
         node = node_of(parent)
@@ -50,6 +60,9 @@ class MountView(MountReader):
         tree.rmdir(node.ino, name)
 
     def create(self, parent: int, name: bytes, mode: int, uid: int = 0, gid: int = 0) -> Stat:
+        images = self._images(parent)
+        if images is not None:
+            return images.create(self.source_by_id(node_of(parent).owner), name, mode)
         node, tree = self._working(parent)
         stat = tree.create(node.ino, name, mode, uid, gid)
         tree.open(stat.ino)
@@ -71,6 +84,10 @@ class MountView(MountReader):
         return _wt(node.owner, tree.link(node.ino, new_parent.ino, name))
 
     def unlink(self, parent: int, name: bytes) -> None:
+        images = self._images(parent)
+        if images is not None:
+            images.unlink(self.source_by_id(node_of(parent).owner), name)
+            return
         node, tree = self._working(parent)
         tree.unlink(node.ino, name)
 
@@ -82,6 +99,10 @@ class MountView(MountReader):
         tree.rename(a.ino, old, b.ino, new, flags)
 
     def setattr(self, number: int, **changes: int | None) -> Stat:
+        images = self._images(number)
+        if images is not None and node_of(number).space == IMAGE:
+            size = changes.get("size")
+            return images.getattr(number) if size is None else images.truncate(number, size)
         node, tree = self._working(number)
         return _wt(node.owner, tree.setattr(node.ino, **changes))
 
@@ -105,6 +126,10 @@ class MountView(MountReader):
         node = node_of(number)
         if node.space == WORKING:
             self.tree(node.owner).open(node.ino)
+        elif node.space == IMAGE and self.images is not None:
+            if write:
+                self.dep.check_writable()
+            self.images.open(number, write)
         elif write:
             raise ReadOnly("snapshots are read-only")
 
@@ -112,8 +137,13 @@ class MountView(MountReader):
         node = node_of(number)
         if node.space == WORKING:
             self.tree(node.owner).release(node.ino)
+        elif node.space == IMAGE and self.images is not None:
+            self.images.release(number)
 
     def write(self, number: int, offset: int, data: bytes) -> int:
+        images = self._images(number)
+        if images is not None:
+            return images.write(number, offset, data)
         node, tree = self._working(number)
         return tree.write(node.ino, offset, data)
 
@@ -121,6 +151,8 @@ class MountView(MountReader):
         node = node_of(number)
         if node.space == WORKING:
             self.tree(node.owner).fsync(node.ino)
+        elif node.space == IMAGE and self.images is not None:
+            self.images.fsync(number)
 
     def statfs(self) -> dict[str, int]:
         """Pool usage as a file system reports it: 4 KiB blocks."""
