@@ -85,7 +85,7 @@ def test_rsync_into_the_mount_and_snapshot(tmp_path: Path, mounted: Mounted) -> 
     make_tree(src)
     m = mounted.path
     os.mkdir(m / "h1")
-    assert sorted(os.listdir(m / "h1")) == ["current", "snapshots"]
+    assert sorted(os.listdir(m / "h1")) == ["current", "images", "snapshots"]
     rsync(src, m / "h1" / "current")
     os.mkdir(m / "h1" / "snapshots" / "one")
     assert os.readlink(m / "h1" / "snapshots" / "latest") == "one"
