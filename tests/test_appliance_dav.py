@@ -49,6 +49,8 @@ def test_each_user_sees_and_changes_what_their_roles_allow(share: Client) -> Non
     assert _listed(share, "root") == {"a", "b", "c"}
     assert _listed(share, "ops") == {"a", "b"}
     assert _listed(share, "mia") == {"b"}
+    inside = share.open("/dav/a/", method="PROPFIND", headers=_as("ops", Depth="1")).get_data(as_text=True)
+    assert {"current", "snapshots", "images"} <= set(re.findall(r"<D:href>/dav/a/([^/<]+)/</D:href>", inside))
     put = {"input_stream": __import__("io").BytesIO(b"data"), "method": "PUT"}
     assert share.open("/dav/a/current/f", headers=_as("ops"), **put).status_code in (201, 204)
     assert share.open("/dav/c/current/f", headers=_as("ops"), data=b"x", method="PUT").status_code == 404
