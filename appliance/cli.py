@@ -2,107 +2,26 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from engine.backup import backup_and_snapshot
-from engine.deployment import Deployment
 from engine.errors import CairnError
-from engine.keyring import Unlock
 from engine.meta import Kind
 from engine.pool import POOL_FILE
 from engine.reader import diff
 from engine.restore import restore
 
+from . import cli_remote as remote_cmd
 from . import output
+from .cli_base import EXIT_PARTIAL, Context, command, main
 
-F = TypeVar("F", bound=Callable[..., Any])
-EXIT_ERROR = 1
-EXIT_PARTIAL = 3  # finished, but some files or blobs had problems
-
-
-class Context:
-    def __init__(self, data: Path, db: str | None, passphrase_file: Path | None, key_file: Path | None,
-                 remote: str | None = None):  # fmt: skip
-        self.data = data
-        self.db = db
-        self.passphrase_file = passphrase_file
-        self.key_file = key_file
-        self.remote = remote  # commands that know it talk to that appliance's API instead
-
-    def client(self) -> Any:
-        from .remote import client
-
-        assert self.remote is not None
-        return client(self.remote)
-
-    def unlock(self) -> Unlock | None:
-        """What opens an encrypted pool: a key file, a passphrase file, or $CAIRN_PASSPHRASE."""
-        if self.key_file is not None:
-            return Unlock(key_file=self.key_file.read_bytes())
-        if self.passphrase_file is not None:
-            return Unlock(passphrase=self.passphrase_file.read_bytes().rstrip(b"\r\n"))
-        passphrase = os.environ.get("CAIRN_PASSPHRASE")
-        return Unlock(passphrase=passphrase.encode()) if passphrase else None
-
-    def open(self, *, encrypt: bool = False) -> Deployment:
-        if self.remote:
-            raise CairnError("this command works on a local data directory only, not with --remote")
-        return Deployment.open(self.data, self.db, unlock=self.unlock(), encrypt=encrypt)
-
-
-def command(group: click.Group, name: str | None = None) -> Callable[[F], F]:
-    """A subcommand with `--json`, whose engine errors become clean messages."""
-
-    def wrap(fn: F) -> F:
-        @group.command(name)
-        @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-        @click.pass_obj
-        @functools.wraps(fn)
-        def run(ctx: Context, *args: Any, **kwargs: Any) -> Any:
-            try:
-                return fn(ctx, *args, **kwargs)
-            except CairnError as e:
-                output.warn(str(e), "error")
-                sys.exit(EXIT_ERROR)
-
-        return run  # type: ignore[return-value]
-
-    return wrap
-
-
-@click.group()
-@click.option(
-    "--data",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=lambda: os.environ.get("CAIRN_DATA", "/var/lib/cairn"),
-    show_default="$CAIRN_DATA or /var/lib/cairn",
-    help="The data directory: catalog, pool and spool.",
-)
-@click.option("--db", help="Catalog URL (default: SQLite in the data directory).")
-@click.option(
-    "--passphrase-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    envvar="CAIRN_PASSPHRASE_FILE", help="Unlocks an encrypted pool (or set $CAIRN_PASSPHRASE).",
-)  # fmt: skip
-@click.option(
-    "--key-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    envvar="CAIRN_KEY_FILE", help="Unlocks an encrypted pool whose keys a key file wraps.",
-)  # fmt: skip
-@click.option("--remote", envvar="CAIRN_REMOTE", help="Run against this appliance (see `cairn remote add`).")
-@click.pass_context
-def main(
-    click_ctx: click.Context, data: Path, db: str | None, passphrase_file: Path | None, key_file: Path | None,
-    remote: str | None,
-) -> None:  # fmt: skip
-    """Cairn: deduplicating backups that any file client can write."""
-    click_ctx.obj = Context(data, db, passphrase_file, key_file, remote)
+__all__ = ["main"]
 
 
 @command(main, "init")
@@ -388,6 +307,4 @@ def dav_user(ctx: Context, users: Path, name: str, password_stdin: bool, as_json
 
 
 # The other command modules register themselves on `main` when imported.
-from . import cli_admin, cli_pool  # noqa: E402, F401
-from . import cli_remote as remote_cmd  # noqa: E402  (also the --remote branches used above)
-from . import imagecli as _imagecli  # noqa: E402, F401  (the image commands)
+from . import cli_admin, cli_pool, imagecli  # noqa: E402, F401

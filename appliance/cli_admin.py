@@ -13,7 +13,7 @@ from engine.errors import CairnError
 from . import cli_remote as remote_cmd
 from . import output
 from .accounts import ROLES, Accounts
-from .cli import Context, command, main
+from .cli_base import Context, command, main
 
 
 @main.command("serve")

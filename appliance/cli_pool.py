@@ -24,7 +24,7 @@ from engine.storage import open_backend
 
 from . import cli_remote as remote_cmd
 from . import output
-from .cli import EXIT_PARTIAL, Context, command, main
+from .cli_base import EXIT_PARTIAL, Context, command, main
 
 
 @main.group()

@@ -12,7 +12,7 @@ import click
 from engine.errors import CairnError
 
 from . import output
-from .cli import Context, command, main
+from .cli_base import Context, command, main
 from .remote import Client, RemoteError, load, save
 
 JOB_WAIT = 3600.0  # seconds `--wait` follows a job

@@ -18,7 +18,7 @@ from image.pool import BLOCK_SIZE, BLOCK_SIZES, ImageInfo, ImagePool
 from image.push import push
 
 from . import output
-from .cli import Context, command, main
+from .cli_base import Context, command, main
 
 
 @main.group("image")
