@@ -32,7 +32,7 @@ from .errors import Exists, NotEmpty, NotFound, PoolMismatch, PoolMissing
 from .ids import IdKey
 from .keyring import DeploymentKeys, Unlock
 from .meta import check_label
-from .pool import POOL_FILE, STRUCTURE, check_identity, create_pool, keys_of
+from .pool import POOL_FILE, STRUCTURE, check_identity, create_pool, key_rows, keys_of, read_identity, read_keys
 from .reader import SnapshotView, TreeCache
 from .snapshots import SnapshotInfo
 from .storage import Backend, open_backend
@@ -414,6 +414,10 @@ class OpenPool:
     codec: CodecConfig
 
 
+def _holds_data(backend: Backend) -> bool:
+    return any(True for _ in backend.list("packs/")) or any(True for _ in backend.list("snapshots/"))
+
+
 def _open_file_pool(
     catalog: Catalog, data_dir: Path, create: bool, unlock: Unlock | None, encrypt: bool,
     pool_config: dict[str, Any] | None,
@@ -433,14 +437,20 @@ def _open_file_pool(
         config = pool_config or {"kind": "local", "path": str(data_dir / "pool")}
         backend = open_backend(config, cache_dir=cache_dir, spool_dir=spool_dir)
         if backend.stat(POOL_FILE) is not None:
-            raise PoolMismatch(
-                f"{backend.describe()} holds a pool the catalog does not know; "
-                "run `cairn catalog rebuild` to recreate the catalog from it"
-            )
-        if not create:
+            if _holds_data(backend):
+                raise PoolMismatch(
+                    f"{backend.describe()} holds a pool the catalog does not know; "
+                    "run `cairn catalog rebuild` to recreate the catalog from it"
+                )
+            # An empty pool whose creation was cut short before its catalog rows committed: take it.
+            identity = read_identity(backend)
+            new_keys = read_keys(backend, unlock)
+            rows = key_rows(new_keys, backend)
+        elif not create:
             raise PoolMissing(f"no pool in {data_dir}")
-        new_keys = DeploymentKeys.new(encrypt)
-        identity, rows = create_pool(backend, "file", new_keys, unlock)
+        else:
+            new_keys = DeploymentKeys.new(encrypt)
+            identity, rows = create_pool(backend, "file", new_keys, unlock)
         pool_id = Catalog.insert_id(
             conn,
             pools.insert().values(

@@ -74,8 +74,11 @@ def test_missing_pool_is_refused(tmp_path: Path) -> None:
 
 
 def test_pool_without_catalog_points_to_rebuild(tmp_path: Path) -> None:
-    Deployment.open(tmp_path).close()
-    (tmp_path / "catalog.db").unlink()
+    with Deployment.open(tmp_path) as dep:
+        dep.add_source("h1")
+        dep.create_snapshot("h1", "s")  # a pool with data (an empty one is simply taken over)
+    for suffix in ("", "-wal", "-shm"):
+        (tmp_path / f"catalog.db{suffix}").unlink(missing_ok=True)
     with pytest.raises(PoolMismatch, match="catalog rebuild"):
         Deployment.open(tmp_path)
 
@@ -96,3 +99,30 @@ def test_head_constant_matches_the_migrations() -> None:
     from engine.catalog.db import HEAD, alembic_config
 
     assert ScriptDirectory.from_config(alembic_config()).get_current_head() == HEAD
+
+
+def test_a_migration_cut_short_leaves_nothing_half_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As a kill mid-migration would: the schema is all there or not at all."""
+    from alembic import op
+
+    from engine.catalog import db
+
+    url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    made = []
+    real = op.create_table
+
+    def create_then_die(name: str, *args: object, **kwargs: object) -> object:
+        if len(made) == 3:
+            raise KeyboardInterrupt  # the process dies here
+        made.append(name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(op, "create_table", create_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        db.open_catalog(url)
+    monkeypatch.setattr(op, "create_table", real)
+    catalog = db.open_catalog(url)  # starts over cleanly
+    try:
+        assert db.current_revision(catalog) == db.HEAD
+    finally:
+        catalog.dispose()

@@ -287,3 +287,20 @@ def test_writes_pause_while_the_pool_is_unreachable_and_resume(data_dir: Path) -
         with pytest.raises(errors.BackendError):
             dep.blobs.flush()
         pool.broken = False
+
+
+def test_a_pool_whose_creation_was_cut_short_is_taken_over(tmp_path: Path) -> None:
+    """Killed between writing cairn-pool.json and committing the catalog: the empty pool is adopted."""
+    data = tmp_path / "data"
+    with Deployment.open(data) as dep:
+        uuid = dep.pool.uuid
+    for suffix in ("", "-wal", "-shm"):
+        (data / f"catalog.db{suffix}").unlink(missing_ok=True)  # as if the first commit never happened
+    with Deployment.open(data) as dep:
+        assert dep.pool.uuid == uuid
+        dep.add_source("h1")
+        dep.create_snapshot("h1", "s")  # now the pool holds packs and a snapshot
+    for suffix in ("", "-wal", "-shm"):
+        (data / f"catalog.db{suffix}").unlink(missing_ok=True)
+    with pytest.raises(errors.PoolMismatch):  # a pool with data is never adopted silently
+        Deployment.open(data)

@@ -116,5 +116,9 @@ def upgrade(catalog: Catalog) -> None:
 
     cfg = alembic_config()
     with catalog.engine.begin() as conn:
+        if catalog.dialect == "sqlite":
+            # Python's sqlite3 runs DDL outside any transaction unless one is open: without this, a
+            # process killed mid-migration leaves half a schema that the next start cannot upgrade.
+            conn.exec_driver_sql("BEGIN")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
