@@ -346,8 +346,8 @@ class Deployment:
     # -- snapshots -----------------------------------------------------------
 
     def create_snapshot(self, source: str, name: str | None = None) -> SnapshotInfo:
+        """Freeze the working tree (and the source's disk images); returns once the snapshot is committed."""
         self.check_writable()
-        """Freeze the working tree; returns once the snapshot is committed."""
         tree = self.working_tree(source)
         with self.catalog.engine.connect() as conn:
             taken = {s.name for s in snapshots.list_rows(conn, source)}
@@ -363,12 +363,14 @@ class Deployment:
             self.blobs.flush()
             src = self.source(source)
             info = snapshots.new_info(source, src.uuid, name, frozen.top, frozen.files, frozen.bytes)
+            with self.catalog.engine.connect() as conn:
+                info = dataclasses.replace(info, images=snapshots.source_images(conn, tree.source_id))
             if self.spool is not None and self.spool.backlog()[0]:
                 info = dataclasses.replace(info, state=snapshots.COMMITTED)  # stored once the spool drains
             self.backend.put(snapshots.object_key(info.uuid), snapshots.encode_object(self.codec, info))
             with self.catalog.engine.begin() as conn:
                 snapshots.insert_row(conn, tree.source_id, info)
-                snapshots.freeze_images(conn, tree.source_id, info.uuid)
+                snapshots.freeze_images(conn, info)
         if info.state == snapshots.COMMITTED:
             assert self.spool is not None
             with self._lock:

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from .catalog import Catalog
-from .catalog.schema import blobs, dirents, inodes, keys, packs, pools, sources
+from .catalog.schema import blobs, dirents, images, inodes, keys, packs, pools, sources
 from .codec import Codec
 from .errors import BackendError, CorruptBlob, InvalidArgument
 from .ids import IdKey
@@ -26,7 +26,7 @@ from .meta import Kind
 from .packs import FOOTER, index_length, read_index
 from .pool import STRUCTURE, key_rows, read_identity, read_keys
 from .reader import SnapshotView, TreeCache
-from .snapshots import SnapshotInfo, decode_object, insert_row
+from .snapshots import SnapshotInfo, decode_object, freeze_images, insert_row
 from .storage import Backend
 from .tree import Entry
 
@@ -127,7 +127,14 @@ def _restore_snapshots(catalog: Catalog, infos: list[SnapshotInfo], report: Rebu
                 ids[info.source_uuid] = sid
                 report.sources += 1
             insert_row(conn, sid, info)
+            freeze_images(conn, info)
             report.snapshots += 1
+        latest = {i.source_uuid: i for i in sorted(infos, key=lambda i: i.created)}
+        for info in latest.values():  # the sources' disk images: as their newest snapshot froze them
+            rows = [{"source_id": ids[info.source_uuid], "name": n, "size": size, "block_size": block,
+                     "root": root, "changed": info.created} for n, size, block, root in info.images]  # fmt: skip
+            if rows:
+                conn.execute(images.insert(), rows)
 
 
 def _seed_working_trees(

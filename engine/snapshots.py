@@ -22,6 +22,9 @@ COMMITTED = "committed"  # every blob is in the pool or the durable spool
 STORED = "stored"  # every blob is in the pool
 
 
+ImageVersion = tuple[str, int, int, bytes]  # name, size, block size, block map root
+
+
 @dataclass(frozen=True)
 class SnapshotInfo:
     uuid: str
@@ -33,16 +36,21 @@ class SnapshotInfo:
     files: int
     bytes: int
     state: str = STORED
+    # The disk images it froze: (name, size, block size, block map root), so a catalog rebuilt
+    # from the pool alone brings them back.
+    images: tuple[ImageVersion, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)
         doc["root"] = self.root.hex()
+        doc["images"] = [[n, size, block, root.hex()] for n, size, block, root in self.images]
         return doc
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> SnapshotInfo:
         doc = dict(doc)
         doc["root"] = bytes.fromhex(doc["root"])
+        doc["images"] = tuple((str(n), int(s), int(b), bytes.fromhex(r)) for n, s, b, r in doc.get("images", ()))
         return cls(**doc)
 
 
@@ -120,13 +128,19 @@ def find_row(conn: Connection, source: str, name: str) -> SnapshotInfo | None:
     return None if row is None else _info(row)
 
 
-def freeze_images(conn: Connection, source_id: int, snapshot_uuid: str) -> None:
-    """The snapshot keeps the source's disk images as they are (in its own transaction)."""
-    sid = select(snapshots.c.id).where(snapshots.c.uuid == snapshot_uuid).scalar_subquery()
-    rows = select(sid, images.c.name, images.c.size, images.c.block_size, images.c.root).where(
-        images.c.source_id == source_id
-    )
-    conn.execute(insert(image_versions).from_select(["snapshot_id", "name", "size", "block_size", "root"], rows))
+def source_images(conn: Connection, source_id: int) -> tuple[ImageVersion, ...]:
+    """A source's disk images as they are now, for a snapshot to keep."""
+    q = select(images.c.name, images.c.size, images.c.block_size, images.c.root).where(images.c.source_id == source_id)
+    return tuple((r[0], r[1], r[2], bytes(r[3])) for r in conn.execute(q.order_by(images.c.name)))
+
+
+def freeze_images(conn: Connection, info: SnapshotInfo) -> None:
+    """The snapshot's image versions, as its object lists them (in the snapshot's own transaction)."""
+    sid = conn.execute(select(snapshots.c.id).where(snapshots.c.uuid == info.uuid)).scalar_one()
+    rows = [{"snapshot_id": sid, "name": n, "size": size, "block_size": block, "root": root}
+            for n, size, block, root in info.images]  # fmt: skip
+    if rows:
+        conn.execute(insert(image_versions), rows)
 
 
 def drop_images(conn: Connection, snapshot_uuid: str) -> None:

@@ -226,3 +226,36 @@ def test_removing_an_image_keeps_its_versions(pool: ImagePool, tmp_path: Path) -
     pool.remove("h1", "vm")
     assert pool.images("h1") == []
     assert pool.reader(pool.version("h1", "vm", "s")).read(0, 1 << 30) == data
+
+
+def test_catalog_rebuild_brings_images_back(tmp_path: Path) -> None:
+    from engine.catalog import open_catalog
+    from engine.rebuild import rebuild
+    from engine.storage import open_backend
+
+    data = tmp_path / "data"
+    img = tmp_path / "disk.raw"
+    first = scattered(img, 8 * MiB + 5, 20, seed=3)
+    with Deployment.open(data) as dep:
+        dep.add_source("h1")
+        pool = ImagePool(dep)
+        push(pool, "h1", "vm", img)
+        dep.create_snapshot("h1", "one")
+        pool.close()
+    for suffix in ("", "-wal", "-shm"):
+        (data / f"catalog.db{suffix}").unlink(missing_ok=True)
+    config = {"kind": "local", "path": str(data / "pool")}
+    catalog = open_catalog(f"sqlite:///{data / 'catalog.db'}")
+    try:
+        report = rebuild(catalog, open_backend(config), config)
+    finally:
+        catalog.dispose()
+    assert report.problems == [] and report.snapshots == 1
+    with Deployment.open(data) as dep:
+        pool = ImagePool(dep)
+        try:
+            assert pool.reader(pool.version("h1", "vm", "one")).read(0, 1 << 30) == first
+            assert [i.name for i in pool.images("h1")] == ["vm"]  # the writable image, as the snapshot left it
+            assert collect(dep).dead_blobs == 0  # everything the image uses is marked again
+        finally:
+            pool.close()
