@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from croniter import croniter
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
 from engine.catalog import Catalog
 from engine.catalog.schema import settings
@@ -77,10 +77,8 @@ class Config:
         if key not in KNOWN:
             raise InvalidArgument(f"unknown setting {key!r}; known: {', '.join(KNOWN)}")
         row_key = f"cfg/{_level(group, source)}/{key}"
-        with self.catalog.engine.begin() as conn:
-            conn.execute(delete(settings).where(settings.c.key == row_key))
-            if value is not None or not (group or source):
-                conn.execute(settings.insert().values(key=row_key, value=json.dumps(KNOWN[key][1](value))))
+        removed = value is None and bool(group or source)
+        self.catalog.set_setting(row_key, None if removed else json.dumps(KNOWN[key][1](value)))
 
     def effective(self, source: str | None = None, group: str | None = None) -> dict[str, dict[str, Any]]:
         """Every setting's value for a source (in a group): {key: {"value": ..., "from": level}}."""

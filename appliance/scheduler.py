@@ -14,9 +14,6 @@ import time
 from collections.abc import Callable
 
 from croniter import croniter
-from sqlalchemy import delete, select
-
-from engine.catalog.schema import settings
 
 from . import usage
 from .config import Config
@@ -80,12 +77,9 @@ class Scheduler:
         self._record_run(what, now)
         return True
 
-    def _last_run(self, source: str) -> float | None:
-        with self.services.deployment.catalog.engine.connect() as conn:
-            value = conn.execute(select(settings.c.value).where(settings.c.key == f"sched/{source}")).scalar()
+    def _last_run(self, what: str) -> float | None:
+        value = self.services.deployment.catalog.setting(f"sched/{what}")
         return float(value) if value is not None else None
 
-    def _record_run(self, source: str, when: float) -> None:
-        with self.services.deployment.catalog.engine.begin() as conn:
-            conn.execute(delete(settings).where(settings.c.key == f"sched/{source}"))
-            conn.execute(settings.insert().values(key=f"sched/{source}", value=repr(when)))
+    def _record_run(self, what: str, when: float) -> None:
+        self.services.deployment.catalog.set_setting(f"sched/{what}", repr(when))

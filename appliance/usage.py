@@ -6,9 +6,6 @@ import json
 import time
 from typing import Any
 
-from sqlalchemy import delete, select
-
-from engine.catalog.schema import settings
 from engine.deployment import Deployment
 
 KEY = "usage/history"
@@ -18,8 +15,7 @@ KEEP = 24 * 90  # samples: ninety days
 
 def history(dep: Deployment) -> list[list[float]]:
     """[[time, stored bytes, snapshot bytes], ...], oldest first."""
-    with dep.catalog.engine.connect() as conn:
-        value = conn.execute(select(settings.c.value).where(settings.c.key == KEY)).scalar()
+    value = dep.catalog.setting(KEY)
     return json.loads(value) if value else []
 
 
@@ -31,9 +27,7 @@ def sample(dep: Deployment, now: float | None = None) -> bool:
         return False
     usage = dep.pool_usage()
     samples = [*samples, [now, usage["stored_bytes"], usage["snapshot_bytes"]]][-KEEP:]
-    with dep.catalog.engine.begin() as conn:
-        conn.execute(delete(settings).where(settings.c.key == KEY))
-        conn.execute(settings.insert().values(key=KEY, value=json.dumps(samples)))
+    dep.catalog.set_setting(KEY, json.dumps(samples))
     return True
 
 

@@ -8,11 +8,9 @@ import time
 from datetime import timedelta
 
 from flask import Flask, Response, jsonify, render_template, request
-from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
 from engine.catalog import Catalog
-from engine.catalog.schema import settings
 from engine.errors import (
     CairnError,
     CorruptBlob,
@@ -85,9 +83,8 @@ def _status(e: Exception) -> tuple[int, str]:
 
 def _secret_key(catalog: Catalog) -> str:
     """Signs session cookies; kept in the catalog so sessions survive restarts and span appliances."""
-    with catalog.engine.begin() as conn:
-        key = conn.execute(select(settings.c.value).where(settings.c.key == SECRET_KEY)).scalar()
-        if key is None:
-            key = secrets.token_hex(32)
-            conn.execute(settings.insert().values(key=SECRET_KEY, value=key))
-    return str(key)
+    key = catalog.setting(SECRET_KEY)
+    if key is None:
+        key = secrets.token_hex(32)
+        catalog.set_setting(SECRET_KEY, key)
+    return key

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from .blobstore import BlobStore
 from .catalog import Catalog
 from .catalog.schema import blobs as blob_rows
-from .catalog.schema import packs, settings
+from .catalog.schema import packs
 from .content import chunk_ids, unpack_extents
 from .errors import BackendError, CorruptBlob
 from .ids import short
@@ -170,15 +170,12 @@ def record_scrub(catalog: Catalog, report: CheckReport, seconds: float, fstype: 
         "bytes": report.bytes, "damaged": len(report.damage), "filesystem": fstype,
         "filesystem_checksums": CHECKSUMMING.get(fstype or ""),
     }  # fmt: skip
-    with catalog.engine.begin() as conn:
-        conn.execute(settings.delete().where(settings.c.key == LAST_SCRUB))
-        conn.execute(settings.insert().values(key=LAST_SCRUB, value=json.dumps(summary)))
+    catalog.set_setting(LAST_SCRUB, json.dumps(summary))
     return summary
 
 
 def last_scrub(catalog: Catalog) -> dict[str, object] | None:
-    with catalog.engine.connect() as conn:
-        value = conn.execute(select(settings.c.value).where(settings.c.key == LAST_SCRUB)).scalar()
+    value = catalog.setting(LAST_SCRUB)
     return json.loads(value) if value else None
 
 

@@ -11,10 +11,7 @@ from __future__ import annotations
 import json
 import time
 
-from sqlalchemy import select
-
 from .catalog import Catalog
-from .catalog.schema import settings
 from .errors import ReadOnly
 
 KEY = "maintenance"
@@ -23,16 +20,13 @@ REFRESH = 2.0  # seconds between reads of the flag in a long-running process
 
 def read(catalog: Catalog) -> dict[str, object] | None:
     """The flag (reason, since), or None when the deployment takes writes."""
-    with catalog.engine.connect() as conn:
-        value = conn.execute(select(settings.c.value).where(settings.c.key == KEY)).scalar()
+    value = catalog.setting(KEY)
     return json.loads(value) if value else None
 
 
 def write(catalog: Catalog, reason: str | None) -> None:
-    with catalog.engine.begin() as conn:
-        conn.execute(settings.delete().where(settings.c.key == KEY))
-        if reason is not None:
-            conn.execute(settings.insert().values(key=KEY, value=json.dumps({"reason": reason, "since": time.time()})))
+    flag = None if reason is None else json.dumps({"reason": reason, "since": time.time()})
+    catalog.set_setting(KEY, flag)
 
 
 def refuse(flag: dict[str, object] | None) -> None:

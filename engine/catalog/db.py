@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event, text
+from sqlalchemy import Connection, Engine, Table, create_engine, delete, event, select, text
 from sqlalchemy.exc import DatabaseError
 from sqlalchemy.pool import NullPool
 
@@ -64,6 +64,23 @@ class Catalog:
         key = conn.execute(statement).inserted_primary_key
         assert key is not None
         return int(key[0])
+
+    def setting(self, key: str) -> str | None:
+        """A row of the settings table (flags, summaries, schedules: small values by key)."""
+        from .schema import settings
+
+        with self.engine.connect() as conn:
+            value = conn.execute(select(settings.c.value).where(settings.c.key == key)).scalar()
+        return None if value is None else str(value)
+
+    def set_setting(self, key: str, value: str | None) -> None:
+        """Replace a settings row; None removes it."""
+        from .schema import settings
+
+        with self.engine.begin() as conn:
+            conn.execute(delete(settings).where(settings.c.key == key))
+            if value is not None:
+                conn.execute(settings.insert().values(key=key, value=value))
 
     def dispose(self) -> None:
         self.engine.dispose()
