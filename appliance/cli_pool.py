@@ -13,7 +13,7 @@ from typing import Any, cast
 import click
 
 from engine.catalog import open_catalog
-from engine.check import check_pool, describe, filesystem_of, last_scrub, locate, pool_path, record_scrub
+from engine.check import damage_doc, describe, last_scrub, scrub
 from engine.codec import FORMATS, CodecConfig
 from engine.deployment import Deployment, default_db_url
 from engine.errors import CairnError
@@ -152,20 +152,9 @@ def pool_scrub(ctx: Context, as_json: bool) -> None:
     if ctx.remote:
         return remote_cmd.pool_job(ctx.client(), "scrub", as_json)
     with ctx.open() as dep, output.progress_bar(not as_json, "scrub") as bar:
-        start = time.monotonic()
-        report = check_pool(
-            dep.blobs, lambda r: bar(f"{r.packs} packs, {r.blobs} blobs, {output.human_bytes(r.bytes)}")
-        )
-        locate(dep.trees, dep.list_snapshots(), report.damage)
-        path = pool_path(dep.backend)
-        summary = record_scrub(dep.catalog, report, time.monotonic() - start, filesystem_of(path) if path else None)
+        report, summary = scrub(dep, lambda r: bar(f"{r.packs} packs, {r.blobs} blobs, {output.human_bytes(r.bytes)}"))
     if as_json:
-        output.emit_json({
-            **summary, "ok": report.ok,
-            "damage": [{"blob": d.blob_id.hex(), "pack": d.pack, "problem": d.problem,
-                        "affects": [{"source": s, "snapshot": n, "path": p} for s, n, p in d.affects]}
-                       for d in report.damage],
-        })  # fmt: skip
+        output.emit_json({**summary, "ok": report.ok, "damage": damage_doc(report.damage)})
     else:
         for d in report.damage:
             output.warn(describe(d), "damaged")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine import gc
-from engine.check import check_pool, filesystem_of, locate, pool_path, record_scrub
+from engine.check import damage_doc, scrub
 from engine.deployment import Deployment
 from engine.mount import MountView
 from engine.recover import restore_into
@@ -91,15 +91,8 @@ def job_handlers(dep: Deployment) -> dict[str, Handler]:
         report = gc.collect(dep, progress=lambda r: progress(dataclasses.asdict(r)))
         return dataclasses.asdict(report)
 
-    def scrub(job: Job, progress: Progress) -> dict[str, Any]:
-        import time
+    def scrub_pool(job: Job, progress: Progress) -> dict[str, Any]:
+        report, summary = scrub(dep, lambda r: progress({"packs": r.packs, "blobs": r.blobs, "bytes": r.bytes}))
+        return {**summary, "damage": damage_doc(report.damage)}
 
-        start = time.monotonic()
-        report = check_pool(dep.blobs, lambda r: progress({"packs": r.packs, "blobs": r.blobs, "bytes": r.bytes}))
-        locate(dep.trees, dep.list_snapshots(), report.damage)
-        path = pool_path(dep.backend)
-        summary = record_scrub(dep.catalog, report, time.monotonic() - start, filesystem_of(path) if path else None)
-        return {**summary, "damage": [{"blob": d.blob_id.hex(), "pack": d.pack, "problem": d.problem,
-                                       "affects": d.affects} for d in report.damage]}  # fmt: skip
-
-    return {"snapshot": snapshot, "restore": restore, "forget": forget, "gc": collect, "scrub": scrub}
+    return {"snapshot": snapshot, "restore": restore, "forget": forget, "gc": collect, "scrub": scrub_pool}

@@ -8,11 +8,10 @@ every open, on demand.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import blake3
 from sqlalchemy import select
@@ -23,12 +22,16 @@ from .catalog.schema import blobs as blob_rows
 from .catalog.schema import packs
 from .content import chunk_ids, unpack_extents
 from .errors import BackendError, CorruptBlob
+from .hostmounts import filesystem_of
 from .ids import short
 from .meta import Kind
 from .packs import pack_key
 from .reader import TreeCache, root_entry
 from .snapshots import SnapshotInfo
 from .tree import Entry
+
+if TYPE_CHECKING:
+    from .deployment import Deployment
 
 
 @dataclass
@@ -147,22 +150,6 @@ CHECKSUMMING = {"btrfs": "btrfs scrub start", "zfs": "zpool scrub"}
 LAST_SCRUB = "pool.last_scrub"
 
 
-def filesystem_of(path: str | os.PathLike[str]) -> str | None:
-    """The type of the file system holding `path` (from /proc/self/mounts), or None."""
-    target = os.path.realpath(path)
-    best, fstype = "", None
-    try:
-        with open("/proc/self/mounts") as mounts:
-            for line in mounts:
-                fields = line.split()
-                mount = fields[1].replace("\\040", " ")
-                if (target == mount or target.startswith(mount.rstrip("/") + "/")) and len(mount) >= len(best):
-                    best, fstype = mount, fields[2]
-    except OSError:
-        return None
-    return fstype
-
-
 def record_scrub(catalog: Catalog, report: CheckReport, seconds: float, fstype: str | None) -> dict[str, object]:
     """Keep the last scrub's summary in the catalog's settings (the UI shows it)."""
     summary: dict[str, object] = {
@@ -179,6 +166,18 @@ def last_scrub(catalog: Catalog) -> dict[str, object] | None:
     return json.loads(value) if value else None
 
 
-def pool_path(backend: object) -> Path | None:
-    root = getattr(backend, "root", None)
-    return Path(root) if root is not None else None
+def damage_doc(damage: list[Damage]) -> list[dict[str, object]]:
+    """Damage as JSON: what is wrong with which blob, and which paths of which snapshots it affects."""
+    return [{"blob": d.blob_id.hex(), "pack": d.pack, "problem": d.problem,
+             "affects": [{"source": s, "snapshot": n, "path": p} for s, n, p in d.affects]}
+            for d in damage]  # fmt: skip
+
+
+def scrub(dep: Deployment, progress: Progress | None = None) -> tuple[CheckReport, dict[str, object]]:
+    """Read every pack, locate what any damage affects, and record the summary (with the pool's file system)."""
+    start = time.monotonic()
+    report = check_pool(dep.blobs, progress)
+    locate(dep.trees, dep.list_snapshots(), report.damage)
+    root = getattr(dep.backend, "root", None)
+    fstype = filesystem_of(root) if root is not None else None
+    return report, record_scrub(dep.catalog, report, time.monotonic() - start, fstype)

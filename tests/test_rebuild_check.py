@@ -7,8 +7,9 @@ import os
 import shutil
 from pathlib import Path
 
-from engine.check import CHECKSUMMING, filesystem_of
+from engine.check import CHECKSUMMING
 from engine.deployment import Deployment
+from engine.hostmounts import filesystem_of
 from engine.packs import pack_key
 
 from .test_backup_restore import cairn, cairn_json

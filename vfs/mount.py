@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import re
 import signal
 import subprocess
 from pathlib import Path
@@ -15,6 +14,7 @@ import trio
 
 from engine.deployment import Deployment
 from engine.errors import CairnError
+from engine.hostmounts import mounts
 from engine.mount import ImageProvider, MountView
 
 from .ops import Operations
@@ -25,9 +25,8 @@ log = logging.getLogger(__name__)
 def clear_stale(mountpoint: Path) -> None:
     """Detach a mount left by a killed process; refuse a mount that still answers."""
     target = os.path.realpath(mountpoint)
-    with open("/proc/self/mounts") as mounts:
-        if not any(_unescape(line.split()[1]) == target for line in mounts):
-            return
+    if not any(mount == target for mount, _ in mounts()):
+        return
     try:
         os.listdir(mountpoint)  # a stat could be answered from the kernel's cache
     except OSError as e:
@@ -37,11 +36,6 @@ def clear_stale(mountpoint: Path) -> None:
         subprocess.run(["fusermount3", "-u", "-z", target], check=True, capture_output=True)
         return
     raise CairnError(f"{mountpoint} is already mounted and answering; unmount it first")
-
-
-def _unescape(field: str) -> str:
-    """/proc/mounts writes space, tab, newline and backslash as octal escapes."""
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def serve(
