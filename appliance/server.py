@@ -17,6 +17,7 @@ from typing import Any
 
 from cheroot import wsgi
 
+from dav.app import parse_listen
 from engine.deployment import Deployment
 from engine.errors import NotFound
 from image.mountfs import MountImages
@@ -38,13 +39,6 @@ def first_admin(services: Services) -> str | None:
     password = secrets.token_urlsafe(12)
     services.accounts.add_user("admin", password, admin=True)
     return password
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"--listen wants HOST:PORT, not {listen!r}")
-    return host.strip("[]"), int(port)
 
 
 def serve(deployment: Deployment, listen: str, mountpoint: Path | None = None, workers: int = 2) -> None:

@@ -194,7 +194,7 @@ class Server:
 def parse_listen(text: str) -> tuple[str, int]:
     """HOST:PORT, or [IPv6]:PORT."""
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not host:
+    if not sep or not port.isdigit() or not host or not 0 < int(port) < 65536:
         raise ValueError(f"expected HOST:PORT, not {text!r}")
     return host.strip("[]"), int(port)
 
