@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, select, update
+from sqlalchemy import Connection, Row, delete, func, select, update
 
 from dav.auth import check_password as _check
 from dav.auth import hash_password
@@ -112,17 +112,14 @@ class Accounts:
             rows = conn.execute(select(users.c.id, users.c.name, users.c.admin).order_by(users.c.name)).all()
             return [self._with_roles(conn, r) for r in rows]
 
-    def password_hash(self, name: str, *, admin_only: bool = False) -> str | None:
+    def password_hash(self, name: str) -> str | None:
         """The stored hash of a user's password (what the WebDAV share checks against)."""
-        q = select(users.c.password).where(users.c.name == name)
-        if admin_only:
-            q = q.where(users.c.admin.is_(True))
         with self.catalog.engine.connect() as conn:
-            return conn.execute(q).scalar()
+            return conn.execute(select(users.c.password).where(users.c.name == name)).scalar()
 
     def count_users(self) -> int:
         with self.catalog.engine.connect() as conn:
-            return len(conn.execute(select(users.c.id)).all())
+            return int(conn.execute(select(func.count()).select_from(users)).scalar_one())
 
     def login(self, name: str, password: str) -> User:
         with self.catalog.engine.connect() as conn:
