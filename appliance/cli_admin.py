@@ -72,14 +72,14 @@ def user_passwd(ctx: Context, name: str, password_file: Path | None, as_json: bo
 def user_list(ctx: Context, as_json: bool) -> None:
     """List users and their roles."""
     if ctx.remote:
-        return remote_cmd.user_list(ctx.client(), as_json)
-    with ctx.open() as dep:
-        found = Accounts(dep.catalog).list_users()
-    if as_json:
-        output.emit_json([{"name": u.name, "admin": u.admin, "roles": u.roles} for u in found])
+        rows = ctx.client().call("GET", "/users")  # the same rows, from the appliance's API
     else:
-        shown = [{"name": u.name, "admin": u.admin, "roles": ", ".join(f"{g}:{r}" for g, r in u.roles.items())}
-                 for u in found]  # fmt: skip
+        with ctx.open() as dep:
+            rows = [{"name": u.name, "admin": u.admin, "roles": u.roles} for u in Accounts(dep.catalog).list_users()]
+    if as_json:
+        output.emit_json(rows)
+    else:
+        shown = [{**r, "roles": ", ".join(f"{g}:{role}" for g, role in r["roles"].items())} for r in rows]
         output.table(shown, ["name", "admin", "roles"])
 
 
@@ -127,9 +127,10 @@ def group_member(ctx: Context, group: str, user: str, role: str, as_json: bool) 
 def group_list(ctx: Context, as_json: bool) -> None:
     """List groups and their members."""
     if ctx.remote:
-        return remote_cmd.group_list(ctx.client(), as_json)
-    with ctx.open() as dep:
-        found = Accounts(dep.catalog).list_groups()
+        found = ctx.client().call("GET", "/groups")
+    else:
+        with ctx.open() as dep:
+            found = Accounts(dep.catalog).list_groups()
     if as_json:
         output.emit_json(found)
     else:
@@ -182,14 +183,15 @@ def config_set(ctx: Context, key: str, value: str, group: str | None, source: st
 @click.option("--source", help="As seen by one source (in its group).")
 def config_show(ctx: Context, group: str | None, source: str | None, as_json: bool) -> None:
     """The effective settings, and where each value comes from."""
-    if ctx.remote:
-        return remote_cmd.config_show(ctx.client(), group, source, as_json)
     from .config import Config
 
-    with ctx.open() as dep:
-        if source and not group:
-            group = Accounts(dep.catalog).source_access().get(source, (None, None))[0]
-        shown = Config(dep.catalog).effective(source, group)
+    if ctx.remote:
+        shown = ctx.client().call("GET", "/config", group=group, source=source)
+    else:
+        with ctx.open() as dep:
+            if source and not group:
+                group = Accounts(dep.catalog).source_access().get(source, (None, None))[0]
+            shown = Config(dep.catalog).effective(source, group)
     if as_json:
         output.emit_json(shown)
     else:

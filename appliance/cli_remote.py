@@ -187,28 +187,9 @@ def restore(client: Client, source: str, snap: str, path: str, dest: str, as_jso
     output.emit_json(doc) if as_json else output.say(f"restored {files} files, {output.human_bytes(size)} to {dest}")
 
 
-def user_list(client: Client, as_json: bool) -> None:
-    rows = client.call("GET", "/users")
-    if as_json:
-        output.emit_json(rows)
-    else:
-        shown = [{"name": r["name"], "admin": r["admin"], "roles": ", ".join(f"{g}:{x}" for g, x in r["roles"].items())}
-                 for r in rows]  # fmt: skip
-        output.table(shown, ["name", "admin", "roles"])
-
-
 def user_add(client: Client, name: str, password: str, admin: bool, as_json: bool) -> None:
     doc = client.call("POST", "/users", {"name": name, "password": password, "admin": admin})
     output.emit_json(doc) if as_json else output.say(f"user {name} added")
-
-
-def group_list(client: Client, as_json: bool) -> None:
-    found = client.call("GET", "/groups")
-    if as_json:
-        output.emit_json(found)
-    else:
-        output.table([{"group": g, "members": ", ".join(f"{u}:{r}" for u, r in m.items())} for g, m in found.items()],
-                     ["group", "members"])  # fmt: skip
 
 
 def group_add(client: Client, name: str, as_json: bool) -> None:
@@ -219,15 +200,6 @@ def group_add(client: Client, name: str, as_json: bool) -> None:
 def group_member(client: Client, group: str, user: str, role: str | None, as_json: bool) -> None:
     doc = client.call("PUT", f"/groups/{group}/members/{user}", {"role": role})
     output.emit_json(doc) if as_json else output.say(f"{user}: {role or 'none'} in {group}")
-
-
-def config_show(client: Client, group: str | None, source: str | None, as_json: bool) -> None:
-    shown = client.call("GET", "/config", group=group, source=source)
-    if as_json:
-        output.emit_json(shown)
-    else:
-        output.table([{"key": k, "value": str(v["value"]), "from": v["from"]} for k, v in shown.items()],
-                     ["key", "value", "from"])  # fmt: skip
 
 
 def config_set(client: Client, key: str, value: Any, group: str | None, source: str | None, as_json: bool) -> None:
