@@ -106,6 +106,15 @@ def wait_for(client: Client, job_id: int, show: bool) -> Any:
             time.sleep(0.5)
 
 
+def run_job(client: Client, endpoint: str, body: Any, show: bool) -> Any:
+    """POST what starts a job, follow it to its end, and return its result (a failed job is an error)."""
+    job = client.call("POST", endpoint, body)
+    done = wait_for(client, job["id"], show)
+    if done["state"] != "done":
+        raise CairnError(f"the {job['kind']} job failed: {done.get('error')}")
+    return done["progress"]
+
+
 # -- the --remote branches of local commands ---------------------------------
 
 
@@ -130,11 +139,7 @@ def snapshot_list(client: Client, source: str | None, as_json: bool) -> None:
 
 
 def snapshot_create(client: Client, source: str, name: str | None, as_json: bool) -> None:
-    job = client.call("POST", f"/sources/{source}/snapshots", {"name": name} if name else {})
-    done = wait_for(client, job["id"], not as_json)
-    if done["state"] != "done":
-        raise CairnError(f"the snapshot job failed: {done.get('error')}")
-    result = done["progress"]
+    result = run_job(client, f"/sources/{source}/snapshots", {"name": name} if name else {}, not as_json)
     output.emit_json(result) if as_json else output.say(f"snapshot {result['snapshot']} of {source} created")
 
 
@@ -218,7 +223,5 @@ def maintenance(client: Client, on: bool | None, reason: str | None, as_json: bo
 
 
 def pool_job(client: Client, kind: str, as_json: bool) -> None:
-    job = wait_for(client, client.call("POST", f"/pool/{kind}")["id"], not as_json)
-    if job["state"] != "done":
-        raise CairnError(f"the {kind} job failed: {job.get('error')}")
-    output.emit_json(job["progress"]) if as_json else output.say(f"{kind} done: {job['progress']}")
+    result = run_job(client, f"/pool/{kind}", None, not as_json)
+    output.emit_json(result) if as_json else output.say(f"{kind} done: {result}")
