@@ -65,6 +65,16 @@ def signed_in(app: Flask, name: str) -> tuple[FlaskClient, dict[str, str]]:
     return client, {"X-CSRF-Token": reply.json["csrf"]}  # type: ignore[index]
 
 
+def finished(client: FlaskClient, job_id: int) -> Any:
+    """A job's document once it has ended (or after 15 s)."""
+    for _ in range(300):
+        done = client.get(f"/api/v1/jobs/{job_id}").json
+        if done["state"] in ("done", "failed"):  # type: ignore[index]
+            break
+        time.sleep(0.05)
+    return done
+
+
 # What each person may do to each source: see (GET), restore (download), run (snapshot), configure (delete).
 EXPECT = {
     "root": {"a": "see restore run configure", "b": "see restore run configure", "c": "see restore run configure"},
@@ -143,11 +153,7 @@ def test_bad_bodies_get_clear_4xx(app: Flask, body: bytes, content_type: str, st
 def test_jobs_run_and_report(app: Flask) -> None:
     client, csrf = signed_in(app, "root")
     job = client.post("/api/v1/sources/a/snapshots", json={"name": "nightly"}, headers=csrf).json
-    for _ in range(300):
-        done = client.get(f"/api/v1/jobs/{job['id']}").json  # type: ignore[index]
-        if done["state"] in ("done", "failed"):  # type: ignore[index]
-            break
-        time.sleep(0.05)
+    done = finished(client, job["id"])  # type: ignore[index]
     assert done["state"] == "done" and done["progress"]["snapshot"] == "nightly"  # type: ignore[index]
     names = [s["name"] for s in client.get("/api/v1/sources/a/snapshots").json]  # type: ignore[union-attr]
     assert "nightly" in names
@@ -219,11 +225,7 @@ def test_restore_a_path_into_current(app: Flask) -> None:
     tree.unlink(ROOT, b"hello.txt")  # lost from current/ ...
     client, csrf = signed_in(app, "ops")
     job = client.post("/api/v1/sources/a/snapshots/s1/restore", json={"path": "/hello.txt"}, headers=csrf).json
-    for _ in range(300):
-        done = client.get(f"/api/v1/jobs/{job['id']}").json  # type: ignore[index]
-        if done["state"] in ("done", "failed"):  # type: ignore[index]
-            break
-        time.sleep(0.05)
+    done = finished(client, job["id"])  # type: ignore[index]
     assert done["state"] == "done", done  # type: ignore[index]
     ino = tree.lookup(ROOT, b"hello.txt").ino  # ... and back, by reference to the same chunks
     assert tree.read(ino, 0, 100) == b"hello from a snapshot\n"
