@@ -47,46 +47,39 @@ def is_latest(stat: Stat) -> bool:
     return node.space == VIRTUAL and node.ino == LATEST
 
 
+def _packed(view: MountView, number: int) -> tuple[int, bytes | None] | None:
+    """A node's kind and packed chunk list (None while open for writing); None for a virtual node."""
+    node = node_of(number)
+    if node.space == WORKING:
+        tree = view.tree(node.owner)
+        with tree.lock:
+            inode = tree.inodes.get(node.ino)
+            if inode is None:
+                raise NotFound(f"no inode {node.ino}")
+            return inode.kind, None if inode.spool is not None else inode.content
+    if node.space == SNAPSHOT:
+        entry = view._entry(number)
+        return entry.kind, entry.payload
+    return None
+
+
 def content_tag(view: MountView, number: int) -> str | None:
     """An ETag from a file's chunk ids: stable across restarts, equal for equal content.
 
     None for a file that is open for writing (its chunk list is not final).
     """
-    node = node_of(number)
-    if node.space == WORKING:
-        tree = view.tree(node.owner)
-        with tree.lock:
-            inode = tree.inodes.get(node.ino)
-            if inode is None:
-                raise NotFound(f"no inode {node.ino}")
-            if inode.spool is not None:
-                return None
-            packed = inode.content
-    elif node.space == SNAPSHOT:
-        packed = view._entry(number).payload
-    else:
+    found = _packed(view, number)
+    if found is None or found[1] is None:
         return None
-    return hashlib.blake2b(packed, digest_size=16).hexdigest()
+    return hashlib.blake2b(found[1], digest_size=16).hexdigest()
 
 
 def extents(view: MountView, number: int) -> Extents | None:
     """A regular file's chunk list, or None while it is open for writing."""
-    node = node_of(number)
-    if node.space == WORKING:
-        tree = view.tree(node.owner)
-        with tree.lock:
-            inode = tree.inodes.get(node.ino)
-            if inode is None:
-                raise NotFound(f"no inode {node.ino}")
-            if inode.kind != Kind.FILE:
-                raise InvalidArgument("not a regular file")
-            return None if inode.spool is not None else inode.extents
-    if node.space == SNAPSHOT:
-        entry = view._entry(number)
-        if entry.kind != Kind.FILE:
-            raise InvalidArgument("not a regular file")
-        return unpack_extents(entry.payload)
-    raise InvalidArgument("not a regular file")
+    found = _packed(view, number)
+    if found is None or found[0] != Kind.FILE:
+        raise InvalidArgument("not a regular file")
+    return None if found[1] is None else unpack_extents(found[1])
 
 
 def pages(view: MountView, number: int, size: int = PAGE) -> Iterator[list[tuple[bytes, Stat]]]:
