@@ -13,6 +13,7 @@ from engine.meta import Kind
 
 from . import auth, usage
 from .access import can
+from .api import allowed_source, changes, visible_sources
 from .services import Services
 
 web = Blueprint("web", __name__, template_folder="templates", static_folder="static")
@@ -35,7 +36,7 @@ def login() -> str:
 def login_post() -> str | BaseResponse:
     try:
         auth.login(request.form.get("name", ""), request.form.get("password", ""))
-    except (auth.TooManyAttempts, Exception) as e:  # shown on the form, never a stack trace
+    except Exception as e:  # shown on the form, never a stack trace
         return page("login.html", next=request.form.get("next", "/"), error=str(e) or "wrong name or password")
     target = request.form.get("next", "/")
     return redirect(target if target.startswith("/") and not target.startswith("//") else "/")
@@ -50,18 +51,13 @@ def logout() -> BaseResponse:
     return redirect(url_for("web.login"))
 
 
-def _visible() -> list[dict[str, Any]]:
-    from .api import visible_sources
-
-    return visible_sources(auth.require_user())
-
-
 @web.get("/")
 def dashboard() -> str:
     user = auth.require_user()
     running = [j for j in services().jobs.list(limit=20) if user.admin or j.requested_by == user.id]
-    return page("dashboard.html", sources=_visible(), pool=services().deployment.pool_usage(), jobs=running[:10],
-                chart=usage.chart(usage.history(services().deployment)))  # fmt: skip
+    dep = services().deployment
+    return page("dashboard.html", sources=visible_sources(user), pool=dep.pool_usage(), jobs=running[:10],
+                chart=usage.chart(usage.history(dep)))  # fmt: skip
 
 
 @web.get("/storage")
@@ -141,8 +137,6 @@ def settings_post() -> BaseResponse:
 
 @web.get("/sources/<name>")
 def source(name: str) -> str:
-    from .api import allowed_source
-
     user, group, owner = allowed_source(name, "see")
     snaps = services().deployment.list_snapshots(name)
     return page("source.html", source=name, group=group, owner=owner, snapshots=list(reversed(snaps)),
@@ -151,8 +145,6 @@ def source(name: str) -> str:
 
 @web.get("/sources/<name>/diff")
 def diff_page(name: str) -> str:
-    from .api import allowed_source, changes
-
     allowed_source(name, "see")
     old, new = request.args.get("old", ""), request.args.get("new", "")
     return page("diff.html", source=name, old=old, new=new, changes=changes(name, old, new, 5000))
@@ -160,8 +152,6 @@ def diff_page(name: str) -> str:
 
 @web.post("/sources/<name>/snapshots")
 def take_snapshot(name: str) -> BaseResponse:
-    from .api import allowed_source
-
     user, _, _ = allowed_source(name, "run")
     job = services().jobs.submit("snapshot", {"source": name, "name": request.form.get("name") or None},
                                  source_id=services().deployment.source(name).id, user_id=user.id)  # fmt: skip
@@ -170,8 +160,6 @@ def take_snapshot(name: str) -> BaseResponse:
 
 @web.get("/sources/<name>/snapshots/<snap>/")
 def browse(name: str, snap: str) -> str:
-    from .api import allowed_source
-
     user, group, owner = allowed_source(name, "see")
     path = request.args.get("path", "/")
     view = services().deployment.snapshot(name, snap)
@@ -187,8 +175,6 @@ def browse(name: str, snap: str) -> str:
 
 @web.post("/sources/<name>/snapshots/<snap>/restore")
 def restore_path(name: str, snap: str) -> BaseResponse:
-    from .api import allowed_source
-
     user, _, _ = allowed_source(name, "restore")
     params = {"source": name, "snapshot": snap, "path": request.form.get("path", "/"), "to": None}
     job = services().jobs.submit("restore", params, source_id=services().deployment.source(name).id, user_id=user.id)
