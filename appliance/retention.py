@@ -8,6 +8,7 @@ policy keeps everything.
 
 from __future__ import annotations
 
+import datetime
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,8 +27,6 @@ _BUCKET: dict[str, Callable[[time.struct_time], tuple[int, ...]]] = {
 
 
 def _iso_week(t: time.struct_time) -> tuple[int, ...]:
-    import datetime
-
     year, week, _ = datetime.date(t.tm_year, t.tm_mon, t.tm_mday).isocalendar()
     return (year, week)
 
