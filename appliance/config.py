@@ -80,21 +80,28 @@ class Config:
         removed = value is None and bool(group or source)
         self.catalog.set_setting(row_key, None if removed else json.dumps(KNOWN[key][1](value)))
 
-    def effective(self, source: str | None = None, group: str | None = None) -> dict[str, dict[str, Any]]:
-        """Every setting's value for a source (in a group): {key: {"value": ..., "from": level}}."""
-        levels = ["global"] + ([f"group:{group}"] if group else []) + ([f"source:{source}"] if source else [])
+    def stored(self) -> dict[str, str]:
+        """Every stored settings row, read once: pass it to `effective` and `value` to ask many questions."""
         with self.catalog.engine.connect() as conn:
-            rows = dict(
-                conn.execute(select(settings.c.key, settings.c.value).where(settings.c.key.like("cfg/%"))).all()
-            )
+            rows = conn.execute(select(settings.c.key, settings.c.value).where(settings.c.key.like("cfg/%")))
+            return dict(rows.all())
+
+    def effective(
+        self, source: str | None = None, group: str | None = None, stored: dict[str, str] | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """Every setting's value for a source (in a group): {key: {"value": ..., "from": level}}."""
+        rows = self.stored() if stored is None else stored
+        levels = ["global"] + ([f"group:{group}"] if group else []) + ([f"source:{source}"] if source else [])
         out = {}
         for key, (default, _) in KNOWN.items():
             out[key] = {"value": default, "from": "default"}
             for level in levels:
-                stored = rows.get(f"cfg/{level}/{key}")
-                if stored is not None:
-                    out[key] = {"value": json.loads(stored), "from": level}
+                value = rows.get(f"cfg/{level}/{key}")
+                if value is not None:
+                    out[key] = {"value": json.loads(value), "from": level}
         return out
 
-    def value(self, key: str, source: str | None = None, group: str | None = None) -> Any:
-        return self.effective(source, group)[key]["value"]
+    def value(
+        self, key: str, source: str | None = None, group: str | None = None, stored: dict[str, str] | None = None
+    ) -> Any:
+        return self.effective(source, group, stored)[key]["value"]

@@ -2,7 +2,8 @@
 
 One thread per appliance. The time of each source's last scheduled run is
 kept in the catalog, so a restart neither repeats nor forgets a run that was
-due: a run missed while the appliance was down is made once, on start.
+due (a run missed while the appliance was down is made once, on start), and
+appliances sharing a catalog submit each run once.
 """
 
 from __future__ import annotations
@@ -50,14 +51,15 @@ class Scheduler:
         now = self.now()
         usage.sample(self.services.deployment, now)
         submitted = []
-        digest = self.config.value("digest_schedule")
+        stored = self.config.stored()
+        digest = self.config.value("digest_schedule", stored=stored)
         if digest and self._due("digest", digest, now, now):
             self.services.jobs.submit("digest", {})
             submitted.append("digest")
         access = self.services.accounts.source_access()
         for source in self.services.deployment.list_sources():
             group = access.get(source.name, (None, None))[0]
-            schedule = self.config.value("schedule", source.name, group)
+            schedule = self.config.value("schedule", source.name, group, stored)
             if not schedule or not self._due(f"source/{source.name}", schedule, source.created, now):
                 continue
             self.services.jobs.submit("snapshot", {"source": source.name, "name": None, "scheduled": True},
@@ -66,20 +68,17 @@ class Scheduler:
         return submitted
 
     def _due(self, what: str, schedule: str, first: float, now: float) -> bool:
-        """Whether `schedule` came round since the last run of `what`; if so, that run is now."""
-        last = self._last_run(what)
+        """Whether `schedule` came round since the last run of `what`; if so, that run is now.
+
+        The last run is swapped in the catalog only if it is still the one
+        read, so of several appliances on one catalog exactly one submits it.
+        """
+        catalog, key = self.services.deployment.catalog, f"sched/{what}"
+        last = catalog.setting(key)
         if last is None:  # never run: count from `first`, and remember it as the baseline
-            last = first
-            self._record_run(what, first)
-        start = datetime.datetime.fromtimestamp(last)
+            catalog.swap_setting(key, None, repr(first))
+            last = catalog.setting(key) or repr(first)
+        start = datetime.datetime.fromtimestamp(float(last))
         if croniter(schedule, start).get_next(float) > now:
             return False
-        self._record_run(what, now)
-        return True
-
-    def _last_run(self, what: str) -> float | None:
-        value = self.services.deployment.catalog.setting(f"sched/{what}")
-        return float(value) if value is not None else None
-
-    def _record_run(self, what: str, when: float) -> None:
-        self.services.deployment.catalog.set_setting(f"sched/{what}", repr(when))
+        return catalog.swap_setting(key, last, repr(now))

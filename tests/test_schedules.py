@@ -107,6 +107,35 @@ def test_scheduler_takes_due_snapshots_and_applies_retention(tmp_path: Path) -> 
         assert jobs[0].progress is not None and len(jobs[0].progress["deleted"]) == 1
 
 
+def test_two_appliances_on_one_catalog_submit_each_run_once(data_dir: Path, db_url: str) -> None:
+    """Schedulers share nothing but the catalog: the last run is swapped there, so one of them wins each slot."""
+    import threading
+
+    with Deployment.open(data_dir, db_url) as dep:
+        services = Services.build(dep, workers=0)
+        dep.add_source("h1")
+        Config(dep.catalog).set("schedule", "*/5 * * * *", source="h1")
+        clock = [time.time()]
+        appliances = [Scheduler(services, now=lambda: clock[0]) for _ in range(4)]
+        appliances[0].run_once()  # the baseline
+        for _ in range(5):
+            clock[0] += 300
+            gate = threading.Barrier(len(appliances))
+            submitted: list[list[str]] = []
+
+            def look(scheduler: Scheduler, gate: threading.Barrier = gate, out: list[list[str]] = submitted) -> None:
+                gate.wait()
+                out.append(scheduler.run_once())
+
+            threads = [threading.Thread(target=look, args=(s,)) for s in appliances]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert sorted(submitted) == [[], [], [], ["h1"]]
+        assert len(services.jobs.list()) == 5
+
+
 def _wait_jobs(services: Services, count: int) -> None:
     deadline = time.monotonic() + 60
     while True:

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, delete, event, select, text
+from sqlalchemy import Connection, Engine, Table, create_engine, delete, event, select, text, update
 from sqlalchemy.exc import DatabaseError
 from sqlalchemy.pool import NullPool
 
@@ -26,17 +26,17 @@ class Catalog:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
-    def insert_ignore(self, conn: Connection, table: Table, rows: Iterable[Mapping[str, Any]]) -> None:
-        """INSERT … ON CONFLICT DO NOTHING: idempotent, for blobs that two writers add."""
+    def insert_ignore(self, conn: Connection, table: Table, rows: Iterable[Mapping[str, Any]]) -> int:
+        """INSERT … ON CONFLICT DO NOTHING: idempotent, for blobs that two writers add; the rows added."""
         rows = list(rows)
         if not rows:
-            return
+            return 0
         # Imported here: the PostgreSQL dialect costs 25 ms of start-up for SQLite users.
         if self.dialect == "postgresql":
             from sqlalchemy.dialects import postgresql as dialect
         else:
             from sqlalchemy.dialects import sqlite as dialect  # type: ignore[no-redef]
-        conn.execute(dialect.insert(table).on_conflict_do_nothing(), rows)
+        return conn.execute(dialect.insert(table).on_conflict_do_nothing(), rows).rowcount
 
     def executemany(self, conn: Connection, statement: Any, rows: list[dict[str, Any]]) -> None:
         """Run one statement for many rows straight through the driver.
@@ -81,6 +81,22 @@ class Catalog:
             conn.execute(delete(settings).where(settings.c.key == key))
             if value is not None:
                 conn.execute(settings.insert().values(key=key, value=value))
+
+    def swap_setting(self, key: str, old: str | None, new: str) -> bool:
+        """Set a row to `new` only if it still holds `old` (None: absent); whether this call did it.
+
+        Two appliances on one catalog race for the same change (a scheduled
+        run); exactly one of them wins.
+        """
+        from .schema import settings
+
+        with self.engine.begin() as conn:
+            if old is None:
+                return self.insert_ignore(conn, settings, [{"key": key, "value": new}]) == 1
+            changed = conn.execute(
+                update(settings).where(settings.c.key == key, settings.c.value == old).values(value=new)
+            )
+            return changed.rowcount == 1
 
     def dispose(self) -> None:
         self.engine.dispose()
