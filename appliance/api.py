@@ -18,6 +18,7 @@ from . import auth
 from .access import can, manages
 from .accounts import User
 from .config import Config
+from .jobs import Job
 from .openapi import SPEC
 from .services import Services
 
@@ -241,13 +242,23 @@ def delete_snapshot(name: str, snap: str) -> Response:
 
 @api.post("/sources/<name>/snapshots/<snap>/restore")
 def restore_path(name: str, snap: str) -> Response:
-    """Bring a path of a snapshot back into current/ (a job; by reference, no bytes copied)."""
-    user, _, _ = allowed_source(name, "restore")
-    doc = body({"path"}, {"to"})
-    params = {"source": name, "snapshot": snap, "path": text(doc, "path"), "to": opt_text(doc, "to")}
-    services().deployment.snapshot_info(name, snap)  # 404 now rather than a failed job later
-    job = services().jobs.submit("restore", params, source_id=services().deployment.source(name).id, user_id=user.id)
+    """Bring a path of a snapshot back into current/ (a job; by reference, no bytes copied).
+
+    `to` restores to another path (missing folders are made), `into` into another source's current/.
+    """
+    doc = body({"path"}, {"to", "into"})
+    job = submit_restore(name, snap, text(doc, "path"), opt_text(doc, "to"), opt_text(doc, "into"))
     return jsonify(job.to_json()), 202  # type: ignore[return-value]
+
+
+def submit_restore(name: str, snap: str, path: str, to: str | None, into: str | None) -> Job:
+    """The restore job, once the user may restore from `name` (and into `into`) and the snapshot exists."""
+    user, _, _ = allowed_source(name, "restore")
+    if into is not None and into != name:
+        allowed_source(into, "restore")
+    services().deployment.snapshot_info(name, snap)  # 404 now rather than a failed job later
+    params = {"source": name, "snapshot": snap, "path": path, "to": to, "into": into}
+    return services().jobs.submit("restore", params, source_id=services().deployment.source(name).id, user_id=user.id)
 
 
 @api.get("/sources/<name>/snapshots/<snap>/entries")
@@ -464,14 +475,20 @@ def config_view() -> Response:
     return jsonify(Config(services().deployment.catalog).effective(source_name, group))
 
 
-@api.put("/config")
-def set_config() -> Response:
+def check_may_configure(group: str | None, source_name: str | None) -> User:
+    """Settings of a source are its configurers'; a group's are its administrators'; global ones, admins'."""
     user = auth.require_user()
-    doc = body({"key", "value"}, {"group", "source"})
-    group, source_name = opt_text(doc, "group"), opt_text(doc, "source")
     if source_name is not None:
         allowed_source(source_name, "configure")
     elif not (user.admin or (group is not None and manages(user, group))):
         raise auth.Forbidden("only an administrator may change global or group settings")
+    return user
+
+
+@api.put("/config")
+def set_config() -> Response:
+    doc = body({"key", "value"}, {"group", "source"})
+    group, source_name = opt_text(doc, "group"), opt_text(doc, "source")
+    check_may_configure(group, source_name)
     Config(services().deployment.catalog).set(text(doc, "key"), doc["value"], group=group, source=source_name)
     return jsonify({"key": doc["key"], "value": doc["value"], "group": group, "source": source_name})

@@ -89,10 +89,10 @@ SPEC: dict[str, Any] = {
         "/api/v1/sources/{name}/snapshots/{snap}": {"delete": _op("Delete a snapshot", params=["name", "snap"])},
         "/api/v1/sources/{name}/snapshots/{snap}/restore": {
             "post": _op(
-                "Restore a path into current/ (a job)",
+                "Restore a path into current/, at its own path, at `to`, or in source `into` (a job)",
                 params=["name", "snap"],
                 ok="202",
-                body=_obj(["path"], path=STR, to=STR),
+                body=_obj(["path"], path=STR, to=STR, into=STR),
             )
         },
         "/api/v1/sources/{name}/snapshots/{snap}/entries": {

@@ -80,9 +80,10 @@ def job_handlers(dep: Deployment) -> dict[str, Handler]:
     def restore(job: Job, progress: Progress) -> dict[str, Any]:
         source, path = job.params["source"], job.params["path"]
         view = dep.snapshot(source, job.params["snapshot"])
-        to = job.params.get("to") or path
-        stats = restore_into(view, os.fsencode(path), dep.working_tree(source), os.fsencode(to))
-        return {"restored": path, "to": f"current/{to.strip('/')}", "files": stats.files, "bytes": stats.bytes}
+        to, into = job.params.get("to") or path, job.params.get("into") or source
+        stats = restore_into(view, os.fsencode(path), dep.working_tree(into), os.fsencode(to))
+        where = f"{into}/current/{to.strip('/')}"
+        return {"restored": path, "to": where, "files": stats.files, "bytes": stats.bytes}
 
     def forget(job: Job, progress: Progress) -> dict[str, Any]:
         return {"deleted": forget_source(job.params["source"])}

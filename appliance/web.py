@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -9,11 +10,13 @@ from flask import Blueprint, Response, current_app, redirect, render_template, r
 from werkzeug.wrappers import Response as BaseResponse
 
 from engine.check import last_scrub
+from engine.errors import InvalidArgument, NotFound
 from engine.meta import Kind
 
 from . import auth, usage
 from .access import can
-from .api import allowed_source, changes, visible_sources
+from .api import allowed_source, changes, check_may_configure, submit_restore, visible_sources
+from .config import Config
 from .services import Services
 
 web = Blueprint("web", __name__, template_folder="templates", static_folder="static")
@@ -100,39 +103,52 @@ def users_post() -> BaseResponse:
         role = form.get("role", "none")
         accounts.set_role(form.get("group", ""), form.get("user", ""), None if role == "none" else role)
     else:
-        from engine.errors import InvalidArgument
-
         raise InvalidArgument("unknown action")
     return redirect(url_for("web.users"))
 
 
+def _level(at: str) -> tuple[str | None, str | None]:
+    """(group, source) from a level's name: "", "group:NAME" or "source:NAME"."""
+    kind, _, name = at.partition(":")
+    if kind not in ("", "group", "source") or (kind and not name):
+        raise InvalidArgument(f"unknown settings level {at!r}")
+    return (name if kind == "group" else None), (name if kind == "source" else None)
+
+
 @web.get("/settings")
 def settings_page() -> str:
+    """The effective settings at one level (`at`: global, group:G, source:S), and a form for who may set them."""
     user = auth.require_user()
-    from .config import Config
-
-    return page("settings.html", shown=Config(services().deployment.catalog).effective(), admin=user.admin,
+    at = request.args.get("at", "")
+    group, source_name = _level(at)
+    if source_name is not None:
+        _, group, _ = allowed_source(source_name, "see")
+    groups = sorted(services().accounts.list_groups() if user.admin else user.roles)
+    if group is not None and source_name is None and group not in groups:
+        raise NotFound(f"no group {group!r}")
+    try:
+        check_may_configure(None if source_name else group, source_name)
+        editable = True
+    except auth.Forbidden:
+        editable = False
+    shown = Config(services().deployment.catalog).effective(source_name, group)
+    return page("settings.html", shown=shown, editable=editable, at=at, group=group, source=source_name,
+                groups=groups, sources=[s["name"] for s in visible_sources(user)],
                 error=request.args.get("error"))  # fmt: skip
 
 
 @web.post("/settings")
 def settings_post() -> BaseResponse:
-    """Set a global value (administrators); the value is JSON, as `cairn config set` takes it."""
-    import json
-
-    from engine.errors import InvalidArgument
-
-    from .config import Config
-
-    user = auth.require_user()
-    if not user.admin:
-        raise auth.Forbidden("only an administrator may change global settings")
+    """Set a value at the form's level; the value is JSON, as `cairn config set` takes it (empty: remove it there)."""
+    at = request.form.get("at", "")
+    group, source_name = _level(at)
+    check_may_configure(group, source_name)
     try:
-        value = json.loads(request.form.get("value", ""))
-        Config(services().deployment.catalog).set(request.form.get("key", ""), value)
+        value = json.loads(request.form.get("value") or "null")
+        Config(services().deployment.catalog).set(request.form.get("key", ""), value, group=group, source=source_name)
     except (ValueError, InvalidArgument) as e:
-        return redirect(url_for("web.settings_page", error=str(e)))
-    return redirect(url_for("web.settings_page"))
+        return redirect(url_for("web.settings_page", at=at, error=str(e)))
+    return redirect(url_for("web.settings_page", at=at))
 
 
 @web.get("/sources/<name>")
@@ -169,15 +185,17 @@ def browse(name: str, snap: str) -> str:
              "path": (path.rstrip("/") + "/" + os.fsdecode(e.name)), "kind": Kind(e.kind).name.lower()}
             for e in listing]  # fmt: skip
     parent = os.path.dirname(path.rstrip("/")) or "/"
+    access = services().accounts.source_access()
+    targets = [s["name"] for s in visible_sources(user) if can(user, "restore", *access[s["name"]])]
     return page("browse.html", source=name, snapshot=snap, path=path, parent=parent, rows=rows,
-                restore=can(user, "restore", group, owner))  # fmt: skip
+                restore=can(user, "restore", group, owner), targets=targets)  # fmt: skip
 
 
 @web.post("/sources/<name>/snapshots/<snap>/restore")
 def restore_path(name: str, snap: str) -> BaseResponse:
-    user, _, _ = allowed_source(name, "restore")
-    params = {"source": name, "snapshot": snap, "path": request.form.get("path", "/"), "to": None}
-    job = services().jobs.submit("restore", params, source_id=services().deployment.source(name).id, user_id=user.id)
+    """Restore a path in place, or to another path (`to`) of this or another source's current/ (`into`)."""
+    form = request.form
+    job = submit_restore(name, snap, form.get("path", "/"), form.get("to") or None, form.get("into") or None)
     return redirect(url_for("web.job", job_id=job.id))
 
 
@@ -193,8 +211,6 @@ def job(job_id: int) -> str:
     user = auth.require_user()
     found = services().jobs.get(job_id)
     if not user.admin and found.requested_by != user.id:
-        from engine.errors import NotFound
-
         raise NotFound(f"no job {job_id}")
     return page("job.html", job=found)
 

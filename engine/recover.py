@@ -8,10 +8,11 @@ separate files.
 
 from __future__ import annotations
 
+import os
 import stat as st
 
 from .content import unpack_extents
-from .errors import NotFound
+from .errors import InvalidArgument, NotFound
 from .meta import Kind
 from .reader import SnapshotView
 from .restore import RestoreStats
@@ -21,15 +22,30 @@ from .worktree.inode import ROOT
 
 
 def restore_into(view: SnapshotView, path: bytes, tree: WorkingTree, dest: bytes) -> RestoreStats:
-    """Bring `path` of a snapshot back at `dest` (a path in the working tree; its parent must exist)."""
+    """Bring `path` of a snapshot back at `dest`, a path in a working tree (any source's; missing parents are made)."""
     stats = RestoreStats()
     entry = view.lookup(path)
     parent_path, _, name = dest.strip(b"/").rpartition(b"/")
-    if not name:
-        raise NotFound("give the path to restore to, inside current/")
-    parent = tree.resolve(parent_path) if parent_path else ROOT
-    _place(view, tree, parent, name, entry, stats)
+    if not name or name in (b".", b"..") or b"/../" in b"/" + dest + b"/":
+        raise InvalidArgument(f"give the path to restore to, inside current/, not {os.fsdecode(dest)!r}")
+    _place(view, tree, _directory(tree, parent_path), name, entry, stats)
     return stats
+
+
+def _directory(tree: WorkingTree, path: bytes) -> int:
+    """The directory at `path`, made (0755) where it is missing; a file in the way is an error."""
+    ino = ROOT
+    for part in path.split(b"/"):
+        if part in (b"", b"."):
+            continue
+        try:
+            found = tree.lookup(ino, part)
+        except NotFound:
+            found = tree.mkdir(ino, part, 0o755)
+        if not st.S_ISDIR(found.mode):
+            raise InvalidArgument(f"{os.fsdecode(part)!r} on the way to the restore's destination is not a directory")
+        ino = found.ino
+    return ino
 
 
 def _place(view: SnapshotView, tree: WorkingTree, parent: int, name: bytes, e: Entry, stats: RestoreStats) -> None:

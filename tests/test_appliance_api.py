@@ -234,6 +234,33 @@ def test_restore_a_path_into_current(app: Flask) -> None:
     assert client.post("/api/v1/sources/a/snapshots/zz/restore", json={"path": "/"}, headers=csrf).status_code == 404
 
 
+def test_restore_to_a_new_location(app: Flask) -> None:
+    """Into a new folder of the same source (parents made) and into another source the person may restore to."""
+    dep = app.extensions["cairn"].deployment
+    from engine.worktree.tree import ROOT
+
+    client, csrf = signed_in(app, "ops")
+    url = "/api/v1/sources/a/snapshots/s1/restore"
+    for doc, source, path in [
+        ({"path": "/", "to": "/restored/2026/s1"}, "a", b"restored/2026/s1/hello.txt"),
+        ({"path": "/hello.txt", "to": "/copy.txt", "into": "b"}, "b", b"copy.txt"),
+    ]:
+        job = client.post(url, json=doc, headers=csrf).json
+        done = finished(client, job["id"])  # type: ignore[index]
+        assert done["state"] == "done", done  # type: ignore[index]
+        tree = dep.working_tree(source)
+        assert tree.read(tree.resolve(path), 0, 100) == b"hello from a snapshot\n"
+        assert done["progress"]["to"] == f"{source}/current/{doc['to'].strip('/')}"  # type: ignore[index]
+    tree = dep.working_tree("a")
+    assert tree.lookup(ROOT, b"hello.txt")  # the original stays where it was
+    # ops may not write into g2's source c; a file in the way of the destination fails the job, changing nothing
+    assert client.post(url, json={"path": "/", "into": "c"}, headers=csrf).status_code == 404
+    for to in ("/hello.txt/inside", "/../x", "/"):
+        job = client.post(url, json={"path": "/hello.txt", "to": to}, headers=csrf).json
+        done = finished(client, job["id"])  # type: ignore[index]
+        assert done["state"] == "failed" and "restore" in done["error"], done  # type: ignore[index]
+
+
 def test_folder_archives(app: Flask) -> None:
     import io
     import zipfile
@@ -295,3 +322,33 @@ def test_settings_page_form(app: Flask) -> None:
     assert "0 3 * * *" in client.get("/settings").get_data(as_text=True)
     bad = client.post("/settings", data={"csrf": csrf, "key": "schedule", "value": '"often"'}, follow_redirects=True)
     assert "cron expression" in bad.get_data(as_text=True)
+
+
+def test_settings_page_at_each_level(app: Flask) -> None:
+    """Group and source levels: who may set them, what the effective view shows, and removing a value there."""
+    people = {}
+    for name in ("root", "boss", "ops", "mia"):
+        client = app.test_client()
+        client.post("/login", data={"name": name, "password": PASSWORD, "next": "/"})
+        people[name] = (client, client.get("/api/v1/me").json["csrf"])  # type: ignore[index]
+
+    def set_at(name: str, at: str, key: str, value: str) -> int:
+        client, csrf = people[name]
+        return client.post("/settings", data={"csrf": csrf, "at": at, "key": key, "value": value}).status_code
+
+    assert set_at("root", "", "schedule", '"0 1 * * *"') == 302
+    assert set_at("boss", "group:g1", "schedule", '"0 5 * * *"') == 302  # boss administers g1
+    assert set_at("ops", "group:g1", "schedule", '"0 4 * * *"') == 403  # an operator configures sources, not groups
+    assert set_at("ops", "source:a", "retention", '{"daily": 7}') == 302
+    assert set_at("mia", "source:b", "retention", '{"daily": 1}') == 403  # owning a source is not configuring it
+    assert set_at("boss", "source:c", "retention", '{"daily": 1}') == 404  # g2's source: not even seen
+    page = people["ops"][0].get("/settings?at=source:a").get_data(as_text=True)
+    assert "<td>group:g1</td>" in page and "<td>source:a</td>" in page and "0 5 * * *" in page
+    assert 'id="set-setting"' in page
+    page = people["mia"][0].get("/settings?at=source:b").get_data(as_text=True)
+    assert "0 5 * * *" in page and 'id="set-setting"' not in page  # seen, not changed
+    assert people["mia"][0].get("/settings?at=group:g2").status_code == 404
+    assert people["mia"][0].get("/settings?at=nonsense:x").status_code == 400
+    assert set_at("boss", "group:g1", "schedule", "") == 302  # empty: removed at the group, the global value shows
+    page = people["ops"][0].get("/settings?at=source:a").get_data(as_text=True)
+    assert "0 1 * * *" in page and "0 5 * * *" not in page

@@ -60,9 +60,22 @@ def test_sign_in_browse_download_and_watch_a_job(appliance: tuple[str, str], bro
     saved = tmp_path / "report.txt"
     download.value.save_as(saved)
     assert saved.read_text() == "quarterly numbers\n"
+    page.fill("#restore-to input[name=to]", "/restored/docs")  # a new location, its parents made
+    page.click("#restore-to button[type=submit]")
+    page.wait_for_selector("#state.state-done", timeout=60_000)
+    page.goto(base + "/sources/laptop")
+    page.click("#source-settings")
+    page.select_option("#set-setting select[name=key]", "retention")
+    page.fill("#set-setting input[name=value]", '{"last": 5}')
+    page.click("#set-setting button[type=submit]")
+    assert "source:laptop" in page.locator("#settings").inner_text()
     page.goto(base + "/sources/laptop")
     page.fill("input[name=name]", "from-the-browser")
     page.click("text=Take a snapshot")
     page.wait_for_selector("#state.state-done", timeout=60_000)  # the job page refreshes itself
     page.goto(base + "/sources/laptop")
     assert page.locator("#snapshots").inner_text().count("from-the-browser") == 1
+    page.click("#snapshots >> text=from-the-browser")
+    page.click("text=restored/")
+    page.click("text=docs/")
+    assert "report.txt" in page.locator("#entries").inner_text()  # the restore is in the next snapshot
