@@ -10,6 +10,8 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, session
 
+from dav.archive import FORMATS, attachment, tar_zst, zip_archive
+from dav.session import Session
 from engine.errors import CorruptBlob, InvalidArgument, NotFound
 from engine.meta import Kind
 from engine.snapshots import SnapshotInfo
@@ -292,15 +294,13 @@ def download(name: str, snap: str) -> Response:
 
     filename = os.path.basename(os.fsdecode(path)) or "file"
     headers = {"Content-Length": str(reader.size),
-               "Content-Disposition": f"attachment; filename*=UTF-8''{_quote(filename)}"}  # fmt: skip
+               "Content-Disposition": attachment(filename)}  # fmt: skip
     return Response(chunks(), mimetype="application/octet-stream", headers=headers)
 
 
 @api.get("/sources/<name>/snapshots/<snap>/archive")
 def archive(name: str, snap: str) -> Response:
     """A directory of a snapshot as a streamed zip or tar.zst (the WebDAV share's archives)."""
-    from dav.archive import FORMATS, tar_zst, zip_archive
-    from dav.session import Session
 
     allowed_source(name, "restore")
     kind = request.args.get("format", "zip")
@@ -320,14 +320,8 @@ def archive(name: str, snap: str) -> Response:
         finally:
             session.release()
 
-    headers = {"Content-Disposition": f"attachment; filename*=UTF-8''{_quote(label)}.{kind}"}
+    headers = {"Content-Disposition": attachment(f"{label}.{kind}")}
     return Response(stream(), mimetype=FORMATS[kind], headers=headers)
-
-
-def _quote(name: str) -> str:
-    from urllib.parse import quote
-
-    return quote(name, safe="")
 
 
 # -- pool, jobs, maintenance -------------------------------------------------

@@ -15,6 +15,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, cast
+from urllib.parse import quote
 
 import zstandard
 
@@ -26,6 +27,11 @@ from .session import Session
 PIECE = 1 << 20  # bytes read and encoded per step
 ZSTD_LEVEL = 3  # ~300 MB/s on one core here; higher levels cost more than they save for a restore
 FORMATS = {"zip": "application/zip", "tar.zst": "application/zstd"}
+
+
+def attachment(filename: str) -> str:
+    """A Content-Disposition saving the body as `filename` (RFC 6266's UTF-8 form: any name survives)."""
+    return f"attachment; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs
 
 from wsgidav import util
 from wsgidav.dav_error import (
@@ -86,7 +86,7 @@ class Streams(BaseMiddleware):  # type: ignore[misc]
         make = archive.zip_archive if fmt == "zip" else archive.tar_zst
         environ[START_RESPONSE]("200 OK", [
             ("Content-Type", archive.FORMATS[fmt]),
-            ("Content-Disposition", f"attachment; filename*=UTF-8''{quote(name)}.{fmt}"),
+            ("Content-Disposition", archive.attachment(f"{name}.{fmt}")),
             ("Date", util.get_rfc1123_time()),
         ])  # fmt: skip
         return _logged(make(folder.session, folder.stat, name), environ)
