@@ -11,6 +11,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from engine.check import last_scrub
 from engine.errors import InvalidArgument, NotFound
+from engine.gc import last_gc
 from engine.meta import Kind
 
 from . import auth, usage
@@ -67,7 +68,8 @@ def dashboard() -> str:
 def storage() -> str:
     user = auth.require_user()
     dep = services().deployment
-    return page("storage.html", pool=dep.pool_usage(), scrub=last_scrub(dep.catalog), admin=user.admin)
+    return page("storage.html", pool=dep.pool_usage(), scrub=last_scrub(dep.catalog), gc=last_gc(dep.catalog),
+                admin=user.admin)  # fmt: skip
 
 
 @web.post("/storage/<any(gc, scrub):kind>")
@@ -77,6 +79,17 @@ def storage_job(kind: str) -> BaseResponse:
         raise auth.Forbidden("only an administrator may do this")
     job = services().jobs.submit(kind, {}, user_id=user.id)
     return redirect(url_for("web.job", job_id=job.id))
+
+
+@web.post("/storage/maintenance")
+def storage_maintenance() -> BaseResponse:
+    """Maintenance mode on (with a reason) or off, as `cairn maintenance on|off` does."""
+    user = auth.require_user()
+    if not user.admin:
+        raise auth.Forbidden("only an administrator may do this")
+    on = request.form.get("on") == "yes"
+    services().deployment.set_maintenance((request.form.get("reason") or "maintenance") if on else None)
+    return redirect(url_for("web.storage"))
 
 
 @web.get("/users")

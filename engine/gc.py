@@ -14,6 +14,8 @@ rows, dead rows and old pack rows gone), and only then delete the old packs.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from .deployment import Deployment
 
 REPACK_BELOW = 0.5  # a pack with less than half its bytes live is rewritten
+LAST_GC = "pool.last_gc"
 
 
 @dataclass
@@ -97,9 +100,17 @@ def collect(
         if batch:
             _sweep(dep, batch, live, report, dry_run)
     report.seconds = time.monotonic() - start
+    if not dry_run:
+        dep.catalog.set_setting(LAST_GC, json.dumps({"finished": time.time(), **dataclasses.asdict(report)}))
     if progress is not None:
         progress(report)
     return report
+
+
+def last_gc(catalog: Catalog) -> dict[str, object] | None:
+    """The last collection's report and when it finished (the UI shows it)."""
+    value = catalog.setting(LAST_GC)
+    return json.loads(value) if value else None
 
 
 def mark(catalog: Catalog, pool_id: int, get: Callable[[bytes], bytes]) -> set[bytes]:

@@ -207,7 +207,7 @@ def test_storage_users_settings_pages_and_the_usage_chart(app: Flask) -> None:
     home = client.get("/").get_data(as_text=True)
     assert '<svg id="usage"' in home and "<polyline" in home
     storage = client.get("/storage").get_data(as_text=True)
-    assert "Scrub now" in storage and "Last scrub" in storage
+    assert "Scrub now" in storage and "Last scrub" in storage and "Last garbage collection</th><td>never" in storage
     assert "mia" in client.get("/users").get_data(as_text=True)
     assert "retention" in client.get("/settings").get_data(as_text=True)
     ops = app.test_client()
@@ -352,3 +352,23 @@ def test_settings_page_at_each_level(app: Flask) -> None:
     assert set_at("boss", "group:g1", "schedule", "") == 302  # empty: removed at the group, the global value shows
     page = people["ops"][0].get("/settings?at=source:a").get_data(as_text=True)
     assert "0 1 * * *" in page and "0 5 * * *" not in page
+
+
+def test_storage_page_maintenance_and_last_gc(app: Flask) -> None:
+    """An administrator turns maintenance mode on and off from the storage page; a finished GC shows there."""
+    dep = app.extensions["cairn"].deployment
+    client, csrf = signed_in(app, "root")
+    form = {"csrf": csrf["X-CSRF-Token"], "on": "yes", "reason": "disk swap"}
+    assert client.post("/storage/maintenance", data=form).status_code == 302
+    assert dep.maintenance and dep.maintenance["reason"] == "disk swap"
+    page = client.get("/storage").get_data(as_text=True)
+    assert "maintenance mode" in page and "End maintenance mode" in page
+    ops, ops_csrf = signed_in(app, "ops")
+    assert ops.post("/storage/maintenance", data={"csrf": ops_csrf["X-CSRF-Token"], "on": "no"}).status_code == 403
+    assert dep.maintenance is not None
+    assert client.post("/storage/maintenance", data={**form, "on": "no"}).status_code == 302
+    assert dep.maintenance is None
+    job = client.post("/api/v1/pool/gc", json={}, headers=csrf).json
+    assert finished(client, job["id"])["state"] == "done"  # type: ignore[index]
+    page = client.get("/storage").get_data(as_text=True)
+    assert "Last garbage collection</th><td>never" not in page and "packs examined" in page
