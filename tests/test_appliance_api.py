@@ -207,6 +207,7 @@ def test_storage_users_settings_pages_and_the_usage_chart(app: Flask) -> None:
     home = client.get("/").get_data(as_text=True)
     assert '<svg id="usage"' in home and "<polyline" in home
     storage = client.get("/storage").get_data(as_text=True)
+    assert "0 disk images" in storage
     assert "Scrub now" in storage and "Last scrub" in storage and "Last garbage collection</th><td>never" in storage
     assert "mia" in client.get("/users").get_data(as_text=True)
     assert "retention" in client.get("/settings").get_data(as_text=True)
