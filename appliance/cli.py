@@ -217,9 +217,21 @@ def backup_cmd(ctx: Context, source_name: str, path: str, name: str | None, as_j
 @command(main, "restore")
 @click.argument("source_name", metavar="SOURCE")
 @click.argument("snapshot_name", metavar="SNAPSHOT")
-@click.argument("args", nargs=-1, required=True, metavar="[PATH] DEST")
-def restore_cmd(ctx: Context, source_name: str, snapshot_name: str, args: tuple[str, ...], as_json: bool) -> None:
-    """Restore a snapshot, or PATH in it, to DEST with all metadata."""
+@click.argument("args", nargs=-1, required=True, metavar="[PATH] DEST | PATH --in-place")
+@click.option("--in-place", is_flag=True, help="Restore PATH into current/ on the appliance, by reference.")
+@click.option("--to", "to", metavar="PATH", help="With --in-place: where in current/ (default: PATH itself).")
+@click.option("--into", "into", metavar="SOURCE", help="With --in-place: into another source's current/.")
+def restore_cmd(
+    ctx: Context, source_name: str, snapshot_name: str, args: tuple[str, ...], in_place: bool,
+    to: str | None, into: str | None, as_json: bool,
+) -> None:  # fmt: skip
+    """Restore a snapshot, or PATH in it, to DEST with all metadata; or PATH into current/ (--in-place)."""
+    if in_place:
+        if len(args) != 1:
+            raise click.UsageError("expected PATH with --in-place")
+        return restore_in_place(ctx, source_name, snapshot_name, args[0], to, into, as_json)
+    if to or into:
+        raise click.UsageError("--to and --into go with --in-place")
     if len(args) > 2:
         raise click.UsageError("expected [PATH] DEST")
     path, dest = (args[0], args[1]) if len(args) == 2 else ("", args[0])
@@ -241,6 +253,28 @@ def restore_cmd(ctx: Context, source_name: str, snapshot_name: str, args: tuple[
         output.say(f"restored {stats.files} files, {output.human_bytes(stats.bytes)} to {dest}")
     if stats.errors:
         sys.exit(EXIT_PARTIAL)
+
+
+def restore_in_place(
+    ctx: Context, source: str, snap: str, path: str, to: str | None, into: str | None, as_json: bool
+) -> None:
+    """PATH of a snapshot back into a working tree: no bytes copied, as the web UI's restore does."""
+    if ctx.remote:
+        body = {"path": path, "to": to, "into": into}
+        doc = remote_cmd.run_job(ctx.client(), f"/sources/{source}/snapshots/{snap}/restore", body, not as_json)
+    else:
+        from engine.recover import restore_into
+
+        target = into or source
+        with ctx.open() as dep:
+            stats = restore_into(dep.snapshot(source, snap), os.fsencode(path), dep.working_tree(target),
+                                 os.fsencode(to or path))  # fmt: skip
+        where = f"{target}/current/{(to or path).strip('/')}"
+        doc = {"restored": path, "to": where, "files": stats.files, "bytes": stats.bytes}
+    if as_json:
+        output.emit_json(doc)
+    else:
+        output.say(f"restored {doc['files']} files, {output.human_bytes(doc['bytes'])} to {doc['to']}")
 
 
 @command(main, "mount")

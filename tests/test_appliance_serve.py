@@ -140,6 +140,9 @@ def test_cli_against_a_remote_appliance(tmp_path: Path) -> None:
         assert (back / "b.bin").read_bytes() == (src / "b.bin").read_bytes()
         assert (back / "b.bin").stat().st_mtime_ns // 10**9 == (src / "b.bin").stat().st_mtime_ns // 10**9
         remote("--remote", "office", "restore", "h2", "s1", "docs/a.txt", str(tmp_path / "one.txt"))
+        moved = json.loads(remote("--remote", "office", "restore", "h2", "s1", "docs", "--in-place", "--to",
+                                  "/kept/docs", "--json").stdout)  # fmt: skip
+        assert moved["to"] == "h2/current/kept/docs" and moved["files"] == 1
         assert (tmp_path / "one.txt").read_text() == "alpha\n"
         gone = remote("--remote", "office", "snapshot", "list", "nope", check=False)
         assert gone.returncode == 1 and "no source" in gone.stderr

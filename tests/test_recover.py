@@ -35,3 +35,24 @@ def test_a_directory_comes_back_whole_and_shares_its_chunks(tmp_path: Path) -> N
         # Restoring again over what is there replaces files and merges directories.
         again = restore_into(dep.snapshot("h1", "one"), b"/", tree, b"/restored")
         assert again.files == stats.files
+
+
+def test_cli_restores_in_place_to_a_new_location_and_another_source(tmp_path: Path) -> None:
+    from .test_backup_restore import cairn, cairn_json
+
+    src = tmp_path / "src"
+    (src / "docs").mkdir(parents=True)
+    (src / "docs" / "a.txt").write_text("alpha\n")
+    data = tmp_path / "data"
+    cairn(data, "backup", "h1", str(src), "--snapshot", "s1")
+    cairn(data, "source", "add", "h2")
+    doc = cairn_json(data, "restore", "h1", "s1", "docs", "--in-place", "--to", "/old/docs", "--into", "h2")
+    assert doc == {"restored": "docs", "to": "h2/current/old/docs", "files": 1, "bytes": 6}
+    cairn(data, "snapshot", "create", "h2", "then")  # what the restore put in current/ was committed
+    out = tmp_path / "out"
+    cairn(data, "restore", "h2", "then", "old/docs/a.txt", str(out))
+    assert out.read_text() == "alpha\n"
+    bad = cairn(data, "restore", "h1", "s1", "docs", str(out), "--in-place", check=False)
+    assert bad.returncode == 2 and "expected PATH with --in-place" in bad.stderr
+    bad = cairn(data, "restore", "h1", "s1", str(out), "--to", "x", check=False)
+    assert bad.returncode == 2 and "--in-place" in bad.stderr
