@@ -1,109 +1,28 @@
-"""The REST API at /api/v1: JSON in and out, described by /api/v1/openapi.json."""
+"""The REST API at /api/v1: JSON in and out, described by /api/v1/openapi.json.
+
+Routes live here (signing in, pool, jobs, maintenance, users, groups,
+settings) and in api_sources.py (sources and snapshots), on one blueprint.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
-from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request, session
+from flask import Response, jsonify, request, session
 
-from dav.archive import FORMATS, attachment, tar_zst, zip_archive
-from dav.session import Session
-from engine.errors import CorruptBlob, InvalidArgument, NotFound
-from engine.meta import Kind
-from engine.snapshots import SnapshotInfo
+from engine.errors import InvalidArgument, NotFound
 
 from . import auth
-from .access import can, manages
+from .access import manages
 from .accounts import User
+from .api_base import allowed_source, api, body, int_arg, opt_text, require_admin, services, text, user_json
 from .config import Config
-from .jobs import Job
 from .openapi import SPEC
-from .services import Services
 
-api = Blueprint("api", __name__, url_prefix="/api/v1")
 EVENT_EVERY = 0.5  # seconds between looks at a job whose events are streamed
 EVENTS_FOR = 3600.0  # a stream ends after this long; the browser's EventSource reconnects
-
-
-def services() -> Services:
-    return current_app.extensions["cairn"]  # type: ignore[no-any-return]
-
-
-def body(required: set[str], optional: set[str] = frozenset()) -> dict[str, Any]:  # type: ignore[assignment]
-    """The request's JSON object, with exactly the fields allowed."""
-    doc = request.get_json(silent=True)
-    if not isinstance(doc, dict):
-        raise InvalidArgument("the body must be a JSON object")
-    unknown = set(doc) - required - optional
-    missing = required - set(doc)
-    if unknown or missing:
-        raise InvalidArgument(
-            "; ".join(
-                filter(
-                    None,
-                    [
-                        f"unknown fields: {', '.join(sorted(unknown))}" if unknown else "",
-                        f"missing fields: {', '.join(sorted(missing))}" if missing else "",
-                    ],
-                )
-            )
-        )
-    return doc
-
-
-def opt_text(doc: dict[str, Any], key: str) -> str | None:
-    return None if doc.get(key) is None else text(doc, key)
-
-
-def int_arg(name: str, default: int, low: int, high: int) -> int:
-    """A whole-number query parameter within [low, high]."""
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        raise InvalidArgument(f"{name} must be a whole number from {low} to {high}")
-    return int(raw)
-
-
-def text(doc: dict[str, Any], key: str) -> str:
-    value = doc.get(key)
-    if not isinstance(value, str):
-        raise InvalidArgument(f"{key} must be a string")
-    return value
-
-
-def user_json(u: User) -> dict[str, Any]:
-    return {"name": u.name, "admin": u.admin, "roles": u.roles}
-
-
-def snapshot_json(s: SnapshotInfo) -> dict[str, Any]:
-    return {"name": s.name, "source": s.source, "created": s.created, "files": s.files, "bytes": s.bytes,
-            "state": s.state, "uuid": s.uuid}  # fmt: skip
-
-
-def allowed_source(name: str, action: str) -> tuple[User, str | None, str | None]:
-    """The user, after checking they may `action` the source (404 if they may not even see it)."""
-    user = auth.require_user()
-    access = services().accounts.source_access()
-    if name not in access:
-        raise NotFound(f"no source {name!r}")
-    group, owner = access[name]
-    if not can(user, "see", group, owner):
-        raise NotFound(f"no source {name!r}")  # what one may not see does not exist
-    if not can(user, action, group, owner):
-        raise auth.Forbidden(f"you may not {action} source {name!r}")
-    return user, group, owner
-
-
-def require_admin() -> User:
-    user = auth.require_user()
-    if not user.admin:
-        raise auth.Forbidden("only an administrator may do this")
-    return user
 
 
 # -- signing in --------------------------------------------------------------
@@ -149,179 +68,6 @@ def add_token() -> Response:
 def remove_token(token_id: int) -> Response:
     services().accounts.remove_token(auth.require_user(), token_id)
     return jsonify({})
-
-
-# -- sources and snapshots ---------------------------------------------------
-
-
-def visible_sources(user: User) -> list[dict[str, Any]]:
-    """The sources a user may see, with their group, owner, and whether the user may run them."""
-    access = services().accounts.source_access()
-    out = []
-    for s in services().deployment.list_sources():
-        group, owner = access.get(s.name, (None, None))
-        if can(user, "see", group, owner):
-            out.append({"name": s.name, "group": group, "owner": owner, "created": s.created,
-                        "snapshots": s.snapshots, "last_snapshot": s.last_snapshot,
-                        "run": can(user, "run", group, owner)})  # fmt: skip
-    return out
-
-
-@api.get("/sources")
-def sources() -> Response:
-    return jsonify(visible_sources(auth.require_user()))
-
-
-@api.post("/sources")
-def add_source() -> Response:
-    user = auth.require_user()
-    doc = body({"name"}, {"group", "owner"})
-    group, owner = opt_text(doc, "group"), opt_text(doc, "owner")
-    if not manages(user, group):
-        raise auth.Forbidden("only an administrator of the group may add sources to it")
-    name = text(doc, "name")
-    services().deployment.add_source(name)
-    services().accounts.assign_source(name, group, owner)
-    return jsonify({"name": name, "group": group, "owner": owner}), 201  # type: ignore[return-value]
-
-
-@api.get("/sources/<name>")
-def source(name: str) -> Response:
-    allowed_source(name, "see")
-    s = services().deployment.source(name)
-    return jsonify({"name": s.name, "created": s.created, "snapshots": s.snapshots, "last_snapshot": s.last_snapshot})
-
-
-@api.delete("/sources/<name>")
-def remove_source(name: str) -> Response:
-    allowed_source(name, "configure")
-    services().deployment.remove_source(name)
-    return jsonify({})
-
-
-@api.get("/sources/<name>/snapshots")
-def snapshots(name: str) -> Response:
-    allowed_source(name, "see")
-    return jsonify([snapshot_json(s) for s in services().deployment.list_snapshots(name)])
-
-
-@api.post("/sources/<name>/snapshots")
-def take_snapshot(name: str) -> Response:
-    user, _, _ = allowed_source(name, "run")
-    doc = body(set(), {"name"}) if request.content_length else {}
-    params = {"source": name, "name": text(doc, "name") if "name" in doc else None}
-    job = services().jobs.submit("snapshot", params, source_id=services().deployment.source(name).id, user_id=user.id)
-    return jsonify(job.to_json()), 202  # type: ignore[return-value]
-
-
-@api.get("/sources/<name>/diff")
-def diff_snapshots(name: str) -> Response:
-    """What changed between two snapshots (`old`, `new`), at most `limit` changes."""
-    allowed_source(name, "see")
-    return jsonify(changes(name, request.args.get("old", ""), request.args.get("new", ""),
-                           int_arg("limit", 1000, 1, 100_000)))  # fmt: skip
-
-
-def changes(name: str, old: str, new: str, limit: int) -> list[dict[str, Any]]:
-    from engine.reader import diff
-
-    dep = services().deployment
-    out = []
-    for c in diff(dep.snapshot(name, old), dep.snapshot(name, new)):
-        entry = c.new or c.old
-        out.append({"path": os.fsdecode(c.path), "change": c.change, "size": entry.size if entry else 0})
-        if len(out) >= limit:
-            break
-    return out
-
-
-@api.delete("/sources/<name>/snapshots/<snap>")
-def delete_snapshot(name: str, snap: str) -> Response:
-    allowed_source(name, "configure")
-    services().deployment.delete_snapshot(name, snap)
-    return jsonify({})
-
-
-@api.post("/sources/<name>/snapshots/<snap>/restore")
-def restore_path(name: str, snap: str) -> Response:
-    """Bring a path of a snapshot back into current/ (a job; by reference, no bytes copied).
-
-    `to` restores to another path (missing folders are made), `into` into another source's current/.
-    """
-    doc = body({"path"}, {"to", "into"})
-    job = submit_restore(name, snap, text(doc, "path"), opt_text(doc, "to"), opt_text(doc, "into"))
-    return jsonify(job.to_json()), 202  # type: ignore[return-value]
-
-
-def submit_restore(name: str, snap: str, path: str, to: str | None, into: str | None) -> Job:
-    """The restore job, once the user may restore from `name` (and into `into`) and the snapshot exists."""
-    user, _, _ = allowed_source(name, "restore")
-    if into is not None and into != name:
-        allowed_source(into, "restore")
-    services().deployment.snapshot_info(name, snap)  # 404 now rather than a failed job later
-    params = {"source": name, "snapshot": snap, "path": path, "to": to, "into": into}
-    return services().jobs.submit("restore", params, source_id=services().deployment.source(name).id, user_id=user.id)
-
-
-@api.get("/sources/<name>/snapshots/<snap>/entries")
-def entries(name: str, snap: str) -> Response:
-    allowed_source(name, "see")
-    view = services().deployment.snapshot(name, snap)
-    entry = view.lookup(os.fsencode(request.args.get("path", "/")))
-    if entry.kind != Kind.DIR:
-        raise InvalidArgument("not a directory")
-    out = [{"name": os.fsdecode(e.name), "kind": Kind(e.kind).name.lower(), "size": e.size, "mode": e.mode,
-            "mtime": e.mtime_ns / 1e9} for e in sorted(view.listing(entry).values(), key=lambda e: e.name)]  # fmt: skip
-    return jsonify(out)
-
-
-@api.get("/sources/<name>/snapshots/<snap>/file")
-def download(name: str, snap: str) -> Response:
-    allowed_source(name, "restore")
-    path = os.fsencode(request.args.get("path", ""))
-    view = services().deployment.snapshot(name, snap)
-    reader = view.reader(view.lookup(path))
-
-    def chunks() -> Iterator[bytes]:
-        pos, step = 0, 1 << 20
-        while pos < reader.size:
-            try:
-                data = reader.read(pos, step)
-            except CorruptBlob as e:
-                raise view.damaged(path, e) from e
-            pos += len(data)
-            yield data
-
-    filename = os.path.basename(os.fsdecode(path)) or "file"
-    headers = {"Content-Length": str(reader.size),
-               "Content-Disposition": attachment(filename)}  # fmt: skip
-    return Response(chunks(), mimetype="application/octet-stream", headers=headers)
-
-
-@api.get("/sources/<name>/snapshots/<snap>/archive")
-def archive(name: str, snap: str) -> Response:
-    """A directory of a snapshot as a streamed zip or tar.zst (the WebDAV share's archives)."""
-
-    allowed_source(name, "restore")
-    kind = request.args.get("format", "zip")
-    if kind not in FORMATS:
-        raise InvalidArgument(f"format is one of {', '.join(FORMATS)}")
-    path = request.args.get("path", "/")
-    session = Session(services().view)
-    top = session.resolve(f"/{name}/snapshots/{snap}/{path.strip('/')}")[-1]
-    if top.kind != Kind.DIR:
-        session.release()
-        raise InvalidArgument("not a directory: download files one by one")
-    label = os.path.basename(path.rstrip("/")) or f"{name}-{snap}"
-
-    def stream() -> Iterator[bytes]:
-        try:
-            yield from (tar_zst if kind == "tar.zst" else zip_archive)(session, top, label)
-        finally:
-            session.release()
-
-    headers = {"Content-Disposition": attachment(f"{label}.{kind}")}
-    return Response(stream(), mimetype=FORMATS[kind], headers=headers)
 
 
 # -- pool, jobs, maintenance -------------------------------------------------

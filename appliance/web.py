@@ -6,7 +6,7 @@ import json
 import os
 from typing import Any
 
-from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
+from flask import Blueprint, Response, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
 from engine.check import last_scrub
@@ -16,15 +16,12 @@ from engine.meta import Kind
 
 from . import auth, usage
 from .access import can
-from .api import allowed_source, changes, check_may_configure, submit_restore, visible_sources
+from .api import check_may_configure
+from .api_base import allowed_source, services
+from .api_sources import changes, submit_restore, visible_sources
 from .config import Config
-from .services import Services
 
 web = Blueprint("web", __name__, template_folder="templates", static_folder="static")
-
-
-def services() -> Services:
-    return current_app.extensions["cairn"]  # type: ignore[no-any-return]
 
 
 def page(template: str, **context: Any) -> str:

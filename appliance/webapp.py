@@ -23,9 +23,11 @@ from engine.errors import (
     ReadOnly,
 )
 
+from . import api as _account_routes  # noqa: F401  (importing a route module registers its routes)
+from . import api_sources as _source_routes  # noqa: F401
 from . import auth
 from .accounts import BadLogin
-from .api import api
+from .api_base import api
 from .output import human_bytes
 from .services import Services
 from .web import web

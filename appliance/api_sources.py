@@ -1,0 +1,192 @@
+"""The REST API's sources and snapshots: list, take, delete, browse, download, archive, restore, diff."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Response, jsonify, request
+
+from dav.archive import FORMATS, attachment, tar_zst, zip_archive
+from dav.session import Session
+from engine.errors import CorruptBlob, InvalidArgument
+from engine.meta import Kind
+
+from . import auth
+from .access import can, manages
+from .accounts import User
+from .api_base import allowed_source, api, body, int_arg, opt_text, services, snapshot_json, text
+from .jobs import Job
+
+# -- sources and snapshots ---------------------------------------------------
+
+
+def visible_sources(user: User) -> list[dict[str, Any]]:
+    """The sources a user may see, with their group, owner, and whether the user may run them."""
+    access = services().accounts.source_access()
+    out = []
+    for s in services().deployment.list_sources():
+        group, owner = access.get(s.name, (None, None))
+        if can(user, "see", group, owner):
+            out.append({"name": s.name, "group": group, "owner": owner, "created": s.created,
+                        "snapshots": s.snapshots, "last_snapshot": s.last_snapshot,
+                        "run": can(user, "run", group, owner)})  # fmt: skip
+    return out
+
+
+@api.get("/sources")
+def sources() -> Response:
+    return jsonify(visible_sources(auth.require_user()))
+
+
+@api.post("/sources")
+def add_source() -> Response:
+    user = auth.require_user()
+    doc = body({"name"}, {"group", "owner"})
+    group, owner = opt_text(doc, "group"), opt_text(doc, "owner")
+    if not manages(user, group):
+        raise auth.Forbidden("only an administrator of the group may add sources to it")
+    name = text(doc, "name")
+    services().deployment.add_source(name)
+    services().accounts.assign_source(name, group, owner)
+    return jsonify({"name": name, "group": group, "owner": owner}), 201  # type: ignore[return-value]
+
+
+@api.get("/sources/<name>")
+def source(name: str) -> Response:
+    allowed_source(name, "see")
+    s = services().deployment.source(name)
+    return jsonify({"name": s.name, "created": s.created, "snapshots": s.snapshots, "last_snapshot": s.last_snapshot})
+
+
+@api.delete("/sources/<name>")
+def remove_source(name: str) -> Response:
+    allowed_source(name, "configure")
+    services().deployment.remove_source(name)
+    return jsonify({})
+
+
+@api.get("/sources/<name>/snapshots")
+def snapshots(name: str) -> Response:
+    allowed_source(name, "see")
+    return jsonify([snapshot_json(s) for s in services().deployment.list_snapshots(name)])
+
+
+@api.post("/sources/<name>/snapshots")
+def take_snapshot(name: str) -> Response:
+    user, _, _ = allowed_source(name, "run")
+    doc = body(set(), {"name"}) if request.content_length else {}
+    params = {"source": name, "name": text(doc, "name") if "name" in doc else None}
+    job = services().jobs.submit("snapshot", params, source_id=services().deployment.source(name).id, user_id=user.id)
+    return jsonify(job.to_json()), 202  # type: ignore[return-value]
+
+
+@api.get("/sources/<name>/diff")
+def diff_snapshots(name: str) -> Response:
+    """What changed between two snapshots (`old`, `new`), at most `limit` changes."""
+    allowed_source(name, "see")
+    return jsonify(changes(name, request.args.get("old", ""), request.args.get("new", ""),
+                           int_arg("limit", 1000, 1, 100_000)))  # fmt: skip
+
+
+def changes(name: str, old: str, new: str, limit: int) -> list[dict[str, Any]]:
+    from engine.reader import diff
+
+    dep = services().deployment
+    out = []
+    for c in diff(dep.snapshot(name, old), dep.snapshot(name, new)):
+        entry = c.new or c.old
+        out.append({"path": os.fsdecode(c.path), "change": c.change, "size": entry.size if entry else 0})
+        if len(out) >= limit:
+            break
+    return out
+
+
+@api.delete("/sources/<name>/snapshots/<snap>")
+def delete_snapshot(name: str, snap: str) -> Response:
+    allowed_source(name, "configure")
+    services().deployment.delete_snapshot(name, snap)
+    return jsonify({})
+
+
+@api.post("/sources/<name>/snapshots/<snap>/restore")
+def restore_path(name: str, snap: str) -> Response:
+    """Bring a path of a snapshot back into current/ (a job; by reference, no bytes copied).
+
+    `to` restores to another path (missing folders are made), `into` into another source's current/.
+    """
+    doc = body({"path"}, {"to", "into"})
+    job = submit_restore(name, snap, text(doc, "path"), opt_text(doc, "to"), opt_text(doc, "into"))
+    return jsonify(job.to_json()), 202  # type: ignore[return-value]
+
+
+def submit_restore(name: str, snap: str, path: str, to: str | None, into: str | None) -> Job:
+    """The restore job, once the user may restore from `name` (and into `into`) and the snapshot exists."""
+    user, _, _ = allowed_source(name, "restore")
+    if into is not None and into != name:
+        allowed_source(into, "restore")
+    services().deployment.snapshot_info(name, snap)  # 404 now rather than a failed job later
+    params = {"source": name, "snapshot": snap, "path": path, "to": to, "into": into}
+    return services().jobs.submit("restore", params, source_id=services().deployment.source(name).id, user_id=user.id)
+
+
+@api.get("/sources/<name>/snapshots/<snap>/entries")
+def entries(name: str, snap: str) -> Response:
+    allowed_source(name, "see")
+    view = services().deployment.snapshot(name, snap)
+    entry = view.lookup(os.fsencode(request.args.get("path", "/")))
+    if entry.kind != Kind.DIR:
+        raise InvalidArgument("not a directory")
+    out = [{"name": os.fsdecode(e.name), "kind": Kind(e.kind).name.lower(), "size": e.size, "mode": e.mode,
+            "mtime": e.mtime_ns / 1e9} for e in sorted(view.listing(entry).values(), key=lambda e: e.name)]  # fmt: skip
+    return jsonify(out)
+
+
+@api.get("/sources/<name>/snapshots/<snap>/file")
+def download(name: str, snap: str) -> Response:
+    allowed_source(name, "restore")
+    path = os.fsencode(request.args.get("path", ""))
+    view = services().deployment.snapshot(name, snap)
+    reader = view.reader(view.lookup(path))
+
+    def chunks() -> Iterator[bytes]:
+        pos, step = 0, 1 << 20
+        while pos < reader.size:
+            try:
+                data = reader.read(pos, step)
+            except CorruptBlob as e:
+                raise view.damaged(path, e) from e
+            pos += len(data)
+            yield data
+
+    filename = os.path.basename(os.fsdecode(path)) or "file"
+    headers = {"Content-Length": str(reader.size),
+               "Content-Disposition": attachment(filename)}  # fmt: skip
+    return Response(chunks(), mimetype="application/octet-stream", headers=headers)
+
+
+@api.get("/sources/<name>/snapshots/<snap>/archive")
+def archive(name: str, snap: str) -> Response:
+    """A directory of a snapshot as a streamed zip or tar.zst (the WebDAV share's archives)."""
+
+    allowed_source(name, "restore")
+    kind = request.args.get("format", "zip")
+    if kind not in FORMATS:
+        raise InvalidArgument(f"format is one of {', '.join(FORMATS)}")
+    path = request.args.get("path", "/")
+    session = Session(services().view)
+    top = session.resolve(f"/{name}/snapshots/{snap}/{path.strip('/')}")[-1]
+    if top.kind != Kind.DIR:
+        session.release()
+        raise InvalidArgument("not a directory: download files one by one")
+    label = os.path.basename(path.rstrip("/")) or f"{name}-{snap}"
+
+    def stream() -> Iterator[bytes]:
+        try:
+            yield from (tar_zst if kind == "tar.zst" else zip_archive)(session, top, label)
+        finally:
+            session.release()
+
+    headers = {"Content-Disposition": attachment(f"{label}.{kind}")}
+    return Response(stream(), mimetype=FORMATS[kind], headers=headers)
