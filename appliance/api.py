@@ -19,6 +19,7 @@ from .access import manages
 from .accounts import User
 from .api_base import allowed_source, api, body, int_arg, opt_text, require_admin, services, text, user_json
 from .config import Config
+from .jobs import ENDED, Job
 from .openapi import SPEC
 
 EVENT_EVERY = 0.5  # seconds between looks at a job whose events are streamed
@@ -93,23 +94,32 @@ def jobs() -> Response:
     return jsonify([j.to_json() for j in mine])
 
 
-@api.get("/jobs/<int(max=9223372036854775807):job_id>")
-def job(job_id: int) -> Response:
+def visible_job(job_id: int) -> Job:
+    """A job the user may see: their own, or any for an administrator (others' do not exist for them)."""
     user = auth.require_user()
     found = services().jobs.get(job_id)
     if not user.admin and found.requested_by != user.id:
         raise NotFound(f"no job {job_id}")
-    return jsonify(found.to_json())
+    return found
+
+
+@api.get("/jobs/<int(max=9223372036854775807):job_id>")
+def job(job_id: int) -> Response:
+    return jsonify(visible_job(job_id).to_json())
+
+
+@api.delete("/jobs/<int(max=9223372036854775807):job_id>")
+def cancel_job(job_id: int) -> Response:
+    """Cancel a queued job (409 once it runs or has ended)."""
+    visible_job(job_id)
+    return jsonify(services().jobs.cancel(job_id, auth.require_user().name).to_json())
 
 
 @api.get("/jobs/<int(max=9223372036854775807):job_id>/events")
 def job_events(job_id: int) -> Response:
     """Server-sent events: the job's state and progress whenever they change, until it ends."""
-    user = auth.require_user()
+    visible_job(job_id)
     queue = services().jobs
-    first = queue.get(job_id)
-    if not user.admin and first.requested_by != user.id:
-        raise NotFound(f"no job {job_id}")
 
     def events() -> Iterator[str]:
         last = None
@@ -119,7 +129,7 @@ def job_events(job_id: int) -> Response:
             if doc != last:
                 yield f"data: {doc}\n\n"
                 last = doc
-            if job.state in ("done", "failed"):
+            if job.state in ENDED:
                 return
             time.sleep(EVENT_EVERY)
 

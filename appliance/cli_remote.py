@@ -13,6 +13,7 @@ from engine.errors import CairnError
 
 from . import output
 from .cli_base import Context, command, main
+from .jobs import ENDED
 from .remote import Client, RemoteError, load, save
 
 JOB_WAIT = 3600.0  # seconds `--wait` follows a job
@@ -95,12 +96,20 @@ def job_show(ctx: Context, job_id: int, wait: bool, as_json: bool) -> None:
         sys.exit(1)
 
 
+@command(job_group, "cancel")
+@click.argument("job_id", type=int)
+def job_cancel(ctx: Context, job_id: int, as_json: bool) -> None:
+    """Cancel a job that has not started."""
+    job = _jobs_client(ctx).call("DELETE", f"/jobs/{job_id}")
+    output.emit_json(job) if as_json else output.say(f"job {job_id} cancelled")
+
+
 def wait_for(client: Client, job_id: int, show: bool) -> Any:
     end = time.monotonic() + JOB_WAIT
     with output.progress_bar(show, f"job {job_id}") as bar:
         while True:
             job = client.call("GET", f"/jobs/{job_id}")
-            if job["state"] in ("done", "failed") or time.monotonic() > end:
+            if job["state"] in ENDED or time.monotonic() > end:
                 return job
             bar(f"{job['state']} {job.get('progress') or ''}")
             time.sleep(0.5)

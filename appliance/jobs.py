@@ -20,11 +20,12 @@ from sqlalchemy import select, update
 
 from engine.catalog import Catalog
 from engine.catalog.schema import jobs
-from engine.errors import CairnError, NotFound
+from engine.errors import CairnError, InUse, NotFound
 from engine.leases import dead_here, new_owner
 
 log = logging.getLogger(__name__)
 POLL = 1.0  # seconds between looks at the queue when nothing wakes a worker
+ENDED = ("done", "failed", "cancelled")  # a job in one of these states never changes again
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,18 @@ class JobQueue:
             if not claimed.rowcount:
                 return None  # another worker was first
         return self.get(job_id)
+
+    def cancel(self, job_id: int, by: str) -> Job:
+        """Cancel a job that has not started; one that runs or has ended is left as it is (InUse)."""
+        with self.catalog.engine.begin() as conn:
+            cancelled = conn.execute(
+                update(jobs).where(jobs.c.id == job_id, jobs.c.state == "queued")
+                .values(state="cancelled", finished=time.time(), error=f"cancelled by {by} before it ran")
+            )  # fmt: skip
+        job = self.get(job_id)
+        if not cancelled.rowcount:
+            raise InUse(f"job {job_id} is {job.state}: only a queued job can be cancelled")
+        return job
 
     def report(self, job_id: int, progress: dict[str, Any]) -> None:
         with self.catalog.engine.begin() as conn:

@@ -116,7 +116,11 @@ SPEC: dict[str, Any] = {
             "get": {
                 **_op("A job and its progress"),
                 "parameters": [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
-            }
+            },
+            "delete": {
+                **_op("Cancel a queued job"),
+                "parameters": [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+            },
         },
         "/api/v1/jobs/{job_id}/events": {
             "get": {

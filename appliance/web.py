@@ -16,7 +16,7 @@ from engine.meta import Kind
 
 from . import auth, usage
 from .access import can
-from .api import check_may_configure
+from .api import check_may_configure, visible_job
 from .api_base import allowed_source, services
 from .api_sources import changes, submit_restore, visible_sources
 from .config import Config
@@ -222,11 +222,14 @@ def jobs() -> str:
 
 @web.get("/jobs/<int(max=9223372036854775807):job_id>")
 def job(job_id: int) -> str:
-    user = auth.require_user()
-    found = services().jobs.get(job_id)
-    if not user.admin and found.requested_by != user.id:
-        raise NotFound(f"no job {job_id}")
-    return page("job.html", job=found)
+    return page("job.html", job=visible_job(job_id))
+
+
+@web.post("/jobs/<int(max=9223372036854775807):job_id>/cancel")
+def cancel_job(job_id: int) -> BaseResponse:
+    visible_job(job_id)
+    services().jobs.cancel(job_id, auth.require_user().name)
+    return redirect(url_for("web.job", job_id=job_id))
 
 
 @web.get("/healthz")

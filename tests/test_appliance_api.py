@@ -373,3 +373,40 @@ def test_storage_page_maintenance_and_last_gc(app: Flask) -> None:
     assert finished(client, job["id"])["state"] == "done"  # type: ignore[index]
     page = client.get("/storage").get_data(as_text=True)
     assert "Last garbage collection</th><td>never" not in page and "packs examined" in page
+
+
+def test_cancel_a_queued_job(tmp_path: Path) -> None:
+    """A queued job can be cancelled (API, web form) and is never run; a running or ended one cannot."""
+    dep = Deployment.open(tmp_path / "data")
+    services = Services.build(dep, workers=1)  # workers not started yet: jobs stay queued
+    try:
+        services.accounts.add_user("root", PASSWORD, admin=True)
+        services.accounts.add_user("ann", PASSWORD)
+        dep.add_source("a")
+        app = create_app(services)
+        client, csrf = signed_in(app, "root")
+        first = client.post("/api/v1/sources/a/snapshots", json={"name": "one"}, headers=csrf).json
+        second = client.post("/api/v1/sources/a/snapshots", json={"name": "two"}, headers=csrf).json
+        ann, ann_csrf = signed_in(app, "ann")
+        assert ann.delete(f"/api/v1/jobs/{first['id']}", headers=ann_csrf).status_code == 404  # not hers
+        assert client.delete(f"/api/v1/jobs/{first['id']}").status_code == 403  # no CSRF token
+        gone = client.delete(f"/api/v1/jobs/{first['id']}", headers=csrf)
+        assert gone.status_code == 200 and gone.json["state"] == "cancelled"  # type: ignore[index]
+        assert "cancelled by root" in gone.json["error"]  # type: ignore[index]
+        assert client.delete(f"/api/v1/jobs/{first['id']}", headers=csrf).status_code == 409
+        page = client.get(f"/jobs/{second['id']}").get_data(as_text=True)
+        assert 'id="cancel"' in page
+        form = {"csrf": csrf["X-CSRF-Token"]}
+        assert client.post(f"/jobs/{second['id']}/cancel", data=form).status_code == 302
+        third = client.post("/api/v1/sources/a/snapshots", json={"name": "three"}, headers=csrf).json
+        assert services.runner is not None
+        services.runner.start()
+        try:
+            assert finished(client, third["id"])["state"] == "done"  # type: ignore[index]
+        finally:
+            services.runner.stop()
+        assert [s.name for s in dep.list_snapshots("a")] == ["three"]  # the cancelled ones never ran
+        assert client.delete(f"/api/v1/jobs/{third['id']}", headers=csrf).status_code == 409
+        assert 'id="cancel"' not in client.get(f"/jobs/{third['id']}").get_data(as_text=True)
+    finally:
+        dep.close()

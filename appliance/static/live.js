@@ -9,6 +9,6 @@ for (const box of document.querySelectorAll("[data-events]")) {
     part("job-state").className = "job-state state-" + job.state;
     const progress = job.progress ? JSON.stringify(job.progress, null, box.dataset.indent ? 2 : 0) : "";
     part("job-progress").textContent = job.error || progress;
-    if (job.state === "done" || job.state === "failed") events.close();
+    if (job.state !== "queued" && job.state !== "running") events.close();
   };
 }

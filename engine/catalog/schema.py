@@ -198,7 +198,7 @@ jobs = Table(
     Column("kind", String(32), nullable=False),
     Column("source_id", Integer, ForeignKey("sources.id", ondelete="SET NULL")),
     Column("params", Text, nullable=False),  # JSON
-    Column("state", String(16), nullable=False, index=True),  # queued | running | done | failed
+    Column("state", String(16), nullable=False, index=True),  # queued | running | done | failed | cancelled
     Column("progress", Text),  # JSON, while running and after
     Column("created", Float, nullable=False),
     Column("started", Float),
