@@ -2,8 +2,9 @@
 
 Each block is read and hashed; only blocks whose id differs from the one
 the image holds are stored (the block-level form of deduplicating before
-transfer). Holes of a sparse file are found with SEEK_DATA/SEEK_HOLE and
-never read, so a sparse image of terabytes costs what its data costs.
+transfer), as patches of the blocks they replace where few pages changed.
+Holes of a sparse file are found with SEEK_DATA/SEEK_HOLE and never read,
+so a sparse image of terabytes costs what its data costs.
 """
 
 from __future__ import annotations
@@ -135,10 +136,17 @@ def _blocks(disk: Disk, fd: int, first: int, n: int, size: int, stats: PushStats
     view = memoryview(data)
     zero = bytes(bs)
     id_of = disk.blobs.id_key.id_of
+    pieces, ids = [], []
     for i in range(n):
         block = view[i * bs : (i + 1) * bs]
-        piece = bytes(block) if len(block) == bs else bytes(block) + bytes(bs - len(block))
-        block_id = HOLE if piece == zero else id_of(piece)
-        if block_id != disk.block_id(first + i):
-            disk.store_block(first + i, piece)
+        pieces.append(bytes(block) if len(block) == bs else bytes(block) + bytes(bs - len(block)))
+        ids.append(HOLE if pieces[-1] == zero else id_of(pieces[-1]))
+    # Entries that differ are patches to compare or the bases of changed blocks: read them a pack range at a time.
+    entries = [disk.block_id(first + i) for i in range(n)]
+    differ = [e for e, b in zip(entries, ids, strict=True) if e != b and e not in (HOLE, b"")]
+    if differ:
+        disk.blobs.prefetch(differ)
+    for i in range(n):
+        if not disk.holds(first + i, ids[i]):
+            disk.store_block(first + i, pieces[i])
             stats.changed_blocks += 1
