@@ -16,7 +16,9 @@ patch is shorter, which is how a read tells them apart.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Callable
 from typing import Protocol
 
 from engine.blockpatch import apply_patch, decode_patch, make_patch
@@ -41,7 +43,7 @@ class Store(Blobs, Protocol):
 
     id_key: IdKey
 
-    def prefetch(self, blob_ids: list[bytes]) -> None: ...
+    def prefetch(self, blob_ids: list[bytes], parsed: Callable[[bytes, bytes], object] | None = None) -> None: ...
 
     def is_stored(self, blob_id: bytes) -> bool: ...
 
@@ -100,7 +102,13 @@ class VersionReader:
             ids = [self.map.get(b) for b in range(block, stop)]
         ids = [i for i in ids if i != HOLE]
         if ids:
-            self.blobs.prefetch(ids)
+            self.blobs.prefetch(ids, self._prefetched)
+
+    def _prefetched(self, blob_id: bytes, data: bytes) -> None:
+        """A patch read ahead: read its base ahead too."""
+        if len(data) != self.block_size:
+            with contextlib.suppress(CorruptBlob):  # the read itself reports it
+                self.blobs.prefetch([decode_patch(data, blob_id).base])
 
     def stored_blocks(self) -> int:
         """Blocks that are not holes (reads the whole map)."""
@@ -253,7 +261,9 @@ class Disk(VersionReader):
         if old == HOLE:
             return self.blobs.put(data, DATA)
         block_id = self.blobs.id_key.id_of(data)
-        if block_id == old or self.blobs.is_stored(block_id):
+        if block_id == old and self.blobs.hold(old):
+            return old  # unchanged (`dd` of a whole image over the last one)
+        if self.blobs.is_stored(block_id):
             return self.blobs.put(data, DATA)  # stored already: a dedup hit
         try:
             base_id, old_id = self._origin(old)
