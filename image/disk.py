@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
-from engine.blockpatch import apply_patch, decode_patch, make_patch
+from engine.blockpatch import PAGE, apply_patch, decode_patch, make_patch
 from engine.cache import WouldBlock, check_may_block
 from engine.errors import CorruptBlob, InvalidArgument, NoSpace
 from engine.ids import HOLE, IdKey, short
@@ -31,7 +31,7 @@ from .blockmap import Blobs, BlockMap
 
 # Partially written blocks kept in memory before the oldest are stored: 16 MiB of 64 KiB blocks.
 DIRTY_MAX = 256
-READ_AHEAD = 16  # blocks fetched ahead of a sequential reader: 1 MiB, one pack range
+READ_AHEAD = 32  # blocks fetched ahead of a sequential reader: 2 MiB, one pack range or two
 # 64 TiB, what three levels of 1,024-id nodes address at 64 KiB blocks; ext4 stops at 16 TiB files.
 MAX_SIZE = 64 << 40
 # Patches whose base and block id a disk remembers: 64 Ki entries, about 12 MiB.
@@ -51,7 +51,7 @@ class Store(Blobs, Protocol):
 
 
 class VersionReader:
-    """A block map at random offsets. Thread-safe: `_lock` guards the map's node cache."""
+    """A block map at random offsets. Thread-safe: `_lock` guards the map's node cache and `_bases`."""
 
     def __init__(self, blobs: Store, root: bytes, size: int, block_size: int):
         self.blobs = blobs
@@ -60,6 +60,7 @@ class VersionReader:
         self._zero = bytes(block_size)
         self._lock = threading.Lock()
         self.map = BlockMap(blobs, root, -(-size // block_size))
+        self._bases: list[bytes] = []  # of patches read ahead, to read ahead next
 
     def _block_id(self, block: int) -> bytes:
         with self._lock:
@@ -101,14 +102,18 @@ class VersionReader:
         with self._lock:
             ids = [self.map.get(b) for b in range(block, stop)]
         ids = [i for i in ids if i != HOLE]
+        with self._lock:
+            bases, self._bases = self._bases, []
+        if bases:  # of patches read ahead before: one batch, a pack range or two
+            self.blobs.prefetch(bases)
         if ids:
             self.blobs.prefetch(ids, self._prefetched)
 
     def _prefetched(self, blob_id: bytes, data: bytes) -> None:
-        """A patch read ahead: read its base ahead too."""
+        """A patch read ahead: the next read ahead reads its base."""
         if len(data) != self.block_size:
-            with contextlib.suppress(CorruptBlob):  # the read itself reports it
-                self.blobs.prefetch([decode_patch(data, blob_id).base])
+            with contextlib.suppress(CorruptBlob), self._lock:  # the read itself reports it
+                self._bases.append(decode_patch(data, blob_id).base)
 
     def stored_blocks(self) -> int:
         """Blocks that are not holes (reads the whole map)."""
@@ -117,7 +122,7 @@ class VersionReader:
 
 
 class Disk(VersionReader):
-    """A writable image. Thread-safe: `_lock` guards the map, the size and `_partial`."""
+    """A writable image. Thread-safe: `_lock` guards the map, the size, `_partial` and `_patches`."""
 
     def __init__(self, blobs: Store, root: bytes, size: int, block_size: int):
         super().__init__(blobs, root, size, block_size)
@@ -258,7 +263,7 @@ class Disk(VersionReader):
             return HOLE
         with self._lock:
             old = self.map.get(block)
-        if old == HOLE:
+        if old == HOLE or self.block_size < 2 * PAGE:  # a 4 KiB block has no pages to keep
             return self.blobs.put(data, DATA)
         block_id = self.blobs.id_key.id_of(data)
         if block_id == old and self.blobs.hold(old):
