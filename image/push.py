@@ -22,7 +22,10 @@ from engine.ids import HOLE
 from .disk import MAX_SIZE, Disk
 from .pool import ImagePool
 
-READ_BLOCKS = 16  # blocks per read: 1 MiB at 64 KiB
+# Blocks per read: 4 MiB at 64 KiB. The old blocks of those that changed are read
+# ahead a batch at a time (a catalog query and a pack range or two each): 1 MiB
+# batches made pushing a 64 MiB rewrite over a patched version 30% slower.
+READ_BLOCKS = 64
 
 
 @dataclass
