@@ -157,6 +157,18 @@ class BlobStore:
             self.inflight.forgotten |= dropped
         return dropped
 
+    def hold(self, blob_id: bytes) -> bool:
+        """Keep a blob that a blob about to be put refers to, as a put that dedups would keep it.
+
+        False if it is not stored or accepted (a collection may be deleting
+        it): then the caller must not refer to it.
+        """
+        with self._lock:
+            if blob_id not in self._known and blob_id not in self._pending:
+                return False
+            self.inflight.put(blob_id)
+            return True
+
     def all_stored(self, blob_ids: Iterable[bytes]) -> bool:
         """Whether every blob is stored: one lock round-trip for a whole file's chunks."""
         with self._lock:

@@ -5,14 +5,16 @@ up to FANOUT 32-byte ids. A level-0 node lists block ids, a higher one lists
 child node ids; HOLE stands for an all-zero block or subtree, and a node's
 missing tail is holes. Only the nodes on the path to a changed block are
 written again, so a version that changed few blocks shares almost all of its
-map with the last one. The mutable map lives in image/; garbage collection
-only needs to walk stored maps, which is why the format is defined here.
+map with the last one. A block id may name a patch (blockpatch.py). The
+mutable map lives in image/; garbage collection only needs to walk stored
+maps, which is why the format is defined here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 
+from .blockpatch import decode_patch
 from .errors import CorruptBlob
 from .ids import HOLE, ID_SIZE, short
 
@@ -44,8 +46,11 @@ def depth_for(blocks: int) -> int:
     return depth
 
 
-def mark_map(root: bytes, get: Callable[[bytes], bytes], live: set[bytes]) -> None:
-    """Add every node and block of the map under `root` to `live`; subtrees already there are skipped."""
+def mark_map(root: bytes, get: Callable[[bytes], bytes], live: set[bytes], patches: Container[bytes]) -> None:
+    """Add every node and block of the map under `root` to `live`; subtrees already there are skipped.
+
+    A block that is a patch (its id in `patches`) keeps its base too.
+    """
     todo = [root]
     while todo:
         node_id = todo.pop()
@@ -54,11 +59,16 @@ def mark_map(root: bytes, get: Callable[[bytes], bytes], live: set[bytes]) -> No
         level, ids = decode_node(get(node_id), node_id)
         live.add(node_id)
         if level == 0:
-            live.update(i for i in ids if i != HOLE)
+            new = set(ids) - live
+            new.discard(HOLE)
+            live |= new
+            live.update(decode_patch(get(i), i).base for i in new if i in patches)
         else:
             todo.extend(ids)
 
 
-def mark_maps(roots: Iterable[bytes], get: Callable[[bytes], bytes], live: set[bytes]) -> None:
+def mark_maps(
+    roots: Iterable[bytes], get: Callable[[bytes], bytes], live: set[bytes], patches: Container[bytes] = ()
+) -> None:
     for root in roots:
-        mark_map(root, get, live)
+        mark_map(root, get, live, patches)

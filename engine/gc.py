@@ -30,7 +30,7 @@ from .catalog.schema import blobs, image_versions, images, inodes, packs, snapsh
 from .content import chunk_ids, unpack_extents
 from .errors import CorruptBlob
 from .meta import Kind
-from .packs import PACK_TARGET, PackBuilder, pack_key
+from .packs import PACK_TARGET, PATCH, PackBuilder, pack_key
 from .tree import deserialize
 
 if TYPE_CHECKING:
@@ -120,6 +120,9 @@ def mark(catalog: Catalog, pool_id: int, get: Callable[[bytes], bytes]) -> set[b
     with catalog.engine.connect() as conn:
         todo += [bytes(r[0]) for r in conn.execute(select(snapshots.c.root))]
         maps = [bytes(r[0]) for r in conn.execute(select(images.c.root).union(select(image_versions.c.root)))]
+        # Patched blocks, whose bases marking keeps: the only blobs it reads that are not trees or map nodes.
+        patched = select(blobs.c.id).where(blobs.c.pool_id == pool_id, blobs.c.kind == PATCH)
+        patches = {bytes(r[0]) for r in conn.execute(patched)}
         for content, tree_id in conn.execute(select(inodes.c.content, inodes.c.tree_id)):
             if content:
                 live.update(chunk_ids(unpack_extents(bytes(content))))
@@ -140,7 +143,7 @@ def mark(catalog: Catalog, pool_id: int, get: Callable[[bytes], bytes]) -> set[b
             elif entry.kind == Kind.DIR and entry.payload not in live:
                 todo.append(entry.payload)
     try:
-        mark_maps(maps, get, live)
+        mark_maps(maps, get, live, patches)
     except CorruptBlob as e:
         raise CorruptBlob(f"garbage collection cannot read a block map ({e}); run `cairn pool check`") from e
     return live

@@ -28,6 +28,7 @@ _ENTRY = struct.Struct(f"<{ID_SIZE}sBQII")
 DATA = 0
 TREE = 1
 MAP = 2  # a block map node of a disk image
+PATCH = 3  # a disk image block stored as the pages that differ from a full block (blockpatch.py)
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
 Each block is read and hashed; only blocks whose id differs from the one
 the image holds are stored (the block-level form of deduplicating before
-transfer). Holes of a sparse file are found with SEEK_DATA/SEEK_HOLE and
-never read, so a sparse image of terabytes costs what its data costs.
+transfer), as patches of the blocks they replace where few pages changed.
+Holes of a sparse file are found with SEEK_DATA/SEEK_HOLE and never read,
+so a sparse image of terabytes costs what its data costs.
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ from engine.ids import HOLE
 from .disk import MAX_SIZE, Disk
 from .pool import ImagePool
 
-READ_BLOCKS = 16  # blocks per read: 1 MiB at 64 KiB
+# Blocks per read: 4 MiB at 64 KiB. The old blocks of those that changed are read
+# ahead a batch at a time (a catalog query and a pack range or two each): 1 MiB
+# batches made pushing a 64 MiB rewrite over a patched version 30% slower.
+READ_BLOCKS = 64
 
 
 @dataclass
@@ -103,11 +107,14 @@ def _copy(disk: Disk, fd: int, size: int, stats: PushStats, progress: Callable[[
     for start, end in data_ranges(fd, size):
         first, stop = start // bs, -(-end // bs)
         _clear(disk, max(done, 0), max(first, done), stats)
+        ahead: _Batch | None = None  # read and hashed, its old blocks on their way
         for block in range(max(first, done), stop, READ_BLOCKS):
-            n = min(READ_BLOCKS, stop - block)
-            _blocks(disk, fd, block, n, size, stats)
-            if progress is not None:
-                progress(stats)
+            batch = _read(disk, fd, block, min(READ_BLOCKS, stop - block), size, stats)
+            if ahead is not None:
+                _store(disk, ahead, stats, progress)
+            ahead = batch
+        if ahead is not None:
+            _store(disk, ahead, stats, progress)
         done = max(done, stop)
     _clear(disk, done, blocks, stats)
 
@@ -122,7 +129,15 @@ def _clear(disk: Disk, first: int, stop: int, stats: PushStats) -> None:
         stats.changed_blocks += 1
 
 
-def _blocks(disk: Disk, fd: int, first: int, n: int, size: int, stats: PushStats) -> None:
+@dataclass
+class _Batch:
+    first: int
+    pieces: list[bytes]
+    ids: list[bytes]
+
+
+def _read(disk: Disk, fd: int, first: int, n: int, size: int, stats: PushStats) -> _Batch:
+    """Read and hash blocks; the old blocks of those that differ are read ahead while the last batch is stored."""
     bs = disk.block_size
     try:
         data = os.pread(fd, n * bs, first * bs)
@@ -135,10 +150,23 @@ def _blocks(disk: Disk, fd: int, first: int, n: int, size: int, stats: PushStats
     view = memoryview(data)
     zero = bytes(bs)
     id_of = disk.blobs.id_key.id_of
+    batch = _Batch(first, [], [])
     for i in range(n):
         block = view[i * bs : (i + 1) * bs]
-        piece = bytes(block) if len(block) == bs else bytes(block) + bytes(bs - len(block))
-        block_id = HOLE if piece == zero else id_of(piece)
-        if block_id != disk.block_id(first + i):
-            disk.store_block(first + i, piece)
+        batch.pieces.append(bytes(block) if len(block) == bs else bytes(block) + bytes(bs - len(block)))
+        batch.ids.append(HOLE if batch.pieces[-1] == zero else id_of(batch.pieces[-1]))
+    # An entry that differs is a patch to compare or the base of a changed block: read a pack range at a time.
+    entries = [disk.block_id(first + i) for i in range(n)]
+    differ = [e for e, b in zip(entries, batch.ids, strict=True) if e != b and e not in (HOLE, b"")]
+    if differ:
+        disk.blobs.prefetch(differ)
+    return batch
+
+
+def _store(disk: Disk, batch: _Batch, stats: PushStats, progress: Callable[[PushStats], None] | None) -> None:
+    for i, (piece, block_id) in enumerate(zip(batch.pieces, batch.ids, strict=True)):
+        if not disk.holds(batch.first + i, block_id):
+            disk.store_block(batch.first + i, piece)
             stats.changed_blocks += 1
+    if progress is not None:
+        progress(stats)

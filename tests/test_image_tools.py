@@ -166,6 +166,22 @@ def test_image_files_in_the_mount(tmp_path: Path, mounted: Mounted) -> None:  # 
     listed = cairn_json(mounted.data, "image", "list", "h1")
     assert isinstance(listed, list)
     assert {r["file"]: r["size"] for r in listed}["odd.img"] == 300_004
+    assert patched_blocks(mounted.data, "two") > 0  # rsync's small in-place writes became patches
+
+
+def patched_blocks(data: Path, snapshot: str) -> int:
+    """How many blocks of vm@<snapshot> are stored as patches."""
+    from engine.deployment import Deployment
+    from image.pool import ImagePool
+
+    with Deployment.open(data) as dep:
+        pool = ImagePool(dep)
+        try:
+            reader = pool.reader(pool.version("h1", "vm", snapshot))
+            blocks = reader.map.stored(0, reader.map.blocks)
+            return sum(len(dep.blobs.get(reader.map.get(b))) < reader.block_size for b in blocks)
+        finally:
+            pool.close()
 
 
 def test_cli_refuses_a_push_while_the_mount_writes(tmp_path: Path, mounted: Mounted) -> None:  # noqa: F811
