@@ -4,7 +4,9 @@ Versions: v1 made by `mkfs.ext4 -d` from ~750 MiB of files (incompressible
 and text); v2 with 1% of the image's 4 KiB blocks overwritten at random
 inside file data (scattered small writes); v3 with a 64 MiB file inside the
 image rewritten (a contiguous change). Each is pushed with each block size
-(64, 128, 256 KiB) into a fresh data directory, and backed up by restic
+(64, 128, 256 KiB) into a fresh data directory, followed there by 1% of the
+image's pages rewritten in place at random (what a VM's disk does between
+snapshots: each block changed is read before it is written), and backed up by restic
 (repository v2, --compression auto). With the default block size the same
 versions also go into the mount with `dd`, and are read back through the
 mount and over NBD. Stored bytes are the growth of the pool (or repository)
@@ -106,7 +108,7 @@ def catalog_bytes(data: Path) -> int:
     return (data / "catalog.db").stat().st_size
 
 
-def push_run(work: Path, imgs: list[Path], block_kib: int) -> list[dict[str, float]]:
+def push_run(work: Path, imgs: list[Path], block_kib: int, data_blocks: list[int]) -> list[dict[str, float]]:
     data = work / f"cairn-{block_kib}"
     rows = []
     for n, img in enumerate(imgs, 1):
@@ -118,8 +120,33 @@ def push_run(work: Path, imgs: list[Path], block_kib: int) -> list[dict[str, flo
         stored = du(data / "pool") - before
         rows.append({"seconds": seconds, "stored": stored, "changed_blocks": stats["changed_blocks"],
                      "catalog": catalog_bytes(data), "new_bytes": stats["new_bytes"]})  # fmt: skip
+    rows.append(scattered_writes(data, data_blocks))
     shutil.rmtree(data)
     return rows
+
+
+def scattered_writes(data: Path, data_blocks: list[int]) -> dict[str, float]:
+    """1% of the image's 4 KiB pages rewritten in place at random, as a VM's disk writes them, then a snapshot.
+
+    In process, on the engine's image pool (what the mount's writes call, less
+    FUSE): each write into a block not yet changed reads that block first.
+    """
+    from engine.deployment import Deployment
+    from image.pool import ImagePool
+
+    rng = random.Random(5)
+    pages = rng.sample(data_blocks, GiB // 4096 // 100)
+    before = du(data / "pool")
+    with Deployment.open(data) as dep:
+        pool = ImagePool(dep)
+        start = time.monotonic()
+        disk = pool.disk("h1", "vm")
+        for page in pages:
+            disk.write(page * 4096, rng.randbytes(4096))
+        dep.create_snapshot("h1", "scattered")
+        seconds = time.monotonic() - start
+        pool.close()
+    return {"seconds": seconds, "stored": du(data / "pool") - before, "writes": len(pages)}
 
 
 def restic_run(work: Path, imgs: list[Path]) -> list[dict[str, float]]:
@@ -184,8 +211,9 @@ def main() -> None:
     try:
         imgs = versions(work)
         result: dict[str, object] = {"restic": restic_run(work, imgs)}
+        data_blocks = file_blocks(imgs[0], None)
         for kib in (64, 128, 256):
-            result[f"push_{kib}k"] = push_run(work, imgs, kib)
+            result[f"push_{kib}k"] = push_run(work, imgs, kib, data_blocks)
             print(kib, result[f"push_{kib}k"], flush=True)
         result["mount"] = mount_run(work, imgs)
         print(json.dumps(result, indent=1))
