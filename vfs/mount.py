@@ -21,6 +21,11 @@ from .ops import Operations
 
 log = logging.getLogger(__name__)
 
+# The kernel reads ahead 128 KiB per FUSE request by default. A whole chunk
+# (about 1 MiB) per request and two in flight read a 2 GiB snapshot in 3.5-4.0 s
+# instead of 5.5 s here (tar | wc), with an eighth of the requests.
+READ_AHEAD_KB = 2048
+
 
 def clear_stale(mountpoint: Path) -> None:
     """Detach a mount left by a killed process; refuse a mount that still answers."""
@@ -36,6 +41,16 @@ def clear_stale(mountpoint: Path) -> None:
         subprocess.run(["fusermount3", "-u", "-z", target], check=True, capture_output=True)
         return
     raise CairnError(f"{mountpoint} is already mounted and answering; unmount it first")
+
+
+def raise_read_ahead(mountpoint: Path, kb: int = READ_AHEAD_KB) -> None:
+    """Set the mount's read-ahead (its backing device's in sysfs); only root may, so others keep the default."""
+    dev = os.stat(mountpoint).st_dev
+    path = Path(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb")
+    try:
+        path.write_text(str(kb))
+    except OSError as e:
+        log.debug("read-ahead stays at the kernel's default: %s", e)
 
 
 def serve(
@@ -67,7 +82,7 @@ async def _main(mountpoint: Path) -> None:
         # The mount can die silently in init: ask it something, from a thread,
         # once the loop serves requests (asking before would deadlock).
         with trio.fail_after(30):
-            await trio.to_thread.run_sync(os.stat, mountpoint)
+            await trio.to_thread.run_sync(raise_read_ahead, mountpoint)
         log.info("mounted at %s", mountpoint)
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for _ in signals:
