@@ -268,16 +268,18 @@ class MountReader:
                 self._readers.popitem(last=False)
         return reader
 
-    def forget(self, number: int, count: int) -> None:
-        """The adapter no longer needs a snapshot entry (FUSE's forget)."""
+    def forget(self, number: int, count: int) -> bool:
+        """The adapter no longer needs a snapshot entry (FUSE's forget); True once none of it is held."""
         with self._lock:
             held = self._entries.get(number)
-            if held is not None:
-                left = held[1] - count
-                if left <= 0:
-                    del self._entries[number]
-                else:
-                    self._entries[number] = (held[0], left)
+            if held is None:
+                return True
+            left = held[1] - count
+            if left <= 0:
+                del self._entries[number]
+                return True
+            self._entries[number] = (held[0], left)
+            return False
 
     # -- snapshot entries ----------------------------------------------------
 
