@@ -14,6 +14,7 @@ from typing import Protocol
 from .ids import HOLE, ID_SIZE
 
 _EXTENT = struct.Struct(f"<{ID_SIZE}sI")
+EXTENT_SIZE = _EXTENT.size
 # Holes longer than a u32 are split into several extents.
 MAX_EXTENT = 0xFFFFFFFF
 

@@ -87,3 +87,13 @@ def test_listing_prefetches_subdirectories_and_small_files(deployment: Deploymen
         d = view.lookup(snap, b"d%d" % i).ino
         f = view.lookup(d, b"f").ino
         assert view.read(f, 0, 100) == b"file in dir %d" % i
+
+
+def test_small_contents_of_a_listing(deployment: Deployment) -> None:
+    files = {b"a": b"first", b"b": os.urandom(3000), b"big": os.urandom(3 << 20), b"empty": b""}
+    view, snap = _snapshot_with(deployment, files, dirs=1)
+    view.listdir(snap)
+    got = {number: content for number, content in view.small_contents(snap)}
+    # One-chunk files only, by their node numbers: what FUSE may put in the page cache.
+    assert got == {view.lookup(snap, b"a").ino: b"first", view.lookup(snap, b"b").ino: files[b"b"]}
+    assert list(view.small_contents(ROOT)) == []

@@ -68,6 +68,7 @@ def serve(
     try:
         trio.run(_main, mountpoint)
     finally:
+        ops.close()
         pyfuse3.close(unmount=True)
 
 

@@ -16,7 +16,9 @@ import functools
 import itertools
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import pyfuse3
@@ -36,6 +38,8 @@ T = TypeVar("T")
 SNAPSHOT_TIMEOUT = 300.0
 WORKING_TIMEOUT = 1.0
 VIRTUAL_TIMEOUT = 1.0  # sources and snapshots appear by mkdir through this mount
+# A pushed page waits for its node this long at most (the listing's reply is on its way).
+PUSH_TRIES, PUSH_WAIT = 4, 0.001
 
 
 class Operations(pyfuse3.Operations):
@@ -52,6 +56,10 @@ class Operations(pyfuse3.Operations):
         # A snapshot never changes, so they are built once: tar asks getattr of
         # every file it reads (a read drops the kernel's atime), 6 µs -> 0.3 µs.
         self._snapshot_attrs: dict[int, pyfuse3.EntryAttributes] = {}
+        # Listed snapshot directories whose small files go to the kernel's page
+        # cache once listed (see _push); one thread, as the files are read in order.
+        self._unpushed: dict[int, int] = {}
+        self._pusher: ThreadPoolExecutor | None = None
         self._dir_handles = itertools.count(1)
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -80,6 +88,36 @@ class Operations(pyfuse3.Operations):
             raise
         except Exception as e:
             raise _fuse_error(e) from None
+
+    def init(self) -> None:
+        """Mounted: the kernel takes pushed pages from now on."""
+        self._pusher = ThreadPoolExecutor(1, thread_name_prefix="cairn-push")
+
+    def close(self) -> None:
+        if self._pusher is not None:
+            self._pusher.shutdown(wait=True, cancel_futures=True)
+
+    def _push(self, inode: int) -> None:
+        """Put a listed snapshot directory's small files into the kernel's page cache.
+
+        Reading them then costs no READ, and no GETATTR either (a READ drops
+        the kernel's atime): tar asks 2 requests a file instead of 4. Runs on
+        its own thread: the kernel may wait for a READ of the same page, which
+        the loop answers. The kernel knows a node only once the listing's reply
+        reached it, hence the short waits on ENOENT.
+        """
+        try:
+            for number, content in self.view.small_contents(inode):
+                for _ in range(PUSH_TRIES):
+                    try:
+                        pyfuse3.notify_store(number, 0, content)
+                        break
+                    except OSError as e:
+                        if e.errno != errno.ENOENT:
+                            raise
+                        time.sleep(PUSH_WAIT)
+        except Exception as e:  # pushing only saves requests; reads work without it
+            log.debug("pushing the files of node %d stopped: %s", inode, e)
 
     # -- attributes ----------------------------------------------------------
 
@@ -260,6 +298,8 @@ class Operations(pyfuse3.Operations):
         listing = await self._on(inode, self.view.listdir)
         fh = next(self._dir_handles)
         self._dirs[fh] = listing
+        if inode >> 62 == SNAPSHOT and self._pusher is not None:
+            self._unpushed[fh] = inode
         return fh
 
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
@@ -267,10 +307,14 @@ class Operations(pyfuse3.Operations):
         for i in range(start_id, len(listing)):
             name, stat = listing[i]
             if not pyfuse3.readdir_reply(token, name, self._attr(stat), i + 1):
-                return
+                break
+        inode = self._unpushed.pop(fh, None)
+        if inode is not None and self._pusher is not None:
+            self._pusher.submit(self._push, inode)
 
     async def releasedir(self, fh: int) -> None:
         self._dirs.pop(fh, None)
+        self._unpushed.pop(fh, None)
 
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
         return None

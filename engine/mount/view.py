@@ -12,14 +12,14 @@ import stat as st
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from ..cache import check_may_block
-from ..content import ContentReader, chunk_ids, unpack_extents
+from ..content import EXTENT_SIZE, ContentReader, chunk_ids, unpack_extents
 from ..deployment import Deployment, SourceInfo
 from ..errors import CorruptBlob, InvalidArgument, NotADirectory, NotFound
-from ..ids import HOLE
+from ..ids import HOLE, ID_SIZE
 from ..meta import Kind, Stat
 from ..reader import SnapshotView
 from ..snapshots import SnapshotInfo, list_numbered
@@ -288,12 +288,23 @@ class MountReader:
         entries = list(entries)
         self.dep.trees.prefetch([e.payload for e in entries if e.kind == Kind.DIR])
         wanted: list[bytes] = []
-        budget = PREFETCH_BYTES
-        for e in entries:
-            if e.kind == Kind.FILE and 0 < e.size <= min(PREFETCH_FILE, budget):
-                wanted += chunk_ids(unpack_extents(e.payload))
-                budget -= e.size
+        for e in _small_files(entries):
+            wanted += chunk_ids(unpack_extents(e.payload))
         self.dep.blobs.prefetch(wanted)
+
+    def small_contents(self, number: int) -> Iterator[tuple[int, bytes]]:
+        """Node number and content of the one-chunk files that listing a snapshot directory prefetches, in order.
+
+        Blocks until each has arrived: for an adapter that hands them on
+        (FUSE puts them in the kernel's page cache) away from its request loop.
+        """
+        node = node_of(number)
+        if node.space != SNAPSHOT:
+            return
+        listing = self._snapshot_view(node.owner).listing(self._entry(number))
+        for e in _small_files(listing.values()):
+            if len(e.payload) == EXTENT_SIZE and not e.payload.startswith(HOLE):
+                yield Node(SNAPSHOT, node.owner, e.ino).number, self.dep.blobs.get(e.payload[:ID_SIZE])
 
     def _snapshot_view(self, snapshot_id: int) -> SnapshotView:
         with self._lock:
@@ -350,6 +361,15 @@ class MountReader:
         t = int(latest.created * 1e9)
         size = len(latest.name.encode())
         return Stat(Node(VIRTUAL, source.id, LATEST).number, st.S_IFLNK | 0o777, 1, 0, 0, 0, size, 0, t, t, t)
+
+
+def _small_files(entries: Iterable[Entry]) -> Iterator[Entry]:
+    """The files of a listing worth fetching before they are read: up to a chunk each, PREFETCH_BYTES in all."""
+    budget = PREFETCH_BYTES
+    for e in entries:
+        if e.kind == Kind.FILE and 0 < e.size <= min(PREFETCH_FILE, budget):
+            budget -= e.size
+            yield e
 
 
 def _wt(source_id: int, stat: Stat) -> Stat:
