@@ -47,8 +47,10 @@ from .nodes import (
 PREFETCH_FILE = 256 << 10  # files up to one chunk
 PREFETCH_BYTES = 16 << 20  # per listing: a quarter of the decoded-blob cache
 # Chunks read ahead of a sequential reader (~1 MiB each): decoding the next
-# ones on another core while the FUSE loop serves this one.
-READ_AHEAD = 4
+# ones on another core while the FUSE loop serves this one. Measured on 2 GiB
+# with the mount's 2 MiB read-ahead: 4 ahead, a fourth of the reads waited
+# for decoding (3.5 s); 12 ahead, asked 3 at a time, a tenth (3.2 s).
+READ_AHEAD = 12
 READERS = 256  # open snapshot files whose chunk lists stay unpacked
 CACHE_SECONDS = 5.0  # sources and snapshot lists change through this view, or rarely
 
@@ -249,7 +251,7 @@ class MountReader:
             except CorruptBlob as e:
                 raise view.damaged(entry.name, e) from e
             if reader.size > PREFETCH_FILE:
-                self.dep.blobs.prefetch(reader.ahead(offset + size, READ_AHEAD))
+                self.dep.blobs.prefetch(reader.ahead(offset + size, READ_AHEAD), batch=READ_AHEAD // 4)
             return data
         if node.space == IMAGE and self.images is not None:
             return self.images.read(number, offset, size)
