@@ -8,6 +8,7 @@ this module only reads.
 
 from __future__ import annotations
 
+import itertools
 import stat as st
 import threading
 import time
@@ -52,6 +53,7 @@ PREFETCH_BYTES = 16 << 20  # per listing: a quarter of the decoded-blob cache
 # for decoding (3.5 s); 12 ahead, asked 3 at a time, a tenth (3.2 s).
 READ_AHEAD = 12
 READERS = 256  # open snapshot files whose chunk lists stay unpacked
+NEXT_DIRS = 1 << 16  # subdirectories remembered with their next sibling, at most
 CACHE_SECONDS = 5.0  # sources and snapshot lists change through this view, or rarely
 
 
@@ -74,6 +76,8 @@ class MountReader:
         # Snapshot entries the adapter has looked up, by node number.
         self._entries: dict[int, tuple[Entry, int]] = {}
         self._readers: OrderedDict[int, ContentReader] = OrderedDict()
+        # A listed snapshot directory's subdirectories, each with the one after it.
+        self._next_dirs: dict[int, Entry] = {}
         self._trees: dict[int, WorkingTree] = {}
         self.started_ns = time.time_ns()
 
@@ -205,8 +209,16 @@ class MountReader:
             return [(n, _wt(node.owner, s)) for n, s in self.tree(node.owner).listdir(node.ino)]
         if node.space == SNAPSHOT:
             listing = self._snapshot_view(node.owner).listing(self._entry(number))
-            self._prefetch(listing.values())
-            return [(e.name, self._remember(node.owner, e)) for e in sorted(listing.values(), key=lambda e: e.name)]
+            entries = sorted(listing.values(), key=lambda e: e.name)
+            with self._lock:
+                after = self._next_dirs.pop(number, None)
+                if len(self._next_dirs) > NEXT_DIRS:
+                    self._next_dirs.clear()
+                dirs = [e for e in entries if e.kind == Kind.DIR]
+                for d, next_d in itertools.pairwise(dirs):
+                    self._next_dirs[Node(SNAPSHOT, node.owner, d.ino).number] = next_d
+            self._prefetch(entries, after)
+            return [(e.name, self._remember(node.owner, e)) for e in entries]
         if node == ROOT_NODE:
             return [(name.encode(), self._source_stat(s)) for name, s in sorted(self.sources().items())]
         source = self.source_by_id(node.owner)
@@ -285,10 +297,17 @@ class MountReader:
 
     # -- snapshot entries ----------------------------------------------------
 
-    def _prefetch(self, entries: Iterable[Entry]) -> None:
-        """Small files and subdirectories of a listed directory are likely read next: fetch them now."""
-        entries = list(entries)
+    def _prefetch(self, entries: list[Entry], after: Entry | None = None) -> None:
+        """Small files and subdirectories of a listed directory are likely read next: fetch them now.
+
+        So are the small files of the directory listed after it (`after`, its
+        next sibling), when that one's listing is at hand: a walk then finds
+        a directory's first files in memory, not a catalog query and a pack
+        read away (tar waited ~1 ms at each of 200 directories).
+        """
         self.dep.trees.prefetch([e.payload for e in entries if e.kind == Kind.DIR])
+        if after is not None and self.dep.trees.holds(after.payload):
+            entries = entries + list(self.dep.trees.get(after.payload).values())
         wanted: list[bytes] = []
         for e in _small_files(entries):
             wanted += chunk_ids(unpack_extents(e.payload))
