@@ -272,10 +272,14 @@ class Operations(pyfuse3.Operations):
 
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         write = flags & os.O_ACCMODE != os.O_RDONLY
+        space = inode >> 62
+        if space == SNAPSHOT:  # never does I/O: answered here, as release is (tar: 2 requests a file)
+            self._now(self.view.open, inode, write)
+            return pyfuse3.FileInfo(fh=inode, keep_cache=True)
         await self._on(inode, self.view.open, write)
-        if flags & os.O_TRUNC and node_of(inode).space in (WORKING, IMAGE):
+        if flags & os.O_TRUNC and space in (WORKING, IMAGE):
             await self._on(inode, functools.partial(self.view.setattr, size=0))  # no I/O unless a spool is busy
-        return pyfuse3.FileInfo(fh=inode, keep_cache=node_of(inode).space == SNAPSHOT)
+        return pyfuse3.FileInfo(fh=inode, keep_cache=False)
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
         return await self._on(fh, self.view.read, off, size)
@@ -287,6 +291,9 @@ class Operations(pyfuse3.Operations):
     # FLUSH on every close() (a request per file saved; release does the work).
 
     async def release(self, fh: int) -> None:
+        if fh >> 62 == SNAPSHOT:
+            self._now(self.view.release, fh)
+            return
         await self._on(fh, self.view.release)
 
     async def fsync(self, fh: int, datasync: bool) -> None:

@@ -218,7 +218,7 @@ class MountReader:
                 for d, next_d in itertools.pairwise(dirs):
                     self._next_dirs[Node(SNAPSHOT, node.owner, d.ino).number] = next_d
             self._prefetch(entries, after)
-            return [(e.name, self._remember(node.owner, e)) for e in entries]
+            return [(e.name, stat) for e, stat in zip(entries, self._remember_all(node.owner, entries), strict=True)]
         if node == ROOT_NODE:
             return [(name.encode(), self._source_stat(s)) for name, s in sorted(self.sources().items())]
         source = self.source_by_id(node.owner)
@@ -310,7 +310,11 @@ class MountReader:
             entries = entries + list(self.dep.trees.get(after.payload).values())
         wanted: list[bytes] = []
         for e in _small_files(entries):
-            wanted += chunk_ids(unpack_extents(e.payload))
+            if len(e.payload) == EXTENT_SIZE:  # one chunk, as almost every small file
+                if not e.payload.startswith(HOLE):
+                    wanted.append(e.payload[:ID_SIZE])
+            else:
+                wanted += chunk_ids(unpack_extents(e.payload))
         self.dep.blobs.prefetch(wanted)
 
     def small_contents(self, number: int) -> Iterator[tuple[int, bytes]]:
@@ -339,11 +343,18 @@ class MountReader:
         raise NotFound(f"no snapshot {snapshot_id}")
 
     def _remember(self, snapshot_id: int, entry: Entry) -> Stat:
-        number = Node(SNAPSHOT, snapshot_id, entry.ino).number
+        return self._remember_all(snapshot_id, [entry])[0]
+
+    def _remember_all(self, snapshot_id: int, entries: list[Entry]) -> list[Stat]:
+        """Stats of entries of one snapshot, each remembered until forgotten (a listing: one lock, not one each)."""
+        base = Node(SNAPSHOT, snapshot_id, 0).number
+        stats = [_entry_stat(base | e.ino, e) for e in entries]
         with self._lock:
-            held = self._entries.get(number)
-            self._entries[number] = (entry, (held[1] if held else 0) + 1)
-        return _entry_stat(number, entry)
+            held = self._entries
+            for e, stat in zip(entries, stats, strict=True):
+                old = held.get(stat.ino)
+                held[stat.ino] = (e, old[1] + 1 if old else 1)
+        return stats
 
     def _entry(self, number: int) -> Entry:
         with self._lock:
