@@ -11,11 +11,13 @@ Engine errors become the errno a real file system would give.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import itertools
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -60,6 +62,7 @@ class Operations(pyfuse3.Operations):
         # cache once listed (see _push); one thread, as the files are read in order.
         self._unpushed: dict[int, int] = {}
         self._pusher: ThreadPoolExecutor | None = None
+        self._stop_pushing = threading.Event()
         self._dir_handles = itertools.count(1)
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -94,6 +97,9 @@ class Operations(pyfuse3.Operations):
         self._pusher = ThreadPoolExecutor(1, thread_name_prefix="cairn-push")
 
     def close(self) -> None:
+        """Stop pushing pages; returns once no push is in progress. Call it while the loop
+        still answers requests, or once the kernel has dropped the mount."""
+        self._stop_pushing.set()
         if self._pusher is not None:
             self._pusher.shutdown(wait=True, cancel_futures=True)
 
@@ -108,6 +114,8 @@ class Operations(pyfuse3.Operations):
         """
         try:
             for number, content in self.view.small_contents(inode):
+                if self._stop_pushing.is_set():
+                    return
                 for _ in range(PUSH_TRIES):
                     try:
                         pyfuse3.notify_store(number, 0, content)
@@ -316,8 +324,9 @@ class Operations(pyfuse3.Operations):
             if not pyfuse3.readdir_reply(token, name, self._attr(stat), i + 1):
                 break
         inode = self._unpushed.pop(fh, None)
-        if inode is not None and self._pusher is not None:
-            self._pusher.submit(self._push, inode)
+        if inode is not None and self._pusher is not None and not self._stop_pushing.is_set():
+            with contextlib.suppress(RuntimeError):  # closed meanwhile: unmounting
+                self._pusher.submit(self._push, inode)
 
     async def releasedir(self, fh: int) -> None:
         self._dirs.pop(fh, None)
