@@ -210,14 +210,7 @@ class MountReader:
         if node.space == SNAPSHOT:
             listing = self._snapshot_view(node.owner).listing(self._entry(number))
             entries = sorted(listing.values(), key=lambda e: e.name)
-            with self._lock:
-                after = self._next_dirs.pop(number, None)
-                if len(self._next_dirs) > NEXT_DIRS:
-                    self._next_dirs.clear()
-                dirs = [e for e in entries if e.kind == Kind.DIR]
-                for d, next_d in itertools.pairwise(dirs):
-                    self._next_dirs[Node(SNAPSHOT, node.owner, d.ino).number] = next_d
-            self._prefetch(entries, after)
+            self._prefetch(entries, self._next_dir(number, entries))
             return [(e.name, stat) for e, stat in zip(entries, self._remember_all(node.owner, entries), strict=True)]
         if node == ROOT_NODE:
             return [(name.encode(), self._source_stat(s)) for name, s in sorted(self.sources().items())]
@@ -316,6 +309,18 @@ class MountReader:
             else:
                 wanted += chunk_ids(unpack_extents(e.payload))
         self.dep.blobs.prefetch(wanted)
+
+    def _next_dir(self, number: int, entries: list[Entry]) -> Entry | None:
+        """The directory after a listed one among its parent's; notes the same of its own subdirectories."""
+        owner = node_of(number).owner
+        dirs = [e for e in entries if e.kind == Kind.DIR]
+        with self._lock:
+            after = self._next_dirs.pop(number, None)
+            if len(self._next_dirs) > NEXT_DIRS:
+                self._next_dirs.clear()
+            for d, next_d in itertools.pairwise(dirs):
+                self._next_dirs[Node(SNAPSHOT, owner, d.ino).number] = next_d
+        return after
 
     def small_contents(self, number: int) -> Iterator[tuple[int, bytes]]:
         """Node number and content of the one-chunk files that listing a snapshot directory prefetches, in order.
