@@ -428,7 +428,7 @@ class BlobStore:
         self.cache.put(blob_id, plain)
         return plain
 
-    def decode_checked(self, blob_id: bytes, blob: bytes, pack: str | None) -> bytes:
+    def decode_checked(self, blob_id: bytes, blob: bytes | memoryview, pack: str | None) -> bytes:
         try:
             plain = self.codec.decode(blob)
         except CorruptBlob as e:
@@ -448,17 +448,24 @@ class BlobStore:
             # Accepted but still being encoded.
             self._wait_encoders()
 
-    def prefetch(self, blob_ids: list[bytes], parsed: Callable[[bytes, bytes], object] | None = None) -> None:
+    def prefetch(
+        self, blob_ids: list[bytes], parsed: Callable[[bytes, bytes], object] | None = None, *, batch: int = 1
+    ) -> None:
         """Read blobs into the cache in the background, a pack range at a time, in the order given.
 
         Listing a snapshot directory prefetches its small files, so that
         reading them one by one finds them in memory (tar, rsync, cp -r).
         `parsed`, if given, also receives each blob's plaintext (trees are
-        kept parsed elsewhere, safe from the cache's eviction).
+        kept parsed elsewhere, safe from the cache's eviction). With `batch`,
+        nothing is asked until that many are missing, unless the first is:
+        a read-ahead then costs one catalog query per few chunks, not one per
+        chunk (~350 µs each, a third of a 1 MiB chunk's decoding).
         """
         with self._lock:
             room = PREFETCH_QUEUE - len(self._fetching)
             wanted = [i for i in blob_ids if i not in self._fetching and not self.cache.contains(i)][:room]
+            if len(wanted) < batch and (not wanted or wanted[0] != blob_ids[0]):
+                return
             self._fetching.update(wanted)
         if wanted:
             self._prefetchers.submit(self._prefetch, wanted, parsed)
@@ -487,9 +494,9 @@ class BlobStore:
             end = max(loc.offset + loc.length for _, loc in blobs_here)
             if end - start > PACK_TARGET * 2:
                 continue
-            data = self.backend.get(pack_key(pack), start, end - start)
+            data = memoryview(self.backend.get(pack_key(pack), start, end - start))
             for blob_id, loc in sorted(blobs_here, key=lambda b: order[b[0]]):
-                blob = data[loc.offset - start : loc.offset - start + loc.length]
+                blob = data[loc.offset - start : loc.offset - start + loc.length]  # decoding copies it once
                 plain = self.decode_checked(blob_id, blob, pack)
                 self.cache.put(blob_id, plain)
                 if parsed is not None:

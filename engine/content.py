@@ -14,6 +14,7 @@ from typing import Protocol
 from .ids import HOLE, ID_SIZE
 
 _EXTENT = struct.Struct(f"<{ID_SIZE}sI")
+EXTENT_SIZE = _EXTENT.size
 # Holes longer than a u32 are split into several extents.
 MAX_EXTENT = 0xFFFFFFFF
 
@@ -76,21 +77,21 @@ class ContentReader:
         i = bisect.bisect_right(self._starts, offset) - 1
         blob_id, n = self.extents[i]
         start = self._starts[i]
-        if end <= start + n and blob_id != HOLE:  # within one chunk: one copy, not two
-            return bytes(memoryview(self.chunks.get(blob_id))[offset - start : end - start])
-        out = bytearray()
+        if end <= start + n and blob_id != HOLE:  # within one chunk: one copy, or none for all of it
+            chunk = self.chunks.get(blob_id)
+            if offset == start and end == start + n:
+                return chunk
+            return bytes(memoryview(chunk)[offset - start : end - start])
+        parts: list[bytes | memoryview] = []
         pos = offset
         while pos < end:
             blob_id, n = self.extents[i]
             start = self._starts[i]
             lo, hi = pos - start, min(n, end - start)
-            if blob_id == HOLE:
-                out += bytes(hi - lo)
-            else:
-                out += memoryview(self.chunks.get(blob_id))[lo:hi]
+            parts.append(bytes(hi - lo) if blob_id == HOLE else memoryview(self.chunks.get(blob_id))[lo:hi])
             pos = start + hi
             i += 1
-        return bytes(out)
+        return b"".join(parts)  # one copy: a read across chunks is 1 MiB with the mount's read-ahead
 
     def ahead(self, offset: int, count: int) -> list[bytes]:
         """Ids of the next `count` chunks from `offset` on: what a sequential reader needs next."""

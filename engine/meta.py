@@ -31,13 +31,17 @@ _FORMAT = {
     Kind.BLK: stat.S_IFBLK,
 }
 _KIND = {fmt: kind for kind, fmt in _FORMAT.items()}
+_FORMAT_OF_NUMBER = {int(kind): fmt for kind, fmt in _FORMAT.items()}
 
 # Permission bits including setuid, setgid and sticky.
 PERM_MASK = 0o7777
 
 
 def st_mode(kind: int, mode: int) -> int:
-    return _FORMAT[Kind(kind)] | (mode & PERM_MASK)
+    fmt = _FORMAT_OF_NUMBER.get(kind)  # not Kind(kind): 1.5 µs a stat
+    if fmt is None:
+        raise ValueError(f"{kind!r} is not a valid Kind")
+    return fmt | (mode & PERM_MASK)
 
 
 def kind_of(mode: int) -> Kind:

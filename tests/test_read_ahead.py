@@ -87,3 +87,25 @@ def test_listing_prefetches_subdirectories_and_small_files(deployment: Deploymen
         d = view.lookup(snap, b"d%d" % i).ino
         f = view.lookup(d, b"f").ino
         assert view.read(f, 0, 100) == b"file in dir %d" % i
+
+
+def test_small_contents_of_a_listing(deployment: Deployment) -> None:
+    files = {b"a": b"first", b"b": os.urandom(3000), b"big": os.urandom(3 << 20), b"empty": b""}
+    view, snap = _snapshot_with(deployment, files, dirs=1)
+    view.listdir(snap)
+    got = {number: content for number, content in view.small_contents(snap)}
+    # One-chunk files only, by their node numbers: what FUSE may put in the page cache.
+    assert got == {view.lookup(snap, b"a").ino: b"first", view.lookup(snap, b"b").ino: files[b"b"]}
+    assert list(view.small_contents(ROOT)) == []
+
+
+def test_listing_a_directory_prefetches_the_next_ones_files(deployment: Deployment) -> None:
+    view, snap = _snapshot_with(deployment, {}, dirs=3)
+    view.listdir(snap)
+    d0, d1 = view.lookup(snap, b"d0").ino, view.lookup(snap, b"d1").ino
+    tree_ids = [view._entry(d).payload for d in (d0, d1)]
+    assert eventually(lambda: all(deployment.trees.holds(t) for t in tree_ids))
+    f1 = deployment.trees.get(tree_ids[1])[b"f"]
+    deployment.blobs.cache.clear()
+    view.listdir(d0)
+    assert eventually(lambda: deployment.blobs.cache.contains(f1.payload[:32]))

@@ -7,16 +7,24 @@ through `_now`: a thread hop costs ~180 µs here, and rsync makes about 20
 requests a file, so hopping for a dictionary lookup cut throughput by 3.5x
 (measured: 5,000 small files in 21 s with every call in a thread, 6 s inline).
 Engine errors become the errno a real file system would give.
+
+Snapshots never change, so the kernel is told as much as it can keep: their
+attributes are built once, and a listed directory's small files are put in
+its page cache ahead of the reads (`_push`), which tar then never sends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import itertools
 import logging
 import os
+import threading
+import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import pyfuse3
@@ -36,10 +44,16 @@ T = TypeVar("T")
 SNAPSHOT_TIMEOUT = 300.0
 WORKING_TIMEOUT = 1.0
 VIRTUAL_TIMEOUT = 1.0  # sources and snapshots appear by mkdir through this mount
+# A pushed page waits for its node this long at most (the listing's reply is on its way).
+PUSH_TRIES, PUSH_WAIT = 4, 0.001
 
 
 class Operations(pyfuse3.Operations):
-    """Runs on the trio loop; all state lives in the engine."""
+    """Runs on the trio loop, but for `_push` on its own thread, which only reads the view.
+
+    State beyond the engine's is what the kernel holds: open directory
+    listings and snapshot attributes (touched on the loop only).
+    """
 
     enable_writeback_cache = False
 
@@ -48,6 +62,15 @@ class Operations(pyfuse3.Operations):
         self.view = view
         self.limiter = trio.CapacityLimiter(threads)
         self._dirs: dict[int, list[tuple[bytes, Stat]]] = {}
+        # Attributes of the snapshot nodes the kernel holds, until it forgets them.
+        # A snapshot never changes, so they are built once: tar asks getattr of
+        # every file it reads (a read drops the kernel's atime), 6 µs -> 0.4 µs.
+        self._snapshot_attrs: dict[int, pyfuse3.EntryAttributes] = {}
+        # Listed snapshot directories whose small files go to the kernel's page
+        # cache once listed (see _push); one thread, as the files are read in order.
+        self._unpushed: dict[int, int] = {}
+        self._pusher: ThreadPoolExecutor | None = None
+        self._stop_pushing = threading.Event()
         self._dir_handles = itertools.count(1)
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -77,13 +100,59 @@ class Operations(pyfuse3.Operations):
         except Exception as e:
             raise _fuse_error(e) from None
 
+    def init(self) -> None:
+        """Mounted: the kernel takes pushed pages from now on."""
+        self._pusher = ThreadPoolExecutor(1, thread_name_prefix="cairn-push")
+
+    def close(self) -> None:
+        """Stop pushing pages; returns once no push is in progress.
+
+        Call it while the loop still answers requests, or once the kernel has
+        dropped the mount: a push may wait for a READ of its page.
+        """
+        self._stop_pushing.set()
+        if self._pusher is not None:
+            self._pusher.shutdown(wait=True, cancel_futures=True)
+
+    def _push(self, inode: int) -> None:
+        """Put a listed snapshot directory's small files into the kernel's page cache.
+
+        Reading them then costs no READ, and no GETATTR either (a READ drops
+        the kernel's atime): tar asks 2 requests a file instead of 4. Runs on
+        its own thread: the kernel may wait for a READ of the same page, which
+        the loop answers. The kernel knows a node only once the listing's reply
+        reached it, hence the short waits on ENOENT.
+        """
+        try:
+            for number, content in self.view.small_contents(inode):
+                if self._stop_pushing.is_set():
+                    return
+                for _ in range(PUSH_TRIES):
+                    try:
+                        pyfuse3.notify_store(number, 0, content)
+                        break
+                    except OSError as e:
+                        if e.errno != errno.ENOENT:
+                            raise
+                        time.sleep(PUSH_WAIT)
+        except Exception as e:  # pushing only saves requests; reads work without it
+            log.debug("pushing the files of node %d stopped: %s", inode, e)
+
     # -- attributes ----------------------------------------------------------
 
     def _attr(self, stat: Stat) -> pyfuse3.EntryAttributes:
+        space = stat.ino >> 62
+        if space == SNAPSHOT:
+            cached = self._snapshot_attrs.get(stat.ino)
+            if cached is None:
+                cached = self._snapshot_attrs[stat.ino] = self._new_attr(stat, space)
+            return cached
+        return self._new_attr(stat, space)
+
+    def _new_attr(self, stat: Stat, space: int) -> pyfuse3.EntryAttributes:
         a = pyfuse3.EntryAttributes()
         a.st_ino = stat.ino
         a.generation = 0
-        space = stat.ino >> 62
         a.entry_timeout = a.attr_timeout = (
             SNAPSHOT_TIMEOUT if space == SNAPSHOT else WORKING_TIMEOUT if space == WORKING else VIRTUAL_TIMEOUT
         )
@@ -116,10 +185,13 @@ class Operations(pyfuse3.Operations):
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         for number, count in inode_list:
-            if number >> 62 == SNAPSHOT:
-                self.view.forget(number, count)  # in memory only: no thread needed
+            if number >> 62 == SNAPSHOT and self.view.forget(number, count):  # in memory only: no thread needed
+                self._snapshot_attrs.pop(number, None)
 
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        cached = self._snapshot_attrs.get(inode)
+        if cached is not None:
+            return cached
         return self._attr(await self._on(inode, self.view.getattr))
 
     async def setattr(
@@ -175,6 +247,7 @@ class Operations(pyfuse3.Operations):
             self._now(self.view.rmdir, parent_inode, name)
         else:
             await self._call(self.view.rmdir, parent_inode, name)
+            self._snapshot_attrs.clear()  # a deleted snapshot's id may be given to the next one
 
     async def mknod(
         self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
@@ -218,10 +291,14 @@ class Operations(pyfuse3.Operations):
 
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         write = flags & os.O_ACCMODE != os.O_RDONLY
+        space = inode >> 62
+        if space == SNAPSHOT:  # never does I/O: answered here, as release is (tar: 2 requests a file)
+            self._now(self.view.open, inode, write)
+            return pyfuse3.FileInfo(fh=inode, keep_cache=True)
         await self._on(inode, self.view.open, write)
-        if flags & os.O_TRUNC and node_of(inode).space in (WORKING, IMAGE):
+        if flags & os.O_TRUNC and space in (WORKING, IMAGE):
             await self._on(inode, functools.partial(self.view.setattr, size=0))  # no I/O unless a spool is busy
-        return pyfuse3.FileInfo(fh=inode, keep_cache=node_of(inode).space == SNAPSHOT)
+        return pyfuse3.FileInfo(fh=inode, keep_cache=False)
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
         return await self._on(fh, self.view.read, off, size)
@@ -233,6 +310,9 @@ class Operations(pyfuse3.Operations):
     # FLUSH on every close() (a request per file saved; release does the work).
 
     async def release(self, fh: int) -> None:
+        if fh >> 62 == SNAPSHOT:
+            self._now(self.view.release, fh)
+            return
         await self._on(fh, self.view.release)
 
     async def fsync(self, fh: int, datasync: bool) -> None:
@@ -244,6 +324,8 @@ class Operations(pyfuse3.Operations):
         listing = await self._on(inode, self.view.listdir)
         fh = next(self._dir_handles)
         self._dirs[fh] = listing
+        if inode >> 62 == SNAPSHOT and self._pusher is not None:
+            self._unpushed[fh] = inode
         return fh
 
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
@@ -251,10 +333,15 @@ class Operations(pyfuse3.Operations):
         for i in range(start_id, len(listing)):
             name, stat = listing[i]
             if not pyfuse3.readdir_reply(token, name, self._attr(stat), i + 1):
-                return
+                break
+        inode = self._unpushed.pop(fh, None)
+        if inode is not None and self._pusher is not None and not self._stop_pushing.is_set():
+            with contextlib.suppress(RuntimeError):  # closed meanwhile: unmounting
+                self._pusher.submit(self._push, inode)
 
     async def releasedir(self, fh: int) -> None:
         self._dirs.pop(fh, None)
+        self._unpushed.pop(fh, None)
 
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
         return None

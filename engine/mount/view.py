@@ -8,18 +8,19 @@ this module only reads.
 
 from __future__ import annotations
 
+import itertools
 import stat as st
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from ..cache import check_may_block
-from ..content import ContentReader, chunk_ids, unpack_extents
+from ..content import EXTENT_SIZE, ContentReader, chunk_ids, unpack_extents
 from ..deployment import Deployment, SourceInfo
 from ..errors import CorruptBlob, InvalidArgument, NotADirectory, NotFound
-from ..ids import HOLE
+from ..ids import HOLE, ID_SIZE
 from ..meta import Kind, Stat
 from ..reader import SnapshotView
 from ..snapshots import SnapshotInfo, list_numbered
@@ -47,9 +48,12 @@ from .nodes import (
 PREFETCH_FILE = 256 << 10  # files up to one chunk
 PREFETCH_BYTES = 16 << 20  # per listing: a quarter of the decoded-blob cache
 # Chunks read ahead of a sequential reader (~1 MiB each): decoding the next
-# ones on another core while the FUSE loop serves this one.
-READ_AHEAD = 4
+# ones on another core while the FUSE loop serves this one. Measured on 2 GiB
+# with the mount's 2 MiB read-ahead: 4 ahead, a fourth of the reads waited
+# for decoding (3.5 s); 12 ahead, asked 3 at a time, a tenth (3.2 s).
+READ_AHEAD = 12
 READERS = 256  # open snapshot files whose chunk lists stay unpacked
+NEXT_DIRS = 1 << 16  # subdirectories remembered with their next sibling, at most
 CACHE_SECONDS = 5.0  # sources and snapshot lists change through this view, or rarely
 
 
@@ -72,6 +76,8 @@ class MountReader:
         # Snapshot entries the adapter has looked up, by node number.
         self._entries: dict[int, tuple[Entry, int]] = {}
         self._readers: OrderedDict[int, ContentReader] = OrderedDict()
+        # A listed snapshot directory's subdirectories, each with the one after it.
+        self._next_dirs: dict[int, Entry] = {}
         self._trees: dict[int, WorkingTree] = {}
         self.started_ns = time.time_ns()
 
@@ -203,8 +209,9 @@ class MountReader:
             return [(n, _wt(node.owner, s)) for n, s in self.tree(node.owner).listdir(node.ino)]
         if node.space == SNAPSHOT:
             listing = self._snapshot_view(node.owner).listing(self._entry(number))
-            self._prefetch(listing.values())
-            return [(e.name, self._remember(node.owner, e)) for e in sorted(listing.values(), key=lambda e: e.name)]
+            entries = sorted(listing.values(), key=lambda e: e.name)
+            self._prefetch(entries, self._next_dir(number, entries))
+            return [(e.name, stat) for e, stat in zip(entries, self._remember_all(node.owner, entries), strict=True)]
         if node == ROOT_NODE:
             return [(name.encode(), self._source_stat(s)) for name, s in sorted(self.sources().items())]
         source = self.source_by_id(node.owner)
@@ -249,7 +256,7 @@ class MountReader:
             except CorruptBlob as e:
                 raise view.damaged(entry.name, e) from e
             if reader.size > PREFETCH_FILE:
-                self.dep.blobs.prefetch(reader.ahead(offset + size, READ_AHEAD))
+                self.dep.blobs.prefetch(reader.ahead(offset + size, READ_AHEAD), batch=READ_AHEAD // 4)
             return data
         if node.space == IMAGE and self.images is not None:
             return self.images.read(number, offset, size)
@@ -268,30 +275,66 @@ class MountReader:
                 self._readers.popitem(last=False)
         return reader
 
-    def forget(self, number: int, count: int) -> None:
-        """The adapter no longer needs a snapshot entry (FUSE's forget)."""
+    def forget(self, number: int, count: int) -> bool:
+        """The adapter no longer needs a snapshot entry (FUSE's forget); True once none of it is held."""
         with self._lock:
             held = self._entries.get(number)
-            if held is not None:
-                left = held[1] - count
-                if left <= 0:
-                    del self._entries[number]
-                else:
-                    self._entries[number] = (held[0], left)
+            if held is None:
+                return True
+            left = held[1] - count
+            if left <= 0:
+                del self._entries[number]
+                return True
+            self._entries[number] = (held[0], left)
+            return False
 
     # -- snapshot entries ----------------------------------------------------
 
-    def _prefetch(self, entries: Iterable[Entry]) -> None:
-        """Small files and subdirectories of a listed directory are likely read next: fetch them now."""
-        entries = list(entries)
+    def _prefetch(self, entries: list[Entry], after: Entry | None = None) -> None:
+        """Small files and subdirectories of a listed directory are likely read next: fetch them now.
+
+        So are the small files of the directory listed after it (`after`, its
+        next sibling), when that one's listing is at hand: a walk then finds
+        a directory's first files in memory, not a catalog query and a pack
+        read away (tar waited ~1 ms at each of 200 directories).
+        """
         self.dep.trees.prefetch([e.payload for e in entries if e.kind == Kind.DIR])
+        if after is not None and self.dep.trees.holds(after.payload):
+            entries = entries + list(self.dep.trees.get(after.payload).values())
         wanted: list[bytes] = []
-        budget = PREFETCH_BYTES
-        for e in entries:
-            if e.kind == Kind.FILE and 0 < e.size <= min(PREFETCH_FILE, budget):
+        for e in _small_files(entries):
+            if len(e.payload) == EXTENT_SIZE:  # one chunk, as almost every small file
+                if not e.payload.startswith(HOLE):
+                    wanted.append(e.payload[:ID_SIZE])
+            else:
                 wanted += chunk_ids(unpack_extents(e.payload))
-                budget -= e.size
         self.dep.blobs.prefetch(wanted)
+
+    def _next_dir(self, number: int, entries: list[Entry]) -> Entry | None:
+        """The directory after a listed one among its parent's; notes the same of its own subdirectories."""
+        owner = node_of(number).owner
+        dirs = [e for e in entries if e.kind == Kind.DIR]
+        with self._lock:
+            after = self._next_dirs.pop(number, None)
+            if len(self._next_dirs) > NEXT_DIRS:
+                self._next_dirs.clear()
+            for d, next_d in itertools.pairwise(dirs):
+                self._next_dirs[Node(SNAPSHOT, owner, d.ino).number] = next_d
+        return after
+
+    def small_contents(self, number: int) -> Iterator[tuple[int, bytes]]:
+        """Node number and content of the one-chunk files that listing a snapshot directory prefetches, in order.
+
+        Blocks until each has arrived: for an adapter that hands them on
+        (FUSE puts them in the kernel's page cache) away from its request loop.
+        """
+        node = node_of(number)
+        if node.space != SNAPSHOT:
+            return
+        listing = self._snapshot_view(node.owner).listing(self._entry(number))
+        for e in _small_files(listing.values()):
+            if len(e.payload) == EXTENT_SIZE and not e.payload.startswith(HOLE):
+                yield Node(SNAPSHOT, node.owner, e.ino).number, self.dep.blobs.get(e.payload[:ID_SIZE])
 
     def _snapshot_view(self, snapshot_id: int) -> SnapshotView:
         with self._lock:
@@ -305,11 +348,18 @@ class MountReader:
         raise NotFound(f"no snapshot {snapshot_id}")
 
     def _remember(self, snapshot_id: int, entry: Entry) -> Stat:
-        number = Node(SNAPSHOT, snapshot_id, entry.ino).number
+        return self._remember_all(snapshot_id, [entry])[0]
+
+    def _remember_all(self, snapshot_id: int, entries: list[Entry]) -> list[Stat]:
+        """Stats of entries of one snapshot, each remembered until forgotten (a listing: one lock, not one each)."""
+        base = Node(SNAPSHOT, snapshot_id, 0).number
+        stats = [_entry_stat(base | e.ino, e) for e in entries]
         with self._lock:
-            held = self._entries.get(number)
-            self._entries[number] = (entry, (held[1] if held else 0) + 1)
-        return _entry_stat(number, entry)
+            held = self._entries
+            for e, stat in zip(entries, stats, strict=True):
+                old = held.get(stat.ino)
+                held[stat.ino] = (e, old[1] + 1 if old else 1)
+        return stats
 
     def _entry(self, number: int) -> Entry:
         with self._lock:
@@ -348,6 +398,15 @@ class MountReader:
         t = int(latest.created * 1e9)
         size = len(latest.name.encode())
         return Stat(Node(VIRTUAL, source.id, LATEST).number, st.S_IFLNK | 0o777, 1, 0, 0, 0, size, 0, t, t, t)
+
+
+def _small_files(entries: Iterable[Entry]) -> Iterator[Entry]:
+    """The files of a listing worth fetching before they are read: up to a chunk each, PREFETCH_BYTES in all."""
+    budget = PREFETCH_BYTES
+    for e in entries:
+        if e.kind == Kind.FILE and 0 < e.size <= min(PREFETCH_FILE, budget):
+            budget -= e.size
+            yield e
 
 
 def _wt(source_id: int, stat: Stat) -> Stat:
