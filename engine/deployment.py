@@ -399,8 +399,7 @@ class Deployment:
         self.check_writable()
         info = self.snapshot_info(source, name)
         with self.catalog.engine.begin() as conn:
-            snapshots.drop_images(conn, info.uuid)
-            conn.execute(delete(snapshot_rows).where(snapshot_rows.c.uuid == info.uuid))
+            snapshots.delete_row(conn, info.uuid)
         # After the row: a crash between the two leaves an object that a
         # rebuild would bring back, never a row without its object.
         self.backend.delete(snapshots.object_key(info.uuid))

@@ -12,9 +12,9 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, Integer, cast, delete, func, insert, select
 
-from .catalog.schema import image_versions, images, snapshots, sources
+from .catalog.schema import image_versions, images, settings, snapshots, sources
 from .codec import Codec
 from .errors import CorruptBlob
 
@@ -84,19 +84,40 @@ def default_name(taken: set[str], now: float | None = None) -> str:
     return name
 
 
+# SQLite gives the next row a deleted row's id when that one was the highest.
+# Mounts number snapshot nodes by id and the kernel caches those nodes (and
+# their pages) for minutes, so a snapshot id is never given out twice: the
+# highest deleted id is kept, and SQLite's next id starts above it.
+# PostgreSQL's sequences never go back.
+HIGHEST_DELETED = "snapshots.highest_deleted_id"
+
+
 def insert_row(conn: Connection, source_id: int, info: SnapshotInfo) -> None:
-    conn.execute(
-        snapshots.insert().values(
-            uuid=info.uuid,
-            source_id=source_id,
-            name=info.name,
-            root=info.root,
-            created=info.created,
-            files=info.files,
-            bytes=info.bytes,
-            state=info.state,
+    values: dict[str, Any] = {
+        "uuid": info.uuid, "source_id": source_id, "name": info.name, "root": info.root,
+        "created": info.created, "files": info.files, "bytes": info.bytes, "state": info.state,
+    }  # fmt: skip
+    if conn.dialect.name == "sqlite":
+        highest = select(func.coalesce(func.max(snapshots.c.id), 0)).scalar_subquery()
+        deleted = select(func.coalesce(func.max(cast(settings.c.value, Integer)), 0)).where(
+            settings.c.key == HIGHEST_DELETED
         )
-    )
+        values["id"] = func.max(highest, deleted.scalar_subquery()) + 1
+    conn.execute(snapshots.insert().values(**values))
+
+
+def delete_row(conn: Connection, snapshot_uuid: str) -> None:
+    """Delete a snapshot's row (its image versions first), keeping its id from being given out again."""
+    snapshot_id = conn.execute(select(snapshots.c.id).where(snapshots.c.uuid == snapshot_uuid)).scalar()
+    if snapshot_id is None:
+        return
+    drop_images(conn, snapshot_uuid)
+    conn.execute(delete(snapshots).where(snapshots.c.id == snapshot_id))
+    if conn.dialect.name == "sqlite":
+        stored = conn.execute(select(settings.c.value).where(settings.c.key == HIGHEST_DELETED)).scalar()
+        if stored is None or int(stored) < snapshot_id:
+            conn.execute(delete(settings).where(settings.c.key == HIGHEST_DELETED))
+            conn.execute(insert(settings).values(key=HIGHEST_DELETED, value=str(snapshot_id)))
 
 
 def _select() -> Any:

@@ -120,6 +120,20 @@ def test_rsync_into_the_mount_and_snapshot(tmp_path: Path, mounted: Mounted) -> 
     assert rsync_differences(src, tmp_path / "out") == []
 
 
+def test_a_snapshot_deleted_elsewhere_and_taken_again_shows_its_new_content(mounted: Mounted) -> None:
+    """The kernel caches what is below a snapshot for minutes; its name in snapshots/ only for a second."""
+    m = mounted.path
+    os.mkdir(m / "h1")
+    (m / "h1" / "current" / "f").write_bytes(b"first")
+    os.mkdir(m / "h1" / "snapshots" / "x")
+    assert (m / "h1" / "snapshots" / "x" / "f").read_bytes() == b"first"  # now in the kernel's caches
+    cairn(mounted.data, "snapshot", "delete", "h1", "x")  # by another process: the mount hears nothing of it
+    (m / "h1" / "current" / "f").write_bytes(b"second")
+    time.sleep(2)  # the name, and the mount's list of snapshots, are kept a second
+    os.mkdir(m / "h1" / "snapshots" / "x")
+    assert (m / "h1" / "snapshots" / "x" / "f").read_bytes() == b"second"
+
+
 def test_stale_mount_after_kill_is_cleared(tmp_path: Path, mounted: Mounted) -> None:
     os.mkdir(mounted.path / "h1")
     (mounted.path / "h1" / "current" / "f").write_bytes(b"kept")

@@ -102,3 +102,28 @@ def test_dedup_across_files_versions_and_sources(sqlite_deployment: Deployment) 
     added = dep.blobs.stats["new_bytes"] - first
     assert added < 3 * (4 << 20)  # at most the chunks around the edit, and trees
     assert dep.snapshot("h2", dep.list_snapshots("h2")[0].name).read(b"copy with another name") == data
+
+
+def test_a_snapshot_id_is_never_given_out_twice(deployment: Deployment) -> None:
+    """Mounts number snapshot nodes by id; SQLite alone would give a deleted highest id to the next row."""
+    from sqlalchemy import select
+
+    from engine.catalog.schema import snapshots
+
+    dep = deployment
+    dep.add_source("h1")
+
+    def ids() -> dict[str, int]:
+        with dep.catalog.engine.connect() as conn:
+            return {r[0]: r[1] for r in conn.execute(select(snapshots.c.name, snapshots.c.id))}
+
+    dep.create_snapshot("h1", "a")
+    dep.create_snapshot("h1", "b")
+    b = ids()["b"]
+    dep.delete_snapshot("h1", "b")
+    dep.create_snapshot("h1", "b")
+    assert ids()["b"] > b
+    dep.delete_snapshot("h1", "a")
+    dep.delete_snapshot("h1", "b")
+    dep.create_snapshot("h1", "c")
+    assert ids()["c"] > b + 1

@@ -34,7 +34,7 @@ from engine.cache import WouldBlock, memory_only
 from engine.errors import CairnError
 from engine.meta import Stat
 from engine.mount import MountView
-from engine.mount.nodes import IMAGE, SNAPSHOT, WORKING, node_of
+from engine.mount.nodes import IMAGE, SNAPSHOT, VIRTUAL, WORKING, node_of
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -169,11 +169,22 @@ class Operations(pyfuse3.Operations):
         a.st_ctime_ns = stat.ctime_ns
         return a
 
+    def _entry_attr(self, parent_inode: int, stat: Stat) -> pyfuse3.EntryAttributes:
+        """The reply to a lookup or mkdir of `stat` in `parent_inode`."""
+        if stat.ino >> 62 == SNAPSHOT and node_of(parent_inode).space == VIRTUAL:
+            # A snapshot's name in snapshots/ may be deleted and taken again (by
+            # another process too): the name is looked up again each second, while
+            # everything below it, which never changes, stays cached for minutes.
+            attr = self._new_attr(stat, SNAPSHOT)
+            attr.entry_timeout = VIRTUAL_TIMEOUT
+            return attr
+        return self._attr(stat)
+
     async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         if name == b".":
             return await self.getattr(parent_inode, ctx)
         try:
-            return self._attr(await self._on(parent_inode, self.view.lookup, name))
+            return self._entry_attr(parent_inode, await self._on(parent_inode, self.view.lookup, name))
         except pyfuse3.FUSEError as e:
             if e.errno == errno.ENOENT:
                 # A negative entry the kernel may cache briefly (rsync looks up every name first).
@@ -240,7 +251,7 @@ class Operations(pyfuse3.Operations):
         args = (parent_inode, name, mode & ~ctx.umask, ctx.uid, ctx.gid)
         if node_of(parent_inode).space == WORKING:
             return self._attr(self._now(self.view.mkdir, *args))
-        return self._attr(await self._call(self.view.mkdir, *args))  # a source or a snapshot
+        return self._entry_attr(parent_inode, await self._call(self.view.mkdir, *args))  # a source or a snapshot
 
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         if node_of(parent_inode).space == WORKING:

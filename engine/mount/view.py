@@ -54,7 +54,9 @@ PREFETCH_BYTES = 16 << 20  # per listing: a quarter of the decoded-blob cache
 READ_AHEAD = 12
 READERS = 256  # open snapshot files whose chunk lists stay unpacked
 NEXT_DIRS = 1 << 16  # subdirectories remembered with their next sibling, at most
-CACHE_SECONDS = 5.0  # sources and snapshot lists change through this view, or rarely
+CACHE_SECONDS = (
+    1.0  # sources and snapshot lists: other processes change them too (a second, as the kernel caches names)
+)
 
 
 @dataclass(frozen=True)
