@@ -19,7 +19,7 @@ from engine.deployment import Deployment, default_db_url
 from engine.errors import CairnError
 from engine.gc import REPACK_BELOW, collect
 from engine.pool import check_identity
-from engine.rebuild import rebuild
+from engine.rebuild import rebuild, rebuild_image_pool
 from engine.storage import open_backend
 
 from . import cli_remote as remote_cmd
@@ -233,7 +233,9 @@ def catalog_group() -> None:
 @command(catalog_group, "rebuild")
 @click.option("--force", is_flag=True, help="Move an existing SQLite catalog aside first.")
 @click.option("--pool", "pool_file", type=click.File("r"), help="The pool's backend configuration (JSON file).")
-def catalog_rebuild(ctx: Context, force: bool, pool_file: Any, as_json: bool) -> None:
+@click.option("--image-pool", "image_file", type=click.File("r"),
+              help="The image pool's backend configuration (JSON file), if it has its own.")  # fmt: skip
+def catalog_rebuild(ctx: Context, force: bool, pool_file: Any, image_file: Any, as_json: bool) -> None:
     """Recreate the catalog from the pool in the data directory."""
     url = ctx.db or default_db_url(ctx.data)
     db_file = ctx.data / "catalog.db"
@@ -249,6 +251,12 @@ def catalog_rebuild(ctx: Context, force: bool, pool_file: Any, as_json: bool) ->
     try:
         backend = open_backend(config, cache_dir=ctx.data / "cache" / "file")
         report = rebuild(catalog, backend, config, unlock=ctx.unlock())
+        if image_file is not None:
+            image_config = _pool_config(image_file)
+            image_backend = open_backend(image_config, cache_dir=ctx.data / "cache" / "image")
+            images = rebuild_image_pool(catalog, image_backend, image_config, unlock=ctx.unlock())
+            report.packs, report.blobs = report.packs + images.packs, report.blobs + images.blobs
+            report.problems += images.problems
     finally:
         catalog.dispose()
     doc = {"packs": report.packs, "blobs": report.blobs, "sources": report.sources,

@@ -223,3 +223,26 @@ def test_images_on_local_disk_while_files_are_on_s3(tmp_path: Path, s3_config: d
         assert scrub(dep)[0].ok
     finally:
         dep.close()
+
+
+def test_catalog_rebuild_finds_the_image_pool_blocks(tmp_path: Path) -> None:
+    data, images = tmp_path / "data", tmp_path / "images"
+    config = tmp_path / "images.json"
+    config.write_text(json.dumps({"kind": "local", "path": str(images)}))
+    cairn(data, "image", "pool", "create", str(config))
+    img = tmp_path / "disk.raw"
+    img.write_bytes(os.urandom(2 * MiB))
+    cairn(data, "image", "push", "h1", "vm", str(img), "--snapshot", "one")
+    rebuilt = cairn_json(data, "catalog", "rebuild", "--force", "--image-pool", str(config))
+    assert isinstance(rebuilt, dict) and rebuilt["problems"] == [] and rebuilt["snapshots"] == 1
+    pools = cairn_json(data, "pool", "list")
+    assert isinstance(pools, list) and [p["kind"] for p in pools] == ["file", "image"]
+    assert pools[1]["stored_bytes"] >= 2 * MiB
+    with Deployment.open(data) as dep:
+        pool = ImagePool(dep)
+        assert pool.reader(pool.version("h1", "vm", "one")).read(0, 1 << 30) == img.read_bytes()
+        assert pool.reader(pool.find("h1", "vm")).read(0, 1 << 30) == img.read_bytes()
+        pool.close()
+        assert collect(dep).dead_blobs == 0 and scrub(dep)[0].ok
+    refused = cairn(data, "catalog", "rebuild", "--force", "--pool", str(config), check=False)
+    assert refused.returncode != 0 and "rebuild from the file pool" in refused.stderr + refused.stdout
