@@ -30,6 +30,8 @@ from .keyring import DeploymentKeys
 from .leases import dead_here
 from .pool import STRUCTURE, OpenPool, check_identity, key_rows, write_pool
 from .storage import Backend, open_backend
+from .storage.filter import find_layer
+from .storage.spool import Spool
 
 if TYPE_CHECKING:
     from .deployment import Deployment
@@ -53,10 +55,10 @@ def _backend(config: dict[str, Any], data_dir: Path) -> Backend:
     return open_backend(config, cache_dir=data_dir / "cache" / IMAGE, spool_dir=data_dir / "writeback" / IMAGE)
 
 
-def create_image_pool(dep: Deployment, config: dict[str, Any]) -> OpenPool:
+def create_image_pool(dep: Deployment, config: dict[str, Any]) -> str:
     """Give the deployment an image pool on the backend `config` describes.
 
-    It takes effect when the deployment is next opened. Refused once an image
+    Returns its uuid. It takes effect when the deployment is next opened. Refused once an image
     holds blocks in the file pool (they would not be found in the new pool),
     and while another process writes to the deployment (it would go on
     storing blocks in the file pool until it restarts).
@@ -70,17 +72,21 @@ def create_image_pool(dep: Deployment, config: dict[str, Any]) -> OpenPool:
     # The same key rows as the file pool's (wrapped keys, or the plain id key): no unlock needed.
     rows = {k: v for k, v in rows.items() if k in ("deployment", "id")} or key_rows(dep.pool.keys, dep.backend)
     backend = _backend(config, dep.data_dir)
-    identity = write_pool(backend, IMAGE, rows)
+    try:
+        identity = write_pool(backend, IMAGE, rows)
+    finally:
+        spool = find_layer(backend, Spool)
+        if spool is not None:
+            spool.close()  # what it queued drains when the deployment opens the image pool
     with dep.catalog.engine.begin() as conn:
         _refuse_stored_images(conn)  # again, in the transaction that adds the row
-        pool_id = Catalog.insert_id(
-            conn,
+        conn.execute(
             pools.insert().values(
                 uuid=identity.uuid, kind=IMAGE, backend=json.dumps(config), structure=STRUCTURE,
                 created=identity.created, codec=dep.codec.config.to_json(),
             ),
         )  # fmt: skip
-    return OpenPool(pool_id, identity.uuid, IMAGE, backend, dep.pool.keys, dep.codec.config)
+    return identity.uuid
 
 
 def _refuse_stored_images(conn: Connection) -> None:

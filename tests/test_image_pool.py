@@ -18,10 +18,12 @@ from engine.gc import collect
 from engine.imagestore import create_image_pool
 from engine.keyring import Unlock
 from engine.restore import restore
+from engine.snapshots import COMMITTED, STORED
 from image.pool import ImagePool
 from image.push import push
 
 from .test_backup_restore import cairn, cairn_json
+from .test_spool import WAIT, Gate
 from .trees import rsync_differences
 
 MiB = 1 << 20
@@ -246,3 +248,30 @@ def test_catalog_rebuild_finds_the_image_pool_blocks(tmp_path: Path) -> None:
         assert collect(dep).dead_blobs == 0 and scrub(dep)[0].ok
     refused = cairn(data, "catalog", "rebuild", "--force", "--pool", str(config), check=False)
     assert refused.returncode != 0 and "rebuild from the file pool" in refused.stderr + refused.stdout
+
+
+def test_a_snapshot_is_stored_once_the_image_pool_spool_drains(tmp_path: Path) -> None:
+    data, images = tmp_path / "data", tmp_path / "images"
+    with Deployment.open(data) as dep:
+        create_image_pool(dep, {"kind": "local", "path": str(images), "filters": {"spool": {}}})
+    img = tmp_path / "disk.raw"
+    img.write_bytes(os.urandom(MiB))
+    with Deployment.open(data) as dep:
+        assert dep.image_spool is not None and dep.image_spool.wait_drained(WAIT)
+        gate = Gate(dep.image_spool.inner)
+        dep.image_spool.inner = gate  # the image pool goes offline; the file pool stays
+        dep.add_source("h1")
+        pool = ImagePool(dep)
+        try:
+            push(pool, "h1", "vm", img)
+            info = dep.create_snapshot("h1", "one")
+            assert info.state == COMMITTED and dep.mark_stored() == []
+            usage = dep.pool_usage()
+            assert usage["image_pool"]["spool_objects"] > 0 and usage["spool_objects"] == 0
+            assert pool.reader(pool.version("h1", "vm", "one")).read(0, 1 << 30) == img.read_bytes()  # from the spool
+            gate.open.set()
+            assert dep.image_spool.wait_drained(WAIT)
+            assert dep.mark_stored() == [info.uuid] and dep.list_snapshots()[0].state == STORED
+        finally:
+            pool.close()
+    assert _packs(images)
