@@ -251,12 +251,19 @@ def catalog_rebuild(ctx: Context, force: bool, pool_file: Any, image_file: Any, 
     try:
         backend = open_backend(config, cache_dir=ctx.data / "cache" / "file")
         report = rebuild(catalog, backend, config, unlock=ctx.unlock())
+        note = report.image_pool
         if image_file is not None:
             image_config = _pool_config(image_file)
             image_backend = open_backend(image_config, cache_dir=ctx.data / "cache" / "image")
-            images = rebuild_image_pool(catalog, image_backend, image_config, unlock=ctx.unlock())
+            expected = note["uuid"] if note else None
+            images = rebuild_image_pool(catalog, image_backend, image_config, unlock=ctx.unlock(), expected=expected)
             report.packs, report.blobs = report.packs + images.packs, report.blobs + images.blobs
             report.problems += images.problems
+        elif note is not None:
+            report.problems.append(
+                f"disk images keep their blocks in image pool {note['uuid']} at {note['backend']}: "
+                "rebuild again with --image-pool CONFIG to read them"
+            )
     finally:
         catalog.dispose()
     doc = {"packs": report.packs, "blobs": report.blobs, "sources": report.sources,

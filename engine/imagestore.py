@@ -9,7 +9,11 @@ stay in the file pool. Both pools hold the deployment's keys, so ids agree
 across them and an encrypted deployment encrypts both.
 
 Nothing is migrated: an image pool can only be created while no image holds
-blocks in the file pool.
+blocks in the file pool. New blobs of both pools are encoded as the file
+pool's codec settings say (`pool configure` applies to both). The file pool
+keeps a note of the image pool (`image-pool.json`: its uuid and where it
+is, never credentials) so that a catalog rebuilt from the file pool alone
+knows the images' blocks are elsewhere.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from sqlalchemy import Connection, func, or_, select
 from .catalog import Catalog
 from .catalog.schema import blobs, image_versions, images, keys, leases, packs, pools
 from .codec import CodecConfig
-from .errors import Exists, InUse, NotEmpty
+from .errors import Exists, InUse, NotEmpty, ObjectNotFound, PoolMismatch
 from .ids import HOLE
 from .keyring import DeploymentKeys
 from .leases import dead_here
@@ -37,6 +41,7 @@ if TYPE_CHECKING:
     from .deployment import Deployment
 
 IMAGE = "image"
+NOTE = "image-pool.json"
 
 
 def open_image_pool(catalog: Catalog, data_dir: Path, deployment_keys: DeploymentKeys) -> OpenPool | None:
@@ -78,6 +83,7 @@ def create_image_pool(dep: Deployment, config: dict[str, Any]) -> str:
         spool = find_layer(backend, Spool)
         if spool is not None:
             spool.close()  # what it queued drains when the deployment opens the image pool
+    dep.backend.put(NOTE, json.dumps({"uuid": identity.uuid, "backend": backend.describe()}).encode())
     with dep.catalog.engine.begin() as conn:
         _refuse_stored_images(conn)  # again, in the transaction that adds the row
         conn.execute(
@@ -87,6 +93,17 @@ def create_image_pool(dep: Deployment, config: dict[str, Any]) -> str:
             ),
         )  # fmt: skip
     return identity.uuid
+
+
+def image_pool_note(file_pool: Backend) -> dict[str, str] | None:
+    """The file pool's note of the deployment's image pool (uuid, backend described), if it has one."""
+    try:
+        doc = json.loads(file_pool.get(NOTE))
+    except ObjectNotFound:
+        return None
+    except ValueError as e:
+        raise PoolMismatch(f"{NOTE} at {file_pool.describe()} is not valid JSON") from e
+    return {"uuid": str(doc.get("uuid")), "backend": str(doc.get("backend"))}
 
 
 def _refuse_stored_images(conn: Connection) -> None:

@@ -21,6 +21,7 @@ from .catalog.schema import blobs, dirents, images, inodes, keys, packs, pools, 
 from .codec import Codec
 from .errors import BackendError, CorruptBlob, InvalidArgument, PoolMismatch
 from .ids import IdKey
+from .imagestore import image_pool_note
 from .keyring import Unlock
 from .meta import Kind
 from .packs import FOOTER, index_length, read_index
@@ -41,6 +42,7 @@ class RebuildReport:
     snapshots: int = 0
     sources: int = 0
     problems: list[str] = field(default_factory=list)
+    image_pool: dict[str, str] | None = None  # the file pool's note of an image pool of its own
 
 
 def rebuild(
@@ -71,6 +73,7 @@ def rebuild(
         for purpose, material in key_rows(found, backend).items():
             conn.execute(keys.insert().values(purpose=purpose, material=material))
     _index_packs(catalog, backend, codec, pool_id, report, progress)
+    report.image_pool = image_pool_note(backend)
     infos = []
     for key, _ in backend.list("snapshots/"):
         try:
@@ -88,10 +91,12 @@ def rebuild_image_pool(
     backend_config: dict[str, Any],
     progress: Callable[[RebuildReport], None] | None = None,
     unlock: Unlock | None = None,
+    expected: str | None = None,
 ) -> RebuildReport:
     """Add the image pool in `backend` to a catalog just rebuilt from the file pool: its row and blob index.
 
     The images' rows come from the snapshot objects in the file pool; their blocks are found here.
+    `expected` is the uuid the file pool's note names, if it has one.
     """
     with catalog.engine.connect() as conn:
         kinds = {r[0]: r[1] for r in conn.execute(select(pools.c.kind, pools.c.id))}
@@ -101,6 +106,8 @@ def rebuild_image_pool(
     identity = read_identity(backend)
     if identity.kind != "image":
         raise InvalidArgument(f"{backend.describe()} is a {identity.kind} pool, not an image pool")
+    if expected is not None and identity.uuid != expected:
+        raise PoolMismatch(f"{backend.describe()} is image pool {identity.uuid}; the file pool names {expected}")
     found = read_keys(backend, unlock)
     if found.id_key != keys_of(rows, backend, unlock).id_key:
         raise PoolMismatch(f"the image pool at {backend.describe()} belongs to another deployment")

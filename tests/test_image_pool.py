@@ -235,6 +235,8 @@ def test_catalog_rebuild_finds_the_image_pool_blocks(tmp_path: Path) -> None:
     img = tmp_path / "disk.raw"
     img.write_bytes(os.urandom(2 * MiB))
     cairn(data, "image", "push", "h1", "vm", str(img), "--snapshot", "one")
+    partial = cairn(data, "catalog", "rebuild", "--force", check=False)  # the file pool names the image pool
+    assert partial.returncode != 0 and "--image-pool" in partial.stderr + partial.stdout
     rebuilt = cairn_json(data, "catalog", "rebuild", "--force", "--image-pool", str(config))
     assert isinstance(rebuilt, dict) and rebuilt["problems"] == [] and rebuilt["snapshots"] == 1
     pools = cairn_json(data, "pool", "list")
