@@ -24,13 +24,13 @@ from sqlalchemy import delete, func, select, update
 from . import leases, maintenance, snapshots
 from .blobstore import BlobStore
 from .catalog import Catalog, open_catalog
-from .catalog.schema import blobs, dirents, images, inodes, keys, packs, pools, sources
+from .catalog.schema import dirents, images, inodes, keys, pools, sources
 from .catalog.schema import leases as lease_rows
 from .catalog.schema import snapshots as snapshot_rows
 from .codec import Codec, CodecConfig
 from .errors import Exists, NotEmpty, NotFound, PoolMismatch, PoolMissing
 from .ids import IdKey
-from .imagestore import image_pool_usage, open_image_pool
+from .imagestore import image_pool_usage, open_image_pool, pool_counts
 from .keyring import DeploymentKeys, Unlock
 from .meta import check_label
 from .pool import POOL_FILE, STRUCTURE, check_identity, create_pool, key_rows, keys_of, read_identity, read_keys
@@ -250,21 +250,14 @@ class Deployment:
     # -- pool ----------------------------------------------------------------
 
     def pool_usage(self) -> dict[str, Any]:
-        """Stored bytes, unique bytes and the dedup+compression ratio of the file pool."""
+        """Stored bytes, unique bytes and the dedup+compression ratio of the file pool; `image_pool`: its own usage."""
+        counts = pool_counts(self.catalog, self.pool.id)
         with self.catalog.engine.connect() as conn:
-            n_packs, stored = conn.execute(
-                select(func.count(), func.coalesce(func.sum(packs.c.size), 0)).where(packs.c.pool_id == self.pool.id)
-            ).one()
-            n_blobs, unique = conn.execute(
-                select(func.count(), func.coalesce(func.sum(blobs.c.raw_length), 0)).where(
-                    blobs.c.pool_id == self.pool.id
-                )
-            ).one()
             logical = conn.execute(select(func.coalesce(func.sum(snapshot_rows.c.bytes), 0))).scalar_one()
+        stored = counts["stored_bytes"]
         return {
             "uuid": self.pool.uuid, "kind": self.pool.kind, "backend": self.backend.describe(),
-            "zstd_level": self.codec.config.level, "packs": n_packs, "blobs": n_blobs,
-            "stored_bytes": int(stored), "unique_bytes": int(unique), "snapshot_bytes": int(logical),
+            "zstd_level": self.codec.config.level, **counts, "snapshot_bytes": int(logical),
             "ratio": round(int(logical) / int(stored), 2) if stored else None,
             "encrypted": self.pool.keys.encrypted, **self.pool_state(), "image_pool": image_pool_usage(self),
         }  # fmt: skip
