@@ -19,7 +19,7 @@ from engine.deployment import Deployment, default_db_url
 from engine.errors import CairnError
 from engine.gc import REPACK_BELOW, collect
 from engine.pool import check_identity
-from engine.rebuild import rebuild
+from engine.rebuild import rebuild, rebuild_image_pool
 from engine.storage import open_backend
 
 from . import cli_remote as remote_cmd
@@ -68,14 +68,27 @@ def pool_list(ctx: Context, as_json: bool) -> None:
         return remote_cmd.pool_list(ctx.client(), as_json)
     with ctx.open() as dep:
         usage = dep.pool_usage()
+    show_pools(pool_entries(usage), as_json)
+
+
+def pool_entries(usage: dict[str, Any]) -> list[dict[str, Any]]:
+    """The file pool's usage, then the image pool's where the deployment has one of its own."""
+    image = usage.pop("image_pool", None)
+    return [usage] + ([image] if image else [])
+
+
+def show_pools(entries: list[dict[str, Any]], as_json: bool) -> None:
     if as_json:
-        output.emit_json([usage])
+        output.emit_json(entries)
         return
-    row = dict(usage)
-    for key in ("stored_bytes", "unique_bytes", "snapshot_bytes"):
-        row[key] = output.human_bytes(usage[key])
+    rows = []
+    for usage in entries:
+        row = {"snapshot_bytes": None, "ratio": None, **usage}  # the image pool's: none of its own
+        for key in ("stored_bytes", "unique_bytes", "snapshot_bytes"):
+            row[key] = None if row[key] is None else output.human_bytes(row[key])
+        rows.append(row)
     columns = ["kind", "backend", "state", "packs", "blobs", "stored_bytes", "snapshot_bytes", "ratio", "zstd_level"]
-    output.table([row], columns + (["spool_objects"] if usage["spool_objects"] else []))
+    output.table(rows, columns + (["spool_objects"] if any(u["spool_objects"] for u in entries) else []))
 
 
 @command(pool, "configure")
@@ -140,10 +153,15 @@ def pool_check(ctx: Context, as_json: bool) -> None:
         identity = check_identity(dep.backend, dep.pool.uuid)
         doc = {"ok": True, "pool": identity.uuid, "backend": dep.backend.describe(),
                "seconds": round(time.monotonic() - start, 4), "last_scrub": last_scrub(dep.catalog)}  # fmt: skip
+        if dep.image_pool is not None:
+            image = check_identity(dep.image_pool.backend, dep.image_pool.uuid)
+            doc["image_pool"] = {"pool": image.uuid, "backend": dep.image_pool.backend.describe()}
     if as_json:
         output.emit_json(doc)
     else:
         output.say(f"pool {identity.uuid} at {doc['backend']} answers ({doc['seconds']} s)")
+        if dep.image_pool is not None:
+            output.say(f"image pool {dep.image_pool.uuid} at {dep.image_pool.backend.describe()} answers")
 
 
 @command(pool, "scrub")
@@ -215,7 +233,9 @@ def catalog_group() -> None:
 @command(catalog_group, "rebuild")
 @click.option("--force", is_flag=True, help="Move an existing SQLite catalog aside first.")
 @click.option("--pool", "pool_file", type=click.File("r"), help="The pool's backend configuration (JSON file).")
-def catalog_rebuild(ctx: Context, force: bool, pool_file: Any, as_json: bool) -> None:
+@click.option("--image-pool", "image_file", type=click.File("r"),
+              help="The image pool's backend configuration (JSON file), if it has its own.")  # fmt: skip
+def catalog_rebuild(ctx: Context, force: bool, pool_file: Any, image_file: Any, as_json: bool) -> None:
     """Recreate the catalog from the pool in the data directory."""
     url = ctx.db or default_db_url(ctx.data)
     db_file = ctx.data / "catalog.db"
@@ -231,6 +251,19 @@ def catalog_rebuild(ctx: Context, force: bool, pool_file: Any, as_json: bool) ->
     try:
         backend = open_backend(config, cache_dir=ctx.data / "cache" / "file")
         report = rebuild(catalog, backend, config, unlock=ctx.unlock())
+        note = report.image_pool
+        if image_file is not None:
+            image_config = _pool_config(image_file)
+            image_backend = open_backend(image_config, cache_dir=ctx.data / "cache" / "image")
+            expected = note["uuid"] if note else None
+            images = rebuild_image_pool(catalog, image_backend, image_config, unlock=ctx.unlock(), expected=expected)
+            report.packs, report.blobs = report.packs + images.packs, report.blobs + images.blobs
+            report.problems += images.problems
+        elif note is not None:
+            report.problems.append(
+                f"disk images keep their blocks in image pool {note['uuid']} at {note['backend']}: "
+                "rebuild again with --image-pool CONFIG to read them"
+            )
     finally:
         catalog.dispose()
     doc = {"packs": report.packs, "blobs": report.blobs, "sources": report.sources,

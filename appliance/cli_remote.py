@@ -159,11 +159,13 @@ def snapshot_delete(client: Client, source: str, name: str, as_json: bool) -> No
 
 def pool_list(client: Client, as_json: bool) -> None:
     usage = client.call("GET", "/pool")
+    image = usage.pop("image_pool", None)  # the image pool, where the deployment has one of its own
+    entries = [usage] + ([image] if image else [])
     if as_json:
-        output.emit_json([usage])
+        output.emit_json(entries)
     else:
-        shown = {**usage, "stored_bytes": output.human_bytes(usage["stored_bytes"])}
-        output.table([shown], ["kind", "backend", "state", "packs", "blobs", "stored_bytes", "ratio"])
+        shown = [{"ratio": None, **u, "stored_bytes": output.human_bytes(u["stored_bytes"])} for u in entries]
+        output.table(shown, ["kind", "backend", "state", "packs", "blobs", "stored_bytes", "ratio"])
 
 
 def restore(client: Client, source: str, snap: str, path: str, dest: str, as_json: bool) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from engine.errors import InvalidArgument
+from engine.imagestore import create_image_pool, image_pool_usage
 from image.disk import VersionReader
 from image.files import extract, listing, open_fs, write_file
 from image.nbd import Export, NbdServer
@@ -19,11 +20,35 @@ from image.push import push
 
 from . import output
 from .cli_base import Context, command, main
+from .cli_pool import _pool_config
 
 
 @main.group("image")
 def image() -> None:
     """Disk images: whole disks and VM images, block by block."""
+
+
+@image.group("pool")
+def image_pool() -> None:
+    """The image pool: a backend of its own for disk images' blocks (default: they share the file pool)."""
+
+
+@command(image_pool, "create")
+@click.argument("config", type=click.File("r"))
+def image_pool_create(ctx: Context, config: Any, as_json: bool) -> None:
+    """Put disk images' blocks on the backend CONFIG describes (JSON, as for `pool create`; - for stdin).
+
+    Files, trees and snapshots stay in the file pool. Only before the first
+    image is written: blocks already in the file pool are not moved. Stop
+    `cairn serve` first; it uses the image pool once started again.
+    """
+    doc = _pool_config(config)
+    with ctx.open() as dep:
+        create_image_pool(dep, doc)
+    with ctx.open() as dep:  # opened anew: the deployment opens the image pool it now has
+        usage = image_pool_usage(dep)
+    assert usage is not None
+    output.emit_json(usage) if as_json else output.say(f"image pool {usage['uuid']} created on {usage['backend']}")
 
 
 def _info_row(i: ImageInfo) -> dict[str, Any]:

@@ -57,8 +57,9 @@ class CheckReport:
 Progress = Callable[[CheckReport], None]
 
 
-def check_pool(store: BlobStore, progress: Progress | None = None) -> CheckReport:
-    report = CheckReport()
+def check_pool(store: BlobStore, progress: Progress | None = None, report: CheckReport | None = None) -> CheckReport:
+    """Read every pack of the store's pool and verify its blobs; adds to `report` if one is given."""
+    report = CheckReport() if report is None else report
     with store.catalog.engine.connect() as conn:
         pack_list = conn.execute(
             select(packs.c.id, packs.c.name, packs.c.size).where(packs.c.pool_id == store.pool_id)
@@ -174,9 +175,14 @@ def damage_doc(damage: list[Damage]) -> list[dict[str, object]]:
 
 
 def scrub(dep: Deployment, progress: Progress | None = None) -> tuple[CheckReport, dict[str, object]]:
-    """Read every pack, locate what any damage affects, and record the summary (with the pool's file system)."""
+    """Read every pack, locate what any damage affects, and record the summary (with the pool's file system).
+
+    The image pool's packs too, where it has its own store; damage there is located in no snapshot's files.
+    """
     start = time.monotonic()
-    report = check_pool(dep.blobs, progress)
+    report = CheckReport()
+    for store in dep.stores:
+        check_pool(store, progress, report)
     locate(dep.trees, dep.list_snapshots(), report.damage)
     root = getattr(dep.backend, "root", None)
     fstype = filesystem_of(root) if root is not None else None

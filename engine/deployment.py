@@ -24,15 +24,17 @@ from sqlalchemy import delete, func, select, update
 from . import leases, maintenance, snapshots
 from .blobstore import BlobStore
 from .catalog import Catalog, open_catalog
-from .catalog.schema import blobs, dirents, images, inodes, keys, packs, pools, sources
+from .catalog.schema import dirents, images, inodes, keys, pools, sources
 from .catalog.schema import leases as lease_rows
 from .catalog.schema import snapshots as snapshot_rows
 from .codec import Codec, CodecConfig
 from .errors import Exists, NotEmpty, NotFound, PoolMismatch, PoolMissing
 from .ids import IdKey
+from .imagestore import image_pool_usage, open_image_pool, pool_counts
 from .keyring import DeploymentKeys, Unlock
 from .meta import check_label
 from .pool import POOL_FILE, STRUCTURE, check_identity, create_pool, key_rows, keys_of, read_identity, read_keys
+from .pool import OpenPool as OpenPool  # where it lived before
 from .reader import SnapshotView, TreeCache
 from .snapshots import SnapshotInfo
 from .storage import Backend, open_backend
@@ -64,7 +66,7 @@ def default_db_url(data_dir: Path) -> str:
 class Deployment:
     """Thread-safe. `_lock` guards `_trees`; each WorkingTree guards itself."""
 
-    def __init__(self, catalog: Catalog, pool: OpenPool, data_dir: Path):
+    def __init__(self, catalog: Catalog, pool: OpenPool, data_dir: Path, image_pool: OpenPool | None = None):
         self.catalog = catalog
         self.data_dir = data_dir
         self.pool = pool
@@ -72,6 +74,12 @@ class Deployment:
         self.codec = Codec(pool.codec, pool.keys)
         self.blobs = BlobStore(catalog, pool.id, pool.backend, IdKey(pool.keys.id_key), self.codec)
         self.trees = TreeCache(self.blobs)
+        # Image blocks, patches and block map nodes: the image pool's own store, or the file pool's (imagestore.py).
+        self.image_pool = image_pool
+        self.image_blobs = self.blobs
+        if image_pool is not None:
+            self.image_blobs = BlobStore(catalog, image_pool.id, image_pool.backend, self.blobs.id_key, self.codec)
+        self.stores = list(dict.fromkeys([self.blobs, self.image_blobs]))  # each once, the file pool's first
         self.owner = leases.new_owner()
         self._lock = threading.Lock()
         self._trees: dict[str, WorkingTree] = {}
@@ -82,12 +90,14 @@ class Deployment:
         self.maintenance = maintenance.read(catalog)
         self._maintenance_read = time.monotonic()
         self.spool = find_layer(self.backend, Spool)
-        # Committed snapshots (uuid) and the spool number that must drain before they are stored.
-        self._committed: dict[str, int] = {}
-        if self.spool is not None:
+        self.image_spool = find_layer(image_pool.backend, Spool) if image_pool is not None else None
+        self._spools = [s for s in (self.spool, self.image_spool) if s is not None]
+        # Committed snapshots (uuid) and, per spool, the number that must drain before they are stored.
+        self._committed: dict[str, tuple[int, ...]] = {}
+        if self._spools:
             with catalog.engine.connect() as conn:
                 waiting = conn.execute(select(snapshot_rows.c.uuid).where(snapshot_rows.c.state == snapshots.COMMITTED))
-                self._committed = {r[0]: self.spool.mark() for r in waiting}
+                self._committed = {r[0]: self._spool_marks() for r in waiting}
 
     # -- opening -------------------------------------------------------------
 
@@ -109,10 +119,11 @@ class Deployment:
         catalog = open_catalog(db_url or default_db_url(data_dir))
         try:
             pool = _open_file_pool(catalog, data_dir, create, unlock, encrypt, pool_config)
+            image_pool = open_image_pool(catalog, data_dir, pool.keys)
         except BaseException:
             catalog.dispose()
             raise
-        dep = cls(catalog, pool, data_dir)
+        dep = cls(catalog, pool, data_dir, image_pool)
         dep.clear_dead_spools()
         return dep
 
@@ -140,7 +151,8 @@ class Deployment:
         last_renew = time.monotonic()
         while not self._stop.wait(COMMIT_INTERVAL):
             try:
-                self.blobs.flush_if_older(PACK_MAX_AGE)
+                for store in self.stores:
+                    store.flush_if_older(PACK_MAX_AGE)
                 self.commit()
                 self.mark_stored()
                 if time.monotonic() - self._maintenance_read > maintenance.REFRESH:
@@ -171,18 +183,26 @@ class Deployment:
         if reason is not None:
             self.maintenance = {"reason": reason}  # refuse new writes here at once
             self.commit()
-            self.blobs.flush()
+            self.flush()
             self.commit()  # rows whose chunks just became stored
         maintenance.write(self.catalog, reason)
         self.maintenance = maintenance.read(self.catalog)
 
+    def flush(self) -> None:
+        """Return once every blob accepted by either pool's store is stored and indexed."""
+        for store in self.stores:
+            store.flush()
+
+    def _spool_marks(self) -> tuple[int, ...]:
+        return tuple(s.mark() for s in self._spools)
+
     def mark_stored(self) -> list[str]:
-        """Committed snapshots whose blobs the spool has drained into the pool become stored."""
-        if self.spool is None:
+        """Committed snapshots whose blobs the spools have drained into the pools become stored."""
+        if not self._spools:
             return []
-        drained = self.spool.drained_through()
+        drained = tuple(s.drained_through() for s in self._spools)
         with self._lock:
-            done = [u for u, n in self._committed.items() if n <= drained]
+            done = [u for u, n in self._committed.items() if all(a <= b for a, b in zip(n, drained, strict=True))]
         if done:
             with self.catalog.engine.begin() as conn:
                 conn.execute(update(snapshot_rows).where(snapshot_rows.c.uuid.in_(done)).values(state=snapshots.STORED))
@@ -207,16 +227,17 @@ class Deployment:
                 self._trees.clear()
             for tree in trees:
                 tree.close()
-            self.blobs.flush()
+            self.flush()
             for tree in trees:
                 tree.commit()  # rows whose chunks just became stored
             with self.catalog.engine.begin() as conn:
                 leases.release(conn, self.owner)
             self.mark_stored()
         finally:
-            self.blobs.close()
-            if self.spool is not None:
-                self.spool.close()  # what is still queued drains on the next start
+            for store in self.stores:
+                store.close()
+            for spool in self._spools:
+                spool.close()  # what is still queued drains on the next start
             self.catalog.dispose()
             shutil.rmtree(self.spool_root, ignore_errors=True)
 
@@ -229,23 +250,16 @@ class Deployment:
     # -- pool ----------------------------------------------------------------
 
     def pool_usage(self) -> dict[str, Any]:
-        """Stored bytes, unique bytes and the dedup+compression ratio of the file pool."""
+        """Stored bytes, unique bytes and the dedup+compression ratio of the file pool; `image_pool`: its own usage."""
+        counts = pool_counts(self.catalog, self.pool.id)
         with self.catalog.engine.connect() as conn:
-            n_packs, stored = conn.execute(
-                select(func.count(), func.coalesce(func.sum(packs.c.size), 0)).where(packs.c.pool_id == self.pool.id)
-            ).one()
-            n_blobs, unique = conn.execute(
-                select(func.count(), func.coalesce(func.sum(blobs.c.raw_length), 0)).where(
-                    blobs.c.pool_id == self.pool.id
-                )
-            ).one()
             logical = conn.execute(select(func.coalesce(func.sum(snapshot_rows.c.bytes), 0))).scalar_one()
+        stored = counts["stored_bytes"]
         return {
             "uuid": self.pool.uuid, "kind": self.pool.kind, "backend": self.backend.describe(),
-            "zstd_level": self.codec.config.level, "packs": n_packs, "blobs": n_blobs,
-            "stored_bytes": int(stored), "unique_bytes": int(unique), "snapshot_bytes": int(logical),
+            "zstd_level": self.codec.config.level, **counts, "snapshot_bytes": int(logical),
             "ratio": round(int(logical) / int(stored), 2) if stored else None,
-            "encrypted": self.pool.keys.encrypted, **self.pool_state(),
+            "encrypted": self.pool.keys.encrypted, **self.pool_state(), "image_pool": image_pool_usage(self),
         }  # fmt: skip
 
     def pool_state(self) -> dict[str, Any]:
@@ -360,21 +374,20 @@ class Deployment:
             hook(source)
         with self.blobs.inflight.session():  # its trees are referenced once the row commits
             frozen = freeze(tree)
-            self.blobs.flush()
+            self.flush()  # the images' blocks too, where the image pool has its own store
             src = self.source(source)
             info = snapshots.new_info(source, src.uuid, name, frozen.top, frozen.files, frozen.bytes)
             with self.catalog.engine.connect() as conn:
                 info = dataclasses.replace(info, images=snapshots.source_images(conn, tree.source_id))
-            if self.spool is not None and self.spool.backlog()[0]:
-                info = dataclasses.replace(info, state=snapshots.COMMITTED)  # stored once the spool drains
+            if any(s.backlog()[0] for s in self._spools):
+                info = dataclasses.replace(info, state=snapshots.COMMITTED)  # stored once the spools drain
             self.backend.put(snapshots.object_key(info.uuid), snapshots.encode_object(self.codec, info))
             with self.catalog.engine.begin() as conn:
                 snapshots.insert_row(conn, tree.source_id, info)
                 snapshots.freeze_images(conn, info)
         if info.state == snapshots.COMMITTED:
-            assert self.spool is not None
             with self._lock:
-                self._committed[info.uuid] = self.spool.mark()
+                self._committed[info.uuid] = self._spool_marks()
         tree.commit()
         log.info("snapshot %s of %s: %d trees written", name, source, frozen.trees_written)
         return info
@@ -403,16 +416,6 @@ class Deployment:
         # After the row: a crash between the two leaves an object that a
         # rebuild would bring back, never a row without its object.
         self.backend.delete(snapshots.object_key(info.uuid))
-
-
-@dataclass(frozen=True)
-class OpenPool:
-    id: int
-    uuid: str
-    kind: str
-    backend: Backend
-    keys: DeploymentKeys
-    codec: CodecConfig
 
 
 def _holds_data(backend: Backend) -> bool:

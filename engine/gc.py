@@ -1,5 +1,9 @@
 """Garbage collection: mark what snapshots and working trees use, delete the rest, repack sparse packs.
 
+Each pool is swept with its own blob store: the file pool, and the image
+pool where the deployment has one of its own (its blocks, patches and map
+nodes are marked from the images' roots alone).
+
 It runs while backups write. Marking reads the catalog after committing the
 working trees; what writers put but reference nowhere yet is kept by the
 blob store's record of blobs in flight (inflight.py). Dead blobs leave the
@@ -14,6 +18,7 @@ rows, dead rows and old pack rows gone), and only then delete the old packs.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -24,6 +29,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection, bindparam, delete, func, select, update
 
 from . import leases
+from .blobstore import BlobStore
 from .blockmap import mark_maps
 from .catalog import Catalog
 from .catalog.schema import blobs, image_versions, images, inodes, packs, snapshots, sources
@@ -69,42 +75,65 @@ def collect(
     dry_run: bool = False,
     progress: Callable[[GcReport], None] | None = None,
 ) -> GcReport:
-    """Collect the file pool's garbage; safe while this process's working trees take writes."""
+    """Collect the garbage of the file pool (and of the image pool, if it has its own store).
+
+    Safe while this process's working trees take writes.
+    """
     report = GcReport(dry_run=dry_run)
     start = time.monotonic()
-    with dep.blobs.inflight.collecting(), _leased(dep):
-        dep.blobs.flush()
+    with contextlib.ExitStack() as held:
+        for store in dep.stores:
+            held.enter_context(store.inflight.collecting())
+        held.enter_context(_leased(dep))
+        dep.flush()
         dep.commit()  # working trees' rows are what marking reads
         # Only packs that exist now: blobs stored from here on are new, and marking cannot see them.
-        with dep.catalog.engine.connect() as conn:
-            last = conn.execute(select(func.max(packs.c.id)).where(packs.c.pool_id == dep.pool.id)).scalar() or 0
-        live = mark(dep.catalog, dep.pool.id, dep.blobs.get)
-        report.live_blobs = len(live)
-        batch: list[_Pack] = []
-        for pack in _packs(dep.catalog, dep.pool.id, last):
-            report.packs += 1
-            report.pack_bytes += pack.size
-            dead = sum(1 for b in pack.blobs if b[0] not in live)
-            live_bytes = sum(b[2] for b in pack.blobs if b[0] in live)
-            if pack.blobs and (not dead or live_bytes >= repack_below * pack.size):
-                continue  # all live, or live enough to leave as it is
-            report.dead_blobs += dead
-            batch.append(pack)
-            if sum(p.size for p in batch) >= PACK_TARGET * 4:
-                _sweep(dep, batch, live, report, dry_run)
-                batch = []
-                with dep.catalog.engine.begin() as conn:
-                    leases.renew(conn, dep.owner)
-                if progress is not None:
-                    progress(report)
-        if batch:
-            _sweep(dep, batch, live, report, dry_run)
+        last = {store.pool_id: _last_pack(dep.catalog, store.pool_id) for store in dep.stores}
+        if dep.image_blobs is dep.blobs:
+            live = {dep.pool.id: mark(dep.catalog, dep.pool.id, dep.blobs.get)}
+        else:  # each pool keeps what its own blobs are referenced by
+            live = {dep.blobs.pool_id: mark_files(dep.catalog, dep.blobs.get)}
+            live[dep.image_blobs.pool_id] = mark_images(dep.catalog, dep.image_blobs.pool_id, dep.image_blobs.get)
+        report.live_blobs = sum(len(ids) for ids in live.values())
+        for store in dep.stores:
+            _collect_pool(dep, store, live[store.pool_id], last[store.pool_id], report, repack_below, dry_run, progress)
     report.seconds = time.monotonic() - start
     if not dry_run:
         dep.catalog.set_setting(LAST_GC, json.dumps({"finished": time.time(), **dataclasses.asdict(report)}))
     if progress is not None:
         progress(report)
     return report
+
+
+def _last_pack(catalog: Catalog, pool_id: int) -> int:
+    with catalog.engine.connect() as conn:
+        return conn.execute(select(func.max(packs.c.id)).where(packs.c.pool_id == pool_id)).scalar() or 0
+
+
+def _collect_pool(
+    dep: Deployment, store: BlobStore, live: set[bytes], last: int, report: GcReport, repack_below: float,
+    dry_run: bool, progress: Callable[[GcReport], None] | None,
+) -> None:  # fmt: skip
+    """Sweep one pool's packs up to id `last`: what `live` lacks goes."""
+    batch: list[_Pack] = []
+    for pack in _packs(dep.catalog, store.pool_id, last):
+        report.packs += 1
+        report.pack_bytes += pack.size
+        dead = sum(1 for b in pack.blobs if b[0] not in live)
+        live_bytes = sum(b[2] for b in pack.blobs if b[0] in live)
+        if pack.blobs and (not dead or live_bytes >= repack_below * pack.size):
+            continue  # all live, or live enough to leave as it is
+        report.dead_blobs += dead
+        batch.append(pack)
+        if sum(p.size for p in batch) >= PACK_TARGET * 4:
+            _sweep(store, batch, live, report, dry_run)
+            batch = []
+            with dep.catalog.engine.begin() as conn:
+                leases.renew(conn, dep.owner)
+            if progress is not None:
+                progress(report)
+    if batch:
+        _sweep(store, batch, live, report, dry_run)
 
 
 def last_gc(catalog: Catalog) -> dict[str, object] | None:
@@ -114,15 +143,17 @@ def last_gc(catalog: Catalog) -> dict[str, object] | None:
 
 
 def mark(catalog: Catalog, pool_id: int, get: Callable[[bytes], bytes]) -> set[bytes]:
-    """Every blob a snapshot, a working tree or a disk image (writable or frozen) refers to."""
+    """Every blob a snapshot, a working tree or a disk image (writable or frozen) refers to, all in one pool."""
+    live = mark_files(catalog, get)
+    return mark_images(catalog, pool_id, get, live)
+
+
+def mark_files(catalog: Catalog, get: Callable[[bytes], bytes]) -> set[bytes]:
+    """Every tree and chunk a snapshot or a working tree refers to (file pool blobs)."""
     live: set[bytes] = set()
     todo: list[bytes] = []
     with catalog.engine.connect() as conn:
         todo += [bytes(r[0]) for r in conn.execute(select(snapshots.c.root))]
-        maps = [bytes(r[0]) for r in conn.execute(select(images.c.root).union(select(image_versions.c.root)))]
-        # Patched blocks, whose bases marking keeps: the only blobs it reads that are not trees or map nodes.
-        patched = select(blobs.c.id).where(blobs.c.pool_id == pool_id, blobs.c.kind == PATCH)
-        patches = {bytes(r[0]) for r in conn.execute(patched)}
         for content, tree_id in conn.execute(select(inodes.c.content, inodes.c.tree_id)):
             if content:
                 live.update(chunk_ids(unpack_extents(bytes(content))))
@@ -142,6 +173,22 @@ def mark(catalog: Catalog, pool_id: int, get: Callable[[bytes], bytes]) -> set[b
                 live.update(chunk_ids(unpack_extents(entry.payload)))
             elif entry.kind == Kind.DIR and entry.payload not in live:
                 todo.append(entry.payload)
+    return live
+
+
+def mark_images(
+    catalog: Catalog, pool_id: int, get: Callable[[bytes], bytes], live: set[bytes] | None = None
+) -> set[bytes]:
+    """Every map node, block and patch base of a disk image (writable or frozen), added to `live`.
+
+    `pool_id` is the pool that holds the images' blobs; `get` reads them.
+    """
+    live = set() if live is None else live
+    with catalog.engine.connect() as conn:
+        maps = [bytes(r[0]) for r in conn.execute(select(images.c.root).union(select(image_versions.c.root)))]
+        # Patched blocks, whose bases marking keeps: the only blobs it reads that are not trees or map nodes.
+        patched = select(blobs.c.id).where(blobs.c.pool_id == pool_id, blobs.c.kind == PATCH)
+        patches = {bytes(r[0]) for r in conn.execute(patched)}
     try:
         mark_maps(maps, get, live, patches)
     except CorruptBlob as e:
@@ -171,70 +218,71 @@ def _packs(catalog: Catalog, pool_id: int, last: int) -> Iterator[_Pack]:
         yield current
 
 
-def _sweep(dep: Deployment, batch: list[_Pack], live: set[bytes], report: GcReport, dry_run: bool) -> None:
+def _sweep(store: BlobStore, batch: list[_Pack], live: set[bytes], report: GcReport, dry_run: bool) -> None:
     dead = {b[0] for p in batch for b in p.blobs if b[0] not in live}
     if dry_run:
         report.bytes_freed += sum(b[2] for p in batch for b in p.blobs if b[0] in dead)
         return
-    dropped = dep.blobs.forget(dead)
+    dropped = store.forget(dead)
     report.kept_blobs += len(dead) - len(dropped)
     # A pack that loses nothing (its dead blobs are in flight again) stays as it is.
     batch = [p for p in batch if not p.blobs or any(b[0] in dropped for b in p.blobs)]
     if not batch:
         return
-    new = _rewrite(dep, batch, dropped)
-    with dep.catalog.engine.begin() as conn:
+    new = _rewrite(store, batch, dropped)
+    with store.catalog.engine.begin() as conn:
         if new is not None:
-            _move(dep, conn, *new)
+            _move(store, conn, *new)
         gone, old = list(dropped), [p.id for p in batch]
         for i in range(0, len(gone), 500):
             # Only rows still in these packs: a backup may have stored a dropped blob again meanwhile.
             conn.execute(delete(blobs).where(
-                blobs.c.pool_id == dep.pool.id, blobs.c.id.in_(gone[i : i + 500]), blobs.c.pack_id.in_(old)
+                blobs.c.pool_id == store.pool_id, blobs.c.id.in_(gone[i : i + 500]), blobs.c.pack_id.in_(old)
             ))  # fmt: skip
         conn.execute(delete(packs).where(packs.c.id.in_([p.id for p in batch])))
     for pack in batch:
-        dep.backend.delete(pack_key(pack.name))
+        store.backend.delete(pack_key(pack.name))
     report.packs_deleted += len(batch)
     report.packs_written += new is not None
     report.bytes_freed += sum(p.size for p in batch) - (len(new[1]) if new else 0)
 
 
-def _rewrite(dep: Deployment, batch: list[_Pack], dropped: set[bytes]) -> tuple[str, bytes, PackBuilder] | None:
+def _rewrite(store: BlobStore, batch: list[_Pack], dropped: set[bytes]) -> tuple[str, bytes, PackBuilder] | None:
     """Store one new pack holding the batch's blobs that stay; None if none stay."""
     builder = PackBuilder()
     for pack in batch:
         keep = [b for b in pack.blobs if b[0] not in dropped]
         if not keep:
             continue
-        data = dep.backend.get(pack_key(pack.name))
+        data = store.backend.get(pack_key(pack.name))
         for blob_id, offset, length, raw_length, kind in keep:
             blob = data[offset : offset + length]
-            dep.blobs.decode_checked(blob_id, blob, pack.name)  # copy nothing damaged
+            store.decode_checked(blob_id, blob, pack.name)  # copy nothing damaged
             builder.add(blob_id, kind, (blob, b""), raw_length)
     if not builder.entries:
         return None
-    name, data = builder.seal(dep.codec)
+    name, data = builder.seal(store.codec)
     if name in {p.name for p in batch}:  # cannot happen: every pack of the batch lost a blob
         raise CorruptBlob(f"repacking would overwrite pack {name}")
-    dep.backend.put(pack_key(name), data)
+    store.backend.put(pack_key(name), data)
     return name, data, builder
 
 
-def _move(dep: Deployment, conn: Connection, name: str, data: bytes, builder: PackBuilder) -> None:
+def _move(store: BlobStore, conn: Connection, name: str, data: bytes, builder: PackBuilder) -> None:
     """Point the moved blobs' rows at their new pack."""
-    row = {"pool_id": dep.pool.id, "name": name, "size": len(data),
+    row = {"pool_id": store.pool_id, "name": name, "size": len(data),
            "blob_count": len(builder.entries), "created": time.time()}  # fmt: skip
-    dep.catalog.insert_ignore(conn, packs, [row])  # a pack of these very bytes may exist already
-    pack_id = conn.execute(select(packs.c.id).where(packs.c.pool_id == dep.pool.id, packs.c.name == name)).scalar_one()
+    store.catalog.insert_ignore(conn, packs, [row])  # a pack of these very bytes may exist already
+    named = select(packs.c.id).where(packs.c.pool_id == store.pool_id, packs.c.name == name)
+    pack_id = conn.execute(named).scalar_one()
     move = (
         update(blobs)
         .where(blobs.c.pool_id == bindparam("b_pool"), blobs.c.id == bindparam("b_id"))
         .values(pack_id=bindparam("b_pack"), offset=bindparam("b_offset"), length=bindparam("b_length"))
     )
-    rows = [{"b_pool": dep.pool.id, "b_id": e.blob_id, "b_pack": pack_id, "b_offset": e.offset,
+    rows = [{"b_pool": store.pool_id, "b_id": e.blob_id, "b_pack": pack_id, "b_offset": e.offset,
              "b_length": e.length} for e in builder.entries]  # fmt: skip
-    dep.catalog.executemany(conn, move, rows)
+    store.catalog.executemany(conn, move, rows)
 
 
 class _leased:

@@ -16,6 +16,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from .codec import CodecConfig
 from .errors import BackendError, InvalidArgument, ObjectNotFound, PoolMismatch, PoolMissing
 from .keyring import DEPLOYMENT_KEYS, DeploymentKeys, Unlock, unwrap, wrap
 from .storage import Backend
@@ -40,6 +41,18 @@ class PoolIdentity:
 KeyRows = tuple[PoolIdentity, dict[str, bytes]]
 
 
+@dataclass(frozen=True)
+class OpenPool:
+    """A pool as a deployment opened it: its catalog row, backend, the deployment's keys, its codec settings."""
+
+    id: int
+    uuid: str
+    kind: str
+    backend: Backend
+    keys: DeploymentKeys
+    codec: CodecConfig
+
+
 def create_pool(backend: Backend, kind: str, keys: DeploymentKeys, unlock: Unlock | None) -> KeyRows:
     """Write a new pool's keys and identification file; refuse a used backend.
 
@@ -47,20 +60,31 @@ def create_pool(backend: Backend, kind: str, keys: DeploymentKeys, unlock: Unloc
     """
     if backend.stat(POOL_FILE) is not None:
         raise PoolMismatch(f"{backend.describe()} already holds a pool")
-    identity = PoolIdentity(str(uuid.uuid4()), kind, STRUCTURE, time.time())
-    # The keys are written before the identification file: a pool whose
-    # identification file exists always has its keys.
     if keys.encrypted:
         if unlock is None:
             raise InvalidArgument("an encrypted pool needs a passphrase or a key file")
-        wrapped = wrap(keys, unlock)
-        backend.put(DEPLOYMENT_KEYS, wrapped)
-        rows = {"deployment": wrapped}
+        rows = {"deployment": wrap(keys, unlock)}
     else:
-        backend.put(ID_KEY_FILE, json.dumps({"id_key": keys.id_key.hex()}).encode())
         rows = {"id": keys.id_key}
+    return write_pool(backend, kind, rows), rows
+
+
+def write_pool(backend: Backend, kind: str, rows: dict[str, bytes]) -> PoolIdentity:
+    """Write a pool's keys as the catalog's key rows hold them, then its identification file.
+
+    A deployment's further pool (the image pool) takes its keys this way: no unlock needed.
+    """
+    if backend.stat(POOL_FILE) is not None:
+        raise PoolMismatch(f"{backend.describe()} already holds a pool")
+    identity = PoolIdentity(str(uuid.uuid4()), kind, STRUCTURE, time.time())
+    # The keys are written before the identification file: a pool whose
+    # identification file exists always has its keys.
+    if "deployment" in rows:
+        backend.put(DEPLOYMENT_KEYS, rows["deployment"])
+    else:
+        backend.put(ID_KEY_FILE, json.dumps({"id_key": rows["id"].hex()}).encode())
     backend.put(POOL_FILE, identity.to_json())
-    return identity, rows
+    return identity
 
 
 def keys_of(rows: dict[str, bytes], backend: Backend, unlock: Unlock | None) -> DeploymentKeys:

@@ -1,4 +1,4 @@
-"""`catalog rebuild`: recreate the catalog from the pool alone.
+"""`catalog rebuild`: recreate the catalog from the pool alone (and the image pool, if it has its own).
 
 Packs describe their blobs, snapshot objects describe their snapshots, and
 each source's working tree is seeded from its latest snapshot so the next
@@ -19,12 +19,13 @@ from sqlalchemy import func, select
 from .catalog import Catalog
 from .catalog.schema import blobs, dirents, images, inodes, keys, packs, pools, sources
 from .codec import Codec
-from .errors import BackendError, CorruptBlob, InvalidArgument
+from .errors import BackendError, CorruptBlob, InvalidArgument, PoolMismatch
 from .ids import IdKey
+from .imagestore import image_pool_note
 from .keyring import Unlock
 from .meta import Kind
 from .packs import FOOTER, index_length, read_index
-from .pool import STRUCTURE, key_rows, read_identity, read_keys
+from .pool import STRUCTURE, key_rows, keys_of, read_identity, read_keys
 from .reader import SnapshotView, TreeCache
 from .snapshots import SnapshotInfo, decode_object, freeze_images, insert_row
 from .storage import Backend
@@ -41,6 +42,7 @@ class RebuildReport:
     snapshots: int = 0
     sources: int = 0
     problems: list[str] = field(default_factory=list)
+    image_pool: dict[str, str] | None = None  # the file pool's note of an image pool of its own
 
 
 def rebuild(
@@ -55,6 +57,8 @@ def rebuild(
         if conn.execute(select(func.count()).select_from(pools)).scalar():
             raise InvalidArgument("the catalog is not empty; rebuild needs a new one")
     identity = read_identity(backend)
+    if identity.kind != "file":
+        raise InvalidArgument(f"{backend.describe()} is an {identity.kind} pool; rebuild from the file pool")
     found = read_keys(backend, unlock)
     codec = Codec(keys=found)
     report = RebuildReport()
@@ -68,13 +72,8 @@ def rebuild(
         )  # fmt: skip
         for purpose, material in key_rows(found, backend).items():
             conn.execute(keys.insert().values(purpose=purpose, material=material))
-    for key, size in backend.list("packs/"):
-        try:
-            _index_pack(catalog, backend, codec, pool_id, key, size, report)
-        except (CorruptBlob, BackendError) as e:
-            report.problems.append(f"{key}: {e}")
-        if progress is not None:
-            progress(report)
+    _index_packs(catalog, backend, codec, pool_id, report, progress)
+    report.image_pool = image_pool_note(backend)
     infos = []
     for key, _ in backend.list("snapshots/"):
         try:
@@ -84,6 +83,59 @@ def rebuild(
     _restore_snapshots(catalog, infos, report)
     _seed_working_trees(catalog, pool_id, backend, IdKey(found.id_key), codec, infos)
     return report
+
+
+def rebuild_image_pool(
+    catalog: Catalog,
+    backend: Backend,
+    backend_config: dict[str, Any],
+    progress: Callable[[RebuildReport], None] | None = None,
+    unlock: Unlock | None = None,
+    expected: str | None = None,
+) -> RebuildReport:
+    """Add the image pool in `backend` to a catalog just rebuilt from the file pool: its row and blob index.
+
+    The images' rows come from the snapshot objects in the file pool; their blocks are found here.
+    `expected` is the uuid the file pool's note names, if it has one.
+    """
+    with catalog.engine.connect() as conn:
+        kinds = {r[0]: r[1] for r in conn.execute(select(pools.c.kind, pools.c.id))}
+        rows = {r[0]: bytes(r[1]) for r in conn.execute(select(keys.c.purpose, keys.c.material))}
+    if "file" not in kinds or "image" in kinds:
+        raise InvalidArgument("rebuild the catalog from the file pool first, then add its image pool once")
+    identity = read_identity(backend)
+    if identity.kind != "image":
+        raise InvalidArgument(f"{backend.describe()} is a {identity.kind} pool, not an image pool")
+    if expected is not None and identity.uuid != expected:
+        raise PoolMismatch(f"{backend.describe()} is image pool {identity.uuid}; the file pool names {expected}")
+    found = read_keys(backend, unlock)
+    if found.id_key != keys_of(rows, backend, unlock).id_key:
+        raise PoolMismatch(f"the image pool at {backend.describe()} belongs to another deployment")
+    report = RebuildReport()
+    with catalog.engine.begin() as conn:
+        pool_id = Catalog.insert_id(
+            conn,
+            pools.insert().values(
+                uuid=identity.uuid, kind=identity.kind, backend=json.dumps(backend_config),
+                structure=STRUCTURE, created=identity.created,
+            ),
+        )  # fmt: skip
+    _index_packs(catalog, backend, Codec(keys=found), pool_id, report, progress)
+    return report
+
+
+def _index_packs(
+    catalog: Catalog, backend: Backend, codec: Codec, pool_id: int, report: RebuildReport,
+    progress: Callable[[RebuildReport], None] | None,
+) -> None:  # fmt: skip
+    """Index every pack of the pool: its blobs, as its own index at its tail describes them."""
+    for key, size in backend.list("packs/"):
+        try:
+            _index_pack(catalog, backend, codec, pool_id, key, size, report)
+        except (CorruptBlob, BackendError) as e:
+            report.problems.append(f"{key}: {e}")
+        if progress is not None:
+            progress(report)
 
 
 def _index_pack(

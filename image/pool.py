@@ -3,8 +3,9 @@
 A source's writable images are rows of `images` (name, size, block size,
 block map root); a snapshot copies them into `image_versions` in its own
 transaction, so `<disk>@<snapshot>` is what the image was when the
-snapshot was taken. Blocks and map nodes are blobs of the deployment's
-blob store, deduplicated with everything else.
+snapshot was taken. Blocks, patches and map nodes are blobs of the image
+pool's blob store: the file pool's (deduplicated with everything else)
+unless the deployment has an image pool of its own (engine/imagestore.py).
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class ImagePool:
         if block_size not in BLOCK_SIZES:
             raise ValueError(f"block size {block_size} is not one of {BLOCK_SIZES}")
         self.dep = dep
-        self.blobs = dep.blobs
+        self.blobs = dep.image_blobs  # the image pool's own store, or the file pool's
         self.block_size = block_size
         self._lock = threading.Lock()
         self._open: dict[int, _Open] = {}

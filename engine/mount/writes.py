@@ -157,6 +157,6 @@ class MountView(MountReader):
     def statfs(self) -> dict[str, int]:
         """Pool usage as a file system reports it: 4 KiB blocks."""
         usage = self.dep.pool_usage()
-        stored = usage["stored_bytes"] // 4096
+        stored = (usage["stored_bytes"] + (usage["image_pool"] or {}).get("stored_bytes", 0)) // 4096
         free = self.dep.free_bytes() // 4096
         return {"blocks": stored + free, "free": free, "files": usage["blobs"]}
