@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 
 from .catalog import Catalog
 from .catalog.schema import blobs, dirents, images, inodes, keys, packs, pools, sources
@@ -25,7 +25,7 @@ from .imagestore import image_pool_note
 from .keyring import Unlock
 from .meta import Kind
 from .packs import FOOTER, index_length, read_index
-from .pool import STRUCTURE, key_rows, keys_of, read_identity, read_keys
+from .pool import STRUCTURE, PoolIdentity, key_rows, keys_of, read_identity, read_keys
 from .reader import SnapshotView, TreeCache
 from .snapshots import SnapshotInfo, decode_object, freeze_images, insert_row
 from .storage import Backend
@@ -63,13 +63,7 @@ def rebuild(
     codec = Codec(keys=found)
     report = RebuildReport()
     with catalog.engine.begin() as conn:
-        pool_id = Catalog.insert_id(
-            conn,
-            pools.insert().values(
-                uuid=identity.uuid, kind=identity.kind, backend=json.dumps(backend_config),
-                structure=STRUCTURE, created=identity.created,
-            )
-        )  # fmt: skip
+        pool_id = _insert_pool(conn, identity, backend_config)
         for purpose, material in key_rows(found, backend).items():
             conn.execute(keys.insert().values(purpose=purpose, material=material))
     _index_packs(catalog, backend, codec, pool_id, report, progress)
@@ -113,15 +107,17 @@ def rebuild_image_pool(
         raise PoolMismatch(f"the image pool at {backend.describe()} belongs to another deployment")
     report = RebuildReport()
     with catalog.engine.begin() as conn:
-        pool_id = Catalog.insert_id(
-            conn,
-            pools.insert().values(
-                uuid=identity.uuid, kind=identity.kind, backend=json.dumps(backend_config),
-                structure=STRUCTURE, created=identity.created,
-            ),
-        )  # fmt: skip
+        pool_id = _insert_pool(conn, identity, backend_config)
     _index_packs(catalog, backend, Codec(keys=found), pool_id, report, progress)
     return report
+
+
+def _insert_pool(conn: Connection, identity: PoolIdentity, backend_config: dict[str, Any]) -> int:
+    """The pool's catalog row, as its identification file describes it."""
+    return Catalog.insert_id(conn, pools.insert().values(
+        uuid=identity.uuid, kind=identity.kind, backend=json.dumps(backend_config),
+        structure=STRUCTURE, created=identity.created,
+    ))  # fmt: skip
 
 
 def _index_packs(
