@@ -7,10 +7,11 @@ VENV ?= .venv
 DATA ?= /var/lib/cairn
 LISTEN ?= 127.0.0.1:8080
 BIN := $(VENV)/bin
-APT_PACKAGES := python3 python3-venv python3-dev gcc pkg-config fuse3 libfuse3-dev \
+PYFUSE3 := 3.5.0
+APT_PACKAGES := python3 python3-venv python3-dev gcc pkg-config fuse3 libfuse3-dev patch \
 	postgresql redis-server rsync attr acl restic litmus curl chromium qemu-utils e2fsprogs
 
-.PHONY: run test setup system lint unit bench bench-s3 bench-image
+.PHONY: run test setup system lint unit bench bench-s3 bench-image pyfuse3
 
 run: setup
 	$(BIN)/cairn --data $(DATA) serve --listen $(LISTEN)
@@ -31,11 +32,21 @@ $(VENV)/.system: Makefile
 	else echo "not root or no apt-get: install $(APT_PACKAGES) yourself"; fi
 	mkdir -p $(VENV) && touch $@
 
-$(VENV)/.installed: pyproject.toml $(VENV)/.system
+$(VENV)/.installed: pyproject.toml vfs/pyfuse3-fallocate.patch $(VENV)/.system
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	$(MAKE) pyfuse3
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
+
+# pyfuse3 from its source with a fallocate handler added (vfs/pyfuse3-fallocate.patch):
+# the release registers none, so the kernel would answer fallocate(2) itself.
+pyfuse3:
+	rm -rf $(VENV)/src && mkdir -p $(VENV)/src
+	$(BIN)/python -m pip download -q --no-deps --no-binary :all: -d $(VENV)/src pyfuse3==$(PYFUSE3)
+	tar -xzf $(VENV)/src/pyfuse3-$(PYFUSE3).tar.gz -C $(VENV)/src
+	patch -s -d $(VENV)/src/pyfuse3-$(PYFUSE3) -p1 < vfs/pyfuse3-fallocate.patch
+	$(BIN)/python -m pip install -q --force-reinstall --no-deps $(VENV)/src/pyfuse3-$(PYFUSE3)
 
 lint:
 	$(BIN)/ruff check .

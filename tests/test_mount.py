@@ -203,11 +203,19 @@ def test_stock_tools_in_current(tmp_path: Path, mounted: Mounted) -> None:
     assert (cur / "sparse").stat().st_blocks == 0
     subprocess.run(["truncate", "-s", "1000", str(big)], check=True)
     assert big.read_bytes() == data[:1000]
-    # posix_fallocate works (glibc writes zeros); the fallocate call itself is not offered.
+    # fallocate(1): the plain mode sizes the file, --keep-size changes nothing, punching a hole is refused
+    # as file systems without it refuse it; posix_fallocate (--posix) goes the same way.
+    subprocess.run(["fallocate", "-l", "1M", str(cur / "plain")], check=True)
+    assert (cur / "plain").read_bytes() == bytes(1 << 20)
     subprocess.run(["fallocate", "--posix", "-l", "3M", str(cur / "prealloc")], check=True)
     assert (cur / "prealloc").read_bytes() == bytes(3 << 20)
-    plain = subprocess.run(["fallocate", "-l", "1M", str(cur / "plain")], capture_output=True, text=True)
-    assert plain.returncode != 0 and "not supported" in plain.stderr
+    subprocess.run(["fallocate", "-o", "1M", "-l", "2M", str(cur / "plain")], check=True)  # grows it
+    subprocess.run(["fallocate", "--keep-size", "-l", "8M", str(cur / "plain")], check=True)
+    assert (cur / "plain").stat().st_size == 3 << 20
+    subprocess.run(["fallocate", "-l", "64K", str(big)], check=True)  # inside the file: content kept
+    assert big.read_bytes() == data[:1000] + bytes((64 << 10) - 1000)
+    punch = subprocess.run(["fallocate", "--punch-hole", "-l", "4K", str(big)], capture_output=True, text=True)
+    assert punch.returncode != 0 and "unsupported" in punch.stderr  # EOPNOTSUPP, in util-linux words
 
     import mmap
 

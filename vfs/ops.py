@@ -41,6 +41,7 @@ T = TypeVar("T")
 
 # What cannot change may be cached long; the working tree changes only
 # through this mount, but other names (sources, snapshots) change by mkdir.
+FALLOC_FL_KEEP_SIZE = 0x01  # linux/falloc.h (the os module does not name it)
 SNAPSHOT_TIMEOUT = 300.0
 WORKING_TIMEOUT = 1.0
 VIRTUAL_TIMEOUT = 1.0  # sources and snapshots appear by mkdir through this mount
@@ -228,6 +229,19 @@ class Operations(pyfuse3.Operations):
 
             return self._attr(await self._on(inode, change))
         return self._attr(await self._call(self.view.setattr, inode, **changes))  # may rewrite a spool
+
+    async def fallocate(self, inode: int, fh: int, mode: int, offset: int, length: int) -> None:
+        """fallocate(2): the plain mode makes the file at least offset + length long; KEEP_SIZE alone
+        changes nothing. Space is not set aside: what bytes take in a deduplicating, compressing pool
+        is known only once they are written. Punching holes, zeroing and collapsing ranges: EOPNOTSUPP.
+        """
+        if mode & ~FALLOC_FL_KEEP_SIZE:
+            raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
+        if offset < 0 or length <= 0:
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        stat = await self._on(inode, self.view.getattr)
+        if not mode and offset + length > stat.size:
+            await self._call(self.view.setattr, inode, size=offset + length)  # may rewrite a spool
 
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
         return await self._on(inode, self.view.readlink)
