@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from engine.errors import InvalidArgument
-from engine.imagestore import create_image_pool, image_pool_usage
+from engine.imagesetup import create_image_pool
 from image.disk import VersionReader
 from image.files import extract, listing, open_fs, write_file
 from image.nbd import Export, NbdServer
@@ -46,7 +46,7 @@ def image_pool_create(ctx: Context, config: Any, as_json: bool) -> None:
     with ctx.open() as dep:
         create_image_pool(dep, doc)
     with ctx.open() as dep:  # opened anew: the deployment opens the image pool it now has
-        usage = image_pool_usage(dep)
+        usage = dep.pool_usage()["image_pool"]
     assert usage is not None
     output.emit_json(usage) if as_json else output.say(f"image pool {usage['uuid']} created on {usage['backend']}")
 

@@ -254,12 +254,13 @@ class Deployment:
         counts = pool_counts(self.catalog, self.pool.id)
         with self.catalog.engine.connect() as conn:
             logical = conn.execute(select(func.coalesce(func.sum(snapshot_rows.c.bytes), 0))).scalar_one()
-        stored = counts["stored_bytes"]
+        stored, level = counts["stored_bytes"], self.codec.config.level
+        images = image_pool_usage(self.catalog, self.image_pool, self.image_blobs, self.image_spool, level)
         return {
             "uuid": self.pool.uuid, "kind": self.pool.kind, "backend": self.backend.describe(),
-            "zstd_level": self.codec.config.level, **counts, "snapshot_bytes": int(logical),
+            "zstd_level": level, **counts, "snapshot_bytes": int(logical),
             "ratio": round(int(logical) / int(stored), 2) if stored else None,
-            "encrypted": self.pool.keys.encrypted, **self.pool_state(), "image_pool": image_pool_usage(self),
+            "encrypted": self.pool.keys.encrypted, **self.pool_state(), "image_pool": images,
         }  # fmt: skip
 
     def pool_state(self) -> dict[str, Any]:

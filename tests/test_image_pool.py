@@ -15,7 +15,7 @@ from engine.check import scrub
 from engine.deployment import Deployment
 from engine.errors import Locked, NotEmpty
 from engine.gc import collect
-from engine.imagestore import create_image_pool
+from engine.imagesetup import create_image_pool
 from engine.keyring import Unlock
 from engine.restore import restore
 from engine.snapshots import COMMITTED, STORED
