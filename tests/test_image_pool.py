@@ -53,6 +53,15 @@ def dep(tmp_path: Path, db_url: str) -> Iterator[Deployment]:
         d.close()
 
 
+def _push(dep: Deployment, img: Path) -> None:
+    """Push `img` as disk vm of source h1, as `cairn image push` does."""
+    pool = ImagePool(dep)
+    try:
+        push(pool, "h1", "vm", img)
+    finally:
+        pool.close()
+
+
 def _files(src: Path) -> Path:
     src.mkdir()
     for i in range(5):
@@ -120,11 +129,7 @@ def test_an_encrypted_image_pool_holds_no_plaintext(tmp_path: Path) -> None:
     try:
         assert dep.image_pool is not None and dep.image_pool.keys.encrypted
         dep.add_source("h1")
-        pool = ImagePool(dep)
-        try:
-            push(pool, "h1", "vm", img)
-        finally:
-            pool.close()
+        _push(dep, img)
         dep.create_snapshot("h1", "one")
     finally:
         dep.close()
@@ -151,11 +156,7 @@ def test_creation_is_refused_once_images_hold_blocks_in_the_file_pool(tmp_path: 
     img.write_bytes(os.urandom(MiB))
     with Deployment.open(data, db_url) as dep:
         dep.add_source("h1")
-        pool = ImagePool(dep)
-        try:
-            push(pool, "h1", "vm", img)
-        finally:
-            pool.close()
+        _push(dep, img)
         with pytest.raises(NotEmpty, match="not moved"):
             create_image_pool(dep, {"kind": "local", "path": str(tmp_path / "images")})
     with Deployment.open(data, db_url) as dep:
