@@ -44,8 +44,10 @@ class Services:
     @classmethod
     def build(cls, deployment: Deployment, *, workers: int = 2) -> Services:
         services = cls(deployment, Accounts(deployment.catalog), JobQueue(deployment.catalog), LoginLimiter())
-        notifier = Notifier(Config(deployment.catalog), services.jobs, services.source_of)
-        handlers = {**job_handlers(deployment), "digest": lambda job, progress: notifier.digest()}
+        config = Config(deployment.catalog)
+        notifier = Notifier(config, services.jobs, services.source_of)
+        handlers = {**job_handlers(deployment, services.accounts, config),
+                    "digest": lambda job, progress: notifier.digest()}  # fmt: skip
         services.runner = Runner(services.jobs, handlers, workers, notifier.job_finished)
         return services
 
@@ -57,7 +59,7 @@ class Services:
         return None, None
 
 
-def job_handlers(dep: Deployment) -> dict[str, Handler]:
+def job_handlers(dep: Deployment, accounts: Accounts, config: Config) -> dict[str, Handler]:
     """What each kind of job does: long work, never inside a request or a FUSE handler."""
 
     def snapshot(job: Job, progress: Progress) -> dict[str, Any]:
@@ -69,10 +71,11 @@ def job_handlers(dep: Deployment) -> dict[str, Handler]:
                 "deleted": deleted}  # fmt: skip
 
     def forget_source(source: str) -> list[str]:
-        group = Accounts(dep.catalog).source_access().get(source, (None, None))[0]
-        policy = Policy.from_json(Config(dep.catalog).value("retention", source, group))
-        kept, _ = keep(policy, dep.list_snapshots(source))
-        gone = [s.name for s in dep.list_snapshots(source) if s.name not in kept]
+        group = accounts.source_access().get(source, (None, None))[0]
+        policy = Policy.from_json(config.value("retention", source, group))
+        snapshots = dep.list_snapshots(source)  # once: what the policy saw is what is deleted from
+        kept, _ = keep(policy, snapshots)
+        gone = [s.name for s in snapshots if s.name not in kept]
         for name in gone:
             dep.delete_snapshot(source, name)
         return gone
