@@ -229,7 +229,7 @@ def restore_cmd(
     if in_place:
         if len(args) != 1:
             raise click.UsageError("expected PATH with --in-place")
-        return restore_in_place(ctx, source_name, snapshot_name, args[0], to, into, as_json)
+        return in_place_restore(ctx, source_name, snapshot_name, args[0], to, into, as_json)
     if to or into:
         raise click.UsageError("--to and --into go with --in-place")
     if len(args) > 2:
@@ -255,7 +255,7 @@ def restore_cmd(
         sys.exit(EXIT_PARTIAL)
 
 
-def restore_in_place(
+def in_place_restore(
     ctx: Context, source: str, snap: str, path: str, to: str | None, into: str | None, as_json: bool
 ) -> None:
     """PATH of a snapshot back into a working tree: no bytes copied, as the web UI's restore does."""
@@ -263,14 +263,10 @@ def restore_in_place(
         body = {"path": path, "to": to, "into": into}
         doc = remote_cmd.run_job(ctx.client(), f"/sources/{source}/snapshots/{snap}/restore", body, not as_json)
     else:
-        from engine.recover import restore_into
+        from engine.recover import restore_in_place
 
-        target = into or source
         with ctx.open() as dep:
-            stats = restore_into(dep.snapshot(source, snap), os.fsencode(path), dep.working_tree(target),
-                                 os.fsencode(to or path))  # fmt: skip
-        where = f"{target}/current/{(to or path).strip('/')}"
-        doc = {"restored": path, "to": where, "files": stats.files, "bytes": stats.bytes}
+            doc = restore_in_place(dep, source, snap, path, to, into)
     if as_json:
         output.emit_json(doc)
     else:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +10,7 @@ from engine import gc
 from engine.check import damage_doc, scrub
 from engine.deployment import Deployment
 from engine.mount import MountView
-from engine.recover import restore_into
+from engine.recover import restore_in_place
 from image.mountfs import MountImages
 from image.pool import ImagePool
 
@@ -81,12 +80,8 @@ def job_handlers(dep: Deployment, accounts: Accounts, config: Config) -> dict[st
         return gone
 
     def restore(job: Job, progress: Progress) -> dict[str, Any]:
-        source, path = job.params["source"], job.params["path"]
-        view = dep.snapshot(source, job.params["snapshot"])
-        to, into = job.params.get("to") or path, job.params.get("into") or source
-        stats = restore_into(view, os.fsencode(path), dep.working_tree(into), os.fsencode(to))
-        where = f"{into}/current/{to.strip('/')}"
-        return {"restored": path, "to": where, "files": stats.files, "bytes": stats.bytes}
+        p = job.params
+        return restore_in_place(dep, p["source"], p["snapshot"], p["path"], p.get("to"), p.get("into"))
 
     def forget(job: Job, progress: Progress) -> dict[str, Any]:
         return {"deleted": forget_source(job.params["source"])}

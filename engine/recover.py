@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import stat as st
+from typing import TYPE_CHECKING
 
 from .content import unpack_extents
 from .errors import InvalidArgument, NotFound
@@ -19,6 +20,18 @@ from .restore import RestoreStats
 from .tree import Entry
 from .worktree import WorkingTree
 from .worktree.inode import ROOT
+
+if TYPE_CHECKING:
+    from .deployment import Deployment
+
+
+def restore_in_place(
+    dep: Deployment, source: str, snapshot: str, path: str, to: str | None = None, into: str | None = None
+) -> dict[str, object]:
+    """Restore `path` of a snapshot into current/ (at `to`, of source `into`); what was done, as a document."""
+    target, dest = into or source, to or path
+    stats = restore_into(dep.snapshot(source, snapshot), os.fsencode(path), dep.working_tree(target), os.fsencode(dest))
+    return {"restored": path, "to": f"{target}/current/{dest.strip('/')}", "files": stats.files, "bytes": stats.bytes}
 
 
 def restore_into(view: SnapshotView, path: bytes, tree: WorkingTree, dest: bytes) -> RestoreStats:
