@@ -30,7 +30,7 @@ from .catalog.schema import snapshots as snapshot_rows
 from .codec import Codec, CodecConfig
 from .errors import Exists, NotEmpty, NotFound, PoolMismatch, PoolMissing
 from .ids import IdKey
-from .imagestore import image_pool_usage, open_image_pool, pool_counts
+from .imagestore import image_pool_usage, open_image_pool, pool_counts, store_state
 from .keyring import DeploymentKeys, Unlock
 from .meta import check_label
 from .pool import POOL_FILE, STRUCTURE, check_identity, create_pool, key_rows, keys_of, read_identity, read_keys
@@ -264,11 +264,8 @@ class Deployment:
         }  # fmt: skip
 
     def pool_state(self) -> dict[str, Any]:
-        """Online or offline (and why), the write-back spool's backlog, maintenance mode."""
-        offline = self.blobs.offline or (self.spool.last_error if self.spool and not self.spool.online else None)
-        backlog = self.spool.backlog() if self.spool else (0, 0)
-        return {"state": "offline" if offline else "online", "offline_reason": offline,
-                "spool_objects": backlog[0], "spool_bytes": backlog[1], "maintenance": self.maintenance}  # fmt: skip
+        """The file pool online or offline (and why), the write-back spool's backlog, maintenance mode."""
+        return {**store_state(self.blobs, self.spool), "maintenance": self.maintenance}
 
     def free_bytes(self) -> int:
         """Free space where the pool lives, or 0 if the backend cannot tell."""

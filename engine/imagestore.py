@@ -85,11 +85,15 @@ def image_pool_usage(
     """What the image pool holds and whether it answers; None while images share the file pool."""
     if pool is None:
         return None
-    offline = store.offline or (spool.last_error if spool and not spool.online else None)
-    backlog = spool.backlog() if spool else (0, 0)
     return {
         "uuid": pool.uuid, "kind": pool.kind, "backend": pool.backend.describe(), "zstd_level": zstd_level,
-        **pool_counts(catalog, pool.id), "encrypted": pool.keys.encrypted,
-        "state": "offline" if offline else "online", "offline_reason": offline,
-        "spool_objects": backlog[0], "spool_bytes": backlog[1],
+        **pool_counts(catalog, pool.id), "encrypted": pool.keys.encrypted, **store_state(store, spool),
     }  # fmt: skip
+
+
+def store_state(store: BlobStore, spool: Spool | None) -> dict[str, Any]:
+    """A pool's store online or offline (and why), and its write-back spool's backlog."""
+    offline = store.offline or (spool.last_error if spool and not spool.online else None)
+    backlog = spool.backlog() if spool else (0, 0)
+    return {"state": "offline" if offline else "online", "offline_reason": offline,
+            "spool_objects": backlog[0], "spool_bytes": backlog[1]}  # fmt: skip

@@ -106,10 +106,7 @@ class BlockMap:
         if node[slot * ID_SIZE : (slot + 1) * ID_SIZE] == block_id:
             return
         node[slot * ID_SIZE : (slot + 1) * ID_SIZE] = block_id
-        index = leaf
-        for level in range(self.depth):
-            self._dirty.add((level, index))
-            index //= FANOUT
+        self._mark_up(0, leaf)
 
     def resize(self, blocks: int) -> None:
         """Grow (new blocks are holes) or shrink (blocks past the end are dropped)."""
