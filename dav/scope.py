@@ -23,8 +23,9 @@ WRITES = {"PUT", "DELETE", "MKCOL", "MOVE", "PROPPATCH", "LOCK", "UNLOCK"}
 
 
 def source_of(path: str) -> str | None:
+    """The source a decoded path (PATH_INFO, or an unquoted Destination) is in; None for the root."""
     first = path.lstrip("/").split("/", 1)[0]
-    return unquote(first) if first else None
+    return first or None
 
 
 class Scope(BaseMiddleware):  # type: ignore[misc]
@@ -37,7 +38,8 @@ class Scope(BaseMiddleware):  # type: ignore[misc]
         try:
             self._check(allowed, environ["PATH_INFO"], "run" if method in WRITES else "see")
             if method in ("COPY", "MOVE"):
-                target = urlsplit(environ.get("HTTP_DESTINATION", "")).path
+                # PATH_INFO arrives decoded; the Destination header is a URL, decoded here once.
+                target = unquote(urlsplit(environ.get("HTTP_DESTINATION", "")).path)
                 mount = environ.get("SCRIPT_NAME", "")
                 self._check(allowed, target[len(mount) :] if target.startswith(mount) else target, "run")
         except DAVError as e:

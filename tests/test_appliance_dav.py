@@ -63,3 +63,24 @@ def test_each_user_sees_and_changes_what_their_roles_allow(share: Client) -> Non
     assert share.open("/dav/new/", headers=_as("root"), method="MKCOL").status_code == 201
     wrong = {"Authorization": "Basic " + base64.b64encode(b"ops:nope").decode(), "Depth": "0"}
     assert share.open("/dav/", headers=wrong, method="PROPFIND").status_code == 401
+
+
+def test_a_percent_in_a_source_name_is_not_decoded_twice(tmp_path: Path) -> None:
+    """PATH_INFO arrives decoded: `a%41` is its own source, not `aA` that the user may see."""
+    with Deployment.open(tmp_path / "data") as dep:
+        services = Services.build(dep)
+        services.accounts.add_group("g1")
+        services.accounts.add_user("mia", PASSWORD)
+        services.accounts.set_role("g1", "mia", "operator")
+        for source, group in (("aA", "g1"), ("a%41", None)):
+            dep.add_source(source)
+            services.accounts.assign_source(source, group, None)
+        share = Client(server._dispatch(create_app(services), server._dav(services)))
+        assert _listed(share, "mia") == {"aA"}
+        assert share.open("/dav/aA/", method="PROPFIND", headers=_as("mia", Depth="1")).status_code == 207
+        assert share.open("/dav/a%2541/", method="PROPFIND", headers=_as("mia", Depth="1")).status_code == 404
+        share.open("/dav/aA/current/f", headers=_as("mia"), data=b"x", method="PUT")
+        into = _as("mia", Destination="http://localhost/dav/a%2541/current/f")
+        assert share.open("/dav/aA/current/f", headers=into, method="COPY").status_code == 404
+        back = _as("mia", Destination="http://localhost/dav/a%41/current/g")  # %41 is A: source aA, allowed
+        assert share.open("/dav/aA/current/f", headers=back, method="COPY").status_code in (201, 204)
