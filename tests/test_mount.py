@@ -127,6 +127,7 @@ def test_a_snapshot_deleted_elsewhere_and_taken_again_shows_its_new_content(moun
     (m / "h1" / "current" / "f").write_bytes(b"first")
     os.mkdir(m / "h1" / "snapshots" / "x")
     assert (m / "h1" / "snapshots" / "x" / "f").read_bytes() == b"first"  # now in the kernel's caches
+    assert "x" in os.listdir(m / "h1" / "snapshots")  # a listing caches the names too
     cairn(mounted.data, "snapshot", "delete", "h1", "x")  # by another process: the mount hears nothing of it
     (m / "h1" / "current" / "f").write_bytes(b"second")
     time.sleep(2)  # the name, and the mount's list of snapshots, are kept a second

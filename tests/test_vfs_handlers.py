@@ -35,7 +35,7 @@ async def expect_errno(code: int, coro) -> None:  # type: ignore[no-untyped-def]
 
 async def listing(ops: Operations, number: int) -> list[bytes]:
     fh = await ops.opendir(number, CTX)
-    names = [name for name, _ in ops._dirs[fh]]
+    names = [name for name, _ in ops._dirs[fh][1]]
     await ops.releasedir(fh)
     return names
 
