@@ -88,17 +88,23 @@ def pool_job(kind: str) -> Response:
 
 @api.get("/jobs")
 def jobs() -> Response:
+    return jsonify([j.to_json() for j in visible_jobs(int_arg("limit", 100, 1, 1000))])
+
+
+def _sees(user: User, job: Job) -> bool:
+    return user.admin or job.requested_by == user.id
+
+
+def visible_jobs(limit: int) -> list[Job]:
+    """Of the last `limit` jobs, those the user may see: their own, or all for an administrator."""
     user = auth.require_user()
-    listed = services().jobs.list(limit=int_arg("limit", 100, 1, 1000))
-    mine = [j for j in listed if user.admin or j.requested_by == user.id]
-    return jsonify([j.to_json() for j in mine])
+    return [j for j in services().jobs.list(limit=limit) if _sees(user, j)]
 
 
 def visible_job(job_id: int) -> Job:
-    """A job the user may see: their own, or any for an administrator (others' do not exist for them)."""
-    user = auth.require_user()
+    """A job the user may see (others' do not exist for them)."""
     found = services().jobs.get(job_id)
-    if not user.admin and found.requested_by != user.id:
+    if not _sees(auth.require_user(), found):
         raise NotFound(f"no job {job_id}")
     return found
 

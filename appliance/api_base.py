@@ -87,8 +87,8 @@ def allowed_source(name: str, action: str) -> tuple[User, str | None, str | None
     return user, group, owner
 
 
-def require_admin() -> User:
+def require_admin(why: str = "only an administrator may do this") -> User:
     user = auth.require_user()
     if not user.admin:
-        raise auth.Forbidden("only an administrator may do this")
+        raise auth.Forbidden(why)
     return user

@@ -16,8 +16,8 @@ from engine.meta import Kind
 
 from . import auth, usage
 from .access import can
-from .api import check_may_configure, visible_job
-from .api_base import allowed_source, services
+from .api import check_may_configure, visible_job, visible_jobs
+from .api_base import allowed_source, require_admin, services
 from .api_sources import changes, submit_restore, visible_sources
 from .config import Config
 
@@ -55,7 +55,7 @@ def logout() -> BaseResponse:
 @web.get("/")
 def dashboard() -> str:
     user = auth.require_user()
-    running = [j for j in services().jobs.list(limit=20) if user.admin or j.requested_by == user.id]
+    running = visible_jobs(20)
     dep = services().deployment
     return page("dashboard.html", sources=visible_sources(user), pool=dep.pool_usage(), jobs=running[:10],
                 chart=usage.chart(usage.history(dep)))  # fmt: skip
@@ -75,9 +75,7 @@ def storage() -> str:
 
 @web.post("/storage/<any(gc, scrub):kind>")
 def storage_job(kind: str) -> BaseResponse:
-    user = auth.require_user()
-    if not user.admin:
-        raise auth.Forbidden("only an administrator may do this")
+    user = require_admin()
     job = services().jobs.submit(kind, {}, user_id=user.id)
     return redirect(url_for("web.job", job_id=job.id))
 
@@ -85,9 +83,7 @@ def storage_job(kind: str) -> BaseResponse:
 @web.post("/storage/maintenance")
 def storage_maintenance() -> BaseResponse:
     """Maintenance mode on (with a reason) or off, as `cairn maintenance on|off` does."""
-    user = auth.require_user()
-    if not user.admin:
-        raise auth.Forbidden("only an administrator may do this")
+    require_admin()
     on = request.form.get("on") == "yes"
     services().deployment.set_maintenance((request.form.get("reason") or "maintenance") if on else None)
     return redirect(url_for("web.storage"))
@@ -95,18 +91,14 @@ def storage_maintenance() -> BaseResponse:
 
 @web.get("/users")
 def users() -> str:
-    user = auth.require_user()
-    if not user.admin:
-        raise auth.Forbidden("only an administrator may see every user")
+    require_admin("only an administrator may see every user")
     return page("users.html", people=services().accounts.list_users(), groups=services().accounts.list_groups())
 
 
 @web.post("/users")
 def users_post() -> BaseResponse:
     """The users page's forms: add a user, add a group, give a role (administrators)."""
-    user = auth.require_user()
-    if not user.admin:
-        raise auth.Forbidden("only an administrator may change users and groups")
+    require_admin("only an administrator may change users and groups")
     accounts, form = services().accounts, request.form
     action = form.get("action")
     if action == "add-user":
@@ -199,8 +191,7 @@ def browse(name: str, snap: str) -> str:
              "path": (path.rstrip("/") + "/" + os.fsdecode(e.name)), "kind": Kind(e.kind).name.lower()}
             for e in listing]  # fmt: skip
     parent = os.path.dirname(path.rstrip("/")) or "/"
-    access = services().accounts.source_access()
-    targets = [s["name"] for s in visible_sources(user) if can(user, "restore", *access[s["name"]])]
+    targets = [s["name"] for s in visible_sources(user) if can(user, "restore", s["group"], s["owner"])]
     return page("browse.html", source=name, snapshot=snap, path=path, parent=parent, rows=rows,
                 restore=can(user, "restore", group, owner), targets=targets)  # fmt: skip
 
@@ -215,9 +206,7 @@ def restore_path(name: str, snap: str) -> BaseResponse:
 
 @web.get("/jobs")
 def jobs() -> str:
-    user = auth.require_user()
-    listed = [j for j in services().jobs.list(limit=100) if user.admin or j.requested_by == user.id]
-    return page("jobs.html", jobs=listed)
+    return page("jobs.html", jobs=visible_jobs(100))
 
 
 @web.get("/jobs/<int(max=9223372036854775807):job_id>")
