@@ -65,10 +65,9 @@ def dashboard() -> str:
 def storage() -> str:
     user = auth.require_user()
     dep = services().deployment
-    names = [s.name for s in dep.list_sources()]
-    disks = [i for n in names for i in services().images.images(n)]
+    disks = services().images.images()
     images = {"disks": len(disks), "bytes": sum(i.size for i in disks),
-              "versions": sum(len(services().images.versions(n)) for n in names)}  # fmt: skip
+              "versions": len(services().images.versions())}  # fmt: skip
     return page("storage.html", pool=dep.pool_usage(), scrub=last_scrub(dep.catalog), gc=last_gc(dep.catalog),
                 images=images, admin=user.admin)  # fmt: skip
 

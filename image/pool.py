@@ -86,14 +86,16 @@ class ImagePool:
 
     # -- catalog -------------------------------------------------------------
 
-    def images(self, source: str) -> list[ImageInfo]:
+    def images(self, source: str | None = None) -> list[ImageInfo]:
+        """A source's writable images, or every source's (None)."""
         q = (
             select(images.c.id, sources.c.name, images.c.name, images.c.size, images.c.block_size,
                    images.c.root, images.c.changed)
             .join(sources, sources.c.id == images.c.source_id)
-            .where(sources.c.name == source)
-            .order_by(images.c.name)
+            .order_by(sources.c.name, images.c.name)
         )  # fmt: skip
+        if source is not None:
+            q = q.where(sources.c.name == source)
         with self.dep.catalog.engine.connect() as conn:
             found = [ImageInfo(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6]) for r in conn.execute(q)]
         with self._lock:  # what open disks hold beats what was last committed
@@ -105,16 +107,17 @@ class ImagePool:
             return info
         return ImageInfo(info.id, info.source, info.name, held.disk.size, info.block_size, info.root, info.changed)
 
-    def versions(self, source: str, snapshot: str | None = None) -> list[ImageInfo]:
-        """The image versions of a source's snapshots, oldest snapshot first."""
+    def versions(self, source: str | None = None, snapshot: str | None = None) -> list[ImageInfo]:
+        """The image versions of a source's snapshots (or every source's: None), oldest snapshot first."""
         q = (
             select(image_versions.c.id, sources.c.name, image_versions.c.name, image_versions.c.size,
                    image_versions.c.block_size, image_versions.c.root, snapshots.c.created, snapshots.c.name)
             .join(snapshots, snapshots.c.id == image_versions.c.snapshot_id)
             .join(sources, sources.c.id == snapshots.c.source_id)
-            .where(sources.c.name == source)
             .order_by(snapshots.c.created, snapshots.c.id, image_versions.c.name)
         )  # fmt: skip
+        if source is not None:
+            q = q.where(sources.c.name == source)
         if snapshot is not None:
             q = q.where(snapshots.c.name == snapshot)
         with self.dep.catalog.engine.connect() as conn:
