@@ -175,10 +175,13 @@ class ExtFS:
     # -- directories ---------------------------------------------------------
 
     def listdir(self, inode: Inode) -> list[DirEntry]:
+        return sorted((DirEntry(name, self.inode(ino)) for name, ino in self._entries(inode)), key=lambda e: e.name)
+
+    def _entries(self, inode: Inode) -> Iterator[tuple[bytes, int]]:
+        """A directory's (name, inode number) pairs, without reading the inodes."""
         if not inode.is_dir:
             raise NotADirectory(f"inode {inode.ino} is not a directory")
         data = b"".join(self.content(inode))
-        out = []
         for block_at in range(0, len(data), self.block_size):
             pos, end = block_at, min(block_at + self.block_size, len(data))
             while pos + 8 <= end:
@@ -187,9 +190,8 @@ class ExtFS:
                     raise NotExt(f"directory inode {inode.ino} has a damaged entry")
                 name = data[pos + 8 : pos + 8 + name_len]
                 if ino and name not in (b".", b".."):
-                    out.append(DirEntry(name, self.inode(ino)))
+                    yield name, ino
                 pos += rec_len
-        return sorted(out, key=lambda e: e.name)
 
     def lookup(self, path: str) -> Inode:
         """The inode at a path from the root ("/" or "" is the root); symlinks are not followed."""
@@ -197,11 +199,11 @@ class ExtFS:
         for part in [p for p in path.split("/") if p]:
             if not node.is_dir:
                 raise NotADirectory(f"{part!r}: a path component is not a directory")
-            found = {e.name: e.inode for e in self.listdir(node)}
-            child = found.get(part.encode())
-            if child is None:
+            ino = dict(self._entries(node)).get(part.encode())  # the named entry's inode only, not its siblings'
+
+            if ino is None:
                 raise NotFound(f"no {path!r} in the image's file system")
-            node = child
+            node = self.inode(ino)
         return node
 
 
