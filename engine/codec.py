@@ -16,7 +16,7 @@ import json
 import os
 import struct
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import zstandard
 from cryptography.exceptions import InvalidTag
@@ -74,7 +74,6 @@ def magics(names: tuple[str, ...]) -> tuple[bytes, ...]:
 
 
 _ALL_MAGIC = magics(tuple(FORMATS))
-_DEFAULT_NEVER = tuple(FORMATS)
 
 
 def looks_compressed(data: bytes | memoryview, magic: tuple[bytes, ...] = _ALL_MAGIC, mp4: bool = True,
@@ -101,6 +100,8 @@ class CodecConfig:
     level: int = 3
     never: tuple[str, ...] = tuple(FORMATS)  # formats stored without trying zstd
     probe: bool = True  # also skip chunks whose samples do not shrink
+    _magic: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
+    _mp4: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not 1 <= self.level <= 22:
@@ -108,6 +109,9 @@ class CodecConfig:
         unknown = sorted(set(self.never) - set(FORMATS))
         if unknown:
             raise InvalidArgument(f"unknown formats {', '.join(unknown)}; known: {', '.join(FORMATS)}")
+        # Derived once: `incompressible` runs for every chunk stored.
+        object.__setattr__(self, "_magic", magics(self.never))
+        object.__setattr__(self, "_mp4", "mp4" in self.never)
 
     @classmethod
     def from_json(cls, text: str | None) -> CodecConfig:
@@ -117,14 +121,12 @@ class CodecConfig:
 
     def to_json(self) -> str:
         doc: dict[str, object] = {"level": self.level, "probe": self.probe}
-        if self.never != _DEFAULT_NEVER:  # the default list may grow with new versions
+        if self.never != tuple(FORMATS):  # the default list may grow with new versions
             doc["never"] = list(self.never)
         return json.dumps(doc)
 
     def incompressible(self, data: bytes | memoryview) -> bool:
-        if self.never == _DEFAULT_NEVER and self.probe:
-            return looks_compressed(data)
-        return looks_compressed(data, magics(self.never), "mp4" in self.never, self.probe)
+        return looks_compressed(data, self._magic, self._mp4, self.probe)
 
 
 class Codec:
