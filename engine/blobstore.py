@@ -175,9 +175,12 @@ class BlobStore:
             known = self._known
             return all(i in known for i in blob_ids)
 
-    def put(self, data: bytes, kind: int = DATA) -> bytes:
-        """Accept a chunk or tree; returns its id at once, encodes in the background."""
-        blob_id = self.id_key.id_of(data)
+    def put(self, data: bytes, kind: int = DATA, blob_id: bytes | None = None) -> bytes:
+        """Accept a chunk or tree; returns its id at once, encodes in the background.
+
+        `blob_id` is the id a caller already computed with this store's `id_key` (not checked).
+        """
+        blob_id = blob_id or self.id_key.id_of(data)
         self._pause_while_offline()
         with self._lock:
             self._raise_failure()

@@ -49,6 +49,8 @@ class Store(Blobs, Protocol):
 
     def hold(self, blob_id: bytes) -> bool: ...
 
+    def put(self, data: bytes, kind: int = ..., blob_id: bytes | None = None) -> bytes: ...
+
 
 class VersionReader:
     """A block map at random offsets. Thread-safe: `_lock` guards the map's node cache and `_bases`."""
@@ -194,19 +196,22 @@ class Disk(VersionReader):
         with self._lock:
             return sorted(set(self.map.stored(first, stop)) | {b for b in self._partial if first <= b < stop})
 
-    def store_block(self, block: int, data: bytes) -> None:
-        """Replace a whole block inside the image (the last one zero-padded past the end)."""
+    def store_block(self, block: int, data: bytes, block_id: bytes | None = None) -> None:
+        """Replace a whole block inside the image (the last one zero-padded past the end).
+
+        `block_id` is the id of `data` if the caller has it already (push hashes every block to compare).
+        """
         if len(data) != self.block_size or block * self.block_size >= self.size:
             raise InvalidArgument(f"block {block} is not a whole block inside the image")
-        self._store(block, data, grow_to=self.size)
+        self._store(block, data, grow_to=self.size, block_id=block_id)
 
     def _grow_locked(self, end: int) -> None:
         if end > self.size:
             self.size = end
             self.map.resize(-(-end // self.block_size))
 
-    def _store(self, block: int, data: bytes, grow_to: int) -> None:
-        block_id = self._put_block(block, data, defer=True)
+    def _store(self, block: int, data: bytes, grow_to: int, block_id: bytes | None = None) -> None:
+        block_id = self._put_block(block, data, defer=True, block_id=block_id)
         with self._lock:
             self._grow_locked(grow_to)
             self._partial.pop(block, None)
@@ -252,7 +257,7 @@ class Disk(VersionReader):
                     if block < self.map.blocks:
                         self.map.set(block, block_id)
 
-    def _put_block(self, block: int, data: bytes, defer: bool) -> bytes:
+    def _put_block(self, block: int, data: bytes, defer: bool, block_id: bytes | None = None) -> bytes:
         """Store a block's new bytes; returns what its map entry becomes: HOLE, a block's id or a patch's.
 
         The base of a patch is read from the pool; where that would block a
@@ -264,24 +269,24 @@ class Disk(VersionReader):
         with self._lock:
             old = self.map.get(block)
         if old == HOLE or self.block_size < 2 * PAGE:  # a 4 KiB block has no pages to keep
-            return self.blobs.put(data, DATA)
-        block_id = self.blobs.id_key.id_of(data)
+            return self.blobs.put(data, DATA, block_id)
+        block_id = block_id or self.blobs.id_key.id_of(data)
         if block_id == old and self.blobs.hold(old):
             return old  # unchanged (`dd` of a whole image over the last one)
         if self.blobs.is_stored(block_id):
-            return self.blobs.put(data, DATA)  # stored already: a dedup hit
+            return self.blobs.put(data, DATA, block_id)  # stored already: a dedup hit
         try:
             base_id, old_id = self._origin(old)
             base = None if old_id == block_id else self.blobs.get(base_id)
         except WouldBlock:
             if defer:
                 raise
-            return self.blobs.put(data, DATA)
+            return self.blobs.put(data, DATA, block_id)
         if base is None and self.blobs.hold(old):
             return old  # a patch of these very bytes
         patch = None if base is None else make_patch(base_id, base, block_id, data)
         if patch is None or not self.blobs.hold(base_id):
-            return self.blobs.put(data, DATA)
+            return self.blobs.put(data, DATA, block_id)
         patch_id = self.blobs.put(patch, PATCH)
         self._remember(patch_id, base_id, block_id)
         return patch_id

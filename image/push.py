@@ -166,7 +166,7 @@ def _read(disk: Disk, fd: int, first: int, n: int, size: int, stats: PushStats) 
 def _store(disk: Disk, batch: _Batch, stats: PushStats, progress: Callable[[PushStats], None] | None) -> None:
     for i, (piece, block_id) in enumerate(zip(batch.pieces, batch.ids, strict=True)):
         if not disk.holds(batch.first + i, block_id):
-            disk.store_block(batch.first + i, piece)
+            disk.store_block(batch.first + i, piece, None if block_id == HOLE else block_id)
             stats.changed_blocks += 1
     if progress is not None:
         progress(stats)
