@@ -305,11 +305,8 @@ class MountReader:
             entries = entries + list(self.dep.trees.get(after.payload).values())
         wanted: list[bytes] = []
         for e in _small_files(entries):
-            if len(e.payload) == EXTENT_SIZE:  # one chunk, as almost every small file
-                if not e.payload.startswith(HOLE):
-                    wanted.append(e.payload[:ID_SIZE])
-            else:
-                wanted += chunk_ids(unpack_extents(e.payload))
+            one = _one_chunk(e)
+            wanted += [one] if one is not None else chunk_ids(unpack_extents(e.payload))
         self.dep.blobs.prefetch(wanted)
 
     def _next_dir(self, number: int, entries: list[Entry]) -> Entry | None:
@@ -335,8 +332,9 @@ class MountReader:
             return
         listing = self._snapshot_view(node.owner).listing(self._entry(number))
         for e in _small_files(listing.values()):
-            if len(e.payload) == EXTENT_SIZE and not e.payload.startswith(HOLE):
-                yield Node(SNAPSHOT, node.owner, e.ino).number, self.dep.blobs.get(e.payload[:ID_SIZE])
+            one = _one_chunk(e)
+            if one is not None:
+                yield Node(SNAPSHOT, node.owner, e.ino).number, self.dep.blobs.get(one)
 
     def _snapshot_view(self, snapshot_id: int) -> SnapshotView:
         with self._lock:
@@ -400,6 +398,13 @@ class MountReader:
         t = int(latest.created * 1e9)
         size = len(latest.name.encode())
         return Stat(Node(VIRTUAL, source.id, LATEST).number, st.S_IFLNK | 0o777, 1, 0, 0, 0, size, 0, t, t, t)
+
+
+def _one_chunk(e: Entry) -> bytes | None:
+    """The chunk a file is stored as, if it is one (as almost every small file is); else None."""
+    if len(e.payload) == EXTENT_SIZE and not e.payload.startswith(HOLE):
+        return e.payload[:ID_SIZE]
+    return None
 
 
 def _small_files(entries: Iterable[Entry]) -> Iterator[Entry]:

@@ -107,9 +107,11 @@ class WorkingTree(Namespace):
                     raise InvalidArgument("only regular files can be truncated")
                 inode, spool = self._settled(ino)
                 if spool is None:
-                    kept = [] if size == 0 else _cut_at(inode.extents, size)
+                    kept: Extents | None
                     if size >= inode.size:
                         kept = inode.extents + hole(size - inode.size)
+                    else:  # shrinking: None when the cut falls inside a chunk
+                        kept = [] if size == 0 else _cut_at(inode.extents, size)
                     if kept is not None:
                         inode.extents, inode.size = kept, size
                         return
