@@ -278,6 +278,7 @@ def in_place_restore(
 @click.option("--debug", is_flag=True, help="Log every FUSE request.")
 def mount_cmd(ctx: Context, mountpoint: Path, debug: bool, as_json: bool) -> None:
     """Mount sources and snapshots at MOUNTPOINT (runs in the foreground)."""
+    from engine.mount import MountView
     from image.mountfs import MountImages
     from image.pool import ImagePool
     from vfs.mount import serve
@@ -287,7 +288,7 @@ def mount_cmd(ctx: Context, mountpoint: Path, debug: bool, as_json: bool) -> Non
         dep.start_flusher()
         images = ImagePool(dep)
         try:
-            serve(dep, mountpoint, debug=debug, images=MountImages(images))
+            serve(MountView(dep, MountImages(images)), mountpoint, debug=debug)
         finally:
             images.close()
 

@@ -20,7 +20,6 @@ from cheroot import wsgi
 from dav.app import parse_listen
 from engine.deployment import Deployment
 from engine.errors import NotFound
-from image.mountfs import MountImages
 
 from .access import can
 from .accounts import Accounts
@@ -63,7 +62,7 @@ def serve(deployment: Deployment, listen: str, mountpoint: Path | None = None, w
         if mountpoint is not None:
             from vfs.mount import serve as serve_mount
 
-            serve_mount(deployment, mountpoint, images=MountImages(services.images))  # till SIGTERM/unmount
+            serve_mount(services.view, mountpoint)  # till SIGTERM/unmount; the share's view, its caches shared
         else:
             _wait_for_signal()
     finally:

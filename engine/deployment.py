@@ -42,6 +42,7 @@ from .storage.filter import find_layer
 from .storage.spool import Spool
 from .worktree import WorkingTree
 from .worktree.freeze import freeze
+from .worktree.tree import NameWatcher
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,8 @@ class Deployment:
         self.owner = leases.new_owner()
         self._lock = threading.Lock()
         self._trees: dict[str, WorkingTree] = {}
+        # Told of every name that appears or goes in any working tree; each tree holds this very list.
+        self.name_watchers: list[NameWatcher] = []
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
         # Called with a source's name before it is snapshotted: the image pool commits that source's images.
@@ -352,6 +355,7 @@ class Deployment:
                 sid = self._source_id(conn, name)
                 leases.acquire(conn, sid, name, self.owner)
             tree = WorkingTree(self.catalog, sid, self.blobs, self.spool_root / str(sid))
+            tree.watchers = self.name_watchers
             self._trees[name] = tree
             return tree
 

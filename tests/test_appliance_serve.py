@@ -7,8 +7,10 @@ import http.cookiejar
 import json
 import os
 import subprocess
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +150,15 @@ def test_cli_against_a_remote_appliance(tmp_path: Path) -> None:
         assert gone.returncode == 1 and "no source" in gone.stderr
 
 
+def _soon(check: Callable[[], bool], within: float = 5.0) -> bool:
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def test_serve_with_the_mount(tmp_path: Path) -> None:
     data, mnt = tmp_path / "data", tmp_path / "mnt"
     try:
@@ -162,6 +173,18 @@ def test_serve_with_the_mount(tmp_path: Path) -> None:
             assert status == 200 and [s["name"] for s in snaps] == ["s"]
             with opener.open(f"{base}/sources/h1/snapshots/s/file?path=/f", timeout=30) as reply:
                 assert reply.read() == b"through FUSE"
+            # Names changed over WebDAV show in the mount at once, though the kernel
+            # caches a working tree's names (and their absence) for a minute.
+            current = mnt / "h1" / "current"
+            assert not (current / "g").exists() and (current / "f").exists()  # both now in the kernel's cache
+            dav = urllib.request.build_opener()
+            auth = {"Authorization": "Basic " + base64.b64encode(f"admin:{server.password}".encode()).decode()}
+            for method, path, body in (("PUT", "g", b"through WebDAV"), ("DELETE", "f", None)):
+                req = urllib.request.Request(f"{server.url}/dav/h1/current/{path}", body, auth, method=method)
+                with dav.open(req, timeout=30) as reply:
+                    assert reply.status in (201, 204)
+            assert _soon(lambda: (current / "g").exists() and not (current / "f").exists())
+            assert (current / "g").read_bytes() == b"through WebDAV"
     finally:
         subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
     assert not os.path.ismount(mnt)

@@ -12,12 +12,11 @@ from pathlib import Path
 import pyfuse3
 import trio
 
-from engine.deployment import Deployment
 from engine.errors import CairnError
 from engine.hostmounts import mounts
-from engine.mount import ImageProvider, MountView
+from engine.mount import MountView
 
-from .ops import Operations
+from .ops import Operations, in_request
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +53,11 @@ def raise_read_ahead(mountpoint: Path, kb: int = READ_AHEAD_KB) -> None:
         log.debug("read-ahead stays at the kernel's default: %s", e)
 
 
-def serve(
-    deployment: Deployment, mountpoint: Path, *, debug: bool = False, images: ImageProvider | None = None
-) -> None:
-    """Mount and serve until SIGTERM or SIGINT; then unmount and return."""
+def serve(view: MountView, mountpoint: Path, *, debug: bool = False) -> None:
+    """Mount `view` and serve until SIGTERM or SIGINT; then unmount and return."""
     clear_stale(mountpoint)
     mountpoint.mkdir(parents=True, exist_ok=True)
-    ops = Operations(MountView(deployment, images))
+    ops = Operations(view)
     options = set(pyfuse3.default_options)
     options |= {"fsname=cairn", "subtype=cairn", "allow_other"}
     if debug:
@@ -74,6 +71,7 @@ def serve(
 
 
 async def _main(mountpoint: Path, ops: Operations) -> None:
+    in_request.set(True)  # for every task and thread that serves a request: the kernel knows their changes
     async with trio.open_nursery() as nursery:
 
         async def serve_requests() -> None:

@@ -16,6 +16,7 @@ its page cache ahead of the reads (`_push`), which tar then never sends.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import functools
 import itertools
@@ -39,12 +40,18 @@ from engine.mount.nodes import IMAGE, SNAPSHOT, VIRTUAL, WORKING, node_of
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# What cannot change may be cached long; the working tree changes only
-# through this mount, but other names (sources, snapshots) change by mkdir.
+# Set for every request the mount serves (mount.py): the kernel knows of the changes they make.
+in_request: contextvars.ContextVar[bool] = contextvars.ContextVar("in_request", default=False)
+
+# What cannot change may be cached long. A working tree's names change through
+# this mount, which the kernel sees, or by another path (WebDAV, a restore) in
+# this process, which the kernel is told of (`_name_changed`); its attributes
+# change by those paths too, untold, so they are asked again each second.
 FALLOC_FL_KEEP_SIZE = 0x01  # linux/falloc.h (the os module does not name it)
 SNAPSHOT_TIMEOUT = 300.0
-WORKING_TIMEOUT = 1.0
-VIRTUAL_TIMEOUT = 1.0  # sources and snapshots appear by mkdir through this mount
+NAME_TIMEOUT = 60.0  # a working tree's names, present or missing
+WORKING_TIMEOUT = 1.0  # a working tree's attributes
+VIRTUAL_TIMEOUT = 1.0  # sources and snapshots: other processes add and delete them too
 # A pushed page waits for its node this long at most (the listing's reply is on its way).
 PUSH_TRIES, PUSH_WAIT = 4, 0.001
 
@@ -72,6 +79,9 @@ class Operations(pyfuse3.Operations):
         self._unpushed: dict[int, int] = {}
         self._pusher: ThreadPoolExecutor | None = None
         self._stop_pushing = threading.Event()
+        # Names changed by other paths, told to the kernel one by one (see _name_changed).
+        self._teller: ThreadPoolExecutor | None = None
+        self._unwatch: Callable[[], None] | None = None
         self._dir_handles = itertools.count(1)
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -102,18 +112,46 @@ class Operations(pyfuse3.Operations):
             raise _fuse_error(e) from None
 
     def init(self) -> None:
-        """Mounted: the kernel takes pushed pages from now on."""
+        """Mounted: the kernel takes pushed pages and changed names from now on."""
         self._pusher = ThreadPoolExecutor(1, thread_name_prefix="cairn-push")
+        self._teller = ThreadPoolExecutor(1, thread_name_prefix="cairn-names")
+        self._unwatch = self.view.watch_names(self._name_changed)
 
     def close(self) -> None:
-        """Stop pushing pages; returns once no push is in progress.
+        """Stop pushing pages and telling names; returns once neither is in progress.
 
         Call it while the loop still answers requests, or once the kernel has
-        dropped the mount: a push may wait for a READ of its page.
+        dropped the mount: a push may wait for a READ of its page, and telling
+        a name for a request on its directory.
         """
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
         self._stop_pushing.set()
-        if self._pusher is not None:
-            self._pusher.shutdown(wait=True, cancel_futures=True)
+        for pool in (self._pusher, self._teller):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+    def _name_changed(self, directory: int, name: bytes) -> None:
+        """A working tree's name appeared or went: unless through this mount, the kernel drops what it holds of it.
+
+        Called with the tree's lock held; the kernel is told from a thread of
+        its own, as it may first wait for a request on that directory, which
+        may need the lock.
+        """
+        if in_request.get() or self._teller is None:
+            return
+        with contextlib.suppress(RuntimeError):  # closed meanwhile: unmounting
+            self._teller.submit(self._tell, directory, name)
+
+    @staticmethod
+    def _tell(directory: int, name: bytes) -> None:
+        try:
+            pyfuse3.invalidate_entry(directory, name)
+        except FileNotFoundError:
+            pass  # the kernel holds nothing there
+        except OSError as e:
+            log.debug("the kernel was not told of %r in node %d: %s", name, directory, e)
 
     def _push(self, inode: int) -> None:
         """Put a listed snapshot directory's small files into the kernel's page cache.
@@ -154,9 +192,10 @@ class Operations(pyfuse3.Operations):
         a = pyfuse3.EntryAttributes()
         a.st_ino = stat.ino
         a.generation = 0
-        a.entry_timeout = a.attr_timeout = (
-            SNAPSHOT_TIMEOUT if space == SNAPSHOT else WORKING_TIMEOUT if space == WORKING else VIRTUAL_TIMEOUT
-        )
+        if space == WORKING:
+            a.entry_timeout, a.attr_timeout = NAME_TIMEOUT, WORKING_TIMEOUT
+        else:
+            a.entry_timeout = a.attr_timeout = SNAPSHOT_TIMEOUT if space == SNAPSHOT else VIRTUAL_TIMEOUT
         a.st_mode = stat.mode
         a.st_nlink = stat.nlink
         a.st_uid = stat.uid
@@ -188,10 +227,11 @@ class Operations(pyfuse3.Operations):
             return self._entry_attr(parent_inode, await self._on(parent_inode, self.view.lookup, name))
         except pyfuse3.FUSEError as e:
             if e.errno == errno.ENOENT:
-                # A negative entry the kernel may cache briefly (rsync looks up every name first).
+                # A negative entry the kernel may cache: rsync looks up every name first,
+                # then again when it renames its temporary file onto it.
                 a = pyfuse3.EntryAttributes()
                 a.st_ino = 0
-                a.entry_timeout = WORKING_TIMEOUT if node_of(parent_inode).space == WORKING else 0
+                a.entry_timeout = NAME_TIMEOUT if node_of(parent_inode).space == WORKING else 0
                 return a
             raise
 

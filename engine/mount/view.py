@@ -13,7 +13,7 @@ import stat as st
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from ..cache import check_may_block
@@ -132,6 +132,17 @@ class MountReader:
             with self._lock:
                 self._trees[source_id] = tree
         return tree
+
+    def watch_names(self, tell: Callable[[int, bytes], None]) -> Callable[[], None]:
+        """Call `tell(directory node, name)` whenever a name in a working tree appears or goes,
+        by whatever path; `tell` runs with that tree's lock held. Returns the call that stops it.
+        """
+
+        def watch(source_id: int, parent: int, name: bytes) -> None:
+            tell(Node(WORKING, source_id, parent).number, name)
+
+        self.dep.name_watchers.append(watch)
+        return lambda: self.dep.name_watchers.remove(watch)
 
     def snapshot_view(self, snapshot_id: int, info: SnapshotInfo) -> SnapshotView:
         with self._lock:

@@ -68,6 +68,9 @@ class Namespace:
     def _release_spool(self, inode: Inode) -> None:
         """Drop an unused inode's spool file; the working tree overrides this."""
 
+    def _named(self, parent: int, name: bytes) -> None:
+        """A name in directory `parent` appeared or went (lock held); the working tree tells its watchers."""
+
     # -- lookups -------------------------------------------------------------
 
     def _get(self, ino: int) -> Inode:
@@ -150,6 +153,7 @@ class Namespace:
             parent.nlink += 1
         self.invalidate(parent.ino)
         self._touch(inode)
+        self._named(parent.ino, name)
 
     def _remove_entry(self, parent: Inode, name: bytes, inode: Inode) -> None:
         assert parent.children is not None
@@ -161,6 +165,7 @@ class Namespace:
         if inode.is_dir:
             parent.nlink -= 1
         self.invalidate(parent.ino)
+        self._named(parent.ino, name)
 
     def _new(self, kind: int, mode: int, uid: int, gid: int) -> Inode:
         inode = Inode(self.next_ino, kind, mode & PERM_MASK, uid, gid, now_ns())

@@ -7,6 +7,7 @@ so an operation never waits on a database write.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from ..blobstore import BlobStore
@@ -21,7 +22,11 @@ from .inode import ROOT, Inode, now_ns
 from .namespace import RENAME_EXCHANGE, RENAME_NOREPLACE, Namespace, Quick
 from .spool import SpoolFile
 
-__all__ = ["RENAME_EXCHANGE", "RENAME_NOREPLACE", "ROOT", "Quick", "WorkingTree"]
+__all__ = ["RENAME_EXCHANGE", "RENAME_NOREPLACE", "ROOT", "NameWatcher", "Quick", "WorkingTree"]
+
+# Told (source id, directory inode, name) whenever a name appears or goes; called
+# with the tree's lock held, so it must only take note, never wait.
+NameWatcher = Callable[[int, int, bytes], None]
 
 
 class WorkingTree(Namespace):
@@ -41,7 +46,12 @@ class WorkingTree(Namespace):
         self.blobs = blobs
         self.spool_dir = spool_dir
         self._spool_seq = 0
+        self.watchers: list[NameWatcher] = []
         persist.load(self)
+
+    def _named(self, parent: int, name: bytes) -> None:
+        for watch in self.watchers:
+            watch(self.source_id, parent, name)
 
     def _release_spool(self, inode: Inode) -> None:
         if inode.spool is not None and not inode.spool.finishing:  # else the finisher closes it
