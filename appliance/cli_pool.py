@@ -65,9 +65,10 @@ pool.add_command(cast(click.Command, pool_create), "add")  # the same command by
 def pool_list(ctx: Context, as_json: bool) -> None:
     """Show the pool: where it is, what it holds, how well it deduplicates."""
     if ctx.remote:
-        return remote_cmd.pool_list(ctx.client(), as_json)
-    with ctx.open() as dep:
-        usage = dep.pool_usage()
+        usage = ctx.client().call("GET", "/pool")  # the same report, from the served deployment
+    else:
+        with ctx.open() as dep:
+            usage = dep.pool_usage()
     show_pools(pool_entries(usage), as_json)
 
 

@@ -157,17 +157,6 @@ def snapshot_delete(client: Client, source: str, name: str, as_json: bool) -> No
     output.emit_json({"deleted": name}) if as_json else output.say(f"snapshot {name} of {source} deleted")
 
 
-def pool_list(client: Client, as_json: bool) -> None:
-    usage = client.call("GET", "/pool")
-    image = usage.pop("image_pool", None)  # the image pool, where the deployment has one of its own
-    entries = [usage] + ([image] if image else [])
-    if as_json:
-        output.emit_json(entries)
-    else:
-        shown = [{"ratio": None, **u, "stored_bytes": output.human_bytes(u["stored_bytes"])} for u in entries]
-        output.table(shown, ["kind", "backend", "state", "packs", "blobs", "stored_bytes", "ratio"])
-
-
 def restore(client: Client, source: str, snap: str, path: str, dest: str, as_json: bool) -> None:
     """Download PATH of a snapshot to DEST: a folder as a tar.zst unpacked on the fly, or one file."""
     import os

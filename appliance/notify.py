@@ -28,29 +28,31 @@ class Notifier:
 
     def job_finished(self, job: Job, error: str | None) -> None:
         source, group = self.source_names(job.source_id) if job.source_id is not None else (None, None)
-        to = self.config.value("notify_email", source, group)
+        stored = self.config.stored()  # one read for the questions below
+        to = self.config.value("notify_email", source, group, stored)
         if not to:
             return
         if error is not None:
             where = f" of {source}" if source else ""
-            self.send(to, f"Cairn: {job.kind} job #{job.id}{where} failed", f"The job failed: {error}\n")
-        elif self.config.value("notify_success", source, group) and job.kind != "digest":
-            self.send(to, f"Cairn: {job.kind} job #{job.id} done", f"{job.kind} finished.\n")
+            self.send(to, f"Cairn: {job.kind} job #{job.id}{where} failed", f"The job failed: {error}\n", stored)
+        elif self.config.value("notify_success", source, group, stored) and job.kind != "digest":
+            self.send(to, f"Cairn: {job.kind} job #{job.id} done", f"{job.kind} finished.\n", stored)
 
     def digest(self, hours: float = 24.0) -> dict[str, Any]:
         """Mail the global address a summary of the jobs of the last `hours`."""
         since = time.time() - hours * 3600
         recent = [j for j in self.jobs.list(limit=1000) if j.created >= since and j.kind != "digest"]
-        to = self.config.value("notify_email")
+        stored = self.config.stored()
+        to = self.config.value("notify_email", stored=stored)
         done = [j for j in recent if j.state == "done"]
         failed = [j for j in recent if j.state == "failed"]
         if to and recent:
             lines = [f"#{j.id} {j.kind} {j.state}" + (f": {j.error}" if j.error else "") for j in recent]
-            self.send(to, f"Cairn: {len(done)} jobs done, {len(failed)} failed", "\n".join(lines) + "\n")
+            self.send(to, f"Cairn: {len(done)} jobs done, {len(failed)} failed", "\n".join(lines) + "\n", stored)
         return {"done": len(done), "failed": len(failed), "sent_to": to if recent else None}
 
-    def send(self, to: str, subject: str, body: str) -> None:
-        smtp = self.config.value("smtp")
+    def send(self, to: str, subject: str, body: str, stored: dict[str, str] | None = None) -> None:
+        smtp = self.config.value("smtp", stored=stored)
         if not smtp:
             log.warning("no smtp setting: cannot mail %s (%s)", to, subject)
             return

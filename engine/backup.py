@@ -92,7 +92,7 @@ class _Walker:
             return
         existing = self.tree.quick_list(ino)
         for name in existing.keys() - local.keys():
-            self.remove(ino, name, existing[name])
+            self.remove(ino, name)
         for name in sorted(local):
             child = path + b"/" + name
             try:
@@ -105,20 +105,14 @@ class _Walker:
         if self.progress is not None:
             self.progress(self.stats)
 
-    def remove(self, parent: int, name: bytes, cur: Quick) -> None:
-        if cur.kind == Kind.DIR:
-            for child, q in self.tree.quick_list(cur.ino).items():
-                self.remove(cur.ino, child, q)
-            self.tree.rmdir(parent, name)
-        else:
-            self.tree.unlink(parent, name)
-        self.stats.removed += 1
+    def remove(self, parent: int, name: bytes) -> None:
+        self.stats.removed += self.tree.remove_tree(parent, name)
 
     def sync_entry(self, path: bytes, parent: int, name: bytes, st: os.stat_result, cur: Quick | None) -> None:
         kind = kind_of(st.st_mode)
         if kind == Kind.DIR:
             if cur is not None and cur.kind != Kind.DIR:
-                self.remove(parent, name, cur)
+                self.remove(parent, name)
                 cur = None
             ino = self.tree.mkdir(parent, name, 0o700).ino if cur is None else cur.ino
             self.sync_dir(path, ino)
@@ -130,7 +124,7 @@ class _Walker:
             target = self.links[key]
             if cur is None or cur.ino != target:
                 if cur is not None:
-                    self.remove(parent, name, cur)
+                    self.remove(parent, name)
                 self.tree.link(target, parent, name)
                 # link() moves ctime as link(2) does; keep the client's, for the quick check.
                 self.tree.setattr(target, ctime_ns=st.st_ctime_ns)
@@ -140,7 +134,7 @@ class _Walker:
                 self.links[key] = cur.ino
             return
         if cur is not None and (cur.kind != kind or kind != Kind.FILE or cur.nlink > 1):
-            self.remove(parent, name, cur)
+            self.remove(parent, name)
             cur = None
         if cur is None:
             ino = self.create(path, parent, name, st, kind)

@@ -33,7 +33,7 @@ from .ids import IdKey
 from .imagestore import image_pool_usage, open_image_pool, pool_counts, store_state
 from .keyring import DeploymentKeys, Unlock
 from .meta import check_label
-from .pool import POOL_FILE, STRUCTURE, check_identity, create_pool, key_rows, keys_of, read_identity, read_keys
+from .pool import POOL_FILE, STRUCTURE, check_identity, create_pool, keys_of, pool_keys, read_identity
 from .pool import OpenPool as OpenPool  # where it lived before
 from .reader import SnapshotView, TreeCache
 from .snapshots import SnapshotInfo
@@ -450,8 +450,7 @@ def _open_file_pool(
                 )
             # An empty pool whose creation was cut short before its catalog rows committed: take it.
             identity = read_identity(backend)
-            new_keys = read_keys(backend, unlock)
-            rows = key_rows(new_keys, backend)
+            new_keys, rows = pool_keys(backend, unlock)
         elif not create:
             raise PoolMissing(f"no pool in {data_dir}")
         else:

@@ -12,7 +12,7 @@ from .catalog.schema import image_versions, images, keys, leases, pools
 from .errors import Exists, InUse, NotEmpty
 from .ids import HOLE
 from .imagestore import IMAGE, NOTE, backend_for
-from .leases import dead_here
+from .leases import held
 from .pool import STRUCTURE, key_rows, write_pool
 from .storage.filter import find_layer
 from .storage.spool import Spool
@@ -71,5 +71,5 @@ def _refuse_stored_images(conn: Connection) -> None:
 def _refuse_other_writers(conn: Connection, owner: str) -> None:
     now = time.time()
     for holder, expires in conn.execute(select(leases.c.owner, leases.c.expires).where(leases.c.owner != owner)):
-        if expires > now and not dead_here(holder):
+        if held(holder, expires, now):
             raise InUse(f"process {holder} writes to the deployment (cairn serve?): stop it first")

@@ -36,10 +36,15 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def held(holder: str, expires: float, now: float) -> bool:
+    """Whether a lease row still binds: not expired, and its process not known to be gone."""
+    return expires > now and not dead_here(holder)
+
+
 def acquire(conn: Connection, source_id: int, source: str, owner: str) -> None:
     now = time.time()
     row = conn.execute(select(leases.c.owner, leases.c.expires).where(leases.c.source_id == source_id)).first()
-    if row is not None and row.owner != owner and row.expires > now and not dead_here(row.owner):
+    if row is not None and row.owner != owner and held(row.owner, row.expires, now):
         raise InUse(
             f"source {source!r} is being written by {row.owner} "
             f"(lease expires in {row.expires - now:.0f} s); open it read-only or stop that process"

@@ -98,11 +98,17 @@ def keys_of(rows: dict[str, bytes], backend: Backend, unlock: Unlock | None) -> 
 
 def read_keys(backend: Backend, unlock: Unlock | None) -> DeploymentKeys:
     """The keys as stored in the pool (for a catalog rebuilt from it)."""
+    return pool_keys(backend, unlock)[0]
+
+
+def pool_keys(backend: Backend, unlock: Unlock | None) -> tuple[DeploymentKeys, dict[str, bytes]]:
+    """The keys as stored in the pool and the catalog's key rows for them, from one read of the pool."""
     try:
-        return unwrap(backend.get(DEPLOYMENT_KEYS), unlock)
+        wrapped = backend.get(DEPLOYMENT_KEYS)
     except ObjectNotFound:
-        pass
-    return DeploymentKeys(read_id_key(backend))
+        found = DeploymentKeys(read_id_key(backend))
+        return found, {"id": found.id_key}
+    return unwrap(wrapped, unlock), {"deployment": wrapped}
 
 
 def key_rows(keys: DeploymentKeys, backend: Backend) -> dict[str, bytes]:

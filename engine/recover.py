@@ -64,7 +64,7 @@ def _directory(tree: WorkingTree, path: bytes) -> int:
 def _place(view: SnapshotView, tree: WorkingTree, parent: int, name: bytes, e: Entry, stats: RestoreStats) -> None:
     existing = _existing(tree, parent, name)
     if existing is not None and (e.kind != Kind.DIR or not st.S_ISDIR(existing)):
-        _remove(tree, parent, name, existing)
+        tree.remove_tree(parent, name)
         existing = None
     if e.kind == Kind.DIR:
         ino = tree.lookup(parent, name).ino if existing is not None else tree.mkdir(parent, name, e.mode).ino
@@ -89,13 +89,3 @@ def _existing(tree: WorkingTree, parent: int, name: bytes) -> int | None:
         return tree.lookup(parent, name).mode
     except NotFound:
         return None
-
-
-def _remove(tree: WorkingTree, parent: int, name: bytes, mode: int) -> None:
-    if not st.S_ISDIR(mode):
-        tree.unlink(parent, name)
-        return
-    ino = tree.lookup(parent, name).ino
-    for child, stat in tree.listdir(ino):
-        _remove(tree, ino, child, stat.mode)
-    tree.rmdir(parent, name)

@@ -121,6 +121,8 @@ def test_cli_against_a_remote_appliance(tmp_path: Path) -> None:
         jobs = json.loads(remote("--remote", "office", "job", "list", "--json").stdout)
         assert jobs[0]["kind"] == "snapshot" and jobs[0]["state"] == "done"
         assert json.loads(remote("--remote", "office", "pool", "list", "--json").stdout)[0]["state"] == "online"
+        table = remote("--remote", "office", "pool", "list").stdout  # the same table as a local `pool list`
+        assert "online" in table and "zstd" in table
         local_only = remote("--remote", "office", "backup", "h1", str(tmp_path), check=False)
         assert local_only.returncode == 1 and "not with --remote" in local_only.stderr
         assert json.loads(remote("--remote", "office", "pool", "scrub", "--json").stdout)["damaged"] == 0

@@ -91,16 +91,16 @@ class Operations(pyfuse3.Operations):
         except Exception as e:
             raise _fuse_error(e) from None
 
-    async def _on(self, number: int, fn: Callable[..., T], *args: Any) -> T:
+    async def _on(self, number: int, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """In place if the answer is in memory; on a thread if it needs the pool, a spool file or the catalog."""
         token = memory_only.set(True)
         try:
-            return self._now(fn, number, *args)
+            return self._now(fn, number, *args, **kwargs)
         except WouldBlock:
             pass
         finally:
             memory_only.reset(token)
-        return await self._call(fn, number, *args)
+        return await self._call(fn, number, *args, **kwargs)
 
     def _now(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a call on the in-memory tree right here: it holds a lock for microseconds."""
@@ -263,11 +263,7 @@ class Operations(pyfuse3.Operations):
             "mtime_ns": attr.st_mtime_ns if fields.update_mtime else None,
         }
         if changes["size"] is None:
-
-            def change(number: int) -> Stat:
-                return self.view.setattr(number, **changes)
-
-            return self._attr(await self._on(inode, change))
+            return self._attr(await self._on(inode, self.view.setattr, **changes))
         return self._attr(await self._call(self.view.setattr, inode, **changes))  # may rewrite a spool
 
     async def fallocate(self, inode: int, fh: int, mode: int, offset: int, length: int) -> None:
@@ -361,7 +357,7 @@ class Operations(pyfuse3.Operations):
             return pyfuse3.FileInfo(fh=inode, keep_cache=True)
         await self._on(inode, self.view.open, write)
         if flags & os.O_TRUNC and space in (WORKING, IMAGE):
-            await self._on(inode, functools.partial(self.view.setattr, size=0))  # no I/O unless a spool is busy
+            await self._on(inode, self.view.setattr, size=0)  # no I/O unless a spool is busy
         return pyfuse3.FileInfo(fh=inode, keep_cache=False)
 
     async def read(self, fh: int, off: int, size: int) -> bytes:

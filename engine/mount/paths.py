@@ -143,15 +143,8 @@ def copy_file(view: MountView, number: int, parent: int, name: bytes) -> Stat:
 
 def remove(view: MountView, parent: int, name: bytes) -> None:
     """Remove an entry of a working tree; a directory goes with everything below it."""
-    view._working(parent)  # sources and snapshots are not removed this way
-    stat = view.lookup(parent, name)
-    if stat.kind != Kind.DIR:
-        view.unlink(parent, name)
-        return
-    for page in pages(view, stat.ino):
-        for child, _ in page:
-            remove(view, stat.ino, child)
-    view.rmdir(parent, name)
+    node, tree = view._working(parent)  # sources and snapshots are not removed this way
+    tree.remove_tree(node.ino, name)
 
 
 def prefetch(view: MountView, stats: Sequence[Stat], budget: int = PREFETCH_BYTES) -> int:

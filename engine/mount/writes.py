@@ -6,6 +6,7 @@ removing writable images. Everything else is read-only."""
 from __future__ import annotations
 
 from ..errors import CrossDevice, NotPermitted, ReadOnly
+from ..imagestore import pool_counts
 from ..meta import Stat
 from ..worktree import WorkingTree
 from .images import ImageProvider
@@ -156,7 +157,8 @@ class MountView(MountReader):
 
     def statfs(self) -> dict[str, int]:
         """Pool usage as a file system reports it: 4 KiB blocks."""
-        usage = self.dep.pool_usage()
-        stored = (usage["stored_bytes"] + (usage["image_pool"] or {}).get("stored_bytes", 0)) // 4096
+        pools = [p for p in (self.dep.pool, self.dep.image_pool) if p is not None]
+        counts = [pool_counts(self.dep.catalog, p.id) for p in pools]  # two queries a pool, not the whole report
+        stored = sum(c["stored_bytes"] for c in counts) // 4096
         free = self.dep.free_bytes() // 4096
-        return {"blocks": stored + free, "free": free, "files": usage["blobs"]}
+        return {"blocks": stored + free, "free": free, "files": sum(c["blobs"] for c in counts)}

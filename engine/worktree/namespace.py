@@ -257,6 +257,21 @@ class Namespace:
             self._remove_entry(p, name, inode)
             self._free_if_unused(inode)
 
+    def remove_tree(self, parent: int, name: bytes) -> int:
+        """Remove an entry, a directory with everything below it; returns how many entries went.
+
+        The lock is taken per entry, not for the whole walk: the FUSE loop waits on it.
+        """
+        with self._lock:
+            inode = self._child(self._dir(parent), name)
+            names = list(inode.children or ())
+        if not inode.is_dir:
+            self.unlink(parent, name)
+            return 1
+        removed = sum(self.remove_tree(inode.ino, child) for child in names)
+        self.rmdir(parent, name)
+        return removed + 1
+
     def rename(self, old_parent: int, old_name: bytes, new_parent: int, new_name: bytes, flags: int = 0) -> None:
         with self._lock:
             op, np = self._dir(old_parent), self._dir(new_parent)
