@@ -1,4 +1,4 @@
-"""The blob store of one pool: dedup, encoding, packing, upload, and reads.
+"""The blob store of one pool: dedup, encoding, packing and upload; reads are in blobread.py.
 
 A blob is pending from the moment it is accepted until the pack holding it
 is stored in the backend and its index rows are committed; only then is it
@@ -11,17 +11,18 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from sqlalchemy import bindparam, select, update
 
-from .cache import BlobCache, check_may_block, memory_only
+from .blobread import BlobReader
+from .cache import check_may_block, memory_only
 from .catalog import Catalog
 from .catalog.schema import blobs, packs
 from .codec import Codec
-from .errors import CairnError, CorruptBlob, ObjectNotFound
+from .errors import CairnError, CorruptBlob
 from .ids import IdKey, short
 from .inflight import InFlight
 from .packs import DATA, PACK_TARGET, TREE, PackBuilder, pack_key
@@ -33,13 +34,9 @@ log = logging.getLogger(__name__)
 # hand-over per blob would cost as much as encoding a small file.
 BATCH_BELOW = 64 << 10
 BATCH_BYTES = 256 << 10
-# Blobs queued for prefetch at most: a listing's small files (<= 16 MiB) or a
-# read-ahead; more would only evict from the 64 MiB cache what was fetched first.
-PREFETCH_QUEUE = 2048
 # Writes wait for an unreachable pool this long, trying again every 1 s doubling to 30 s.
 PAUSE_MAX = 3600.0
 PAUSE_FIRST, PAUSE_STEP = 1.0, 30.0
-FETCH_WAIT = 60.0  # seconds a read waits for a prefetch of the same blob before reading itself
 
 
 @dataclass(eq=False)
@@ -62,14 +59,6 @@ class _Sealed:
             return True
 
 
-@dataclass(frozen=True)
-class BlobLocation:
-    pack: str
-    offset: int
-    length: int
-    raw_length: int
-
-
 _REPOINT = (
     update(blobs)
     .where(blobs.c.pool_id == bindparam("b_pool_id"), blobs.c.id == bindparam("b_id"))
@@ -77,10 +66,10 @@ _REPOINT = (
 )
 
 
-class BlobStore:
+class BlobStore(BlobReader):
     """Stores and reads the blobs of one pool. Thread-safe.
 
-    `_lock` guards `_known`, `_pending`, `_open`, `_unsent` and the failures;
+    `_lock` (the reader's) also guards `_known`, `_pending`, `_open`, `_unsent` and the failures;
     `inflight` is only changed under it too, so a put and a garbage collection
     agree on whether a blob stays.
     `_flush_lock` lets one flush run at a time. An encode failure is sticky
@@ -101,13 +90,7 @@ class BlobStore:
         encoders: int = 2,
         cache_bytes: int = 64 << 20,
     ):
-        self.catalog = catalog
-        self.pool_id = pool_id
-        self.backend = backend
-        self.id_key = id_key
-        self.codec = codec
-        self.cache = BlobCache(cache_bytes)
-        self._lock = threading.Lock()
+        super().__init__(catalog, pool_id, backend, id_key, codec, cache_bytes)
         self._known: dict[bytes, int] = self._load_known()
         self.inflight = InFlight()
         # Accepted blobs not yet stored: the encoded (header, body), or None while encoding.
@@ -123,10 +106,6 @@ class BlobStore:
         connections = max(1, backend.properties.connections)
         self._encoders = ThreadPoolExecutor(encoders, thread_name_prefix="cairn-encode")
         self._uploaders = ThreadPoolExecutor(connections, thread_name_prefix="cairn-upload")
-        self._prefetchers = ThreadPoolExecutor(connections, thread_name_prefix="cairn-prefetch")
-        # Blobs a prefetch will read (`_lock`); `_fetched` is notified as each arrives.
-        self._fetching: set[bytes] = set()
-        self._fetched = threading.Condition(self._lock)
         # Bounds memory: chunks being encoded, and sealed packs not yet stored.
         self._encode_slots = threading.BoundedSemaphore(encoders * 4)
         self._upload_slots = threading.BoundedSemaphore(connections + 1)
@@ -400,47 +379,10 @@ class BlobStore:
     def close(self) -> None:
         self._encoders.shutdown(wait=True)
         self._uploaders.shutdown(wait=True)
-        self._prefetchers.shutdown(wait=True, cancel_futures=True)
-
-    # -- reading -------------------------------------------------------------
-
-    def get(self, blob_id: bytes) -> bytes:
-        """The plaintext of a blob, checked against its id."""
-        cached = self.cache.get(blob_id)
-        if cached is not None:
-            return cached
-        check_may_block()
-        with self._fetched:  # a prefetch reads it already: wait rather than read it twice
-            waited = self._fetched.wait_for(lambda: blob_id not in self._fetching, FETCH_WAIT)
-        cached = self.cache.get(blob_id) if waited else None
-        if cached is not None:
-            return cached
-        blob = self._pending_blob(blob_id)
-        if blob is None:
-            loc = self.locate(blob_id)
-            try:
-                blob = self.backend.get(pack_key(loc.pack), loc.offset, loc.length)
-            except ObjectNotFound:
-                loc = self.locate(blob_id)  # repacked by garbage collection meanwhile: ask again
-                blob = self.backend.get(pack_key(loc.pack), loc.offset, loc.length)
-            if len(blob) != loc.length:
-                raise CorruptBlob(f"pack {loc.pack} is truncated", blob_id=blob_id, pack=loc.pack)
-        else:
-            loc = None
-        plain = self.decode_checked(blob_id, blob, loc.pack if loc else None)
-        self.cache.put(blob_id, plain)
-        return plain
-
-    def decode_checked(self, blob_id: bytes, blob: bytes | memoryview, pack: str | None) -> bytes:
-        try:
-            plain = self.codec.decode(blob)
-        except CorruptBlob as e:
-            raise CorruptBlob(f"blob {short(blob_id)} in pack {pack}: {e}", blob_id=blob_id, pack=pack) from e
-        if self.id_key.id_of(plain) != blob_id:
-            raise CorruptBlob(f"blob {short(blob_id)} in pack {pack} fails its hash check", blob_id=blob_id, pack=pack)
-        return plain
+        super().close()
 
     def _pending_blob(self, blob_id: bytes) -> bytes | None:
+        """An accepted blob's encoded bytes, from memory until its pack is stored."""
         while True:
             with self._lock:
                 if blob_id not in self._pending:
@@ -450,73 +392,3 @@ class BlobStore:
                     return blob[0] + blob[1]
             # Accepted but still being encoded.
             self._wait_encoders()
-
-    def prefetch(
-        self, blob_ids: list[bytes], parsed: Callable[[bytes, bytes], object] | None = None, *, batch: int = 1
-    ) -> None:
-        """Read blobs into the cache in the background, a pack range at a time, in the order given.
-
-        Listing a snapshot directory prefetches its small files, so that
-        reading them one by one finds them in memory (tar, rsync, cp -r).
-        `parsed`, if given, also receives each blob's plaintext (trees are
-        kept parsed elsewhere, safe from the cache's eviction). With `batch`,
-        nothing is asked until that many are missing, unless the first is:
-        a read-ahead then costs one catalog query per few chunks, not one per
-        chunk (~350 µs each, a third of a 1 MiB chunk's decoding).
-        """
-        with self._lock:
-            room = PREFETCH_QUEUE - len(self._fetching)
-            wanted = [i for i in blob_ids if i not in self._fetching and not self.cache.contains(i)][:room]
-            if len(wanted) < batch and (not wanted or wanted[0] != blob_ids[0]):
-                return
-            self._fetching.update(wanted)
-        if wanted:
-            self._prefetchers.submit(self._prefetch, wanted, parsed)
-
-    def _prefetch(self, blob_ids: list[bytes], parsed: Callable[[bytes, bytes], object] | None) -> None:
-        try:
-            self._fetch(blob_ids, parsed)
-        except Exception:  # a prefetch only saves time; the read itself reports errors
-            log.debug("prefetch failed", exc_info=True)
-        finally:
-            self._arrived(blob_ids)
-
-    def _arrived(self, blob_ids: list[bytes]) -> None:
-        with self._fetched:
-            self._fetching.difference_update(blob_ids)
-            self._fetched.notify_all()
-
-    def _fetch(self, blob_ids: list[bytes], parsed: Callable[[bytes, bytes], object] | None) -> None:
-        order = {blob_id: n for n, blob_id in enumerate(blob_ids)}
-        by_pack: dict[str, list[tuple[bytes, BlobLocation]]] = {}
-        for i in range(0, len(blob_ids), 500):
-            for blob_id, loc in self._locate_many(blob_ids[i : i + 500]):
-                by_pack.setdefault(loc.pack, []).append((blob_id, loc))
-        for pack, blobs_here in sorted(by_pack.items(), key=lambda p: min(order[b] for b, _ in p[1])):
-            start = min(loc.offset for _, loc in blobs_here)
-            end = max(loc.offset + loc.length for _, loc in blobs_here)
-            if end - start > PACK_TARGET * 2:
-                continue
-            data = memoryview(self.backend.get(pack_key(pack), start, end - start))
-            for blob_id, loc in sorted(blobs_here, key=lambda b: order[b[0]]):
-                blob = data[loc.offset - start : loc.offset - start + loc.length]  # decoding copies it once
-                plain = self.decode_checked(blob_id, blob, pack)
-                self.cache.put(blob_id, plain)
-                if parsed is not None:
-                    parsed(blob_id, plain)
-                self._arrived([blob_id])
-
-    def _locate_many(self, blob_ids: list[bytes]) -> list[tuple[bytes, BlobLocation]]:
-        with self.catalog.engine.connect() as conn:
-            rows = conn.execute(
-                select(blobs.c.id, packs.c.name, blobs.c.offset, blobs.c.length, blobs.c.raw_length)
-                .join(packs, packs.c.id == blobs.c.pack_id)
-                .where(blobs.c.pool_id == self.pool_id, blobs.c.id.in_(blob_ids))
-            ).all()
-        return [(bytes(r[0]), BlobLocation(r[1], r[2], r[3], r[4])) for r in rows]
-
-    def locate(self, blob_id: bytes) -> BlobLocation:
-        found = self._locate_many([blob_id])
-        if not found:  # damage to a snapshot: EIO, as a file system reports a bad block
-            raise CorruptBlob(f"blob {short(blob_id)} is not in the pool", blob_id=blob_id)
-        return found[0][1]
