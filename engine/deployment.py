@@ -7,7 +7,6 @@ the environment or keeps module-level state.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import shutil
@@ -24,20 +23,19 @@ from sqlalchemy import delete, func, select, update
 from . import leases, maintenance, snapshots
 from .blobstore import BlobStore
 from .catalog import Catalog, open_catalog
-from .catalog.schema import dirents, images, inodes, keys, pools, sources
+from .catalog.schema import dirents, images, inodes, pools, sources
 from .catalog.schema import leases as lease_rows
 from .catalog.schema import snapshots as snapshot_rows
 from .codec import Codec, CodecConfig
-from .errors import Exists, NotEmpty, NotFound, PoolMismatch, PoolMissing
+from .errors import Exists, NotEmpty, NotFound
 from .ids import IdKey
 from .imagestore import image_pool_usage, open_image_pool, pool_counts, store_state
-from .keyring import DeploymentKeys, Unlock
+from .keyring import Unlock
 from .meta import check_label
-from .pool import POOL_FILE, STRUCTURE, check_identity, create_pool, keys_of, pool_keys, read_identity
 from .pool import OpenPool as OpenPool  # where it lived before
+from .pool import open_file_pool
 from .reader import SnapshotView, TreeCache
 from .snapshots import SnapshotInfo
-from .storage import Backend, open_backend
 from .storage.filter import find_layer
 from .storage.spool import Spool
 from .worktree import WorkingTree
@@ -121,7 +119,7 @@ class Deployment:
             raise NotFound(f"no data directory {data_dir}")
         catalog = open_catalog(db_url or default_db_url(data_dir))
         try:
-            pool = _open_file_pool(catalog, data_dir, create, unlock, encrypt, pool_config)
+            pool = open_file_pool(catalog, data_dir, create, unlock, encrypt, pool_config)
             image_pool = open_image_pool(catalog, data_dir, pool.keys)
         except BaseException:
             catalog.dispose()
@@ -418,54 +416,3 @@ class Deployment:
         # After the row: a crash between the two leaves an object that a
         # rebuild would bring back, never a row without its object.
         self.backend.delete(snapshots.object_key(info.uuid))
-
-
-def _holds_data(backend: Backend) -> bool:
-    return any(True for _ in backend.list("packs/")) or any(True for _ in backend.list("snapshots/"))
-
-
-def _open_file_pool(
-    catalog: Catalog, data_dir: Path, create: bool, unlock: Unlock | None, encrypt: bool,
-    pool_config: dict[str, Any] | None,
-) -> OpenPool:  # fmt: skip
-    cache_dir = data_dir / "cache" / "file"  # this machine's read cache of the pool, if its filters have one
-    spool_dir = data_dir / "writeback" / "file"  # and its write-back spool
-    with catalog.engine.begin() as conn:
-        row = conn.execute(select(pools).where(pools.c.kind == "file")).first()
-        if row is not None:
-            if pool_config is not None and pool_config != json.loads(row.backend):
-                raise Exists(f"the deployment in {data_dir} has a file pool already; its configuration differs")
-            backend = open_backend(json.loads(row.backend), cache_dir=cache_dir, spool_dir=spool_dir)
-            check_identity(backend, row.uuid)
-            rows = {r.purpose: bytes(r.material) for r in conn.execute(select(keys.c.purpose, keys.c.material))}
-            found = keys_of(rows, backend, unlock)
-            return OpenPool(row.id, row.uuid, row.kind, backend, found, CodecConfig.from_json(row.codec))
-        config = pool_config or {"kind": "local", "path": str(data_dir / "pool")}
-        backend = open_backend(config, cache_dir=cache_dir, spool_dir=spool_dir)
-        if backend.stat(POOL_FILE) is not None:
-            if _holds_data(backend):
-                raise PoolMismatch(
-                    f"{backend.describe()} holds a pool the catalog does not know; "
-                    "run `cairn catalog rebuild` to recreate the catalog from it"
-                )
-            # An empty pool whose creation was cut short before its catalog rows committed: take it.
-            identity = read_identity(backend)
-            new_keys, rows = pool_keys(backend, unlock)
-        elif not create:
-            raise PoolMissing(f"no pool in {data_dir}")
-        else:
-            new_keys = DeploymentKeys.new(encrypt)
-            identity, rows = create_pool(backend, "file", new_keys, unlock)
-        pool_id = Catalog.insert_id(
-            conn,
-            pools.insert().values(
-                uuid=identity.uuid,
-                kind="file",
-                backend=json.dumps(config),
-                structure=STRUCTURE,
-                created=identity.created,
-            ),
-        )
-        for purpose, material in rows.items():
-            conn.execute(keys.insert().values(purpose=purpose, material=material))
-        return OpenPool(pool_id, identity.uuid, "file", backend, new_keys, CodecConfig())

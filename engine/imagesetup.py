@@ -11,9 +11,9 @@ from sqlalchemy import Connection, or_, select
 from .catalog.schema import image_versions, images, keys, leases, pools
 from .errors import Exists, InUse, NotEmpty
 from .ids import HOLE
-from .imagestore import IMAGE, NOTE, backend_for
+from .imagestore import IMAGE, NOTE
 from .leases import held
-from .pool import STRUCTURE, key_rows, write_pool
+from .pool import STRUCTURE, backend_for, key_rows, write_pool
 from .storage.filter import find_layer
 from .storage.spool import Spool
 
@@ -37,7 +37,7 @@ def create_image_pool(dep: Deployment, config: dict[str, Any]) -> str:
         rows = {r[0]: bytes(r[1]) for r in conn.execute(select(keys.c.purpose, keys.c.material))}
     # The same key rows as the file pool's (wrapped keys, or the plain id key): no unlock needed.
     rows = {k: v for k, v in rows.items() if k in ("deployment", "id")} or key_rows(dep.pool.keys, dep.backend)
-    backend = backend_for(config, dep.data_dir)
+    backend = backend_for(config, dep.data_dir, IMAGE)
     try:
         identity = write_pool(backend, IMAGE, rows)
     finally:

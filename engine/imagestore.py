@@ -29,8 +29,8 @@ from .catalog.schema import blobs, packs, pools
 from .codec import CodecConfig
 from .errors import ObjectNotFound, PoolMismatch
 from .keyring import DeploymentKeys
-from .pool import OpenPool, check_identity
-from .storage import Backend, open_backend
+from .pool import OpenPool, backend_for, check_identity
+from .storage import Backend
 from .storage.spool import Spool
 
 if TYPE_CHECKING:
@@ -46,14 +46,9 @@ def open_image_pool(catalog: Catalog, data_dir: Path, deployment_keys: Deploymen
         row = conn.execute(select(pools).where(pools.c.kind == IMAGE)).first()
     if row is None:
         return None
-    backend = backend_for(json.loads(row.backend), data_dir)
+    backend = backend_for(json.loads(row.backend), data_dir, IMAGE)
     check_identity(backend, row.uuid)
     return OpenPool(row.id, row.uuid, IMAGE, backend, deployment_keys, CodecConfig.from_json(row.codec))
-
-
-def backend_for(config: dict[str, Any], data_dir: Path) -> Backend:
-    # This machine's read cache and write-back spool of the image pool: apart from the file pool's.
-    return open_backend(config, cache_dir=data_dir / "cache" / IMAGE, spool_dir=data_dir / "writeback" / IMAGE)
 
 
 def image_pool_note(file_pool: Backend) -> dict[str, str] | None:

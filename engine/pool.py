@@ -14,12 +14,17 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
+from .catalog import Catalog
+from .catalog.schema import keys, pools
 from .codec import CodecConfig
-from .errors import BackendError, InvalidArgument, ObjectNotFound, PoolMismatch, PoolMissing
+from .errors import BackendError, Exists, InvalidArgument, ObjectNotFound, PoolMismatch, PoolMissing
 from .keyring import DEPLOYMENT_KEYS, DeploymentKeys, Unlock, unwrap, wrap
-from .storage import Backend
+from .storage import Backend, open_backend
 
 POOL_FILE = "cairn-pool.json"
 ID_KEY_FILE = "keys/id-key.json"
@@ -154,3 +159,58 @@ def read_id_key(backend: Backend) -> bytes:
         return bytes.fromhex(json.loads(backend.get(ID_KEY_FILE))["id_key"])
     except (ObjectNotFound, KeyError, ValueError) as e:
         raise PoolMissing(f"pool at {backend.describe()} has no readable id key") from e
+
+
+def backend_for(config: dict[str, Any], data_dir: Path, kind: str) -> Backend:
+    """A pool's backend with this machine's read cache and write-back spool for it, apart per pool kind."""
+    return open_backend(config, cache_dir=data_dir / "cache" / kind, spool_dir=data_dir / "writeback" / kind)
+
+
+def _holds_data(backend: Backend) -> bool:
+    return any(True for _ in backend.list("packs/")) or any(True for _ in backend.list("snapshots/"))
+
+
+def open_file_pool(
+    catalog: Catalog, data_dir: Path, create: bool, unlock: Unlock | None, encrypt: bool,
+    pool_config: dict[str, Any] | None,
+) -> OpenPool:  # fmt: skip
+    """The deployment's file pool as its catalog names it, or a new one (and its catalog rows) if `create`."""
+    with catalog.engine.begin() as conn:
+        row = conn.execute(select(pools).where(pools.c.kind == "file")).first()
+        if row is not None:
+            if pool_config is not None and pool_config != json.loads(row.backend):
+                raise Exists(f"the deployment in {data_dir} has a file pool already; its configuration differs")
+            backend = backend_for(json.loads(row.backend), data_dir, "file")
+            check_identity(backend, row.uuid)
+            rows = {r.purpose: bytes(r.material) for r in conn.execute(select(keys.c.purpose, keys.c.material))}
+            found = keys_of(rows, backend, unlock)
+            return OpenPool(row.id, row.uuid, row.kind, backend, found, CodecConfig.from_json(row.codec))
+        config = pool_config or {"kind": "local", "path": str(data_dir / "pool")}
+        backend = backend_for(config, data_dir, "file")
+        if backend.stat(POOL_FILE) is not None:
+            if _holds_data(backend):
+                raise PoolMismatch(
+                    f"{backend.describe()} holds a pool the catalog does not know; "
+                    "run `cairn catalog rebuild` to recreate the catalog from it"
+                )
+            # An empty pool whose creation was cut short before its catalog rows committed: take it.
+            identity = read_identity(backend)
+            new_keys, rows = pool_keys(backend, unlock)
+        elif not create:
+            raise PoolMissing(f"no pool in {data_dir}")
+        else:
+            new_keys = DeploymentKeys.new(encrypt)
+            identity, rows = create_pool(backend, "file", new_keys, unlock)
+        pool_id = Catalog.insert_id(
+            conn,
+            pools.insert().values(
+                uuid=identity.uuid,
+                kind="file",
+                backend=json.dumps(config),
+                structure=STRUCTURE,
+                created=identity.created,
+            ),
+        )
+        for purpose, material in rows.items():
+            conn.execute(keys.insert().values(purpose=purpose, material=material))
+        return OpenPool(pool_id, identity.uuid, "file", backend, new_keys, CodecConfig())
