@@ -227,8 +227,8 @@ class Operations(pyfuse3.Operations):
             return self._entry_attr(parent_inode, await self._on(parent_inode, self.view.lookup, name))
         except pyfuse3.FUSEError as e:
             if e.errno == errno.ENOENT:
-                # A negative entry the kernel may cache: rsync looks up every name first,
-                # then again when it renames its temporary file onto it.
+                # A negative entry the kernel may cache: rsync's generator looks up every
+                # name, and its receiver the same name again, often seconds later.
                 a = pyfuse3.EntryAttributes()
                 a.st_ino = 0
                 a.entry_timeout = NAME_TIMEOUT if node_of(parent_inode).space == WORKING else 0
