@@ -1,4 +1,4 @@
-"""Fixtures: data directories, catalogs on SQLite and on a real PostgreSQL, buckets on a real SeaweedFS."""
+"""Fixtures: data directories, catalogs on SQLite and on a real PostgreSQL, buckets on a real SeaweedFS, image pools."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from engine.deployment import Deployment
+from image.pool import ImagePool
 
 from .servers import SeaweedFS, postgres, seaweedfs
 
@@ -78,3 +79,14 @@ def sqlite_deployment(data_dir: Path) -> Iterator[Deployment]:
         yield dep
     finally:
         dep.close()
+
+
+@pytest.fixture
+def pool(deployment: Deployment) -> Iterator[ImagePool]:
+    """The image pool of `deployment`, which has one source, h1."""
+    deployment.add_source("h1")
+    p = ImagePool(deployment)
+    try:
+        yield p
+    finally:
+        p.close()

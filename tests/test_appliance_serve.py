@@ -7,15 +7,14 @@ import http.cookiejar
 import json
 import os
 import subprocess
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .served import served
 from .test_backup_restore import CAIRN, cairn, cairn_json
+from .test_read_ahead import eventually
 
 
 def _call(opener: urllib.request.OpenerDirector, url: str, body: Any = None,
@@ -152,15 +151,6 @@ def test_cli_against_a_remote_appliance(tmp_path: Path) -> None:
         assert gone.returncode == 1 and "no source" in gone.stderr
 
 
-def _soon(check: Callable[[], bool], within: float = 5.0) -> bool:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
 def test_serve_with_the_mount(tmp_path: Path) -> None:
     data, mnt = tmp_path / "data", tmp_path / "mnt"
     try:
@@ -185,7 +175,7 @@ def test_serve_with_the_mount(tmp_path: Path) -> None:
                 req = urllib.request.Request(f"{server.url}/dav/h1/current/{path}", body, auth, method=method)
                 with dav.open(req, timeout=30) as reply:
                     assert reply.status in (201, 204)
-            assert _soon(lambda: (current / "g").exists() and not (current / "f").exists())
+            assert eventually(lambda: (current / "g").exists() and not (current / "f").exists(), within=5.0)
             assert (current / "g").read_bytes() == b"through WebDAV"
     finally:
         subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,16 +18,6 @@ from image.pool import ImagePool
 from image.push import push
 
 MiB = 1 << 20
-
-
-@pytest.fixture
-def pool(deployment: Deployment) -> Iterator[ImagePool]:
-    deployment.add_source("h1")
-    p = ImagePool(deployment)
-    try:
-        yield p
-    finally:
-        p.close()
 
 
 def scattered(path: Path, size: int, writes: int, seed: int) -> bytes:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,16 +20,6 @@ from image.push import push
 
 MiB = 1 << 20
 BS = 64 << 10
-
-
-@pytest.fixture
-def pool(deployment: Deployment) -> Iterator[ImagePool]:
-    deployment.add_source("h1")
-    p = ImagePool(deployment)
-    try:
-        yield p
-    finally:
-        p.close()
 
 
 def patch_of(pool: ImagePool, reader: VersionReader, block: int) -> tuple[bytes, bytes | None]:

@@ -16,8 +16,8 @@ from engine.worktree.tree import ROOT as TREE_ROOT
 WAIT = 30.0  # seconds before a background read counts as never done
 
 
-def eventually(check: Callable[[], bool]) -> bool:
-    end = time.monotonic() + WAIT
+def eventually(check: Callable[[], bool], within: float = WAIT) -> bool:
+    end = time.monotonic() + within
     while time.monotonic() < end:
         if check():
             return True
