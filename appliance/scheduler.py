@@ -17,7 +17,7 @@ from collections.abc import Callable
 from croniter import croniter
 
 from . import usage
-from .config import Config
+from .config import Config, next_run
 from .services import Services
 
 log = logging.getLogger(__name__)
@@ -53,14 +53,19 @@ class Scheduler:
         submitted = []
         stored = self.config.stored()
         digest = self.config.value("digest_schedule", stored=stored)
-        if digest and self._due("digest", digest, now, now):
+        if digest and next_run(digest, now) is not None and self._due("digest", digest, now, now):
             self.services.jobs.submit("digest", {})
             submitted.append("digest")
         access = self.services.accounts.source_access()
         for source in self.services.deployment.list_sources():
             group = access.get(source.name, (None, None))[0]
             schedule = self.config.value("schedule", source.name, group, stored)
-            if not schedule or not self._due(f"source/{source.name}", schedule, source.created, now):
+            if not schedule:
+                continue
+            if next_run(schedule, now) is None:  # stored before it was checked; the others still run
+                log.warning("source %s: schedule %r never comes round; not scheduled", source.name, schedule)
+                continue
+            if not self._due(f"source/{source.name}", schedule, source.created, now):
                 continue
             self.services.jobs.submit("snapshot", {"source": source.name, "name": None, "scheduled": True},
                                       source_id=source.id)  # fmt: skip

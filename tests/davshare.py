@@ -73,7 +73,7 @@ def share(
         app = make_app(view, {USER: _HASH}, anonymous=anonymous, mount_path=mount_path)
         if mount_path:  # as the appliance will: one port, the share under a path
             app = wsgi.PathInfoDispatcher({mount_path: app})
-        server = Server(app, "127.0.0.1", 0, threads=8)
+        server = Server(app, "127.0.0.1", 0)
         worker = threading.Thread(target=server.serve, daemon=True)
         worker.start()
         try:

@@ -107,6 +107,25 @@ def test_scheduler_takes_due_snapshots_and_applies_retention(tmp_path: Path) -> 
         assert jobs[0].progress is not None and len(jobs[0].progress["deleted"]) == 1
 
 
+def test_a_schedule_that_never_comes_round_is_refused_and_stops_no_other_source(tmp_path: Path) -> None:
+    with Deployment.open(tmp_path / "data") as dep:
+        services = Services.build(dep, workers=1)
+        config = Config(dep.catalog)
+        for never in ("0 0 30 2 *", "0 0 31 4 *"):  # February 30th, April 31st: valid syntax, no next run
+            with pytest.raises(InvalidArgument, match="comes round"):
+                config.set("schedule", never, source="h1")
+        dep.add_source("bad")
+        dep.add_source("good")
+        # A value stored before it was checked (an older appliance, a hand-edited catalog).
+        dep.catalog.set_setting("cfg/source:bad/schedule", '"0 0 30 2 *"')
+        config.set("schedule", "*/5 * * * *", source="good")
+        clock = [time.time() + 600]
+        scheduler = Scheduler(services, now=lambda: clock[0])
+        scheduler.run_once()  # the baseline of each source
+        clock[0] += 300
+        assert scheduler.run_once() == ["good"]
+
+
 def test_two_appliances_on_one_catalog_submit_each_run_once(data_dir: Path, db_url: str) -> None:
     """Schedulers share nothing but the catalog: the last run is swapped there, so one of them wins each slot."""
     import threading
