@@ -21,7 +21,7 @@ from dav.app import parse_listen
 from engine.deployment import Deployment
 from engine.errors import NotFound
 
-from .access import can
+from .access import can, manages
 from .accounts import Accounts
 from .scheduler import Scheduler
 from .services import Services
@@ -98,9 +98,11 @@ def _dav(services: Services) -> WSGIApp:
         access = services.accounts.source_access()
 
         def allowed(source: str | None, action: str) -> bool:
+            group, owner = access.get(source, (None, None)) if source is not None else (None, None)
+            if action == "manage":  # add or remove the source as a whole (a new one has no group yet)
+                return manages(user, group)
             if source is None:
                 return user.admin
-            group, owner = access.get(source, (None, None))
             return can(user, action, group, owner)
 
         return allowed

@@ -23,8 +23,9 @@ from wsgidav.wsgidav_app import WsgiDAVApp
 from engine.mount import MountView
 
 from .auth import UserList
+from .locks import Storage
 from .provider import CairnProvider
-from .scope import Scope, ScopeOf
+from .scope import Scope, ScopeOf, source_of
 from .session import KEY, Session
 from .streams import START_RESPONSE, Streams
 
@@ -37,6 +38,10 @@ THREADS = 16  # cheroot worker threads: WebDAV clients open a few connections ea
 # only ever mean harm. A backslash is an ordinary character in a name.
 _ENCODED = re.compile(r"%2f|%00", re.IGNORECASE)
 _DOT_SEGMENT = re.compile(r"(^|/)\.\.?(/|$)")
+# The share has the web UI's origin (one host and port): nothing it serves may
+# run there as a page. Files are sent as downloads (resources.py), and no
+# answer is sniffed into HTML or allowed to run anything.
+_EVERY_RESPONSE = [("X-Content-Type-Options", "nosniff"), ("Content-Security-Policy", "default-src 'none'; sandbox")]
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -48,7 +53,7 @@ def make_app(
     """The share at `mount_path` ("" or e.g. "/dav"): users maps names to scrypt hashes; `scope`
     (see scope.py) limits what each user sees and changes."""
     config = {
-        "provider_mapping": {"/": CairnProvider(view)},
+        "provider_mapping": {"/": CairnProvider(view, _breaker(scope))},
         "mount_path": mount_path or None,
         # Streams before ErrorPrinter, which would hold back the start of a streamed response.
         "middleware_stack": [HTTPAuthenticator, Scope, Streams, ErrorPrinter, RequestResolver],
@@ -59,7 +64,7 @@ def make_app(
             "default_to_digest": False,
         },
         "cairn": {"users": users, "anonymous": anonymous, "scope": scope},
-        "lock_storage": True,  # in memory: locks are short-lived and do not outlive a restart
+        "lock_storage": Storage(),  # in memory: locks are short-lived (locks.py) and do not outlive a restart
         "property_manager": None,  # dead properties are xattrs (see props.py)
         "block_size": BLOCK_SIZE,
         "honor_mtime_header": True,  # X-OC-Mtime from ownCloud/Nextcloud clients and rclone
@@ -72,6 +77,13 @@ def make_app(
     return Share(WsgiDAVApp(config), view)
 
 
+def _breaker(scope: ScopeOf | None) -> Callable[[str, str], bool] | None:
+    """Who may release another user's lock on a path: whoever may configure its source."""
+    if scope is None:
+        return None
+    return lambda user, path: scope(user)(source_of(path), "configure")
+
+
 class Share:
     """The outer WSGI app: refuses traversal, and ends each request's session. Thread-safe."""
 
@@ -80,11 +92,10 @@ class Share:
         self.view = view
 
     def __call__(self, environ: dict[str, Any], server_start_response: Callable[..., Any]) -> Iterable[bytes]:
-        start_response = _closing_unread(environ, server_start_response)
-        raw = environ.get("REQUEST_URI", "").split("?", 1)[0]
-        destination = urlsplit(environ.get("HTTP_DESTINATION", "")).path
-        if any(_ENCODED.search(p) or _DOT_SEGMENT.search(unquote(p)) for p in (raw, destination)):
-            text = b"the path holds a dot segment or an encoded slash\n"
+        start_response = _guarded(_closing_unread(environ, server_start_response))
+        bad_path = _refuse_path(environ)
+        if bad_path is not None:
+            text = bad_path.encode() + b"\n"
             start_response("400 Bad Request", [("Content-Type", "text/plain"), ("Content-Length", str(len(text)))])
             return [text]
         refused = _refuse_body(environ)
@@ -106,6 +117,28 @@ class Share:
             session.release()
             raise
         return _Closing(body, session.release)
+
+
+def _refuse_path(environ: dict[str, Any]) -> str | None:
+    """Why a request's path or Destination is refused before anything reads it; None if it is not."""
+    raw = environ.get("REQUEST_URI", "").split("?", 1)[0]
+    destination = urlsplit(environ.get("HTTP_DESTINATION", "")).path
+    if any(_ENCODED.search(p) or _DOT_SEGMENT.search(unquote(p)) for p in (raw, destination)):
+        return "the path holds a dot segment or an encoded slash"
+    try:  # a WSGI path is Latin-1 text of the decoded bytes, which name nothing here unless they are UTF-8
+        environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return "the path is not UTF-8"
+    return None
+
+
+def _guarded(start_response: Callable[..., Any]) -> Callable[..., Any]:
+    """A start_response that adds the headers every answer of the share carries."""
+
+    def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        return start_response(status, [*headers, *_EVERY_RESPONSE], exc_info)
+
+    return start
 
 
 def _closing_unread(environ: dict[str, Any], start_response: Callable[..., Any]) -> Callable[..., Any]:

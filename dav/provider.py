@@ -11,6 +11,7 @@ from engine.meta import Kind
 from engine.mount import MountView
 
 from .errors import translated
+from .locks import Breakable, MayBreak
 from .resources import File, Folder, Node
 from .session import session_of
 
@@ -18,12 +19,19 @@ from .session import session_of
 class CairnProvider(DAVProvider):  # type: ignore[misc]
     """Thread-safe: all state is in the mount view, and per request in its session."""
 
-    def __init__(self, view: MountView):
+    def __init__(self, view: MountView, may_break: MayBreak | None = None):
         super().__init__()
         self.view = view
+        self.may_break = may_break
 
     def is_readonly(self) -> bool:
         return False
+
+    def set_lock_manager(self, lock_manager: Any) -> None:
+        """wsgidav's lock manager; with `may_break`, one that lets those it names release others' locks."""
+        if lock_manager is not None and self.may_break is not None:
+            lock_manager = Breakable(lock_manager, self.may_break)
+        super().set_lock_manager(lock_manager)
 
     def get_resource_inst(self, path: str, environ: dict[str, Any]) -> Node | None:
         session = session_of(environ, self.view)

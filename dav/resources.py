@@ -1,8 +1,9 @@
 """WebDAV resources over the mount view: folders and files, translated and nothing else.
 
 Every write goes through the same MountView calls the FUSE mount makes, so
-the rules are the mount's: files live in `current/`, MKCOL in `snapshots/`
-takes a snapshot, snapshots are read-only (403). Symlinks, devices and
+the rules are the mount's: files live in `current/`, MKCOL and DELETE at the
+root add and remove a source, MKCOL in `snapshots/` takes a snapshot,
+snapshots are read-only (403). Files are sent as downloads. Symlinks, devices and
 other special files are not shown: HTTP has no way to say what they are;
 archives (`?format=tar.zst`) keep them.
 """
@@ -20,9 +21,10 @@ from wsgidav.dav_provider import DAVCollection, DAVNonCollection
 from engine.errors import NotFound
 from engine.meta import Kind, Stat
 from engine.mount import MountView, paths
-from engine.mount.nodes import WORKING, node_of
+from engine.mount.nodes import ROOT_NODE, WORKING, node_of
 
 from . import props
+from .archive import attachment
 from .errors import translated
 from .scope import KEY as SCOPE_KEY
 from .session import Session, names_of
@@ -152,8 +154,13 @@ class Node:
         return []
 
     def delete(self) -> None:
-        self.require_writable()
         assert self.parent is not None
+        if node_of(self.parent.ino) == ROOT_NODE:  # a source as a whole, as rmdir at the mount's root
+            with translated():  # the engine refuses a source that has snapshots (409)
+                self.view.rmdir(self.parent.ino, self.raw_name)
+            self.remove_all_locks(recursive=True)  # type: ignore[attr-defined]
+            return
+        self.require_writable()
         with translated():
             paths.remove(self.view, self.parent.ino, self.raw_name)
         self.remove_all_locks(recursive=True)  # type: ignore[attr-defined]
@@ -275,6 +282,10 @@ class File(Node, DAVNonCollection):  # type: ignore[misc]
 
     def get_content(self) -> Content:
         return Content(self.view, self.number, self.stat.size)
+
+    def finalize_headers(self, environ: dict[str, Any], response_headers: list[tuple[str, str]]) -> None:
+        """GET and HEAD: a file is a download, never a page (the share has the web UI's origin)."""
+        response_headers.append(("Content-Disposition", attachment(self.raw_name.decode("utf-8", "replace"))))
 
     def begin_write(self, *, content_type: str | None = None) -> Upload:
         self.require_writable()

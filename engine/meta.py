@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import stat
 import struct
 from enum import IntEnum
@@ -73,6 +74,25 @@ def check_label(label: str, what: str) -> str:
     if label.startswith(".") or any(c in label for c in "\n\r\t"):
         raise InvalidName(f"invalid {what} name {label!r}: no leading dot or control characters")
     return label
+
+
+# A source's name is a path segment in URLs (the share, the API), an rsync
+# module, a Samba share and an argument to stock tools: ASCII letters, digits,
+# `.`, `_` and `-` mean the same in all of them, decoded once or not at all.
+# `:` `/` `%` `\` `?` `#` `;`, spaces and controls would each mean something
+# else somewhere, and a leading `-` reads as an option.
+_SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def check_source_name(name: str) -> str:
+    """A new source's name: a label made only of characters no client or URL reads differently."""
+    check_label(name, "source")
+    if not _SOURCE_NAME.fullmatch(name):
+        raise InvalidName(
+            f"invalid source name {name!r}: use ASCII letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit"
+        )
+    return name
 
 
 ACL_ACCESS = b"system.posix_acl_access"
