@@ -12,6 +12,7 @@ from dav.archive import FORMATS, attachment, tar_zst, zip_archive
 from dav.session import Session
 from engine.errors import CorruptBlob, InvalidArgument
 from engine.meta import Kind
+from engine.recover import refuse_existing
 
 from . import auth
 from .access import can, manages
@@ -115,19 +116,28 @@ def restore_path(name: str, snap: str) -> Response:
     """Bring a path of a snapshot back into current/ (a job; by reference, no bytes copied).
 
     `to` restores to another path (missing folders are made), `into` into another source's current/.
+    A path that exists there is replaced only with `overwrite` (else 409).
     """
-    doc = body({"path"}, {"to", "into"})
-    job = submit_restore(name, snap, text(doc, "path"), opt_text(doc, "to"), opt_text(doc, "into"))
+    doc = body({"path"}, {"to", "into", "overwrite"})
+    overwrite = doc.get("overwrite", False)
+    if not isinstance(overwrite, bool):
+        raise InvalidArgument("overwrite must be true or false")
+    job = submit_restore(name, snap, text(doc, "path"), opt_text(doc, "to"), opt_text(doc, "into"), overwrite)
     return jsonify(job.to_json()), 202  # type: ignore[return-value]
 
 
-def submit_restore(name: str, snap: str, path: str, to: str | None, into: str | None) -> Job:
+def submit_restore(
+    name: str, snap: str, path: str, to: str | None, into: str | None, overwrite: bool = False
+) -> Job:  # fmt: skip
     """The restore job, once the user may restore from `name` (and into `into`) and the snapshot exists."""
     user, _, _ = allowed_source(name, "restore")
     if into is not None and into != name:
         allowed_source(into, "restore")
-    services().deployment.snapshot_info(name, snap)  # 404 now rather than a failed job later
-    params = {"source": name, "snapshot": snap, "path": path, "to": to, "into": into}
+    dep = services().deployment
+    dep.snapshot_info(name, snap)  # 404 now rather than a failed job later
+    if not overwrite:  # 409 now; the job checks again
+        refuse_existing(dep.working_tree(into or name), to or path, into or name)
+    params = {"source": name, "snapshot": snap, "path": path, "to": to, "into": into, "overwrite": overwrite}
     return services().jobs.submit("restore", params, source_id=services().deployment.source(name).id, user_id=user.id)
 
 

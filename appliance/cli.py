@@ -221,52 +221,60 @@ def backup_cmd(ctx: Context, source_name: str, path: str, name: str | None, as_j
 @click.option("--in-place", is_flag=True, help="Restore PATH into current/ on the appliance, by reference.")
 @click.option("--to", "to", metavar="PATH", help="With --in-place: where in current/ (default: PATH itself).")
 @click.option("--into", "into", metavar="SOURCE", help="With --in-place: into another source's current/.")
+@click.option("--overwrite", is_flag=True, help="Replace what exists at the destination (else refused).")
 def restore_cmd(
     ctx: Context, source_name: str, snapshot_name: str, args: tuple[str, ...], in_place: bool,
-    to: str | None, into: str | None, as_json: bool,
+    to: str | None, into: str | None, overwrite: bool, as_json: bool,
 ) -> None:  # fmt: skip
-    """Restore a snapshot, or PATH in it, to DEST with all metadata; or PATH into current/ (--in-place)."""
+    """Restore a snapshot, or PATH in it, to DEST with all metadata; or PATH into current/ (--in-place).
+
+    What exists at the destination is never replaced without --overwrite.
+    """
     if in_place:
         if len(args) != 1:
             raise click.UsageError("expected PATH with --in-place")
-        return in_place_restore(ctx, source_name, snapshot_name, args[0], to, into, as_json)
+        return in_place_restore(ctx, source_name, snapshot_name, args[0], to, into, overwrite, as_json)
     if to or into:
         raise click.UsageError("--to and --into go with --in-place")
     if len(args) > 2:
         raise click.UsageError("expected [PATH] DEST")
     path, dest = (args[0], args[1]) if len(args) == 2 else ("", args[0])
     if ctx.remote:
-        return remote_cmd.restore(ctx.client(), source_name, snapshot_name, path, dest, as_json)
+        return remote_cmd.restore(ctx.client(), source_name, snapshot_name, path, dest, overwrite, as_json)
     with ctx.open() as dep, output.progress_bar(not as_json, "restore") as bar:
         view = dep.snapshot(source_name, snapshot_name)
 
         def show(stats: Any) -> None:
             bar(f"{stats.files} files, {output.human_bytes(stats.bytes)}")
 
-        stats = restore(view, os.fsencode(path), dest, show)
-    doc = {"files": stats.files, "dirs": stats.dirs, "bytes": stats.bytes, "errors": stats.errors}
+        stats = restore(view, os.fsencode(path), dest, show, overwrite=overwrite)
+    doc = {"files": stats.files, "dirs": stats.dirs, "bytes": stats.bytes, "errors": stats.errors,
+           "damaged": stats.damaged}  # fmt: skip
     if as_json:
         output.emit_json(doc)
     else:
         for e in stats.errors:
             output.warn(e)
         output.say(f"restored {stats.files} files, {output.human_bytes(stats.bytes)} to {dest}")
+        if stats.damaged:
+            output.warn(f"{len(stats.damaged)} paths not restored: their data is damaged or missing in the pool")
     if stats.errors:
         sys.exit(EXIT_PARTIAL)
 
 
 def in_place_restore(
-    ctx: Context, source: str, snap: str, path: str, to: str | None, into: str | None, as_json: bool
-) -> None:
+    ctx: Context, source: str, snap: str, path: str, to: str | None, into: str | None, overwrite: bool,
+    as_json: bool,
+) -> None:  # fmt: skip
     """PATH of a snapshot back into a working tree: no bytes copied, as the web UI's restore does."""
     if ctx.remote:
-        body = {"path": path, "to": to, "into": into}
+        body = {"path": path, "to": to, "into": into, "overwrite": overwrite}
         doc = remote_cmd.run_job(ctx.client(), f"/sources/{source}/snapshots/{snap}/restore", body, not as_json)
     else:
         from engine.recover import restore_in_place
 
         with ctx.open() as dep:
-            doc = restore_in_place(dep, source, snap, path, to, into)
+            doc = restore_in_place(dep, source, snap, path, to, into, overwrite)
     if as_json:
         output.emit_json(doc)
     else:

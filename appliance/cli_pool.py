@@ -13,7 +13,7 @@ from typing import Any, cast
 import click
 
 from engine.catalog import open_catalog
-from engine.check import damage_doc, describe, last_scrub, scrub
+from engine.check import damage_doc, describe, last_scrub, locate, missing_doc, missing_packs, scrub
 from engine.codec import FORMATS, CodecConfig
 from engine.deployment import Deployment, default_db_url
 from engine.errors import CairnError
@@ -148,7 +148,7 @@ def pool_gc(ctx: Context, repack_below: float, dry_run: bool, as_json: bool) -> 
 
 @command(pool, "check")
 def pool_check(ctx: Context, as_json: bool) -> None:
-    """Connectivity: reach the pool and check its identification file."""
+    """Connectivity: reach the pool, check its identification file, and compare its packs with the catalog's."""
     with ctx.open() as dep:
         start = time.monotonic()
         identity = check_identity(dep.backend, dep.pool.uuid)
@@ -157,12 +157,21 @@ def pool_check(ctx: Context, as_json: bool) -> None:
         if dep.image_pool is not None:
             image = check_identity(dep.image_pool.backend, dep.image_pool.uuid)
             doc["image_pool"] = {"pool": image.uuid, "backend": dep.image_pool.backend.describe()}
+        missing = [d for store in dep.stores for d in missing_packs(store)]
+        locate(dep.trees, dep.list_snapshots(), missing)
+        gone = missing_doc(missing)
+        doc.update(ok=not missing, missing_packs=gone)
     if as_json:
         output.emit_json(doc)
     else:
         output.say(f"pool {identity.uuid} at {doc['backend']} answers ({doc['seconds']} s)")
         if dep.image_pool is not None:
             output.say(f"image pool {dep.image_pool.uuid} at {dep.image_pool.backend.describe()} answers")
+        for m in gone:
+            where = "; ".join(f"{a['source']} @ {a['snapshot']}: {a['path']}" for a in m["affects"]) or "no snapshot"
+            output.warn(f"pack {m['pack']} is missing ({m['blobs']} blobs; affects {where})", "missing")
+    if missing:
+        sys.exit(EXIT_PARTIAL)
 
 
 @command(pool, "scrub")

@@ -157,14 +157,19 @@ def snapshot_delete(client: Client, source: str, name: str, as_json: bool) -> No
     output.emit_json({"deleted": name}) if as_json else output.say(f"snapshot {name} of {source} deleted")
 
 
-def restore(client: Client, source: str, snap: str, path: str, dest: str, as_json: bool) -> None:
-    """Download PATH of a snapshot to DEST: a folder as a tar.zst unpacked on the fly, or one file."""
+def restore(client: Client, source: str, snap: str, path: str, dest: str, overwrite: bool, as_json: bool) -> None:
+    """Download PATH of a snapshot to DEST: a folder as a tar.zst unpacked on the fly, or one file.
+
+    As the local restore: DEST must not exist (an empty directory may) unless `overwrite`.
+    """
     import os
     import shutil
     import tarfile
 
     import zstandard
 
+    if not overwrite and os.path.lexists(dest) and not (os.path.isdir(dest) and not os.listdir(dest)):
+        raise CairnError(f"{dest} exists; restore elsewhere, or give --overwrite to replace what is there")
     base = f"/sources/{source}/snapshots/{snap}"
     try:
         reply = client.stream(f"{base}/archive", path=path or "/", format="tar.zst")

@@ -92,7 +92,7 @@ SPEC: dict[str, Any] = {
                 "Restore a path into current/, at its own path, at `to`, or in source `into` (a job)",
                 params=["name", "snap"],
                 ok="202",
-                body=_obj(["path"], path=STR, to=STR, into=STR),
+                body=_obj(["path"], path=STR, to=STR, into=STR, overwrite={"type": "boolean"}),
             )
         },
         "/api/v1/sources/{name}/snapshots/{snap}/entries": {

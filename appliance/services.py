@@ -81,7 +81,8 @@ def job_handlers(dep: Deployment, accounts: Accounts, config: Config) -> dict[st
 
     def restore(job: Job, progress: Progress) -> dict[str, Any]:
         p = job.params
-        return restore_in_place(dep, p["source"], p["snapshot"], p["path"], p.get("to"), p.get("into"))
+        return restore_in_place(dep, p["source"], p["snapshot"], p["path"], p.get("to"), p.get("into"),
+                                bool(p.get("overwrite", False)))  # fmt: skip
 
     def forget(job: Job, progress: Progress) -> dict[str, Any]:
         return {"deleted": forget_source(job.params["source"])}

@@ -199,7 +199,8 @@ def browse(name: str, snap: str) -> str:
 def restore_path(name: str, snap: str) -> BaseResponse:
     """Restore a path in place, or to another path (`to`) of this or another source's current/ (`into`)."""
     form = request.form
-    job = submit_restore(name, snap, form.get("path", "/"), form.get("to") or None, form.get("into") or None)
+    job = submit_restore(name, snap, form.get("path", "/"), form.get("to") or None, form.get("into") or None,
+                         form.get("overwrite") == "1")  # fmt: skip
     return redirect(url_for("web.job", job_id=job.id))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from .cache import BlobCache, check_may_block
 from .catalog import Catalog
 from .catalog.schema import blobs, packs
 from .codec import Codec
-from .errors import CorruptBlob, ObjectNotFound
+from .errors import BackendError, CorruptBlob, ObjectNotFound
 from .ids import IdKey, short
 from .packs import PACK_TARGET, pack_key
 from .storage import Backend
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 # read-ahead; more would only evict from the 64 MiB cache what was fetched first.
 PREFETCH_QUEUE = 2048
 FETCH_WAIT = 60.0  # seconds a read waits for a prefetch of the same blob before reading itself
+# A prefetch's failure to reach the pool is handed to the reads waiting for it (they wake at once);
+# a read that comes later asks the pool itself.
+FAILURE_KEPT = 1.0
 
 
 @dataclass(frozen=True)
@@ -42,8 +46,9 @@ class BlobLocation:
 class BlobReader:
     """Reads the blobs of one pool. Thread-safe.
 
-    `_lock` guards `_fetching`, the blobs a prefetch will read; `_fetched`
-    is notified as each arrives.
+    `_lock` guards `_fetching`, the blobs a prefetch will read, and
+    `_failed`, the blobs a prefetch could not read as the pool did not
+    answer; `_fetched` is notified as each arrives or fails.
     """
 
     def __init__(self, catalog: Catalog, pool_id: int, backend: Backend, id_key: IdKey, codec: Codec, cache_bytes: int):
@@ -55,6 +60,7 @@ class BlobReader:
         self.cache = BlobCache(cache_bytes)
         self._lock = threading.Lock()
         self._fetching: set[bytes] = set()
+        self._failed: dict[bytes, tuple[float, BackendError]] = {}
         self._fetched = threading.Condition(self._lock)
         connections = max(1, backend.properties.connections)
         self._prefetchers = ThreadPoolExecutor(connections, thread_name_prefix="cairn-prefetch")
@@ -74,7 +80,10 @@ class BlobReader:
         check_may_block()
         with self._fetched:  # a prefetch reads it already: wait rather than read it twice
             waited = self._fetched.wait_for(lambda: blob_id not in self._fetching, FETCH_WAIT)
+            failed = self._failed.pop(blob_id, None)
         cached = self.cache.get(blob_id) if waited else None
+        if cached is None and failed is not None and time.monotonic() - failed[0] < FAILURE_KEPT:
+            raise failed[1]  # the pool did not answer the prefetch: asking again would double the wait
         if cached is not None:
             return cached
         blob = self._pending_blob(blob_id)
@@ -84,7 +93,7 @@ class BlobReader:
                 blob = self.backend.get(pack_key(loc.pack), loc.offset, loc.length)
             except ObjectNotFound:
                 loc = self.locate(blob_id)  # repacked by garbage collection meanwhile: ask again
-                blob = self.backend.get(pack_key(loc.pack), loc.offset, loc.length)
+                blob = self._read_moved(blob_id, loc)
             if len(blob) != loc.length:
                 raise CorruptBlob(f"pack {loc.pack} is truncated", blob_id=blob_id, pack=loc.pack)
         else:
@@ -92,6 +101,13 @@ class BlobReader:
         plain = self.decode_checked(blob_id, blob, loc.pack if loc else None)
         self.cache.put(blob_id, plain)
         return plain
+
+    def _read_moved(self, blob_id: bytes, loc: BlobLocation) -> bytes:
+        try:
+            return self.backend.get(pack_key(loc.pack), loc.offset, loc.length)
+        except ObjectNotFound as e:  # damage, as a failed hash check is: the reader lists the path and goes on
+            message = f"blob {short(blob_id)}: pack {loc.pack} is missing"
+            raise CorruptBlob(message, blob_id=blob_id, pack=loc.pack) from e
 
     def decode_checked(self, blob_id: bytes, blob: bytes | memoryview, pack: str | None) -> bytes:
         try:
@@ -127,6 +143,14 @@ class BlobReader:
     def _prefetch(self, blob_ids: list[bytes], parsed: Callable[[bytes, bytes], object] | None) -> None:
         try:
             self._fetch(blob_ids, parsed)
+        except BackendError as e:
+            log.debug("prefetch failed", exc_info=True)
+            if e.temporary:  # the pool is unreachable: a read waiting for these fails at once with this
+                with self._lock:
+                    if len(self._failed) > PREFETCH_QUEUE:
+                        self._failed.clear()  # only reads already waiting need them
+                    now = time.monotonic()
+                    self._failed.update((i, (now, e)) for i in blob_ids if i in self._fetching)
         except Exception:  # a prefetch only saves time; the read itself reports errors
             log.debug("prefetch failed", exc_info=True)
         finally:

@@ -11,7 +11,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import blake3
 from sqlalchemy import select
@@ -32,6 +32,10 @@ from .tree import Entry
 
 if TYPE_CHECKING:
     from .deployment import Deployment
+
+
+PACKS = "packs/"
+MISSING = "the pack is missing from the pool"
 
 
 @dataclass
@@ -77,6 +81,41 @@ def check_pool(store: BlobStore, progress: Progress | None = None, report: Check
         if progress is not None:
             progress(report)
     return report
+
+
+def missing_packs(store: BlobStore) -> list[Damage]:
+    """What the catalog says is in packs that the pool's listing lacks: a Damage per blob of each.
+
+    One listing of the pool and two catalog queries, no pack read: cheap
+    enough for every `pool check`.
+    """
+    listed = {key.rsplit("/", 1)[-1] for key, _ in store.backend.list(PACKS)}
+    with store.catalog.engine.connect() as conn:
+        known = conn.execute(select(packs.c.id, packs.c.name).where(packs.c.pool_id == store.pool_id)).all()
+        gone = {pack_id: name for pack_id, name in known if name not in listed}
+        found: list[Damage] = []
+        ids = list(gone)
+        for i in range(0, len(ids), 500):
+            rows = conn.execute(
+                select(blob_rows.c.id, blob_rows.c.pack_id).where(blob_rows.c.pack_id.in_(ids[i : i + 500]))
+            ).all()
+            found += [Damage(bytes(blob_id), gone[pack_id], MISSING) for blob_id, pack_id in rows]
+    empty = set(gone.values()) - {d.pack for d in found}
+    return found + [Damage(b"", name, MISSING) for name in sorted(empty)]
+
+
+def missing_doc(damage: list[Damage]) -> list[dict[str, Any]]:
+    """Missing packs as JSON, one entry per pack: how many blobs it held and the paths they belong to."""
+    blobs: dict[str, int] = {}
+    affects: dict[str, list[dict[str, str]]] = {}
+    for d in damage:
+        blobs[d.pack] = blobs.get(d.pack, 0) + (1 if d.blob_id else 0)
+        seen = affects.setdefault(d.pack, [])
+        for s, n, p in d.affects:
+            where = {"source": s, "snapshot": n, "path": p}
+            if where not in seen:
+                seen.append(where)
+    return [{"pack": pack, "blobs": n, "affects": affects[pack]} for pack, n in blobs.items()]
 
 
 def _check_pack(store: BlobStore, name: str, rows: list[tuple[bytes, int, int]]) -> Iterator[tuple[bytes, str]]:

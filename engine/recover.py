@@ -1,9 +1,10 @@
 """Restoring a snapshot path into a working tree (`current/`), by reference: no bytes are copied.
 
 Files take the snapshot's chunk lists, so bringing back a folder of any size
-costs a catalog row per entry. What exists under the same name is replaced
-(a directory is merged into); metadata comes along. Hard links come back as
-separate files.
+costs a catalog row per entry. A restore onto a name that exists is refused
+unless it is asked to overwrite: then what exists under the same name is
+replaced (a directory is merged into). Metadata comes along. Hard links come
+back as separate files.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import stat as st
 from typing import TYPE_CHECKING
 
 from .content import unpack_extents
-from .errors import InvalidArgument, NotFound
+from .errors import CairnError, Exists, InvalidArgument, NotFound
 from .meta import Kind
 from .reader import SnapshotView
 from .restore import RestoreStats
@@ -26,12 +27,32 @@ if TYPE_CHECKING:
 
 
 def restore_in_place(
-    dep: Deployment, source: str, snapshot: str, path: str, to: str | None = None, into: str | None = None
-) -> dict[str, object]:
-    """Restore `path` of a snapshot into current/ (at `to`, of source `into`); what was done, as a document."""
+    dep: Deployment, source: str, snapshot: str, path: str, to: str | None = None, into: str | None = None,
+    overwrite: bool = False,
+) -> dict[str, object]:  # fmt: skip
+    """Restore `path` of a snapshot into current/ (at `to`, of source `into`); what was done, as a document.
+
+    Exists if the destination does and `overwrite` is not given.
+    """
     target, dest = into or source, to or path
-    stats = restore_into(dep.snapshot(source, snapshot), os.fsencode(path), dep.working_tree(target), os.fsencode(dest))
+    view = dep.snapshot(source, snapshot)
+    tree = dep.working_tree(target)
+    if not overwrite:
+        refuse_existing(tree, dest, target)
+    stats = restore_into(view, os.fsencode(path), tree, os.fsencode(dest))
     return {"restored": path, "to": f"{target}/current/{dest.strip('/')}", "files": stats.files, "bytes": stats.bytes}
+
+
+def refuse_existing(tree: WorkingTree, dest: str, source: str) -> None:
+    """Exists if `dest` names something in the working tree (a path the restore would replace or merge into)."""
+    parts = os.fsencode(dest).strip(b"/")
+    if not parts:
+        return  # not a destination at all: restore_into says so
+    try:
+        tree.resolve(parts)
+    except CairnError:  # missing, or a file on the way: the restore makes it, or says what is wrong
+        return
+    raise Exists(f"{source}/current/{dest.strip('/')} exists: restore to another path, or ask to overwrite it")
 
 
 def restore_into(view: SnapshotView, path: bytes, tree: WorkingTree, dest: bytes) -> RestoreStats:
