@@ -11,10 +11,8 @@ import json
 from typing import Any
 
 from croniter import croniter
-from sqlalchemy import select
 
 from engine.catalog import Catalog
-from engine.catalog.schema import settings
 from engine.errors import InvalidArgument
 
 from .retention import Policy
@@ -82,9 +80,7 @@ class Config:
 
     def stored(self) -> dict[str, str]:
         """Every stored settings row, read once: pass it to `effective` and `value` to ask many questions."""
-        with self.catalog.engine.connect() as conn:
-            rows = conn.execute(select(settings.c.key, settings.c.value).where(settings.c.key.like("cfg/%")))
-            return dict(rows.all())
+        return self.catalog.settings_like("cfg/%")  # secrets opened with the deployment's key
 
     def effective(
         self, source: str | None = None, group: str | None = None, stored: dict[str, str] | None = None

@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, update
 
-from . import leases, maintenance, snapshots
+from . import leases, maintenance, private, snapshots
 from .blobstore import BlobStore
 from .catalog import Catalog, open_catalog
 from .catalog.schema import dirents, images, inodes, pools, sources
@@ -30,13 +30,14 @@ from .codec import Codec, CodecConfig
 from .errors import Exists, NotEmpty, NotFound
 from .ids import IdKey
 from .imagestore import image_pool_usage, open_image_pool, pool_counts, store_state
-from .keyring import Unlock
-from .meta import check_label, check_source_name
+from .keyring import Sealer, Unlock
+from .meta import check_label
 from .pool import OpenPool as OpenPool  # where it lived before
 from .pool import open_file_pool
 from .reader import SnapshotView, TreeCache
 from .snapshots import SnapshotInfo
 from .storage.filter import find_layer
+from .storage.local import LocalBackend
 from .storage.spool import Spool
 from .worktree import WorkingTree
 from .worktree.freeze import freeze
@@ -60,6 +61,14 @@ class SourceInfo:
 
 def default_db_url(data_dir: Path) -> str:
     return f"sqlite:///{data_dir / 'catalog.db'}"
+
+
+def _catalog_files(db_url: str) -> list[Path]:
+    """A SQLite catalog's files (database, WAL, shared memory), wherever it lives; none for PostgreSQL."""
+    if not db_url.startswith("sqlite:///") or db_url.endswith(":memory:"):
+        return []
+    db = Path(db_url.removeprefix("sqlite:///"))
+    return [db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")]
 
 
 class Deployment:
@@ -89,7 +98,7 @@ class Deployment:
         # Called with a source's name before it is snapshotted: the image pool commits that source's images.
         self.snapshot_hooks: list[Callable[[str], None]] = []
         self.maintenance = maintenance.read(catalog)
-        self._maintenance_read = time.monotonic()
+        self._maintenance_lock = threading.Lock()  # serializes taking up a change of the flag
         self.spool = find_layer(self.backend, Spool)
         self.image_spool = find_layer(image_pool.backend, Spool) if image_pool is not None else None
         self._spools = [s for s in (self.spool, self.image_spool) if s is not None]
@@ -114,12 +123,17 @@ class Deployment:
         """
         data_dir = Path(data_dir).absolute()
         if create:
-            data_dir.mkdir(parents=True, exist_ok=True)
+            private.make_dirs(data_dir)
         elif not data_dir.is_dir():
             raise NotFound(f"no data directory {data_dir}")
-        catalog = open_catalog(db_url or default_db_url(data_dir))
+        db_url = db_url or default_db_url(data_dir)
+        private.secure(data_dir, _catalog_files(db_url))
+        catalog = open_catalog(db_url)
         try:
             pool = open_file_pool(catalog, data_dir, create, unlock, encrypt, pool_config)
+            if pool.keys.encrypted:
+                catalog.sealer = Sealer(pool.keys)
+                catalog.seal_secrets()
             image_pool = open_image_pool(catalog, data_dir, pool.keys)
         except BaseException:
             catalog.dispose()
@@ -144,7 +158,11 @@ class Deployment:
                 shutil.rmtree(entry, ignore_errors=True)
 
     def start_flusher(self) -> None:
-        """Commit working trees in the background (long-running processes)."""
+        """Commit working trees in the background (long-running processes), following maintenance mode."""
+        # Announced before the flag is read again: a `maintenance on` in between either sees this
+        # process behind and waits for it, or set the flag before the read below.
+        maintenance.announce(self.catalog, self.owner, self.maintenance)
+        self._follow_maintenance()
         self._flusher = threading.Thread(target=self._flush_loop, name="cairn-commit", daemon=True)
         self._flusher.start()
 
@@ -156,9 +174,7 @@ class Deployment:
                     store.flush_if_older(PACK_MAX_AGE)
                 self.commit()
                 self.mark_stored()
-                if time.monotonic() - self._maintenance_read > maintenance.REFRESH:
-                    self.maintenance = maintenance.read(self.catalog)
-                    self._maintenance_read = time.monotonic()
+                self._follow_maintenance()
             except Exception:
                 log.exception("background commit failed; retrying")
             # Apart from the commit: failing commits must not let the lease expire.
@@ -166,6 +182,7 @@ class Deployment:
                 try:
                     with self.catalog.engine.begin() as conn:
                         leases.renew(conn, self.owner)
+                    maintenance.announce(self.catalog, self.owner, self.maintenance)
                     last_renew = time.monotonic()
                 except Exception:
                     log.exception("lease renewal failed; retrying")
@@ -179,15 +196,36 @@ class Deployment:
         """ReadOnly while the deployment is in maintenance mode."""
         maintenance.refuse(self.maintenance)
 
-    def set_maintenance(self, reason: str | None) -> None:
-        """Enter maintenance mode (with a reason), or leave it (None)."""
-        if reason is not None:
-            self.maintenance = {"reason": reason}  # refuse new writes here at once
-            self.commit()
-            self.flush()
-            self.commit()  # rows whose chunks just became stored
-        maintenance.write(self.catalog, reason)
-        self.maintenance = maintenance.read(self.catalog)
+    def set_maintenance(self, reason: str | None, wait: float = maintenance.ACK_WAIT) -> None:
+        """Enter maintenance mode (with a reason), or leave it (None), in every process on the catalog.
+
+        Returns once every other long-running process follows the change; InUse after `wait` seconds if not.
+        """
+        with self._maintenance_lock:  # the flusher must not take up the old flag meanwhile
+            if reason is not None:
+                self.maintenance = {"reason": reason}  # refuse new writes here at once
+                self._quiesce()
+            self.maintenance = maintenance.write(self.catalog, reason)
+            if self._flusher is not None:
+                maintenance.announce(self.catalog, self.owner, self.maintenance)
+        maintenance.wait_confirmed(self.catalog, self.maintenance, self.owner, wait)
+
+    def _follow_maintenance(self) -> None:
+        """Take up the catalog's maintenance flag if it changed; confirm it once this process follows it."""
+        with self._maintenance_lock:
+            flag = maintenance.read(self.catalog)
+            if maintenance.seen(flag) == maintenance.seen(self.maintenance):
+                return
+            self.maintenance = flag  # refuse (or take) new writes from here on
+            if flag is not None:
+                self._quiesce()
+            maintenance.announce(self.catalog, self.owner, flag)
+
+    def _quiesce(self) -> None:
+        """Leave nothing half-done: commit the working trees and store every pending blob."""
+        self.commit()
+        self.flush()
+        self.commit()  # rows whose chunks just became stored
 
     def flush(self) -> None:
         """Return once every blob accepted by either pool's store is stored and indexed."""
@@ -233,6 +271,8 @@ class Deployment:
                 tree.commit()  # rows whose chunks just became stored
             with self.catalog.engine.begin() as conn:
                 leases.release(conn, self.owner)
+            if self._flusher is not None:
+                maintenance.withdraw(self.catalog, self.owner)
             self.mark_stored()
         finally:
             for store in self.stores:
@@ -269,11 +309,11 @@ class Deployment:
         return {**store_state(self.blobs, self.spool), "maintenance": self.maintenance}
 
     def free_bytes(self) -> int:
-        """Free space where the pool lives, or 0 if the backend cannot tell."""
-        root = getattr(self.backend, "root", None)
-        if root is None:
+        """Free space where the pool lives, or 0 if the backend cannot tell (object storage)."""
+        local = find_layer(self.backend, LocalBackend)  # below any filters
+        if local is None:
             return 0
-        fs = os.statvfs(root)
+        fs = os.statvfs(local.root)
         return fs.f_bavail * fs.f_frsize
 
     def configure_pool(self, codec: CodecConfig) -> None:
@@ -291,7 +331,7 @@ class Deployment:
         return int(sid)
 
     def add_source(self, name: str) -> SourceInfo:
-        check_source_name(name)
+        check_label(name, "source")
         self.check_writable()
 
         with self.catalog.engine.begin() as conn:
@@ -352,6 +392,7 @@ class Deployment:
             with self.catalog.engine.begin() as conn:
                 sid = self._source_id(conn, name)
                 leases.acquire(conn, sid, name, self.owner)
+            private.make_dirs(self.spool_root / str(sid))
             tree = WorkingTree(self.catalog, sid, self.blobs, self.spool_root / str(sid))
             tree.watchers = self.name_watchers
             self._trees[name] = tree
@@ -367,7 +408,7 @@ class Deployment:
             taken = {s.name for s in snapshots.list_rows(conn, source)}
         if name is None:
             name = snapshots.default_name(taken)
-        check_label(name, "snapshot")
+        snapshots.check_name(name)
         if name in taken:
             raise Exists(f"snapshot {name!r} of {source!r} exists")
         for hook in self.snapshot_hooks:

@@ -8,10 +8,15 @@ in every blob header); one is current for new blobs, and tenants can be given
 their own later without re-encrypting anything.
 
 A pool made without encryption keeps its id key in plain (`keys/id-key.json`).
+
+Secret settings in the catalog (the mail server's password, the UI's signing
+key) are sealed with a key derived from the id key of an encrypted
+deployment: a copy of the catalog alone gives them away no more than the pool.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -30,6 +35,8 @@ FORMAT = 1
 SCRYPT = {"n": 1 << 15, "r": 8, "p": 1}
 _AAD = b"cairn deployment keys v1"
 _KEY_FILE_CONTEXT = "cairn 2026 key file to key-encryption key"
+_SETTINGS_CONTEXT = "cairn 2026 catalog secret settings"
+SEALED = "sealed:1:"  # a sealed settings value: this, then base64 of nonce and AES-256-GCM ciphertext
 KEY_FILE_MIN = 32  # bytes: a key file must hold at least a key's worth of randomness
 
 
@@ -119,3 +126,25 @@ def unwrap(document: bytes, unlock: Unlock | None) -> DeploymentKeys:
         {int(k): bytes.fromhex(v) for k, v in secret["data_keys"].items()},
         secret["current"],
     )
+
+
+class Sealer:
+    """Seals and opens secret settings. Thread-safe: it holds only its key.
+
+    The row's key is the associated data, so a sealed value moved to another row does not open.
+    """
+
+    def __init__(self, keys: DeploymentKeys):
+        self._aead = AESGCM(blake3.blake3(keys.id_key, derive_key_context=_SETTINGS_CONTEXT).digest())
+
+    def seal(self, name: str, plain: str) -> str:
+        nonce = os.urandom(12)
+        sealed = self._aead.encrypt(nonce, plain.encode(), name.encode())
+        return SEALED + base64.b64encode(nonce + sealed).decode()
+
+    def unseal(self, name: str, stored: str) -> str:
+        try:
+            raw = base64.b64decode(stored.removeprefix(SEALED), validate=True)
+            return self._aead.decrypt(raw[:12], raw[12:], name.encode()).decode()
+        except (ValueError, InvalidTag) as e:
+            raise WrongKey(f"setting {name!r} does not open with this deployment's key") from e

@@ -16,8 +16,12 @@ from sqlalchemy import Connection, Integer, cast, delete, func, insert, select
 
 from .catalog.schema import image_versions, images, settings, snapshots, sources
 from .codec import Codec
-from .errors import CorruptBlob
+from .errors import CorruptBlob, InvalidName
+from .meta import check_label
 
+# Names the mount gives a meaning of its own under a source's snapshots/ (mount/nodes.py): a snapshot
+# of that name would be hidden behind it. Compared ignoring case, as SMB and Windows clients compare names.
+RESERVED = ("latest",)
 COMMITTED = "committed"  # every blob is in the pool or the durable spool
 STORED = "stored"  # every blob is in the pool
 
@@ -73,6 +77,14 @@ def decode_object(codec: Codec, blob: bytes) -> SnapshotInfo:
 
 def new_info(source: str, source_uuid: str, name: str, root: bytes, files: int, size: int) -> SnapshotInfo:
     return SnapshotInfo(str(uuid.uuid4()), source, source_uuid, name, root, time.time(), files, size)
+
+
+def check_name(name: str) -> str:
+    """A name a new snapshot may take: a valid label that the mount does not reserve."""
+    check_label(name, "snapshot")
+    if name.lower() in RESERVED:
+        raise InvalidName(f"snapshot name {name!r} is reserved: snapshots/{RESERVED[0]} always points to the newest")
+    return name
 
 
 def default_name(taken: set[str], now: float | None = None) -> str:

@@ -14,10 +14,12 @@ import pytest
 from engine.errors import NoSpace, ObjectNotFound
 from engine.storage import Backend, open_backend
 from engine.storage.faults import FaultyBackend
+from engine.storage.filter import find_layer
 from engine.storage.local import LocalBackend
 from engine.storage.memory import MemoryBackend
 from engine.storage.ratelimit import RateLimit
 from engine.storage.retry import Retry
+from engine.storage.spool import Spool
 from engine.storage.verify import Verify
 
 MiB = 1 << 20
@@ -27,6 +29,7 @@ FILTERS = {
     "ratelimit": {"requests": {"put": [1000, 1], "get": [1000, 1]}, "bytes_per_second": 1 << 40},
     "retry": {"attempts": 3, "first_delay": 0.01},
     "verify": {"reads": 2, "read_delay": 0.01},
+    "spool": {},
     "cache": {"max_bytes": 8 * MiB},
 }
 
@@ -53,7 +56,10 @@ def _open(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
         return LocalBackend(tmp_path / "pool")
     if kind == "faulty":
         return _faulty()
-    filters: dict[str, Any] = {**FILTERS, "cache": {**FILTERS["cache"], "path": str(tmp_path / "cache")}}
+    filters: dict[str, Any] = {
+        **FILTERS, "spool": {"path": str(tmp_path / "spool")},
+        "cache": {**FILTERS["cache"], "path": str(tmp_path / "cache")},
+    }  # fmt: skip
     if kind == "local+filters":
         return open_backend({"kind": "local", "path": str(tmp_path / "pool"), "filters": filters})
     config = {**request.getfixturevalue("s3_config"), **MULTIPART}
@@ -64,7 +70,11 @@ def _open(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
 
 @pytest.fixture(params=["memory", "local", "s3", "local+filters", "s3+filters", "faulty"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    yield _open(request.param, request, tmp_path)
+    opened = _open(request.param, request, tmp_path)
+    yield opened
+    spool = find_layer(opened, Spool)
+    if spool is not None:
+        spool.close()
 
 
 def test_put_get_stat_delete(backend: Backend) -> None:

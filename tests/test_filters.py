@@ -24,6 +24,7 @@ from engine.storage.ratelimit import RateLimit
 from engine.storage.readcache import ReadCache
 from engine.storage.retry import Retry
 from engine.storage.s3 import S3Backend
+from engine.storage.spool import Spool
 from engine.storage.verify import Verify
 
 
@@ -265,6 +266,43 @@ def test_read_cache_never_keeps_a_damaged_pack(tmp_path: Path) -> None:
     cache = ReadCache(memory, tmp_path, max_bytes=10_000)
     assert cache.get(key, 0, 5) == b"X" + data[1:5]
     assert cache.cached_bytes == 0 and not any(p.is_file() for p in tmp_path.rglob("*"))
+
+
+# -- spool -------------------------------------------------------------------
+
+
+class BreaksOnce(Filter):
+    """Once armed, a listing fails once after its first key, as a dropped connection does."""
+
+    broken = True
+
+    def list(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        for n, item in enumerate(self.inner.list(prefix)):
+            if n == 1 and not self.broken:
+                self.broken = True
+                raise BackendError("connection reset", temporary=True)
+            yield item
+
+
+def test_spool_lists_queued_and_stored_keys_in_one_key_order(tmp_path: Path) -> None:
+    """Keys still queued (the pool refuses uploads) and keys in the pool interleave by name."""
+    memory = MemoryBackend()
+    for key in ("k1", "k3"):
+        memory.put(key, b"in the pool")
+    offline = FaultyBackend(memory)
+    offline.fail("put", range(1, 1_000_000))
+    flaky = BreaksOnce(offline)
+    spool = Spool(flaky, tmp_path)
+    try:
+        for key in ("k2", "k0"):
+            spool.put(key, b"queued")
+        expected = [(f"k{i}", len(b"in the pool" if i % 2 else b"queued")) for i in range(4)]
+        assert list(spool.list()) == expected
+        # Retry resumes a broken listing after the last key it gave: that needs the order.
+        flaky.broken = False
+        assert list(Retry(spool, sleep=Clock().sleep).list()) == expected
+    finally:
+        spool.close()
 
 
 # -- the stack ---------------------------------------------------------------

@@ -1,14 +1,24 @@
-"""Opening the catalog: SQLite (WAL) by default, PostgreSQL through psycopg 3."""
+"""Opening the catalog: SQLite (WAL) by default, PostgreSQL through psycopg 3.
+
+A SQLite catalog is created 0600 before SQLite first opens it, and SQLite
+gives its -wal and -shm files the database file's mode. Settings that hold
+secrets are sealed with a key of the deployment's once it is unlocked (see
+`Sealer` in keyring.py); callers read and write them in plain.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine, Table, create_engine, delete, event, select, text, update
+from sqlalchemy import Connection, Engine, Table, create_engine, delete, event, make_url, select, text, update
 from sqlalchemy.exc import DatabaseError
 from sqlalchemy.pool import NullPool
+
+from .. import private
+from ..errors import Locked
+from ..keyring import SEALED
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest revision in migrations/versions (a test checks they agree). A
@@ -16,11 +26,26 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 HEAD = "0003"
 
 
+def secret_setting(key: str) -> bool:
+    """Whether a settings row holds a secret: the mail server's (its password) at any level, the UI's signing key."""
+    return key.endswith("/smtp") or key == "web.secret"
+
+
+class Sealer(Protocol):
+    def seal(self, name: str, plain: str) -> str: ...
+
+    def unseal(self, name: str, stored: str) -> str: ...
+
+
 class Catalog:
-    """The catalog's SQLAlchemy engine. Thread-safe: connections come from its pool."""
+    """The catalog's SQLAlchemy engine. Thread-safe: connections come from its pool.
+
+    `sealer` is set once, when the deployment is unlocked, before other threads use the catalog.
+    """
 
     def __init__(self, engine: Engine):
         self.engine = engine
+        self.sealer: Sealer | None = None
 
     @property
     def dialect(self) -> str:
@@ -71,7 +96,39 @@ class Catalog:
 
         with self.engine.connect() as conn:
             value = conn.execute(select(settings.c.value).where(settings.c.key == key)).scalar()
-        return None if value is None else str(value)
+        return None if value is None else self.unseal(key, str(value))
+
+    def settings_like(self, pattern: str) -> dict[str, str]:
+        """Every settings row whose key is LIKE `pattern`, secrets in plain."""
+        from .schema import settings
+
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(settings.c.key, settings.c.value).where(settings.c.key.like(pattern)))
+            return {k: self.unseal(k, v) for k, v in rows}
+
+    def seal(self, key: str, value: str) -> str:
+        """A settings value as stored: sealed if it is a secret and the deployment has a key for it."""
+        return self.sealer.seal(key, value) if self.sealer is not None and secret_setting(key) else value
+
+    def unseal(self, key: str, value: str) -> str:
+        if not value.startswith(SEALED):
+            return value  # written before the deployment had a sealer, or not a secret
+        if self.sealer is None:
+            raise Locked(f"setting {key!r} is encrypted with the deployment's key: unlock the deployment")
+        return self.sealer.unseal(key, value)
+
+    def seal_secrets(self) -> list[str]:
+        """Seal the secret settings still stored in plain (written before the deployment had a sealer)."""
+        from .schema import settings
+
+        if self.sealer is None:
+            return []
+        with self.engine.begin() as conn:
+            rows = conn.execute(select(settings.c.key, settings.c.value)).all()
+            plain = [(k, v) for k, v in rows if secret_setting(k) and not v.startswith(SEALED)]
+            for k, v in plain:
+                conn.execute(update(settings).where(settings.c.key == k).values(value=self.seal(k, v)))
+        return [k for k, _ in plain]
 
     def set_setting(self, key: str, value: str | None) -> None:
         """Replace a settings row; None removes it."""
@@ -80,7 +137,7 @@ class Catalog:
         with self.engine.begin() as conn:
             conn.execute(delete(settings).where(settings.c.key == key))
             if value is not None:
-                conn.execute(settings.insert().values(key=key, value=value))
+                conn.execute(settings.insert().values(key=key, value=self.seal(key, value)))
 
     def swap_setting(self, key: str, old: str | None, new: str) -> bool:
         """Set a row to `new` only if it still holds `old` (None: absent); whether this call did it.
@@ -90,6 +147,8 @@ class Catalog:
         """
         from .schema import settings
 
+        if secret_setting(key):
+            raise ValueError(f"{key!r} holds a secret: its sealed value cannot be compared")
         with self.engine.begin() as conn:
             if old is None:
                 return self.insert_ignore(conn, settings, [{"key": key, "value": new}]) == 1
@@ -105,6 +164,9 @@ class Catalog:
 def open_catalog(url: str, *, migrate: bool = True) -> Catalog:
     """Connect and bring the schema to the newest revision."""
     if url.startswith("sqlite"):
+        database = make_url(url).database
+        if database and database != ":memory:" and Path(database).parent.is_dir():
+            private.create_file(Path(database))  # before SQLite creates it with the umask's 0644
         engine = create_engine(
             url,
             connect_args={"timeout": 60, "check_same_thread": False},

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from ..snapshots import RESERVED
+
 ROOT = 1
 VIRTUAL, WORKING, SNAPSHOT, IMAGE = 0, 1, 2, 3
 # A source's virtual nodes.
@@ -21,7 +23,7 @@ CURRENT = b"current"
 SNAPSHOTS = b"snapshots"
 IMAGES = b"images"
 IMAGE_VERSION = 1 << 39
-LATEST_NAME = b"latest"
+LATEST_NAME = RESERVED[0].encode()  # the symlink to the newest snapshot: no snapshot may take its name
 _LOW = (1 << 40) - 1
 _OWNER = (1 << 22) - 1
 

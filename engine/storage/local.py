@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from .. import private
 from ..errors import BackendError, NoSpace, ObjectNotFound
 from .backend import Properties, check_key
 
@@ -30,7 +31,7 @@ class LocalBackend:
         path = self._path(key)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private.make_dirs(path.parent)  # 0700, as the files are 0600: a pool's packs are nobody else's
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             try:
                 view = memoryview(data)

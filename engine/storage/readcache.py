@@ -19,6 +19,7 @@ from pathlib import Path
 
 import blake3
 
+from .. import private
 from .backend import Backend, check_key
 from .filter import Filter
 
@@ -47,7 +48,7 @@ class ReadCache(Filter):
 
     def _load(self) -> None:
         """Index what a previous process left, oldest first; drop its unfinished downloads."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private.make_dirs(self.directory)
         found = []
         for path in self.directory.rglob("*"):
             if path.name.endswith(".tmp"):
@@ -90,8 +91,8 @@ class ReadCache(Filter):
         path = self.directory / check_key(key)
         tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_bytes(data)
+            private.make_dirs(path.parent)
+            private.write_file(tmp, data)  # 0600: packs of a pool that is not encrypted are plain data
             tmp.replace(path)
         except OSError as e:  # a cache that cannot write only costs time
             log.warning("cannot cache %s in %s: %s", key, self.directory, e)

@@ -10,6 +10,7 @@ of a key still queued come from the spool. Every put is numbered;
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 import threading
@@ -18,6 +19,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 
+from .. import private
 from ..errors import ObjectNotFound
 from .backend import Backend
 from .filter import Filter
@@ -44,7 +46,7 @@ class Spool(Filter):
         self.online = True
         self.last_error: str | None = None
         self._stop = False
-        Path(directory).mkdir(parents=True, exist_ok=True)
+        private.make_dirs(Path(directory))
         for key, size in sorted(self.local.list(), key=lambda ks: _mtime(self.local.root / ks[0])):
             self._enqueue(key, size)
         if self._queue:
@@ -100,12 +102,11 @@ class Spool(Filter):
         self.inner.delete(key)
 
     def list(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        """The pool's listing and the queued keys, merged in key order (the contract: Retry resumes by key)."""
         with self._lock:
             queued = {k: size for k, (_, size) in self._queue.items() if k.startswith(prefix)}
-        for key, size in self.inner.list(prefix):
-            if key not in queued:
-                yield key, size
-        yield from sorted(queued.items())
+        pooled = ((key, size) for key, size in self.inner.list(prefix) if key not in queued)
+        yield from heapq.merge(pooled, sorted(queued.items()))
 
     def describe(self) -> str:
         return f"{self.inner.describe()} (write-back spool in {self.local.root})"
