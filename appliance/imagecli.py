@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from engine.errors import InvalidArgument
+from engine.errors import InvalidArgument, IsADirectory
 from engine.imagesetup import create_image_pool
 from image.disk import VersionReader
 from image.files import extract, listing, open_fs, write_file
@@ -164,7 +164,10 @@ def image_get(ctx: Context, source_name: str, disk: str, path: str, dest: Path, 
     with ctx.open() as dep:
         fs = open_fs(_version(ImagePool(dep), source_name, disk)[1])
         if str(dest) == "-":
-            write_file(fs, fs.lookup(path), sys.stdout.buffer)
+            inode = fs.lookup(path)
+            if inode.is_dir:
+                raise IsADirectory(f"{path} is a directory; only a file goes to stdout")
+            write_file(fs, inode, sys.stdout.buffer)
             return
         stats = extract(fs, path, dest)
     doc = {"files": stats.files, "dirs": stats.dirs, "bytes": stats.bytes, "skipped": stats.skipped}
