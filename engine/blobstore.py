@@ -370,6 +370,11 @@ class BlobStore(BlobReader):
             for fut in inflight:
                 fut.exception()
 
+    def check(self) -> None:
+        """Raise what keeps accepted blobs from being stored: a failed encode or pack upload. Never blocks."""
+        with self._lock:
+            self._raise_failure()
+
     def _raise_failure(self, uploads: bool = True) -> None:
         if self._failure is not None:
             raise self._failure

@@ -62,6 +62,14 @@ class NoSpace(CairnError):
     errno = errno.ENOSPC
 
 
+class LostWrites(CairnError):
+    """Bytes a client wrote reached neither the pool nor the spool; `errno` is the failure's own."""
+
+    def __init__(self, message: str, *, cause: BaseException | None = None):
+        super().__init__(message)
+        self.errno = getattr(cause, "errno", None) or errno.EIO
+
+
 class InUse(CairnError):
     """Another process holds the lease on a working tree."""
 

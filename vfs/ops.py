@@ -366,8 +366,14 @@ class Operations(pyfuse3.Operations):
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         return await self._on(fh, self.view.write, off, buf)
 
-    # No flush handler: pyfuse3 answers ENOSYS and the kernel stops sending
-    # FLUSH on every close() (a request per file saved; release does the work).
+    async def flush(self, fh: int) -> None:
+        """close(2): the file's bytes are stored here, not on release, whose errors the kernel drops.
+
+        A request more a file (about 21 instead of 20 under rsync), the price
+        of a close() that fails when the bytes could not be stored.
+        """
+        if fh >> 62 == WORKING:
+            await self._on(fh, self.view.flush)
 
     async def release(self, fh: int) -> None:
         if fh >> 62 == SNAPSHOT:

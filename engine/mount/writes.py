@@ -5,13 +5,17 @@ removing writable images. Everything else is read-only."""
 
 from __future__ import annotations
 
-from ..errors import CrossDevice, NotPermitted, ReadOnly
+import logging
+
+from ..errors import CrossDevice, LostWrites, NotPermitted, ReadOnly
 from ..imagestore import pool_counts
 from ..meta import Stat
 from ..worktree import WorkingTree
 from .images import ImageProvider
 from .nodes import IMAGE, IMAGES_DIR, ROOT_NODE, SNAPSHOT, SNAPSHOTS_DIR, VIRTUAL, WORKING, Node, node_of
 from .view import MountReader, _text, _wt
+
+log = logging.getLogger(__name__)
 
 
 class MountView(MountReader):
@@ -41,7 +45,12 @@ class MountView(MountReader):
             self.forget_catalog()
             return self.lookup(parent, name)
         if node.space == 0 and node.ino == SNAPSHOTS_DIR:
-            self.dep.create_snapshot(self.source_by_id(node.owner).name, _text(name))
+            source = self.source_by_id(node.owner).name
+            try:
+                self.dep.create_snapshot(source, _text(name))
+            except LostWrites as e:  # mkdir can only say EIO: the log says which files
+                log.warning("snapshot %s of %s: %s", _text(name), source, e)
+                raise
             self.forget_catalog()
             return self.lookup(parent, name)
         node, tree = self._working(parent)
@@ -147,6 +156,15 @@ class MountView(MountReader):
             return images.write(number, offset, data)
         node, tree = self._working(number)
         return tree.write(node.ino, offset, data)
+
+    def flush(self, number: int) -> None:
+        """close(2) of a handle: a working-tree file's bytes are stored, and a lost write raises here.
+
+        May block (chunking a spool); in memory-only mode it raises WouldBlock first.
+        """
+        node = node_of(number)
+        if node.space == WORKING:
+            self.tree(node.owner).flush(node.ino)
 
     def fsync(self, number: int) -> None:
         node = node_of(number)

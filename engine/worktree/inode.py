@@ -32,6 +32,7 @@ class Inode:
         "gid",
         "ino",
         "kind",
+        "lost",
         "mode",
         "mtime_ns",
         "nlink",
@@ -71,6 +72,10 @@ class Inode:
         self.tree_id: bytes | None = None
         self.spool: SpoolFile | None = None
         self.opens = 0
+        # Why the file's last writes reached neither the pool nor the spool (its
+        # content is then unknown: reads fail, and a snapshot is refused) until
+        # the file is truncated to nothing, given new content or removed.
+        self.lost: str | None = None
 
     @property
     def extents(self) -> Extents:

@@ -3,7 +3,9 @@
 Crash safety: a row whose chunks were not yet stored is marked pending; on
 load, a pending row whose chunks are missing (or whose content does not add
 up to its size) is reset to an empty file with mtime 0, so the next rsync
-sends it again instead of trusting a quick check on lost data.
+sends it again instead of trusting a quick check on lost data, and it is
+marked lost, so no snapshot takes it as empty meanwhile. A file whose writes
+were lost while running is written as such a row.
 """
 
 from __future__ import annotations
@@ -87,6 +89,8 @@ def _repair(tree: TreeState, inode: Inode) -> None:
         inode.extents = []
         inode.size = 0
         inode.mtime_ns = 0
+        if inode.kind == Kind.FILE:
+            inode.lost = "its last writes did not reach the pool before the restart"
     tree.dirty.add(inode.ino)
     for parent in inode.parents:
         tree.invalidate(parent)
@@ -132,8 +136,8 @@ def commit(tree: TreeState) -> None:
 
 def _has_pending(tree: TreeState, inode: Inode) -> bool:
     """Whether the row refers to blobs not yet stored: chunks, or a directory's tree."""
-    if inode.spool is not None:
-        return True
+    if inode.spool is not None or inode.lost is not None:
+        return True  # a lost file's row says so: its size and content disagree, and a load sees it
     if inode.tree_id is not None and not tree.blobs.is_stored(inode.tree_id):
         return True
     return not tree.blobs.all_stored(chunk_ids(inode.extents))

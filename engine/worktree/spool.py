@@ -21,7 +21,7 @@ from typing import ParamSpec, TypeVar
 from ..blobstore import BlobStore
 from ..cache import WouldBlock, check_may_block, memory_only
 from ..content import ContentReader, Extents
-from ..errors import CairnError, NoSpace
+from ..errors import CairnError, LostWrites, NoSpace
 from ..ids import HOLE
 from ..ingest import ChunkStream, chunk_fd
 
@@ -51,6 +51,10 @@ class SpoolFile:
         self.done = threading.Event()
         # The content once finished: reads and checkpoints answer from it.
         self.finished: Extents | None = None
+        # Why bytes written to this file were lost (a chunk of the stream or of
+        # the finish could not be stored): from then on every write, checkpoint
+        # and finish raises, and the file is lost for the tree.
+        self.failure: BaseException | None = None
         # While not None, every write so far came in order: no spool file yet.
         self._stream: ChunkStream | None = None
         # Existing content, copied to the spool file by the first write that needs it.
@@ -118,14 +122,19 @@ class SpoolFile:
 
     def write(self, offset: int, data: bytes) -> int:
         with self._locked():
+            self._check_failure()
             if self._closed:
                 raise CairnError("write to a released file")  # the tree waits for `done` first
             stream = self._stream
             if stream is None or offset < stream.pos or stream.pending + len(data) >= IN_MEMORY:
                 check_may_block()  # disk I/O, or chunks to cut and hash
             if stream is not None and offset >= stream.pos:
-                stream.skip_to(offset)
-                stream.write(data)
+                try:
+                    stream.skip_to(offset)
+                    stream.write(data)
+                except BaseException as e:  # a chunk cut from the stream was not stored: it is gone
+                    self.failure = e
+                    raise
             else:
                 self._on_disk()
                 self._pwrite(data, offset)
@@ -136,6 +145,7 @@ class SpoolFile:
     def truncate(self, size: int) -> bool:
         """False if the spool was finished meanwhile: truncate the tree's content instead."""
         with self._locked():
+            self._check_failure()
             if self._closed:
                 return False
             if self._stream is None or size < self._stream.pos:
@@ -144,6 +154,10 @@ class SpoolFile:
             self.size = size
             self._count()
             return True
+
+    def _check_failure(self) -> None:
+        if self.failure is not None:
+            raise LostWrites(f"earlier writes to this file were lost: {self.failure}", cause=self.failure)
 
     @property
     def _closed(self) -> bool:
@@ -193,23 +207,36 @@ class SpoolFile:
         return stream is not None and stream.pending < IN_MEMORY
 
     def finish(self) -> Extents:
-        """The content as a chunk list; call close() after."""
+        """The content as a chunk list; call close() after.
+
+        If a chunk cannot be stored (now or by an earlier write), the bytes are
+        lost: `failure` says why, `finished` stays None, and this raises.
+        """
         with self._locked():
-            if self._stream is not None:
-                self.finished = self._stream.finish(self.size)
-            elif self._base is not None:
-                self.finished = self._base  # opened for writing, never written
-            else:
-                assert self._fd is not None
-                self.finished = chunk_fd(self._fd, self.size, self.blobs.put)
-            self._stream = self._base = None
+            try:
+                self._check_failure()
+                if self._stream is not None:
+                    self.finished = self._stream.finish(self.size)
+                elif self._base is not None:
+                    self.finished = self._base  # opened for writing, never written
+                else:
+                    assert self._fd is not None
+                    self.finished = chunk_fd(self._fd, self.size, self.blobs.put)
+            except BaseException as e:
+                self.failure = self.failure or e
+                raise
+            finally:
+                self._stream = self._base = None
             return self.finished
 
     def checkpoint(self) -> Extents:
         """The content as a chunk list, leaving the file open for more writes."""
         with self._locked():
+            self._check_failure()
             if self._closed:
-                return self.finished or []  # finished meanwhile (or failed: lost)
+                if self.finished is None:
+                    raise LostWrites("the file was closed before its writes were stored")
+                return self.finished  # finished meanwhile
             if self._base is not None:
                 return self._base
             return chunk_fd(self._on_disk(), self.size, self.blobs.put)

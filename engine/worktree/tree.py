@@ -6,6 +6,7 @@ so an operation never waits on a database write.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -14,13 +15,15 @@ from ..blobstore import BlobStore
 from ..cache import check_may_block, memory_only
 from ..catalog import Catalog
 from ..content import ContentReader, Extents, hole, total_length
-from ..errors import Exists, InvalidArgument, IsADirectory, NotFound
+from ..errors import CairnError, Exists, InvalidArgument, IsADirectory, LostWrites, NotFound
 from ..ids import HOLE
 from ..meta import ACL_ACCESS, PERM_MASK, Kind, Stat, acl_mode, kind_of
 from . import persist
 from .inode import ROOT, Inode, now_ns
 from .namespace import RENAME_EXCHANGE, RENAME_NOREPLACE, Namespace, Quick
 from .spool import SpoolFile
+
+log = logging.getLogger(__name__)
 
 __all__ = ["RENAME_EXCHANGE", "RENAME_NOREPLACE", "ROOT", "NameWatcher", "Quick", "WorkingTree"]
 
@@ -118,6 +121,11 @@ class WorkingTree(Namespace):
                 inode, spool = self._settled(ino)
                 if spool is None:
                     kept: Extents | None
+                    if inode.lost is not None and size:
+                        inode.size = size  # still lost: only new content makes it whole
+                        return
+                    if size == 0:
+                        inode.lost = None  # every byte is the client's again
                     if size >= inode.size:
                         kept = inode.extents + hole(size - inode.size)
                     else:  # shrinking: None when the cut falls inside a chunk
@@ -129,6 +137,8 @@ class WorkingTree(Namespace):
             if spool.truncate(size):  # outside `_lock`: it may copy the file to disk
                 with self._lock:
                     inode.size = size
+                    if size == 0:
+                        inode.lost = None
                 return
 
     def getxattr(self, ino: int, name: bytes) -> bytes:
@@ -188,6 +198,10 @@ class WorkingTree(Namespace):
             return inode.stat()
 
     def release(self, ino: int) -> None:
+        """The last handle of a file closed: its spool, if flush left one, is finished.
+
+        Raises what lost a named file's writes (the mount's kernel drops it: `flush` is where a client hears).
+        """
         with self._lock:
             inode = self._get(ino)
             spool = inode.spool
@@ -199,6 +213,34 @@ class WorkingTree(Namespace):
                 self._free_if_unused(inode)
                 return
             spool.finishing = True
+        try:
+            self._finish(inode, spool)
+        except CairnError:
+            with self._lock:
+                if inode.parents:
+                    raise
+            # No name: the bytes matter to nobody (a WebDAV body being dropped)
+
+    def flush(self, ino: int) -> None:
+        """A handle of a file is closed: store what it holds, and raise what lost its writes.
+
+        The client hears of a lost write here, at close(), as from a local
+        disk. The bytes go to the blob store (encoded and packed in the
+        background); a later write reopens a spool on the stored content.
+        May block (chunking a spool), unless the spool is small and in memory.
+        """
+        with self._lock:
+            inode = self._get(ino)
+            spool = inode.spool
+            if inode.kind != Kind.FILE or spool is None or spool.finishing or not inode.parents:
+                return  # nothing to store, or a release is storing it, or no name to store it under
+            if not spool.light or spool.busy:
+                check_may_block()
+            spool.finishing = True
+        self._finish(inode, spool)
+
+    def _finish(self, inode: Inode, spool: SpoolFile) -> None:
+        """Chunk a spool marked `finishing` and install its content on the inode; re-raises a failure."""
         extents: Extents = []
         blocking = memory_only.set(False)  # committed to finishing now; a light one takes microseconds
         try:
@@ -212,8 +254,12 @@ class WorkingTree(Namespace):
                     inode.extents = extents
                     inode.size = total_length(extents)
                     if spool.finished is None:
-                        inode.mtime_ns = 0  # the writes are lost: the quick check fails, the client resends
-                    if self._inodes.get(ino) is inode:
+                        # The writes are lost: the file is, until rewritten. Its size
+                        # stays what the client wrote (a quick check fails on mtime 0).
+                        inode.size = spool.size
+                        inode.mtime_ns = 0
+                        inode.lost = str(spool.failure or "its writes were not stored")
+                    if self._inodes.get(inode.ino) is inode:
                         self._touch(inode)
                         self._free_if_unused(inode)
             self.blobs.inflight.end(spool.session)  # only now: the chunks are referenced from the inode
@@ -237,15 +283,29 @@ class WorkingTree(Namespace):
         with self._lock:
             inode = self._file(ino)
             spool, extents = inode.spool, inode.extents
+            if inode.lost is not None and spool is None:
+                raise LostWrites(f"the file's last writes were lost: {inode.lost}")
         if spool is not None:
             return spool.read(offset, size)
         return ContentReader(self.blobs, extents).read(offset, size)
 
     def fsync(self, ino: int) -> None:
+        """fsync(2): raise what lost the file's writes or keeps the pool from storing them.
+
+        The spool file reaches the disk; chunks already accepted stay in the
+        blob store's queue (storing each fsync's open pack would make one pack
+        a file under `rsync --fsync`), and a snapshot waits for them.
+        """
         with self._lock:
-            spool = self._get(ino).spool
+            inode = self._get(ino)
+            spool, lost = inode.spool, inode.lost
+        if lost is not None and spool is None:
+            raise LostWrites(f"the file's last writes were lost: {lost}")
         if spool is not None:
             spool.fsync()
+            if spool.failure is not None:
+                raise LostWrites(f"writes to this file were lost: {spool.failure}", cause=spool.failure)
+        self.blobs.check()
 
     def set_content(self, ino: int, extents: Extents) -> None:
         """Replace a file's content with stored chunks (the backup fast path)."""
@@ -255,6 +315,7 @@ class WorkingTree(Namespace):
                 raise InvalidArgument(f"inode {ino} is open for writing")
             inode.extents = extents
             inode.size = total_length(extents)
+            inode.lost = None
             self._touch(inode)
 
     def add(
@@ -309,7 +370,11 @@ class WorkingTree(Namespace):
             for inode in list(self._inodes.values()):
                 if inode.spool is not None:
                     inode.opens = 1
-                    self.release(inode.ino)
+                    try:
+                        self.release(inode.ino)
+                    except CairnError as e:  # the file is marked lost; the others still close
+                        log.warning("closing inode %d of source %d: its writes were lost: %s", inode.ino,
+                                    self.source_id, e)  # fmt: skip
         self.commit()
 
 
