@@ -1,7 +1,10 @@
 """Who may do what to which source: the roles of accounts.py, applied.
 
-Actions, from least to most: see (list, browse), restore (download, restore),
-run (back up, take snapshots), configure (delete snapshots, change settings).
+Actions on a source, from least to most: see (list, browse), restore
+(download, restore), run (back up, take snapshots), configure (delete
+snapshots, change settings). Adding and removing a source is managing its
+group (`manages`): global administrators and the group's administrators, on
+every way in (API, web UI, the share).
 """
 
 from __future__ import annotations
@@ -25,5 +28,8 @@ def can(user: User, action: str, group: str | None, owner: str | None) -> bool:
 
 
 def manages(user: User, group: str | None) -> bool:
-    """Whether `user` may add sources to `group` and change its members."""
+    """Whether `user` may add sources to `group`, remove its sources, change its members and settings.
+
+    `group` None (a source no group holds) is the global administrators' alone.
+    """
     return user.admin or (group is not None and user.roles.get(group) == "admin")

@@ -17,8 +17,19 @@ from engine.errors import InvalidArgument, NotFound
 from . import auth
 from .access import manages
 from .accounts import User
-from .api_base import allowed_source, api, body, int_arg, opt_text, require_admin, services, text, user_json
-from .config import Config
+from .api_base import (
+    allowed_source,
+    api,
+    body,
+    int_arg,
+    opt_text,
+    require_admin,
+    services,
+    text,
+    user_json,
+    visible_group,
+)
+from .config import Config, hide_secrets
 from .jobs import ENDED, Job
 from .openapi import SPEC
 
@@ -203,6 +214,7 @@ def add_group() -> Response:
 @api.put("/groups/<group>/members/<member>")
 def set_member(group: str, member: str) -> Response:
     user = auth.require_user()
+    visible_group(user, group)
     if not manages(user, group):
         raise auth.Forbidden(f"only an administrator of group {group!r} may change its members")
     role = body({"role"})["role"]
@@ -223,12 +235,24 @@ def source_config(name: str) -> Response:
 
 @api.get("/config")
 def config_view() -> Response:
-    """The effective settings globally, for a group (`group`), or for a source (`source`)."""
-    auth.require_user()
-    source_name, group = request.args.get("source"), request.args.get("group")
-    if source_name:
-        _, group, _ = allowed_source(source_name, "see")
+    """The effective settings globally, for a group (`group`), or for a source (`source`); secrets hidden."""
+    source_name = request.args.get("source") or None
+    group = readable_level(request.args.get("group") or None, source_name)
     return jsonify(Config(services().deployment.catalog).effective(source_name, group))
+
+
+def readable_level(group: str | None, source_name: str | None) -> str | None:
+    """The group whose settings the user may read at this level (a source's own group when a source is given).
+
+    Global settings are every signed-in user's to read; a group's, its members' and the administrators'
+    (other groups do not exist for them); a source's, of whoever may see the source.
+    """
+    user = auth.require_user()
+    if source_name is not None:
+        return allowed_source(source_name, "see")[1]
+    if group is not None:
+        visible_group(user, group)
+    return group
 
 
 def check_may_configure(group: str | None, source_name: str | None) -> User:
@@ -236,7 +260,10 @@ def check_may_configure(group: str | None, source_name: str | None) -> User:
     user = auth.require_user()
     if source_name is not None:
         allowed_source(source_name, "configure")
-    elif not (user.admin or (group is not None and manages(user, group))):
+        return user
+    if group is not None:
+        visible_group(user, group)
+    if not manages(user, group):
         raise auth.Forbidden("only an administrator may change global or group settings")
     return user
 
@@ -246,5 +273,6 @@ def set_config() -> Response:
     doc = body({"key", "value"}, {"group", "source"})
     group, source_name = opt_text(doc, "group"), opt_text(doc, "source")
     check_may_configure(group, source_name)
-    Config(services().deployment.catalog).set(text(doc, "key"), doc["value"], group=group, source=source_name)
-    return jsonify({"key": doc["key"], "value": doc["value"], "group": group, "source": source_name})
+    key = text(doc, "key")
+    Config(services().deployment.catalog).set(key, doc["value"], group=group, source=source_name)
+    return jsonify({"key": key, "value": hide_secrets(key, doc["value"]), "group": group, "source": source_name})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from flask import Blueprint, current_app, request
@@ -15,17 +16,36 @@ from .accounts import User
 from .services import Services
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
+MAX_DEPTH = 32  # levels of JSON nesting a client may send: no setting or body needs more than 4
 
 
 def services() -> Services:
     return current_app.extensions["cairn"]  # type: ignore[no-any-return]
 
 
+def parse_json(raw: str | bytes, must: str) -> Any:
+    """JSON from a client (a request body, a form's value): any flaw is a 400 saying `must`, never a 500."""
+    try:
+        doc = json.loads(raw)
+    except RecursionError:  # the parser recurses once a level: ~1,000 levels exhaust the stack
+        raise InvalidArgument(f"{must}, nested at most {MAX_DEPTH} levels deep") from None
+    except ValueError as e:
+        raise InvalidArgument(f"{must}: {e}") from None
+    level, todo = 0, [doc]
+    while todo:  # breadth first, one level a round, without recursion
+        level += 1
+        if level > MAX_DEPTH:
+            raise InvalidArgument(f"{must}, nested at most {MAX_DEPTH} levels deep")
+        todo = [v for d in todo if isinstance(d, (dict, list)) for v in (d.values() if isinstance(d, dict) else d)]
+    return doc
+
+
 def body(required: set[str], optional: set[str] = frozenset()) -> dict[str, Any]:  # type: ignore[assignment]
     """The request's JSON object, with exactly the fields allowed."""
-    doc = request.get_json(silent=True)
+    must = "the body must be a JSON object"
+    doc = parse_json(request.get_data(), must) if request.is_json else None
     if not isinstance(doc, dict):
-        raise InvalidArgument("the body must be a JSON object")
+        raise InvalidArgument(must)
     unknown = set(doc) - required - optional
     missing = required - set(doc)
     if unknown or missing:
@@ -85,6 +105,14 @@ def allowed_source(name: str, action: str) -> tuple[User, str | None, str | None
     if not can(user, action, group, owner):
         raise auth.Forbidden(f"you may not {action} source {name!r}")
     return user, group, owner
+
+
+def visible_group(user: User, group: str) -> None:
+    """404 unless `user` is in `group` or an administrator (groups one is not in do not exist for one)."""
+    if not user.admin and group not in user.roles:
+        raise NotFound(f"no group {group!r}")
+    if user.admin:
+        services().accounts.group_id(group)
 
 
 def require_admin(why: str = "only an administrator may do this") -> User:

@@ -17,7 +17,7 @@ from engine.recover import refuse_existing
 from . import auth
 from .access import can, manages
 from .accounts import User
-from .api_base import allowed_source, api, body, int_arg, opt_text, services, snapshot_json, text
+from .api_base import allowed_source, api, body, int_arg, opt_text, services, snapshot_json, text, visible_group
 from .jobs import Job
 
 # -- sources and snapshots ---------------------------------------------------
@@ -46,9 +46,13 @@ def add_source() -> Response:
     user = auth.require_user()
     doc = body({"name"}, {"group", "owner"})
     group, owner = opt_text(doc, "group"), opt_text(doc, "owner")
+    if group is not None:
+        visible_group(user, group)  # and a clear 404 for a group that does not exist, before anything is made
     if not manages(user, group):
         raise auth.Forbidden("only an administrator of the group may add sources to it")
     name = text(doc, "name")
+    if owner is not None:
+        services().accounts.user(owner)
     services().deployment.add_source(name)
     services().accounts.assign_source(name, group, owner)
     return jsonify({"name": name, "group": group, "owner": owner}), 201  # type: ignore[return-value]
@@ -63,7 +67,9 @@ def source(name: str) -> Response:
 
 @api.delete("/sources/<name>")
 def remove_source(name: str) -> Response:
-    allowed_source(name, "configure")
+    user, group, _ = allowed_source(name, "see")
+    if not manages(user, group):
+        raise auth.Forbidden(f"only an administrator of the group holding source {name!r} may remove it")
     services().deployment.remove_source(name)
     return jsonify({})
 

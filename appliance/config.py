@@ -3,11 +3,16 @@
 Stored in the catalog's settings table as JSON under `cfg/<level>/<key>`
 (level: `global`, `group:<name>`, `source:<name>`). Only the database URL
 lives outside the catalog.
+
+Secrets inside settings (the SMTP password) are write-only: every view of the
+settings shows them as the marker `{"set": true}`, and writing that marker
+back keeps the stored secret.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from croniter import croniter
@@ -19,9 +24,22 @@ from .retention import Policy
 
 
 def _schedule(value: Any) -> Any:
-    if value is not None and (not isinstance(value, str) or not croniter.is_valid(value)):
-        raise InvalidArgument(f"a schedule is a cron expression such as '0 2 * * *', not {value!r}")
+    if value is not None and not next_run(value):
+        raise InvalidArgument(f"a schedule is a cron expression that comes round, such as '0 2 * * *', not {value!r}")
     return value
+
+
+def next_run(schedule: Any, after: float | None = None) -> float | None:
+    """When `schedule` next comes round after `after` (now), or None if it is no cron expression or never does.
+
+    Validity is this computation: `0 0 30 2 *` parses but has no next run.
+    """
+    if not isinstance(schedule, str) or len(schedule) > 200 or not croniter.is_valid(schedule):
+        return None
+    try:
+        return float(croniter(schedule, time.time() if after is None else after).get_next(float))
+    except (ValueError, KeyError, OverflowError):  # croniter's errors are ValueErrors
+        return None
 
 
 def _retention(value: Any) -> Any:
@@ -44,6 +62,8 @@ def _smtp(value: Any) -> Any:
     allowed = {"host", "port", "from", "user", "password", "starttls"}
     if value is not None and (not isinstance(value, dict) or "host" not in value or set(value) - allowed):
         raise InvalidArgument(f"smtp is an object with host and some of: {', '.join(sorted(allowed - {'host'}))}")
+    if value is not None and not isinstance(value.get("password", ""), str):
+        raise InvalidArgument('smtp.password is a string (or {"set": true} to keep the stored one)')
     return value
 
 
@@ -56,6 +76,16 @@ KNOWN: dict[str, tuple[Any, Any]] = {
     "smtp": (None, _smtp),  # the mail server (global)
     "digest_schedule": (None, _schedule),  # when to mail the summary of the last day's jobs (global)
 }
+# key -> the fields of its object value that are secrets: never shown, only replaced
+SECRETS: dict[str, tuple[str, ...]] = {"smtp": ("password",)}
+KEPT = {"set": True}  # what a secret shows as, and what keeps it when written back
+
+
+def hide_secrets(key: str, value: Any) -> Any:
+    """`value` of setting `key` as it may be shown: each secret replaced by the marker."""
+    if key not in SECRETS or not isinstance(value, dict):
+        return value
+    return {k: (KEPT if k in SECRETS[key] else v) for k, v in value.items()}
 
 
 def _level(group: str | None, source: str | None) -> str:
@@ -76,16 +106,40 @@ class Config:
             raise InvalidArgument(f"unknown setting {key!r}; known: {', '.join(KNOWN)}")
         row_key = f"cfg/{_level(group, source)}/{key}"
         removed = value is None and bool(group or source)
-        self.catalog.set_setting(row_key, None if removed else json.dumps(KNOWN[key][1](value)))
+        if not removed:
+            value = KNOWN[key][1](self._keep_secrets(key, value, row_key))
+        self.catalog.set_setting(row_key, None if removed else json.dumps(value))
+
+    def _keep_secrets(self, key: str, value: Any, row_key: str) -> Any:
+        """`value` with each marker replaced by the secret stored at the same level (a clear error if none is)."""
+        fields = [f for f in SECRETS.get(key, ()) if isinstance(value, dict) and value.get(f) == KEPT]
+        if not fields:
+            return value
+        raw = self.catalog.setting(row_key)
+        old = json.loads(raw) if raw else {}
+        value = dict(value)
+        for field in fields:
+            if not isinstance(old, dict) or field not in old:
+                raise InvalidArgument(f"no {key}.{field} is stored at this level to keep: send the {field} itself")
+            value[field] = old[field]
+        return value
 
     def stored(self) -> dict[str, str]:
         """Every stored settings row, read once: pass it to `effective` and `value` to ask many questions."""
         return self.catalog.settings_like("cfg/%")  # secrets opened with the deployment's key
 
     def effective(
-        self, source: str | None = None, group: str | None = None, stored: dict[str, str] | None = None
+        self,
+        source: str | None = None,
+        group: str | None = None,
+        stored: dict[str, str] | None = None,
+        *,
+        secrets: bool = False,
     ) -> dict[str, dict[str, Any]]:
-        """Every setting's value for a source (in a group): {key: {"value": ..., "from": level}}."""
+        """Every setting's value for a source (in a group): {key: {"value": ..., "from": level}}.
+
+        Secrets show as the marker unless `secrets` (for the code that uses them, never for a view).
+        """
         rows = self.stored() if stored is None else stored
         levels = ["global"] + ([f"group:{group}"] if group else []) + ([f"source:{source}"] if source else [])
         out = {}
@@ -94,10 +148,12 @@ class Config:
             for level in levels:
                 value = rows.get(f"cfg/{level}/{key}")
                 if value is not None:
-                    out[key] = {"value": json.loads(value), "from": level}
+                    parsed = json.loads(value)
+                    out[key] = {"value": parsed if secrets else hide_secrets(key, parsed), "from": level}
         return out
 
     def value(
         self, key: str, source: str | None = None, group: str | None = None, stored: dict[str, str] | None = None
     ) -> Any:
-        return self.effective(source, group, stored)[key]["value"]
+        """The value in force, secrets included (for the code that uses it; views use `effective`)."""
+        return self.effective(source, group, stored, secrets=True)[key]["value"]

@@ -53,6 +53,7 @@ SPEC: dict[str, Any] = {
     },
     "security": [{"token": []}, {"session": []}],
     "paths": {
+        "/api/v1/openapi.json": {"get": {**_op("This document"), "security": []}},
         "/api/v1/login": {
             "post": {
                 **_op("Sign in: sets the session cookie", body=_obj(["name", "password"], name=NAME, password=STR)),
@@ -73,11 +74,17 @@ SPEC: dict[str, Any] = {
         },
         "/api/v1/sources": {
             "get": _op("The sources you may see"),
-            "post": _op("Add a source", body=_obj(["name"], name=NAME, group=NAME, owner=NAME), ok="201"),
+            "post": _op(
+                "Add a source (administrators of its group)",
+                body=_obj(["name"], name=NAME, group=NAME, owner=NAME),
+                ok="201",
+            ),
         },
         "/api/v1/sources/{name}": {
             "get": _op("A source", params=["name"]),
-            "delete": _op("Remove a source without snapshots", params=["name"]),
+            "delete": _op(
+                "Remove a source without snapshots (administrators of the group holding it)", params=["name"]
+            ),
         },
         "/api/v1/sources/{name}/snapshots": {
             "get": _op("A source's snapshots", params=["name"]),
@@ -139,7 +146,10 @@ SPEC: dict[str, Any] = {
             "get": _op("A source's effective settings and where each comes from", params=["name"])
         },
         "/api/v1/config": {
-            "get": _op("Effective settings: global, a group's or a source's", query=["group", "source"]),
+            "get": _op(
+                "Effective settings: global, a group's or a source's (secrets show as {\"set\": true})",
+                query=["group", "source"],
+            ),
             "put": _op(
                 "Set a setting globally, for a group or for a source",
                 body=_obj(["key", "value"], key=STR, value={}, group=NAME, source=NAME),

@@ -50,6 +50,17 @@ def save(remotes: dict[str, dict[str, str]]) -> None:
     os.replace(tmp, path)
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Redirects are refused, not followed: following one would carry the API token to wherever it points."""
+
+    def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any,
+                         newurl: str) -> None:  # fmt: skip
+        fp.close()
+        raise RemoteError(f"{req.full_url} answered with a redirect (HTTP {code}) to {newurl}, which is not "
+                          "followed so that the API token goes nowhere else; if that is the appliance, "
+                          "add the remote with its address")  # fmt: skip
+
+
 class Client:
     """A small JSON client of /api/v1. Not thread-safe (one CLI command at a time)."""
 
@@ -57,7 +68,7 @@ class Client:
         self.url = url.rstrip("/")
         self.token = token
         self.headers: dict[str, str] = {}
-        self._opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+        self._opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(), _NoRedirects())
 
     def _open(self, method: str, endpoint: str, body: Any, query: dict[str, Any]) -> Any:
         """Send one request; the appliance's errors become RemoteError (NotFound for a 404) with its message."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -10,14 +9,14 @@ from flask import Blueprint, Response, redirect, render_template, request, url_f
 from werkzeug.wrappers import Response as BaseResponse
 
 from engine.check import last_scrub
-from engine.errors import InvalidArgument, NotFound
+from engine.errors import InvalidArgument
 from engine.gc import last_gc
 from engine.meta import Kind
 
 from . import auth, usage
 from .access import can
-from .api import check_may_configure, visible_job, visible_jobs
-from .api_base import allowed_source, require_admin, services
+from .api import check_may_configure, readable_level, visible_job, visible_jobs
+from .api_base import allowed_source, parse_json, require_admin, services
 from .api_sources import changes, submit_restore, visible_sources
 from .config import Config
 
@@ -126,11 +125,8 @@ def settings_page() -> str:
     user = auth.require_user()
     at = request.args.get("at", "")
     group, source_name = _level(at)
-    if source_name is not None:
-        _, group, _ = allowed_source(source_name, "see")
+    group = readable_level(group, source_name)
     groups = sorted(services().accounts.list_groups() if user.admin else user.roles)
-    if group is not None and source_name is None and group not in groups:
-        raise NotFound(f"no group {group!r}")
     try:
         check_may_configure(None if source_name else group, source_name)
         editable = True
@@ -149,9 +145,9 @@ def settings_post() -> BaseResponse:
     group, source_name = _level(at)
     check_may_configure(group, source_name)
     try:
-        value = json.loads(request.form.get("value") or "null")
+        value = parse_json(request.form.get("value") or "null", "the value must be JSON")
         Config(services().deployment.catalog).set(request.form.get("key", ""), value, group=group, source=source_name)
-    except (ValueError, InvalidArgument) as e:
+    except InvalidArgument as e:
         return redirect(url_for("web.settings_page", at=at, error=str(e)))
     return redirect(url_for("web.settings_page", at=at))
 

@@ -40,6 +40,9 @@ def browser() -> Iterator[Browser]:
 def test_sign_in_browse_download_and_watch_a_job(appliance: tuple[str, str], browser: Browser, tmp_path: Path) -> None:
     base, password = appliance
     page = browser.new_page(accept_downloads=True)
+    errors: list[str] = []  # the console's errors: among them every refusal by the pages' security policy
+    page.on("console", lambda m: errors.append(f"{m.text} at {m.location.get('url')}") if m.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
     page.goto(base + "/")
     assert "/login" in page.url  # signed out: sent to the login page
     page.fill("input[name=name]", "admin")
@@ -69,6 +72,9 @@ def test_sign_in_browse_download_and_watch_a_job(appliance: tuple[str, str], bro
     page.fill("#set-setting input[name=value]", '{"last": 5}')
     page.click("#set-setting button[type=submit]")
     assert "source:laptop" in page.locator("#settings").inner_text()
+    with page.expect_navigation():
+        page.select_option("#level select[name=at]", "")  # the level switch submits itself, by script
+    assert page.url.endswith("/settings?at=") and "source:laptop" not in page.locator("#settings").inner_text()
     page.goto(base + "/sources/laptop")
     page.fill("input[name=name]", "from-the-browser")
     page.click("text=Take a snapshot")
@@ -79,3 +85,4 @@ def test_sign_in_browse_download_and_watch_a_job(appliance: tuple[str, str], bro
     page.click("text=restored/")
     page.click("text=docs/")
     assert "report.txt" in page.locator("#entries").inner_text()  # the restore is in the next snapshot
+    assert not errors, errors
