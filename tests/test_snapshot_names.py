@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from engine import snapshots
 from engine.deployment import Deployment
 from engine.errors import InvalidName
 from engine.mount import MountView
@@ -34,6 +35,22 @@ def test_mkdir_in_snapshots_refuses_latest_and_the_listing_stays_whole(sqlite_de
     view.mkdir(snapshots, b"one", 0o755)
     assert [name for name, _ in view.listdir(snapshots)] == [b"latest", b"one"]
     assert view.readlink(view.lookup(snapshots, LATEST_NAME).ino) == b"one"
+
+
+def test_a_snapshot_named_latest_by_an_older_version_leaves_the_listing_whole(
+    sqlite_deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dep = sqlite_deployment
+    dep.add_source("h1")
+    with monkeypatch.context() as older:
+        older.setattr(snapshots, "check_name", lambda name: name)
+        dep.create_snapshot("h1", "latest")
+    dep.create_snapshot("h1", "one")
+    view = MountView(dep)
+    snapshots_dir = view.lookup(view.lookup(ROOT, b"h1").ino, b"snapshots").ino
+    assert [name for name, _ in view.listdir(snapshots_dir)] == [b"latest", b"one"]
+    assert view.readlink(view.lookup(snapshots_dir, LATEST_NAME).ino) == b"one"
+    assert [s.name for s in dep.list_snapshots("h1")] == ["latest", "one"]
 
 
 def test_the_cli_refuses_a_reserved_snapshot_name(tmp_path: Path) -> None:

@@ -235,7 +235,10 @@ class MountReader:
             return self.images.listdir(source)
         if node.ino == SNAPSHOTS_DIR:
             numbered = self.snapshots(source)
-            out = [(i.name.encode(), self._remember(sid, self.snapshot_view(sid, i).root)) for sid, i in numbered]
+            # A snapshot named like the link (taken before the name was reserved) stays behind it:
+            # two entries of one name would break the listing. The CLI and the API still reach it.
+            out = [(i.name.encode(), self._remember(sid, self.snapshot_view(sid, i).root))
+                   for sid, i in numbered if i.name.encode() != LATEST_NAME]  # fmt: skip
             if numbered:
                 out.append((LATEST_NAME, self._latest_stat(source, numbered[-1][1])))
             return sorted(out)
