@@ -14,6 +14,7 @@ from cheroot import wsgi
 
 from dav.app import Server, make_app
 from dav.auth import hash_password
+from dav.scope import ScopeOf
 from engine.deployment import Deployment
 from engine.mount import MountView
 
@@ -59,9 +60,11 @@ def basic(user: str, password: str) -> str:
 
 @contextmanager
 def share(
-    data_dir: Path, *, anonymous: bool = False, sources: tuple[str, ...] = ("h1",), mount_path: str = ""
-) -> Iterator[Share]:
-    """A deployment on `data_dir` served over WebDAV until the block ends, at `mount_path` if given."""
+    data_dir: Path, *, anonymous: bool = False, sources: tuple[str, ...] = ("h1",), mount_path: str = "",
+    scope: ScopeOf | None = None,
+) -> Iterator[Share]:  # fmt: skip
+    """A deployment on `data_dir` served over WebDAV until the block ends, at `mount_path` if given,
+    limited to what `scope` (dav/scope.py) allows if given."""
     dep = Deployment.open(data_dir)
     try:
         known = {s.name for s in dep.list_sources()}
@@ -70,7 +73,7 @@ def share(
                 dep.add_source(name)
         dep.start_flusher()  # as `cairn dav` does
         view = MountView(dep)
-        app = make_app(view, {USER: _HASH}, anonymous=anonymous, mount_path=mount_path)
+        app = make_app(view, {USER: _HASH}, anonymous=anonymous, mount_path=mount_path, scope=scope)
         if mount_path:  # as the appliance will: one port, the share under a path
             app = wsgi.PathInfoDispatcher({mount_path: app})
         server = Server(app, "127.0.0.1", 0)

@@ -19,6 +19,7 @@ import pytest
 from appliance.accounts import Accounts
 from engine.deployment import Deployment
 
+from .davshare import Reply
 from .served import Served, served
 
 PASSWORD = "correct horse"
@@ -55,6 +56,10 @@ DELETE-source            401 401  403 403  403 403  403 403  204 403  403 204  2
 """
 
 
+LOCK_BODY = (b'<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope>'
+             b"<D:locktype><D:write/></D:locktype></D:lockinfo>")  # fmt: skip
+
+
 def expected() -> dict[tuple[str, str, str], int]:
     """(row, user, source) -> status, read from TABLE."""
     lines = [line.split() for line in TABLE.strip().splitlines()]
@@ -76,24 +81,23 @@ class Appliance:
         return int(self.served.url.rsplit(":", 1)[1])
 
     def request(self, user: str, method: str, path: str, headers: dict[str, str] | None = None,
-                body: bytes = b"") -> http.client.HTTPResponse:  # fmt: skip
+                body: bytes = b"") -> Reply:  # fmt: skip
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-        sent = dict(headers or {})
-        if user != "anon":
-            sent["Authorization"] = "Basic " + base64.b64encode(f"{user}:{PASSWORD}".encode()).decode()
-        conn.request(method, path, body=body, headers=sent)
-        reply = conn.getresponse()
-        reply.read()
-        conn.close()
-        return reply
+        try:
+            sent = dict(headers or {})
+            if user != "anon":
+                sent["Authorization"] = "Basic " + base64.b64encode(f"{user}:{PASSWORD}".encode()).decode()
+            conn.request(method, path, body=body, headers=sent)
+            r = conn.getresponse()
+            return Reply(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
+        finally:
+            conn.close()
 
     def put(self, path: str) -> None:
         assert self.request("root", "PUT", path, body=b"<html><script>alert(1)</script>").status in (201, 204)
 
-    def lock(self, user: str, path: str, timeout: str = "Second-60") -> http.client.HTTPResponse:
-        body = b'<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope>'
-        body += b"<D:locktype><D:write/></D:locktype><D:owner>" + user.encode() + b"</D:owner></D:lockinfo>"
-        return self.request(user, "LOCK", path, {"Timeout": timeout, "Depth": "0"}, body)
+    def lock(self, user: str, path: str, depth: str = "0") -> Reply:
+        return self.request(user, "LOCK", path, {"Timeout": "Second-60", "Depth": depth}, LOCK_BODY)
 
 
 def prepare(data: Path) -> None:
@@ -112,6 +116,8 @@ def prepare(data: Path) -> None:
             for user in USERS:  # one for each user to try to remove
                 dep.add_source(f"gone-{user}-{source}")
                 accounts.assign_source(f"gone-{user}-{source}", group, None)
+        dep.add_source("locked")  # for a lock on all of current/, away from the table's locks
+        accounts.assign_source("locked", "g1", None)
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +178,7 @@ def _unlock_others(app: Appliance, user: str, src: str, other: str) -> Request:
     app.put(path)
     held = app.lock("root", path)
     assert held.status == 200
-    return "UNLOCK", path, {"Lock-Token": held.headers["Lock-Token"]}
+    return "UNLOCK", path, {"Lock-Token": held.headers["lock-token"]}
 
 
 def _lock(app: Appliance, user: str, src: str, other: str) -> Request:
@@ -200,8 +206,6 @@ ROWS: dict[str, Row] = {
     "DELETE-source": lambda app, user, src, other: ("DELETE", f"/dav/gone-{user}-{src}/", {}),
 }
 BODIES = {"PROPPATCH": PROPPATCH_BODY, "PUT": b"x"}
-LOCK_BODY = (b'<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope>'
-             b"<D:locktype><D:write/></D:locktype></D:lockinfo>")  # fmt: skip
 
 
 @pytest.mark.parametrize("user", USERS)
@@ -218,3 +222,22 @@ def test_each_user_gets_what_the_table_says(appliance: Appliance, user: str) -> 
             if got != want[(row, user, src)]:
                 wrong.append(f"{row} in {src}: {got}, not {want[(row, user, src)]}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_an_administrator_breaks_an_operators_lock_on_current(appliance: Appliance) -> None:
+    """A lock on a whole current/ stops every backup into it, until someone who may configure the source lifts it."""
+    held = appliance.lock("ops", "/dav/locked/current/", depth="infinity")
+    assert held.status == 200
+    token = held.headers["lock-token"]
+    try:
+        assert appliance.request("gad", "PUT", "/dav/locked/current/blocked", body=b"x").status == 423
+        for user, refused in (("mia", 404), ("oad", 404), ("max", 404)):
+            assert appliance.request(user, "UNLOCK", "/dav/locked/current/", {"Lock-Token": token}).status == refused
+        # The administrator finds the token where any client would: in the lock discovery property.
+        asked = b'<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:prop><D:lockdiscovery/></D:prop></D:propfind>'
+        found = appliance.request("gad", "PROPFIND", "/dav/locked/current/", {"Depth": "0"}, asked)
+        assert token.strip("<>").encode() in found.body
+        assert appliance.request("gad", "UNLOCK", "/dav/locked/current/", {"Lock-Token": token}).status == 204
+        assert appliance.request("gad", "PUT", "/dav/locked/current/blocked", body=b"x").status == 201
+    finally:
+        appliance.request("root", "UNLOCK", "/dav/locked/current/", {"Lock-Token": token})
