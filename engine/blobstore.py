@@ -73,8 +73,9 @@ class BlobStore(BlobReader):
     `inflight` is only changed under it too, so a put and a garbage collection
     agree on whether a blob stays.
     `_flush_lock` lets one flush run at a time. An encode failure is sticky
-    (its blobs are lost: every later put and flush raise it); an upload
-    failure holds puts back only until a flush has stored the pack again.
+    (its blobs are lost: every later put and flush raise it); after an
+    upload failure each put first stores the failed packs again, and raises
+    if that fails.
     Encoding runs on `_encoders`, uploads on `_uploaders`; no lock is held
     across backend or catalog I/O.
     """
@@ -328,11 +329,17 @@ class BlobStore(BlobReader):
                 delay = min(delay * 2, PAUSE_STEP)
 
     def _pause_while_offline(self) -> None:
+        """Before accepting more, store the packs whose upload failed: wait for an unreachable pool,
+        try a refusing one (a full disk, which may have room again) once and raise what it says."""
         with self._lock:
             failure = self._upload_failure
+        if failure is None:
+            return
+        check_may_block()
         if isinstance(failure, CairnError) and failure.temporary:
-            check_may_block()
             self.flush()
+        else:
+            self._flush_once()
 
     def _flush_once(self) -> None:
         with self._flush_lock:
@@ -371,9 +378,13 @@ class BlobStore(BlobReader):
                 fut.exception()
 
     def check(self) -> None:
-        """Raise what keeps accepted blobs from being stored: a failed encode or pack upload. Never blocks."""
+        """Raise what keeps accepted blobs from being stored: a failed encode, or a pack upload that fails again.
+
+        May block: packs whose upload failed are stored again first, as a put does.
+        """
         with self._lock:
-            self._raise_failure()
+            self._raise_failure(uploads=False)
+        self._pause_while_offline()
 
     def _raise_failure(self, uploads: bool = True) -> None:
         if self._failure is not None:

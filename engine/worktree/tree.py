@@ -290,7 +290,7 @@ class WorkingTree(Namespace):
         return ContentReader(self.blobs, extents).read(offset, size)
 
     def fsync(self, ino: int) -> None:
-        """fsync(2): raise what lost the file's writes or keeps the pool from storing them.
+        """fsync(2): raise what lost the file's writes or keeps the pool from storing them (may block).
 
         The spool file reaches the disk; chunks already accepted stay in the
         blob store's queue (storing each fsync's open pack would make one pack
