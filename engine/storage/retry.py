@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import random
 import threading
@@ -15,6 +16,11 @@ from .filter import Filter
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# Set by a thread that may be told to stop (the spool's drain): once its event
+# is set, a call backing off gives up at once instead of waiting out its
+# attempts (12-24 s of them, which kept a stopping process alive that long).
+give_up: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar("give_up", default=None)
 
 # 8 attempts, 0.25 s doubling to at most 8 s, each wait jittered to 50-100 %:
 # 12-24 s in all, enough to ride out a restart of the storage service.
@@ -56,11 +62,17 @@ class Retry(Filter):
         """Raise `error` if it is permanent or the attempts are spent; else wait and return the next delay."""
         if not error.temporary or attempt == self.attempts:
             raise error
+        stop = give_up.get()
+        if stop is not None and stop.is_set():
+            raise error
         wait = delay * random.uniform(0.5, 1.0)  # jitter: clients that failed together retry apart
         log.info("%s failed (attempt %d of %d), retrying in %.2f s: %s", what, attempt, self.attempts, wait, error)
         with self._lock:
             self.retries += 1
-        self.sleep(wait)
+        if stop is None:
+            self.sleep(wait)
+        elif stop.wait(wait):
+            raise error  # the caller is stopping: no more attempts
         return min(delay * 2, self.max_delay)
 
     def put(self, key: str, data: bytes | memoryview) -> None:

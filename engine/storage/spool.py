@@ -24,9 +24,14 @@ from ..errors import ObjectNotFound
 from .backend import Backend
 from .filter import Filter
 from .local import LocalBackend
+from .retry import give_up
 
 log = logging.getLogger(__name__)
 BACKOFF_MAX = 30.0  # seconds between attempts while the pool stays unreachable
+# A stopping spool waits this long for uploads under way. One cut short is
+# uploaded again on the next start (the object stays queued on disk); waiting
+# for it while the pool is down kept a stopping mount alive for 25-70 s.
+STOP_WAIT = 2.0
 
 
 class Spool(Filter):
@@ -46,6 +51,8 @@ class Spool(Filter):
         self.online = True
         self.last_error: str | None = None
         self._stop = False
+        self._stopping = threading.Event()  # set with `_stop`: a drain's retries give up at once
+        self._closed = False  # close() has returned: a drain left behind changes nothing
         private.make_dirs(Path(directory))
         for key, size in sorted(self.local.list(), key=lambda ks: _mtime(self.local.root / ks[0])):
             self._enqueue(key, size)
@@ -141,12 +148,22 @@ class Spool(Filter):
             return True
 
     def close(self) -> None:
-        """Stop draining; what is queued stays on disk for the next start."""
+        """Stop draining within about STOP_WAIT seconds; what is queued stays on disk for the next start.
+
+        A drain still in an upload then is left behind (a daemon thread): it
+        changes nothing once it returns.
+        """
         with self._changed:
             self._stop = True
+            self._stopping.set()
             self._changed.notify_all()
+        end = time.monotonic() + STOP_WAIT
         for t in self._threads:
-            t.join()
+            t.join(max(0.0, end - time.monotonic()))
+            if t.is_alive():
+                log.info("spool: stopped with an upload under way; it is made again on the next start")
+        with self._changed:
+            self._closed = True
 
     def _next(self) -> str | None:
         with self._changed:
@@ -159,6 +176,7 @@ class Spool(Filter):
             return None
 
     def _drain(self) -> None:
+        give_up.set(self._stopping)  # this thread's retries end when the spool stops
         delay = 0.1
         while (key := self._next()) is not None:
             try:
@@ -168,8 +186,10 @@ class Spool(Filter):
                 with self._changed:
                     self._draining.discard(key)
                     self.online, self.last_error = False, str(e)
-                log.warning("spool: cannot drain %s (%s); retrying in %.1f s", key, e, delay)
                 with self._changed:
+                    if self._stop:
+                        return
+                    log.warning("spool: cannot drain %s (%s); retrying in %.1f s", key, e, delay)
                     self._changed.wait(delay)
                 delay = min(BACKOFF_MAX, delay * 2)
 
@@ -179,6 +199,8 @@ class Spool(Filter):
         if queued is not None:
             self.inner.put(key, self.local.get(key))
         with self._changed:
+            if self._closed:  # left behind by close(): the queue is the next start's, which uploads it again
+                return
             self._draining.discard(key)
             self.online, self.last_error = True, None
             gone = key in self._deleted  # deleted while uploading: the upload must not bring it back
