@@ -5,7 +5,8 @@ restore and configure the group's sources), member (see and restore the
 sources they own). A user with `admin` set may do everything everywhere.
 Passwords are stored as scrypt hashes (the WebDAV share's format, so it
 checks the same accounts); tokens as their SHA-256 (a token is
-random, so a fast hash is enough), shown once when made.
+random, so a fast hash is enough), shown once when made. Web sessions
+(websessions.py) end when their user's password changes or the user goes.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, delete, func, select, update
 
+from dav.auth import UNKNOWN, hash_password
 from dav.auth import check_password as _check
-from dav.auth import hash_password
 from engine.catalog import Catalog
 from engine.catalog.schema import groups, memberships, source_access, sources, tokens, users
 from engine.errors import Exists, InvalidArgument, NotFound
+
+from .websessions import WebSessions
 
 ROLES = ("admin", "operator", "member")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
@@ -59,6 +62,7 @@ class Accounts:
         self.catalog = catalog
         self._lock = threading.Lock()  # guards `_tokens`
         self._tokens: dict[bytes, tuple[User, float]] = {}  # token digest -> (user, checked at)
+        self.sessions = WebSessions(catalog)
 
     # -- users ---------------------------------------------------------------
 
@@ -73,21 +77,28 @@ class Accounts:
                                                created=time.time()))  # fmt: skip
         return self.user(name)
 
-    def set_password(self, name: str, password: str) -> None:
-        if len(password) < PASSWORD_MIN:
+    def set_password(self, name: str, password: str, *, keep_session: int | None = None) -> None:
+        """Change a password and end the user's web sessions: all of them, or all but `keep_session`
+        (the one that made the change). API tokens stay: each is a credential of its own."""
+        if not isinstance(password, str) or len(password) < PASSWORD_MIN:
             raise InvalidArgument(f"a password has at least {PASSWORD_MIN} characters")
         with self.catalog.engine.begin() as conn:
-            done = conn.execute(update(users).where(users.c.name == name).values(password=hash_password(password)))
-        if not done.rowcount:
-            raise NotFound(f"no user {name!r}")
+            uid = conn.execute(select(users.c.id).where(users.c.name == name)).scalar()
+            if uid is None:
+                raise NotFound(f"no user {name!r}")
+            conn.execute(update(users).where(users.c.id == uid).values(password=hash_password(password)))
+            self.sessions.end_all(conn, uid, keep=keep_session)
 
     def remove_user(self, name: str) -> None:
         user = self.user(name)
         with self.catalog.engine.begin() as conn:
+            self.sessions.end_all(conn, user.id)
             conn.execute(delete(tokens).where(tokens.c.user_id == user.id))
             conn.execute(delete(memberships).where(memberships.c.user_id == user.id))
             conn.execute(update(source_access).where(source_access.c.owner_id == user.id).values(owner_id=None))
             conn.execute(delete(users).where(users.c.id == user.id))
+        with self._lock:
+            self._tokens.clear()  # the user's tokens end now in this process, in others within TOKEN_CACHE
 
     def user(self, name: str) -> User:
         with self.catalog.engine.connect() as conn:
@@ -114,6 +125,8 @@ class Accounts:
 
     def password_hash(self, name: str) -> str | None:
         """The stored hash of a user's password (what the WebDAV share checks against)."""
+        if not isinstance(name, str) or not _NAME.match(name):
+            return None  # no account has such a name: no need to ask the catalog with a megabyte of it
         with self.catalog.engine.connect() as conn:
             return conn.execute(select(users.c.password).where(users.c.name == name)).scalar()
 
@@ -122,11 +135,12 @@ class Accounts:
             return int(conn.execute(select(func.count()).select_from(users)).scalar_one())
 
     def login(self, name: str, password: str) -> User:
-        with self.catalog.engine.connect() as conn:
-            row = conn.execute(select(users.c.password).where(users.c.name == name)).first()
-        # A missing user costs the same scrypt as a wrong password: no timing tells which.
-        stored = row[0] if row is not None else hash_password(secrets.token_hex(8))
-        if not _check(stored, password) or row is None:
+        row = None
+        if isinstance(name, str) and _NAME.match(name):
+            with self.catalog.engine.connect() as conn:
+                row = conn.execute(select(users.c.password).where(users.c.name == name)).first()
+        # A missing user costs the same one scrypt as a wrong password: no timing tells which.
+        if not _check(row[0] if row is not None else UNKNOWN, password) or row is None:
             raise BadLogin("wrong name or password")
         return self.user(name)
 

@@ -10,7 +10,7 @@ import json
 import time
 from collections.abc import Iterator
 
-from flask import Response, jsonify, request, session
+from flask import Response, jsonify, request
 
 from engine.errors import InvalidArgument, NotFound
 
@@ -48,14 +48,32 @@ def openapi() -> Response:
 @api.post("/login")
 def login() -> Response:
     doc = body({"name", "password"})
-    user = auth.login(text(doc, "name"), text(doc, "password"))
-    return jsonify({"user": user_json(user), "csrf": session["csrf"]})
+    user, session = auth.login(text(doc, "name"), text(doc, "password"))
+    return jsonify({"user": user_json(user), "csrf": session.csrf})
 
 
 @api.post("/logout")
 def logout() -> Response:
-    auth.current_user()  # a cookie session must show its CSRF token to end itself
-    session.clear()
+    auth.logout()  # a cookie session must show its CSRF token to end itself
+    return jsonify({})
+
+
+@api.post("/me/password")
+def change_password() -> Response:
+    """A user changes their own password (the current one is asked for, and counted as a sign-in).
+    Every other web session of theirs ends; the one that made the change stays signed in."""
+    user = auth.require_user()
+    doc = body({"password", "new_password"})
+    limiter, key = services().logins, auth.limiter_key(user.name)
+    limiter.check(key)
+    try:
+        services().accounts.login(user.name, text(doc, "password"))
+    except Exception:
+        limiter.failed(key)
+        raise
+    session = auth.web_session()
+    services().accounts.set_password(user.name, text(doc, "new_password"),
+                                     keep_session=session.id if session is not None else None)  # fmt: skip
     return jsonify({})
 
 

@@ -1,26 +1,31 @@
-"""Signing in, for the API and the web UI: session cookies with CSRF tokens, or API tokens.
+"""Signing in, for the API and the web UI: web sessions with CSRF tokens, or API tokens.
 
 A request is authenticated by `Authorization: Bearer <token>` or by the
-session cookie. A cookie-authenticated request that changes something must
-also carry the session's CSRF token (header `X-CSRF-Token`, or the form
-field `csrf`): another site can make a browser send the cookie, not read
-the token. Failed logins are limited per address and name.
+session cookie, which holds a random token naming a web session in the
+catalog (websessions.py). The cookie is set once, at sign-in, and removed
+at sign-out; it is HttpOnly, SameSite=Lax and, over HTTPS, Secure. A
+cookie-authenticated request that changes something must also carry the
+session's CSRF token (header `X-CSRF-Token`, or the form field `csrf`):
+another site can make a browser send the cookie, not read the token.
+Failed sign-ins are limited per client address and name, and per address
+(dav.auth.Limiter: the same limiter counts the WebDAV share's).
 """
 
 from __future__ import annotations
 
 import secrets
-import threading
-import time
-from collections import defaultdict, deque
 
-from flask import current_app, g, request, session
+from flask import Response, after_this_request, current_app, g, request
+
+from dav.auth import Limiter as LoginLimiter
+from dav.auth import TooManyAttempts
 
 from .accounts import Accounts, User
+from .websessions import LIFETIME, WebSession
 
+__all__ = ["Forbidden", "LoginLimiter", "TooManyAttempts", "Unauthorized"]
 SAFE = {"GET", "HEAD", "OPTIONS"}
-LOGIN_FAILURES = 5  # per address and name, in LOGIN_WINDOW seconds: then 429 until the window passes
-LOGIN_WINDOW = 60.0
+COOKIE = "cairn_session"
 
 
 class Unauthorized(Exception):
@@ -31,56 +36,63 @@ class Forbidden(Exception):
     """Signed in, but not allowed (403)."""
 
 
-class TooManyAttempts(Exception):
-    """Too many failed logins (429)."""
-
-
-class LoginLimiter:
-    """Thread-safe: `_lock` guards `_failures`."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._failures: dict[tuple[str, str], deque[float]] = defaultdict(deque)
-
-    def check(self, key: tuple[str, str]) -> None:
-        now = time.monotonic()
-        with self._lock:
-            recent = self._failures[key]
-            while recent and now - recent[0] > LOGIN_WINDOW:
-                recent.popleft()
-            if len(recent) >= LOGIN_FAILURES:
-                raise TooManyAttempts(f"too many failed logins; try again in {LOGIN_WINDOW - (now - recent[0]):.0f} s")
-
-    def failed(self, key: tuple[str, str]) -> None:
-        with self._lock:
-            self._failures[key].append(time.monotonic())
-
-
 def accounts() -> Accounts:
     return current_app.extensions["cairn"].accounts  # type: ignore[no-any-return]
 
 
-def login(name: str, password: str) -> User:
+def limiter_key(name: str) -> tuple[str, str]:
+    return (request.remote_addr or "", name)
+
+
+def login(name: str, password: str) -> tuple[User, WebSession]:
+    """Check a name and password, start a web session and set its cookie on this request's response."""
     limiter: LoginLimiter = current_app.extensions["cairn"].logins
-    key = (request.remote_addr or "", name)
+    key = limiter_key(name)
     limiter.check(key)
     try:
         user = accounts().login(name, password)
     except Exception:
         limiter.failed(key)
         raise
-    session.clear()
-    session["uid"] = user.id
-    session["csrf"] = secrets.token_urlsafe(24)
-    session.permanent = True
-    return user
+    old = _cookie_session()
+    if old is not None:
+        accounts().sessions.end(old.id)  # signing in again (perhaps as someone else) ends the last session
+    token, session = accounts().sessions.start(user.id, request.remote_addr or "")
+    g.web_session = session
+
+    @after_this_request
+    def set_cookie(response: Response) -> Response:
+        response.set_cookie(COOKIE, token, max_age=int(LIFETIME), path="/", secure=request.is_secure,
+                            httponly=True, samesite="Lax")  # fmt: skip
+        return response
+
+    return user, session
+
+
+def logout() -> None:
+    """End this request's web session (after checking its CSRF token) and remove the cookie."""
+    current_user()
+    session = g.get("web_session")
+    if session is not None:
+        accounts().sessions.end(session.id)
+
+    @after_this_request
+    def delete_cookie(response: Response) -> Response:
+        response.delete_cookie(COOKIE, path="/", secure=request.is_secure, httponly=True, samesite="Lax")
+        return response
 
 
 def csrf_token() -> str:
-    token = session.get("csrf")
-    if not token:
-        token = session["csrf"] = secrets.token_urlsafe(24)
-    return str(token)
+    """The web session's CSRF token ("" without a session: nothing to protect)."""
+    current_user()
+    session = g.get("web_session")
+    return session.csrf if session is not None else ""
+
+
+def web_session() -> WebSession | None:
+    """This request's web session, if it is signed in by cookie."""
+    current_user()
+    return g.get("web_session")  # type: ignore[no-any-return]
 
 
 def current_user() -> User | None:
@@ -93,14 +105,23 @@ def current_user() -> User | None:
         user = accounts().token_user(header[7:].strip())
         if user is None:
             raise Unauthorized("unknown or revoked token")
-    elif "uid" in session:
-        user = accounts().user_by_id(int(session["uid"]))
-        if user is not None and request.method not in SAFE:
-            sent = request.headers.get("X-CSRF-Token") or request.form.get("csrf")
-            if not sent or not secrets.compare_digest(str(sent), str(session.get("csrf", ""))):
-                raise Forbidden("missing or wrong CSRF token")
+    else:
+        session = _cookie_session()
+        if session is not None:
+            user = accounts().user_by_id(session.user_id)
+        if user is not None and session is not None:
+            g.web_session = session
+            if request.method not in SAFE:
+                sent = request.headers.get("X-CSRF-Token") or request.form.get("csrf")
+                if not sent or not secrets.compare_digest(str(sent), session.csrf):
+                    raise Forbidden("missing or wrong CSRF token")
     g.user = user
     return user
+
+
+def _cookie_session() -> WebSession | None:
+    token = request.cookies.get(COOKIE)
+    return accounts().sessions.find(token) if token else None
 
 
 def require_user() -> User:

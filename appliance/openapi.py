@@ -48,7 +48,7 @@ SPEC: dict[str, Any] = {
     "components": {
         "securitySchemes": {
             "token": {"type": "http", "scheme": "bearer"},
-            "session": {"type": "apiKey", "in": "cookie", "name": "session"},
+            "session": {"type": "apiKey", "in": "cookie", "name": "cairn_session"},
         }
     },
     "security": [{"token": []}, {"session": []}],
@@ -62,6 +62,12 @@ SPEC: dict[str, Any] = {
         },
         "/api/v1/logout": {"post": _op("Sign out")},
         "/api/v1/me": {"get": _op("The signed-in user and the session's CSRF token")},
+        "/api/v1/me/password": {
+            "post": _op(
+                "Change your password (ends your other web sessions)",
+                body=_obj(["password", "new_password"], password=STR, new_password=STR),
+            ),
+        },
         "/api/v1/tokens": {
             "get": _op("Your API tokens"),
             "post": _op("Make an API token (shown once)", body=_obj(["name"], name=NAME), ok="201"),

@@ -108,7 +108,8 @@ def _dav(services: Services) -> WSGIApp:
         return allowed
 
     users: Any = _Accounts(services.accounts)
-    return make_app(services.view, users, mount_path="/dav", scope=scope)
+    # The share counts failed sign-ins in the web UI's and API's limiter: one limit for every way in.
+    return make_app(services.view, users, mount_path="/dav", scope=scope, limiter=services.logins)
 
 
 def _dispatch(web: WSGIApp, dav: WSGIApp) -> WSGIApp:

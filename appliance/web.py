@@ -29,25 +29,33 @@ def page(template: str, **context: Any) -> str:
 
 @web.get("/login")
 def login() -> str:
-    return page("login.html", next=request.args.get("next", "/"), error=None)
+    return page("login.html", next=local_target(request.args.get("next")), error=None)
 
 
 @web.post("/login")
 def login_post() -> str | BaseResponse:
+    target = local_target(request.form.get("next"))
     try:
         auth.login(request.form.get("name", ""), request.form.get("password", ""))
     except Exception as e:  # shown on the form, never a stack trace
-        return page("login.html", next=request.form.get("next", "/"), error=str(e) or "wrong name or password")
-    target = request.form.get("next", "/")
-    return redirect(target if target.startswith("/") and not target.startswith("//") else "/")
+        return page("login.html", next=target, error=str(e) or "wrong name or password")
+    return redirect(target)
+
+
+def local_target(target: str | None) -> str:
+    """Where to go after signing in: a path on this site, else the dashboard.
+
+    Browsers drop tabs and newlines from URLs and read a backslash as a slash, so `/<TAB>/evil`,
+    `//evil` and `/\\evil` all lead off the site: only "/" followed by something else will do.
+    """
+    if not target or not target.startswith("/") or any(ord(c) < 0x20 or c == "\x7f" for c in target):
+        return "/"
+    return target if len(target) == 1 or target[1] not in "/\\" else "/"
 
 
 @web.post("/logout")
 def logout() -> BaseResponse:
-    auth.current_user()  # checks the CSRF token
-    from flask import session
-
-    session.clear()
+    auth.logout()
     return redirect(url_for("web.login"))
 
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from datetime import timedelta
 
 from flask import Flask, Response, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from engine.catalog import Catalog
 from engine.errors import (
     CairnError,
     CorruptBlob,
@@ -34,7 +32,6 @@ from .web import web
 
 log = logging.getLogger(__name__)
 MAX_BODY = 1 << 20  # API and form bodies; uploads go through WebDAV
-SECRET_KEY = "web.secret"
 _STATUS: list[tuple[type[Exception], int]] = [
     (auth.Unauthorized, 401), (BadLogin, 401), (auth.Forbidden, 403), (NotPermitted, 403),
     (auth.TooManyAttempts, 429), (NotFound, 404), (Exists, 409), (NotEmpty, 409), (InUse, 409),
@@ -45,9 +42,10 @@ _STATUS: list[tuple[type[Exception], int]] = [
 def create_app(services: Services) -> Flask:
     app = Flask(__name__)
     app.config.update(
-        SECRET_KEY=_secret_key(services.deployment.catalog), MAX_CONTENT_LENGTH=MAX_BODY,
+        # Sign-in never reads Flask's signed session (auth.py keeps web sessions in the catalog); its key
+        # is random per process and kept nowhere, so nothing stored anywhere can forge a session.
+        SECRET_KEY=secrets.token_bytes(32), MAX_CONTENT_LENGTH=MAX_BODY,
         SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
-        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
     )  # fmt: skip
     app.extensions["cairn"] = services
     app.jinja_env.filters["when"] = _when
@@ -96,12 +94,3 @@ def _status(e: Exception) -> tuple[int, str]:
             return status, str(e) or kind.__name__
     log.error("unexpected error in a request", exc_info=e)
     return 500, "internal error (logged)"
-
-
-def _secret_key(catalog: Catalog) -> str:
-    """Signs session cookies; kept in the catalog so sessions survive restarts and span appliances."""
-    key = catalog.setting(SECRET_KEY)
-    if key is None:
-        key = secrets.token_hex(32)
-        catalog.set_setting(SECRET_KEY, key)
-    return key

@@ -22,7 +22,7 @@ from wsgidav.wsgidav_app import WsgiDAVApp
 
 from engine.mount import MountView
 
-from .auth import UserList
+from .auth import Limiter, UserList
 from .locks import Storage
 from .provider import CairnProvider
 from .scope import Scope, ScopeOf, source_of
@@ -48,10 +48,11 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 def make_app(
     view: MountView, users: dict[str, str], *, anonymous: bool = False, mount_path: str = "",
-    scope: ScopeOf | None = None,
+    scope: ScopeOf | None = None, limiter: Limiter | None = None,
 ) -> WSGIApp:  # fmt: skip
     """The share at `mount_path` ("" or e.g. "/dav"): users maps names to scrypt hashes; `scope`
-    (see scope.py) limits what each user sees and changes."""
+    (see scope.py) limits what each user sees and changes; `limiter` counts failed sign-ins (the
+    caller's, to share it with its other ways in; else the share's own)."""
     config = {
         "provider_mapping": {"/": CairnProvider(view, _breaker(scope))},
         "mount_path": mount_path or None,
@@ -63,7 +64,7 @@ def make_app(
             "accept_digest": False,
             "default_to_digest": False,
         },
-        "cairn": {"users": users, "anonymous": anonymous, "scope": scope},
+        "cairn": {"users": users, "anonymous": anonymous, "scope": scope, "limiter": limiter or Limiter()},
         "lock_storage": Storage(),  # in memory: locks are short-lived (locks.py) and do not outlive a restart
         "property_manager": None,  # dead properties are xattrs (see props.py)
         "block_size": BLOCK_SIZE,

@@ -112,6 +112,9 @@ TABLE: dict[tuple[str, str], list[Case]] = {
     ("POST", "/api/v1/login"): [Case(EVERYONE, 200, body=lambda f: {"name": BYSTANDER, "password": PASSWORD})],
     ("POST", "/api/v1/logout"): [Case(EVERYONE, 200)],
     ("GET", "/api/v1/me"): [Case(SIGNED_IN, 200)],
+    ("POST", "/api/v1/me/password"): [
+        Case(SIGNED_IN, 200, body=lambda f: {"password": PASSWORD, "new_password": PASSWORD})
+    ],
     ("GET", "/api/v1/tokens"): [Case(SIGNED_IN, 200)],
     ("POST", "/api/v1/tokens"): [Case(SIGNED_IN, 201, body=fresh("t"))],
     ("DELETE", "/api/v1/tokens/{token_id}"): [Case(ONLY_MINE, 200, "mine", setup=token)],

@@ -162,6 +162,7 @@ users = Table(
     Column("password", Text, nullable=False),  # scrypt$n$r$p$salt$hash, never the password
     Column("admin", Boolean, nullable=False),  # may do everything, in every group
     Column("created", Float, nullable=False),
+    sqlite_autoincrement=True,  # a removed user's id is never handed out again
 )
 
 memberships = Table(
@@ -189,6 +190,19 @@ tokens = Table(
     Column("digest", LargeBinary(32), nullable=False, unique=True),  # SHA-256 of the token
     Column("created", Float, nullable=False),
     Column("last_used", Float),
+)
+
+# A signed-in browser: its cookie holds a random token, the catalog only the token's SHA-256.
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("digest", LargeBinary(32), nullable=False, unique=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("csrf", String(64), nullable=False),
+    Column("created", Float, nullable=False),
+    Column("last_seen", Float, nullable=False),  # written at most once a minute
+    Column("address", String(64), nullable=False),  # the client's address when it signed in
 )
 
 jobs = Table(
