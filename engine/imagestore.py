@@ -29,7 +29,7 @@ from .catalog.schema import blobs, packs, pools
 from .codec import CodecConfig
 from .errors import ObjectNotFound, PoolMismatch
 from .keyring import DeploymentKeys
-from .pool import OpenPool, backend_for, check_identity
+from .pool import OpenPool, backend_for, check_or_offline
 from .storage import Backend
 from .storage.spool import Spool
 
@@ -47,7 +47,7 @@ def open_image_pool(catalog: Catalog, data_dir: Path, deployment_keys: Deploymen
     if row is None:
         return None
     backend = backend_for(json.loads(row.backend), data_dir, IMAGE)
-    check_identity(backend, row.uuid)
+    check_or_offline(backend, row.uuid)
     return OpenPool(row.id, row.uuid, IMAGE, backend, deployment_keys, CodecConfig.from_json(row.codec))
 
 

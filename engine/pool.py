@@ -11,6 +11,7 @@ the id key alone in plain (`keys/id-key.json`) otherwise.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -25,10 +26,15 @@ from .codec import CodecConfig
 from .errors import BackendError, Exists, InvalidArgument, ObjectNotFound, PoolMismatch, PoolMissing
 from .keyring import DEPLOYMENT_KEYS, DeploymentKeys, Unlock, unwrap, wrap
 from .storage import Backend, open_backend
+from .storage.filter import Filter, find_layer
+from .storage.retry import Retry
+from .storage.spool import Spool
 
 POOL_FILE = "cairn-pool.json"
 ID_KEY_FILE = "keys/id-key.json"
 STRUCTURE = 1
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -154,6 +160,40 @@ def check_identity(backend: Backend, expected_uuid: str) -> PoolIdentity:
     return identity
 
 
+def check_or_offline(backend: Backend, expected_uuid: str) -> None:
+    """The identity check on opening; a pool with a write-back spool that does not answer opens offline.
+
+    With a spool, writes land on local disk and what it holds is read from
+    there: one request decides, not a round of retries. Until the check has
+    passed, the spool uploads nothing (it checks first), so a pool that
+    turns out to be another one is never written to.
+    """
+    spool = find_layer(backend, Spool)
+    if spool is None:
+        check_identity(backend, expected_uuid)
+        return
+    spool.before_upload = lambda: check_identity(spool.inner, expected_uuid)
+    try:
+        check_identity(_innermost(spool), expected_uuid)
+    except PoolMissing as e:
+        cause = e.__cause__
+        if not isinstance(cause, BackendError) or isinstance(cause, ObjectNotFound) or not cause.temporary:
+            raise
+        log.warning("%s; opening it offline: writes go to the write-back spool", e)
+        spool.online, spool.last_error = False, str(e)
+        retry = find_layer(backend, Retry)
+        if retry is not None:
+            retry.mark_offline(str(e))
+    else:
+        spool.before_upload = None
+
+
+def _innermost(backend: Backend) -> Backend:
+    while isinstance(backend, Filter):
+        backend = backend.inner
+    return backend
+
+
 def read_id_key(backend: Backend) -> bytes:
     try:
         return bytes.fromhex(json.loads(backend.get(ID_KEY_FILE))["id_key"])
@@ -181,7 +221,7 @@ def open_file_pool(
             if pool_config is not None and pool_config != json.loads(row.backend):
                 raise Exists(f"the deployment in {data_dir} has a file pool already; its configuration differs")
             backend = backend_for(json.loads(row.backend), data_dir, "file")
-            check_identity(backend, row.uuid)
+            check_or_offline(backend, row.uuid)
             rows = {r.purpose: bytes(r.material) for r in conn.execute(select(keys.c.purpose, keys.c.material))}
             found = keys_of(rows, backend, unlock)
             return OpenPool(row.id, row.uuid, row.kind, backend, found, CodecConfig.from_json(row.codec))

@@ -27,10 +27,21 @@ give_up: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar
 ATTEMPTS = 8
 FIRST_DELAY = 0.25
 MAX_DELAY = 8.0
+# While the pool is known offline (a call has spent all its attempts, or the
+# pool could not be reached when it was opened) a read gives up after about
+# this long: a read of what is not on local disk fails with EIO instead of
+# hanging, and the pool still gets a few tries to come back. Writes keep
+# their full attempts (the spool retries them anyway).
+OFFLINE_READ_WAIT = 10.0
 
 
 class Retry(Filter):
-    """Thread-safe: `_lock` guards `retries`, the count of calls made again."""
+    """Thread-safe: `_lock` guards `retries`, the count of calls made again, and `offline`.
+
+    `offline` is why the pool is known unreachable (None while it answers):
+    set when a call spends its attempts on a temporary error, cleared by any
+    call that succeeds.
+    """
 
     def __init__(
         self,
@@ -47,25 +58,50 @@ class Retry(Filter):
         self.max_delay = max_delay
         self.sleep = sleep
         self.retries = 0
+        self.offline: str | None = None
         self._lock = threading.Lock()
 
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
+    def mark_offline(self, reason: str) -> None:
+        with self._lock:
+            self.offline = reason
+
+    def _read_deadline(self) -> float | None:
+        with self._lock:
+            return None if self.offline is None else time.monotonic() + OFFLINE_READ_WAIT
+
+    def _call(self, what: str, fn: Callable[[], T], deadline: float | None = None) -> T:
         delay = self.first_delay
         for attempt in range(1, self.attempts + 1):
             try:
-                return fn()
+                result = fn()
             except BackendError as e:
-                delay = self._back_off(what, attempt, e, delay)
+                delay = self._back_off(what, attempt, e, delay, deadline)
+            else:
+                if self.offline is not None:
+                    self._answered()
+                return result
         raise AssertionError("unreachable")
 
-    def _back_off(self, what: str, attempt: int, error: BackendError, delay: float) -> float:
-        """Raise `error` if it is permanent or the attempts are spent; else wait and return the next delay."""
-        if not error.temporary or attempt == self.attempts:
+    def _answered(self) -> None:
+        with self._lock:
+            self.offline = None
+
+    def _back_off(self, what: str, attempt: int, error: BackendError, delay: float, deadline: float | None) -> float:
+        """Raise `error` if it is permanent or the attempts (or the time a read has offline) are spent.
+
+        Else wait and return the next delay.
+        """
+        if not error.temporary:
+            raise error
+        if attempt == self.attempts or (deadline is not None and time.monotonic() >= deadline):
+            self.mark_offline(str(error))
             raise error
         stop = give_up.get()
         if stop is not None and stop.is_set():
             raise error
         wait = delay * random.uniform(0.5, 1.0)  # jitter: clients that failed together retry apart
+        if deadline is not None:
+            wait = min(wait, max(0.0, deadline - time.monotonic()))
         log.info("%s failed (attempt %d of %d), retrying in %.2f s: %s", what, attempt, self.attempts, wait, error)
         with self._lock:
             self.retries += 1
@@ -79,10 +115,10 @@ class Retry(Filter):
         self._call(f"put {key}", lambda: self.inner.put(key, data))
 
     def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
-        return self._call(f"get {key}", lambda: self.inner.get(key, offset, length))
+        return self._call(f"get {key}", lambda: self.inner.get(key, offset, length), self._read_deadline())
 
     def stat(self, key: str) -> int | None:
-        return self._call(f"stat {key}", lambda: self.inner.stat(key))
+        return self._call(f"stat {key}", lambda: self.inner.stat(key), self._read_deadline())
 
     def delete(self, key: str) -> None:
         self._call(f"delete {key}", lambda: self.inner.delete(key))
@@ -91,12 +127,15 @@ class Retry(Filter):
         """A listing that fails part-way resumes after the last key it gave (listings are sorted)."""
         last: str | None = None
         delay = self.first_delay
+        deadline = self._read_deadline()
         for attempt in range(1, self.attempts + 1):
             try:
                 for key, size in self.inner.list(prefix):
                     if last is None or key > last:
                         last = key
                         yield key, size
+                if self.offline is not None:
+                    self._answered()
                 return
             except BackendError as e:
-                delay = self._back_off(f"list {prefix}", attempt, e, delay)
+                delay = self._back_off(f"list {prefix}", attempt, e, delay, deadline)

@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .. import private
@@ -50,6 +50,9 @@ class Spool(Filter):
         self._bytes = 0
         self.online = True
         self.last_error: str | None = None
+        # Run before the next upload, until it passes once (the pool's identity check, where the
+        # pool could not be reached when it was opened).
+        self.before_upload: Callable[[], object] | None = None
         self._stop = False
         self._stopping = threading.Event()  # set with `_stop`: a drain's retries give up at once
         self._closed = False  # close() has returned: a drain left behind changes nothing
@@ -85,12 +88,13 @@ class Spool(Filter):
             self._changed.notify_all()
 
     def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
-        if key in self._queue:
-            try:
-                return self.local.get(key, offset, length)
-            except ObjectNotFound:
-                pass  # drained meanwhile
-        return self.inner.get(key, offset, length)
+        # Whatever the spool directory holds, queued here or left by another process on this machine
+        # (a `cairn backup` beside a running mount) that has not drained it yet: one failed open
+        # costs less than a request, and the pool may be offline.
+        try:
+            return self.local.get(key, offset, length)
+        except ObjectNotFound:
+            return self.inner.get(key, offset, length)  # never spooled, or drained meanwhile
 
     def stat(self, key: str) -> int | None:
         queued = self._queue.get(key)
@@ -197,6 +201,10 @@ class Spool(Filter):
         with self._lock:
             queued = self._queue.get(key)
         if queued is not None:
+            check = self.before_upload
+            if check is not None:
+                check()
+                self.before_upload = None
             self.inner.put(key, self.local.get(key))
         with self._changed:
             if self._closed:  # left behind by close(): the queue is the next start's, which uploads it again
