@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import click
 
@@ -162,6 +162,7 @@ def restore(client: Client, source: str, snap: str, path: str, dest: str, overwr
 
     As the local restore: DEST must not exist (an empty directory may) unless `overwrite`.
     """
+    import http.client
     import os
     import shutil
     import tarfile
@@ -184,17 +185,58 @@ def restore(client: Client, source: str, snap: str, path: str, dest: str, overwr
         return
     files = size = 0
     os.makedirs(dest, exist_ok=True)
-    with reply, zstandard.ZstdDecompressor().stream_reader(reply) as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
-        for member in tar:
-            inner = member.name.split("/", 1)[1] if "/" in member.name else ""
-            if not inner:
-                continue  # the folder itself: DEST stands for it
-            member.name = inner
-            tar.extract(member, dest, filter="tar")
-            files += member.isfile()
-            size += member.size if member.isfile() else 0
+    frame, writing = Frame(reply), None
+    try:
+        with reply, tarfile.open(fileobj=cast(IO[bytes], frame), mode="r|") as tar:
+            for member in tar:
+                inner = member.name.split("/", 1)[1] if "/" in member.name else ""
+                if not inner:
+                    continue  # the folder itself: DEST stands for it
+                member.name = inner
+                writing = os.path.join(dest, inner) if member.isfile() else None
+                tar.extract(member, dest, filter="tar")
+                writing = None
+                files += member.isfile()
+                size += member.size if member.isfile() else 0
+            while frame.read(1 << 16):  # the frame's end, after the end-of-archive blocks
+                pass
+    except (tarfile.ReadError, http.client.HTTPException, zstandard.ZstdError):
+        pass  # a cut archive: said below
+    if not frame.complete:
+        if writing is not None and os.path.isfile(writing):
+            os.unlink(writing)  # never a file cut short under its real name
+        raise CairnError(
+            f"the archive of {source} @ {snap} ended unfinished after {files} files: the appliance could not "
+            f"read everything (its log names the path; `cairn pool scrub` finds damage). What arrived is in {dest}"
+        )
     doc = {"files": files, "bytes": size}
     output.emit_json(doc) if as_json else output.say(f"restored {files} files, {output.human_bytes(size)} to {dest}")
+
+
+class Frame:
+    """A zstd stream decompressed as it is read, which says whether its frame ended (a finished archive)."""
+
+    def __init__(self, raw: Any):
+        import zstandard
+
+        self.raw = raw
+        self.frame = zstandard.ZstdDecompressor().decompressobj()
+        self.buffer = bytearray()
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.frame.eof)
+
+    def read(self, size: int = -1) -> bytes:
+        while (size < 0 or len(self.buffer) < size) and not self.frame.eof:
+            data = self.raw.read(1 << 16)
+            if not data:
+                break
+            self.buffer += self.frame.decompress(data)
+        n = len(self.buffer) if size < 0 else min(size, len(self.buffer))
+        out = bytes(self.buffer[:n])
+        del self.buffer[:n]
+        return out
 
 
 def user_add(client: Client, name: str, password: str, admin: bool, as_json: bool) -> None:

@@ -4,10 +4,18 @@ Nothing is built ahead: entries are read a chunk at a time and handed to the
 client as they are encoded, so memory stays flat for any size of tree. The
 tar is written here directly (POSIX pax headers from `tarfile`, then the
 bytes, then padding): tarfile's own writer wants a whole file per call.
+
+An entry that cannot be read (a damaged or missing blob, a pool that does
+not answer) ends the archive there, unfinished: a tar.zst without the end
+of its zstd frame, a zip without its central directory. The response has
+long been sent as a success by then, so that is how a client learns the
+archive is incomplete (`cairn restore --remote` checks it); it is never a
+well-formed archive with a file cut short.
 """
 
 from __future__ import annotations
 
+import logging
 import stat as st
 import tarfile
 import time
@@ -19,10 +27,13 @@ from urllib.parse import quote
 
 import zstandard
 
+from engine.errors import CairnError
 from engine.meta import Kind, Stat
 from engine.mount import MountView
 
 from .session import Session
+
+log = logging.getLogger(__name__)
 
 PIECE = 1 << 20  # bytes read and encoded per step
 ZSTD_LEVEL = 3  # ~300 MB/s on one core here; higher levels cost more than they save for a restore
@@ -80,7 +91,23 @@ class Sink:
         return out
 
 
+def _unfinished_on_error(parts: Iterator[bytes], name: str) -> Iterator[bytes]:
+    """The archive's bytes; after an entry that cannot be read, nothing more (what is encoded but not sent stays)."""
+    try:
+        yield from parts
+    except CairnError as e:
+        log.warning("archive %s ends unfinished: %s", name, e)
+
+
 def tar_zst(session: Session, top: Stat, name: str) -> Iterator[bytes]:
+    return _unfinished_on_error(_tar_zst(session, top, name), name)
+
+
+def zip_archive(session: Session, top: Stat, name: str) -> Iterator[bytes]:
+    return _unfinished_on_error(_zip_archive(session, top, name), name)
+
+
+def _tar_zst(session: Session, top: Stat, name: str) -> Iterator[bytes]:
     sink = Sink()
     out = zstandard.ZstdCompressor(level=ZSTD_LEVEL).stream_writer(cast(IO[bytes], sink), closefd=False)
     out.write(_tar_header(session.view, Item(name, top)))
@@ -118,7 +145,7 @@ def _tar_header(view: MountView, item: Item) -> bytes:
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 
-def zip_archive(session: Session, top: Stat, name: str) -> Iterator[bytes]:
+def _zip_archive(session: Session, top: Stat, name: str) -> Iterator[bytes]:
     sink = Sink()
     # Stored, not deflated: restores want speed, and most backed-up bulk is compressed already.
     with zipfile.ZipFile(cast(IO[bytes], sink), "w", zipfile.ZIP_STORED, allowZip64=True) as zf:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import subprocess
 import time
 from pathlib import Path
 
@@ -18,6 +19,9 @@ from appliance.cli import main
 from engine.content import chunk_ids, unpack_extents
 from engine.deployment import Deployment
 from engine.packs import pack_key
+
+from .served import served
+from .test_backup_restore import CAIRN
 
 MiB = 1 << 20
 
@@ -55,6 +59,15 @@ def _pack_file(data: Path, path: bytes, chunk: int = 0) -> tuple[Path, int, int]
     return data / "pool" / pack_key(loc.pack), loc.offset, loc.length
 
 
+def _flip_a_byte(data: Path, path: bytes) -> None:
+    """Damage the last chunk of `path` in snapshot two: what comes before it is read (and written) first."""
+    pack, offset, length = _pack_file(data, path, chunk=-1)
+    raw = bytearray(pack.read_bytes())
+    raw[offset + length // 2] ^= 0x40
+    pack.chmod(0o600)
+    pack.write_bytes(bytes(raw))
+
+
 def _files_below(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
@@ -77,11 +90,7 @@ def test_a_missing_pack_damages_only_its_paths_and_the_rest_is_restored(tmp_path
 
 def test_a_flipped_byte_lists_the_file_and_leaves_no_partial_file(tmp_path: Path) -> None:
     _, data, contents = _deployment_with_two_packs(tmp_path)
-    pack, offset, length = _pack_file(data, b"new/b1", chunk=-1)  # the last chunk: the rest is written first
-    raw = bytearray(pack.read_bytes())
-    raw[offset + length // 2] ^= 0x40
-    pack.chmod(0o600)
-    pack.write_bytes(bytes(raw))
+    _flip_a_byte(data, b"new/b1")
 
     out = tmp_path / "out"
     result = cli(data, "restore", "h1", "two", str(out), "--json")
@@ -202,3 +211,28 @@ def test_the_api_and_the_web_form_refuse_a_restore_onto_what_exists_unless_asked
     finally:
         services.runner.stop()
         dep.close()
+
+
+def test_a_remote_restore_of_a_damaged_snapshot_fails_clearly(tmp_path: Path) -> None:
+    """The appliance cannot finish the archive: the CLI says so, exits 1 and leaves no file cut short."""
+    _, data, contents = _deployment_with_two_packs(tmp_path)
+    _flip_a_byte(data, b"new/b1")
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config")}
+
+    def remote(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*CAIRN, *args], capture_output=True, text=True, env=env, timeout=120)
+
+    with served(data, tmp_path / "serve.log") as server:
+        (tmp_path / "pw").write_text(server.password)
+        added = remote(
+            "remote", "add", "office", server.url, "--user", "admin", "--password-file", str(tmp_path / "pw")
+        )
+        assert added.returncode == 0, added.stderr
+        out = tmp_path / "out"
+        cut = remote("--remote", "office", "restore", "h1", "two", str(out))
+        assert cut.returncode == 1 and "ended unfinished" in cut.stderr, cut.stderr
+        assert "new/b1" not in _files_below(out)  # whatever arrived, never b1 cut short
+        assert all(contents[k] == v for k, v in _files_below(out).items())
+        whole = remote("--remote", "office", "restore", "h1", "two", "old", str(tmp_path / "old"))
+        assert whole.returncode == 0, whole.stderr  # an undamaged folder comes back as before
+        assert _files_below(tmp_path / "old") == {"a1": contents["old/a1"], "a2": contents["old/a2"]}
