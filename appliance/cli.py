@@ -257,7 +257,7 @@ def restore_cmd(
             output.warn(e)
         output.say(f"restored {stats.files} files, {output.human_bytes(stats.bytes)} to {dest}")
         if stats.damaged:
-            output.warn(f"{len(stats.damaged)} paths not restored: their data is damaged or missing in the pool")
+            output.warn(f"{len(stats.damaged)} paths not restored: their data could not be read from the pool")
     if stats.errors:
         sys.exit(EXIT_PARTIAL)
 
