@@ -32,7 +32,7 @@ $(VENV)/.system: Makefile
 	else echo "not root or no apt-get: install $(APT_PACKAGES) yourself"; fi
 	mkdir -p $(VENV) && touch $@
 
-$(VENV)/.installed: pyproject.toml vfs/pyfuse3-fallocate.patch $(VENV)/.system
+$(VENV)/.installed: pyproject.toml vfs/pyfuse3-fallocate.patch vfs/pyfuse3-noflush.patch $(VENV)/.system
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(MAKE) pyfuse3
@@ -40,12 +40,14 @@ $(VENV)/.installed: pyproject.toml vfs/pyfuse3-fallocate.patch $(VENV)/.system
 	touch $@
 
 # pyfuse3 from its source with a fallocate handler added (vfs/pyfuse3-fallocate.patch):
-# the release registers none, so the kernel would answer fallocate(2) itself.
+# the release registers none, so the kernel would answer fallocate(2) itself; and with
+# FileInfo.noflush (vfs/pyfuse3-noflush.patch), so a read-only open costs no FLUSH on close.
 pyfuse3:
 	rm -rf $(VENV)/src && mkdir -p $(VENV)/src
 	$(BIN)/python -m pip download -q --no-deps --no-binary :all: -d $(VENV)/src pyfuse3==$(PYFUSE3)
 	tar -xzf $(VENV)/src/pyfuse3-$(PYFUSE3).tar.gz -C $(VENV)/src
 	patch -s -d $(VENV)/src/pyfuse3-$(PYFUSE3) -p1 < vfs/pyfuse3-fallocate.patch
+	patch -s -d $(VENV)/src/pyfuse3-$(PYFUSE3) -p1 < vfs/pyfuse3-noflush.patch
 	$(BIN)/python -m pip install -q --force-reinstall --no-deps $(VENV)/src/pyfuse3-$(PYFUSE3)
 
 lint:
