@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,11 @@ from pathlib import Path
 import pytest
 
 from engine.deployment import Deployment
-from engine.errors import LostWrites, NoSpace
+from engine.errors import BackendError, LostWrites, NoSpace
+from engine.storage.filter import Filter
+from engine.storage.local import LocalBackend
+from engine.storage.retry import Retry
+from engine.storage.spool import Spool
 from engine.worktree.tree import ROOT
 
 from .davshare import PASSWORD, USER, basic, share
@@ -225,3 +230,38 @@ def test_sigterm_with_the_pool_unreachable_stops_promptly_and_the_spool_drains_n
                 m.proc.kill()
                 m.proc.wait()
             subprocess.run(["fusermount3", "-u", "-z", str(m.path)], capture_output=True)
+
+
+class Unreachable(Filter):
+    """A pool whose puts fail as an unreachable service's do, until `up` is set."""
+
+    def __init__(self, inner: LocalBackend):
+        super().__init__(inner)
+        self.up = threading.Event()
+        self.tried = threading.Event()
+
+    def put(self, key: str, data: bytes | memoryview) -> None:
+        if not self.up.is_set():
+            self.tried.set()
+            raise BackendError("pool unreachable", temporary=True)
+        self.inner.put(key, data)
+
+
+def test_a_spool_stops_while_its_drain_backs_off_and_drains_on_the_next_start(tmp_path: Path) -> None:
+    pool = Unreachable(LocalBackend(tmp_path / "pool"))
+    retry = Retry(pool, first_delay=4.0, max_delay=8.0)  # a drain alone would back off for a minute or so
+    spool = Spool(retry, tmp_path / "spool")
+    spool.put("packs/aa/bb/one", b"queued while the pool is down")
+    assert pool.tried.wait(STOP_BOUND)  # the drain is backing off now
+    closer = threading.Thread(target=spool.close)
+    closer.start()
+    closer.join(STOP_BOUND)
+    assert not closer.is_alive()
+    assert spool.backlog() == (1, 29)
+    pool.up.set()
+    again = Spool(retry, tmp_path / "spool")
+    try:
+        assert again.wait_drained(DRAIN_WAIT)
+        assert pool.inner.get("packs/aa/bb/one") == b"queued while the pool is down"
+    finally:
+        again.close()
