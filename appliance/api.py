@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from flask import Response, jsonify, request
 
@@ -111,8 +112,20 @@ def pool() -> Response:
 
 @api.post("/pool/<any(gc, scrub):kind>")
 def pool_job(kind: str) -> Response:
+    """gc takes `dry_run` and `repack_below` (0-1), as `cairn pool gc` does; scrub takes nothing."""
     user = require_admin()
-    return jsonify(services().jobs.submit(kind, {}, user_id=user.id).to_json()), 202  # type: ignore[return-value]
+    doc = body(set(), {"dry_run", "repack_below"} if kind == "gc" else set()) if request.content_length else {}
+    params: dict[str, Any] = {}
+    if "dry_run" in doc:
+        if not isinstance(doc["dry_run"], bool):
+            raise InvalidArgument("dry_run must be true or false")
+        params["dry_run"] = doc["dry_run"]
+    if "repack_below" in doc:
+        value = doc["repack_below"]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise InvalidArgument("repack_below must be a number from 0 to 1")
+        params["repack_below"] = float(value)
+    return jsonify(services().jobs.submit(kind, params, user_id=user.id).to_json()), 202  # type: ignore[return-value]
 
 
 @api.get("/jobs")

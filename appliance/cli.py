@@ -105,10 +105,20 @@ def _snap_row(s: Any) -> dict[str, Any]:
 def snapshot_create(ctx: Context, source_name: str, name: str | None, as_json: bool) -> None:
     """Freeze SOURCE's working tree as a snapshot."""
     if ctx.remote:
-        return remote_cmd.snapshot_create(ctx.client(), source_name, name, as_json)
-    with ctx.open() as dep:
-        info = dep.create_snapshot(source_name, name)
-    output.emit_json(_snap_row(info)) if as_json else output.say(f"snapshot {info.name} of {source_name} created")
+        doc = remote_cmd.snapshot_create(ctx.client(), source_name, name, as_json)
+    else:
+        from .accounts import Accounts
+        from .config import Config
+        from .services import take_snapshot
+
+        with ctx.open() as dep:
+            doc = take_snapshot(dep, Accounts(dep.catalog), Config(dep.catalog), source_name, name, lambda p: None)
+    if as_json:
+        output.emit_json(doc)
+        return
+    output.say(f"snapshot {doc['snapshot']} of {source_name} created")
+    if doc["deleted"]:
+        output.say(f"retention deleted {len(doc['deleted'])}: {', '.join(doc['deleted'])}")
 
 
 @command(snapshot, "list")

@@ -129,20 +129,23 @@ def pool_configure(
 def pool_gc(ctx: Context, repack_below: float, dry_run: bool, as_json: bool) -> None:
     """Delete blobs no snapshot or working tree uses; repack sparse packs."""
     if ctx.remote:
-        return remote_cmd.pool_job(ctx.client(), "gc", as_json)
-    with ctx.open() as dep, output.progress_bar(not as_json, "gc") as bar:
-        report = collect(
-            dep, repack_below=repack_below, dry_run=dry_run,
-            progress=lambda r: bar(f"{r.packs} packs, {output.human_bytes(r.bytes_freed)} freed"),
-        )  # fmt: skip
-    if as_json:
-        output.emit_json(dataclasses.asdict(report))
+        params = {"repack_below": repack_below, "dry_run": dry_run}
+        report = remote_cmd.pool_job(ctx.client(), "gc", params, as_json)
     else:
-        verb = "would free" if dry_run else "freed"
+        with ctx.open() as dep, output.progress_bar(not as_json, "gc") as bar:
+            report = dataclasses.asdict(collect(
+                dep, repack_below=repack_below, dry_run=dry_run,
+                progress=lambda r: bar(f"{r.packs} packs, {output.human_bytes(r.bytes_freed)} freed"),
+            ))  # fmt: skip
+    if as_json:
+        output.emit_json(report)
+    else:
+        verb = "would free" if report["dry_run"] else "freed"
         output.say(
-            f"{report.packs} packs examined ({output.human_bytes(report.pack_bytes)}) in {report.seconds:.1f} s: "
-            f"{report.dead_blobs} dead blobs, {verb} {output.human_bytes(report.bytes_freed)}; "
-            f"{report.packs_deleted} packs deleted, {report.packs_written} written"
+            f"{report['packs']} packs examined ({output.human_bytes(report['pack_bytes'])}) in "
+            f"{report['seconds']:.1f} s: {report['dead_blobs']} dead blobs, "
+            f"{verb} {output.human_bytes(report['bytes_freed'])}; "
+            f"{report['packs_deleted']} packs deleted, {report['packs_written']} written"
         )
 
 
@@ -178,20 +181,25 @@ def pool_check(ctx: Context, as_json: bool) -> None:
 def pool_scrub(ctx: Context, as_json: bool) -> None:
     """Read every pack and verify every blob; say what any damage affects."""
     if ctx.remote:
-        return remote_cmd.pool_job(ctx.client(), "scrub", as_json)
-    with ctx.open() as dep, output.progress_bar(not as_json, "scrub") as bar:
-        report, summary = scrub(dep, lambda r: bar(f"{r.packs} packs, {r.blobs} blobs, {output.human_bytes(r.bytes)}"))
-    if as_json:
-        output.emit_json({**summary, "ok": report.ok, "damage": damage_doc(report.damage)})
+        doc = remote_cmd.pool_job(ctx.client(), "scrub", {}, as_json)
     else:
-        for d in report.damage:
+        with ctx.open() as dep, output.progress_bar(not as_json, "scrub") as bar:
+            report, summary = scrub(
+                dep, lambda r: bar(f"{r.packs} packs, {r.blobs} blobs, {output.human_bytes(r.bytes)}")
+            )
+        doc = {**summary, "damage": damage_doc(report.damage)}
+    doc["ok"] = not doc["damage"]
+    if as_json:
+        output.emit_json(doc)
+    else:
+        for d in doc["damage"]:
             output.warn(describe(d), "damaged")
-        state = "ok" if report.ok else f"{len(report.damage)} damaged"
-        output.say(f"{report.packs} packs, {report.blobs} blobs, {output.human_bytes(report.bytes)}: {state}")
-        if summary["filesystem_checksums"]:
-            output.say(f"the pool is on {summary['filesystem']}, which checksums the disks beneath: "
-                       f"run `{summary['filesystem_checksums']}` too")  # fmt: skip
-    if not report.ok:
+        state = "ok" if doc["ok"] else f"{len(doc['damage'])} damaged"
+        output.say(f"{doc['packs']} packs, {doc['blobs']} blobs, {output.human_bytes(doc['bytes'])}: {state}")
+        if doc["filesystem_checksums"]:
+            output.say(f"the pool is on {doc['filesystem']}, which checksums the disks beneath: "
+                       f"run `{doc['filesystem_checksums']}` too")  # fmt: skip
+    if not doc["ok"]:
         sys.exit(EXIT_PARTIAL)
 
 

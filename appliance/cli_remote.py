@@ -147,9 +147,9 @@ def snapshot_list(client: Client, source: str | None, as_json: bool) -> None:
                      ["source", "name", "created", "files", "size", "state"])  # fmt: skip
 
 
-def snapshot_create(client: Client, source: str, name: str | None, as_json: bool) -> None:
-    result = run_job(client, f"/sources/{source}/snapshots", {"name": name} if name else {}, not as_json)
-    output.emit_json(result) if as_json else output.say(f"snapshot {result['snapshot']} of {source} created")
+def snapshot_create(client: Client, source: str, name: str | None, as_json: bool) -> dict[str, Any]:
+    """The snapshot job's result: the same document the local command makes."""
+    return run_job(client, f"/sources/{source}/snapshots", {"name": name} if name else {}, not as_json)  # type: ignore[no-any-return]
 
 
 def snapshot_delete(client: Client, source: str, name: str, as_json: bool) -> None:
@@ -269,6 +269,6 @@ def maintenance(client: Client, on: bool | None, reason: str | None, as_json: bo
                                                      else "maintenance mode off")  # fmt: skip
 
 
-def pool_job(client: Client, kind: str, as_json: bool) -> None:
-    result = run_job(client, f"/pool/{kind}", None, not as_json)
-    output.emit_json(result) if as_json else output.say(f"{kind} done: {result}")
+def pool_job(client: Client, kind: str, params: dict[str, Any], as_json: bool) -> dict[str, Any]:
+    """Run gc or scrub on the appliance; its report, as the local command makes it."""
+    return run_job(client, f"/pool/{kind}", params, not as_json)  # type: ignore[no-any-return]

@@ -122,7 +122,26 @@ SPEC: dict[str, Any] = {
             "get": _op("Download a file of a snapshot", params=["name", "snap"], query=["path"])
         },
         "/api/v1/pool": {"get": _op("Pool usage and state")},
-        "/api/v1/pool/gc": {"post": _op("Collect garbage (a job; administrators)", ok="202")},
+        "/api/v1/pool/gc": {
+            "post": {
+                **_op("Collect garbage (a job; administrators)", ok="202"),
+                "requestBody": {
+                    "required": False,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "properties": {
+                                    "dry_run": {"type": "boolean"},
+                                    "repack_below": {"type": "number", "minimum": 0, "maximum": 1},
+                                },
+                            }
+                        }
+                    },
+                },
+            }
+        },
         "/api/v1/pool/scrub": {"post": _op("Scrub the pool (a job; administrators)", ok="202")},
         "/api/v1/jobs": {"get": _op("Recent jobs (yours; all for administrators)", query=["limit"])},
         "/api/v1/jobs/{job_id}": {

@@ -18,6 +18,7 @@ from typing import Any
 from cheroot import wsgi
 
 from dav.app import parse_listen
+from dav.guard import HTTPServer
 from engine.deployment import Deployment
 from engine.errors import NotFound
 
@@ -47,7 +48,7 @@ def serve(deployment: Deployment, listen: str, mountpoint: Path | None = None, w
     if password is not None:
         print(f"first start: sign in as admin with the one-time password {password}", file=sys.stderr, flush=True)
     app = _dispatch(create_app(services), _dav(services))
-    server = wsgi.Server(parse_listen(listen), app, numthreads=16, server_name="cairn")
+    server = HTTPServer(parse_listen(listen), app)
     server.prepare()  # binds now: a port in use fails here, before anything else starts
     deployment.start_flusher()
     assert services.runner is not None

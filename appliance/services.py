@@ -62,37 +62,51 @@ def job_handlers(dep: Deployment, accounts: Accounts, config: Config) -> dict[st
     """What each kind of job does: long work, never inside a request or a FUSE handler."""
 
     def snapshot(job: Job, progress: Progress) -> dict[str, Any]:
-        progress({"step": "freezing the working tree"})
-        info = dep.create_snapshot(job.params["source"], job.params.get("name"))
-        progress({"step": "applying the retention policy"})
-        deleted = forget_source(job.params["source"])
-        return {"snapshot": info.name, "files": info.files, "bytes": info.bytes, "state": info.state,
-                "deleted": deleted}  # fmt: skip
+        return take_snapshot(dep, accounts, config, job.params["source"], job.params.get("name"), progress)
 
     def forget_source(source: str) -> list[str]:
-        group = accounts.source_access().get(source, (None, None))[0]
-        policy = Policy.from_json(config.value("retention", source, group))
-        snapshots = dep.list_snapshots(source)  # once: what the policy saw is what is deleted from
-        kept, _ = keep(policy, snapshots)
-        gone = [s.name for s in snapshots if s.name not in kept]
-        for name in gone:
-            dep.delete_snapshot(source, name)
-        return gone
+        return forget(dep, accounts, config, source)
 
     def restore(job: Job, progress: Progress) -> dict[str, Any]:
         p = job.params
         return restore_in_place(dep, p["source"], p["snapshot"], p["path"], p.get("to"), p.get("into"),
                                 bool(p.get("overwrite", False)))  # fmt: skip
 
-    def forget(job: Job, progress: Progress) -> dict[str, Any]:
+    def forget_job(job: Job, progress: Progress) -> dict[str, Any]:
         return {"deleted": forget_source(job.params["source"])}
 
     def collect(job: Job, progress: Progress) -> dict[str, Any]:
-        report = gc.collect(dep, progress=lambda r: progress(dataclasses.asdict(r)))
+        p = job.params
+        report = gc.collect(dep, repack_below=float(p.get("repack_below", gc.REPACK_BELOW)),
+                            dry_run=bool(p.get("dry_run", False)),
+                            progress=lambda r: progress(dataclasses.asdict(r)))  # fmt: skip
         return dataclasses.asdict(report)
 
     def scrub_pool(job: Job, progress: Progress) -> dict[str, Any]:
         report, summary = scrub(dep, lambda r: progress({"packs": r.packs, "blobs": r.blobs, "bytes": r.bytes}))
         return {**summary, "damage": damage_doc(report.damage)}
 
-    return {"snapshot": snapshot, "restore": restore, "forget": forget, "gc": collect, "scrub": scrub_pool}
+    return {"snapshot": snapshot, "restore": restore, "forget": forget_job, "gc": collect, "scrub": scrub_pool}
+
+
+def take_snapshot(dep: Deployment, accounts: Accounts, config: Config, source: str, name: str | None,
+                  progress: Progress) -> dict[str, Any]:  # fmt: skip
+    """Freeze a source's working tree, then apply its retention policy: the CLI's and the job's one body."""
+    progress({"step": "freezing the working tree"})
+    info = dep.create_snapshot(source, name)
+    progress({"step": "applying the retention policy"})
+    deleted = forget(dep, accounts, config, source)
+    return {"source": source, "snapshot": info.name, "uuid": info.uuid, "created": info.created,
+            "files": info.files, "bytes": info.bytes, "state": info.state, "deleted": deleted}  # fmt: skip
+
+
+def forget(dep: Deployment, accounts: Accounts, config: Config, source: str) -> list[str]:
+    """Delete the snapshots of `source` its retention policy no longer keeps; their names."""
+    group = accounts.source_access().get(source, (None, None))[0]
+    policy = Policy.from_json(config.value("retention", source, group))
+    snapshots = dep.list_snapshots(source)  # once: what the policy saw is what is deleted from
+    kept, _ = keep(policy, snapshots)
+    gone = [s.name for s in snapshots if s.name not in kept]
+    for name in gone:
+        dep.delete_snapshot(source, name)
+    return gone

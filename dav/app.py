@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from cheroot import wsgi
 from wsgidav.error_printer import ErrorPrinter
 from wsgidav.http_authenticator import HTTPAuthenticator
 from wsgidav.request_resolver import RequestResolver
@@ -23,6 +22,7 @@ from wsgidav.wsgidav_app import WsgiDAVApp
 from engine.mount import MountView
 
 from .auth import Limiter, UserList
+from .guard import HTTPServer
 from .locks import Storage
 from .provider import CairnProvider
 from .scope import Scope, ScopeOf, source_of
@@ -32,7 +32,6 @@ from .streams import START_RESPONSE, Streams
 log = logging.getLogger(__name__)
 BLOCK_SIZE = 1 << 20  # bytes per read of a PUT body and per write of a GET: an average chunk
 MAX_XML_BODY = 1 << 20  # PROPFIND, PROPPATCH, LOCK bodies are read whole; real ones are a few KiB
-THREADS = 16  # cheroot worker threads: WebDAV clients open a few connections each (rclone: 4)
 # A request path (and a Destination) is refused if it holds an encoded slash or
 # NUL, or a dot segment once decoded: names never contain "/" or NUL, so these
 # only ever mean harm. A backslash is an ordinary character in a name.
@@ -204,8 +203,8 @@ class _Closing:
 class Server:
     """cheroot serving the share; `stop` may be called from any thread."""
 
-    def __init__(self, app: WSGIApp, host: str, port: int, threads: int = THREADS):
-        self.httpd = wsgi.Server((host, port), app, numthreads=threads, server_name="cairn")
+    def __init__(self, app: WSGIApp, host: str, port: int):
+        self.httpd = HTTPServer((host, port), app)
         self.httpd.prepare()  # binds now: a port in use fails here, and port 0 gets a number
         self._stopped = threading.Event()
 

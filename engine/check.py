@@ -23,7 +23,6 @@ from .catalog.schema import packs
 from .content import chunk_ids, unpack_extents
 from .errors import BackendError, CorruptBlob
 from .hostmounts import filesystem_of
-from .ids import short
 from .meta import Kind
 from .packs import pack_key
 from .reader import TreeCache, root_entry
@@ -180,9 +179,10 @@ def _show(path: bytes) -> str:
     return path.decode("utf-8", "backslashreplace") or "/"
 
 
-def describe(d: Damage) -> str:
-    where = "; ".join(f"{s} @ {n}: {p}" for s, n, p in d.affects) or "no snapshot"
-    return f"blob {short(d.blob_id)} in pack {d.pack[:12]}: {d.problem} (affects {where})"
+def describe(d: dict[str, Any]) -> str:
+    """One line for one entry of `damage_doc` (what the CLI prints, locally and from a remote's job)."""
+    where = "; ".join(f"{a['source']} @ {a['snapshot']}: {a['path']}" for a in d["affects"]) or "no snapshot"
+    return f"blob {d['blob'][:12]} in pack {d['pack'][:12]}: {d['problem']} (affects {where})"
 
 
 # File systems that checksum data themselves: their own scrub finds what rots on the disks.

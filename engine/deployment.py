@@ -31,7 +31,7 @@ from .errors import Exists, NotEmpty, NotFound
 from .ids import IdKey
 from .imagestore import image_pool_usage, open_image_pool, pool_counts, store_state
 from .keyring import Sealer, Unlock
-from .meta import check_label
+from .meta import check_source_name
 from .pool import OpenPool as OpenPool  # where it lived before
 from .pool import open_file_pool
 from .reader import SnapshotView, TreeCache
@@ -331,7 +331,7 @@ class Deployment:
         return int(sid)
 
     def add_source(self, name: str) -> SourceInfo:
-        check_label(name, "source")
+        check_source_name(name)
         self.check_writable()
 
         with self.catalog.engine.begin() as conn:

@@ -149,6 +149,19 @@ def test_cli_against_a_remote_appliance(tmp_path: Path) -> None:
         assert (tmp_path / "one.txt").read_text() == "alpha\n"
         gone = remote("--remote", "office", "snapshot", "list", "nope", check=False)
         assert gone.returncode == 1 and "no source" in gone.stderr
+        # gc --dry-run changes nothing on a remote either, and says so.
+        remote("--remote", "office", "snapshot", "delete", "h2", "s1")
+        stored = json.loads(remote("--remote", "office", "pool", "list", "--json").stdout)[0]["stored_bytes"]
+        dry = json.loads(remote("--remote", "office", "pool", "gc", "--dry-run", "--json").stdout)
+        assert dry["dry_run"] is True and dry["packs_deleted"] == 0
+        assert json.loads(remote("--remote", "office", "pool", "list", "--json").stdout)[0]["stored_bytes"] == stored
+        assert "would free" in remote("--remote", "office", "pool", "gc", "--dry-run").stdout
+    # The same commands locally print documents of the same shape, and apply the same retention.
+    local_dry = cairn_json(data, "pool", "gc", "--dry-run")
+    assert isinstance(local_dry, dict) and local_dry.keys() == dry.keys() and local_dry["dry_run"] is True
+    cairn(data, "config", "set", "retention", '{"last": 1}', "--source", "h1")
+    second = cairn_json(data, "snapshot", "create", "h1", "second")
+    assert isinstance(second, dict) and second.keys() == made.keys() and second["deleted"] == ["first"]
 
 
 def test_serve_with_the_mount(tmp_path: Path) -> None:
