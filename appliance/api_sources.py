@@ -13,6 +13,7 @@ from dav.session import Session
 from engine.errors import CorruptBlob, InvalidArgument
 from engine.meta import Kind
 from engine.recover import refuse_existing
+from engine.snapshots import check_name
 
 from . import auth
 from .access import can, manages
@@ -84,7 +85,7 @@ def snapshots(name: str) -> Response:
 def take_snapshot(name: str) -> Response:
     user, _, _ = allowed_source(name, "run")
     doc = body(set(), {"name"}) if request.content_length else {}
-    params = {"source": name, "name": text(doc, "name") if "name" in doc else None}
+    params = {"source": name, "name": check_name(text(doc, "name")) if "name" in doc else None}
     job = services().jobs.submit("snapshot", params, source_id=services().deployment.source(name).id, user_id=user.id)
     return jsonify(job.to_json()), 202  # type: ignore[return-value]
 

@@ -12,6 +12,7 @@ from engine.check import last_scrub
 from engine.errors import InvalidArgument
 from engine.gc import last_gc
 from engine.meta import Kind
+from engine.snapshots import check_name
 
 from . import auth, usage
 from .access import can
@@ -178,7 +179,8 @@ def diff_page(name: str) -> str:
 @web.post("/sources/<name>/snapshots")
 def take_snapshot(name: str) -> BaseResponse:
     user, _, _ = allowed_source(name, "run")
-    job = services().jobs.submit("snapshot", {"source": name, "name": request.form.get("name") or None},
+    snap = request.form.get("name") or None
+    job = services().jobs.submit("snapshot", {"source": name, "name": snap and check_name(snap)},
                                  source_id=services().deployment.source(name).id, user_id=user.id)  # fmt: skip
     return redirect(url_for("web.job", job_id=job.id))
 

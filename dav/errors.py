@@ -39,6 +39,7 @@ STATUS: list[tuple[type[errors.CairnError], int]] = [
     (errors.InUse, HTTP_LOCKED),
     (errors.PoolMissing, HTTP_SERVICE_UNAVAILABLE),
     (errors.CorruptBlob, HTTP_INTERNAL_ERROR),
+    (errors.LostWrites, HTTP_INTERNAL_ERROR),  # already logged when the writes failed
 ]
 
 

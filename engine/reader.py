@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from .blobstore import BlobStore
@@ -98,17 +98,7 @@ class SnapshotView:
 
     def walk(self, path: bytes = b"") -> Iterator[tuple[bytes, Entry]]:
         """(path, entry) of everything below `path`, depth first in name order."""
-        stack = [(path.strip(b"/"), self._sorted(self.lookup(path)))]
-        while stack:
-            prefix, children = stack[-1]
-            child = next(children, None)
-            if child is None:
-                stack.pop()
-                continue
-            child_path = prefix + b"/" + child.name if prefix else child.name
-            yield child_path, child
-            if child.kind == Kind.DIR:
-                stack.append((child_path, self._sorted(child)))
+        return walk_tree(self.lookup(path), path.strip(b"/"), lambda entry, _: self._sorted(entry))
 
     def _sorted(self, entry: Entry) -> Iterator[Entry]:
         return iter(sorted(self.listing(entry).values(), key=lambda e: e.name))
@@ -165,3 +155,20 @@ def _diff_trees(a: SnapshotView, b: SnapshotView, prefix: bytes, ea: Entry, eb: 
 def _meta(e: Entry) -> tuple[object, ...]:
     """What a change means to a user: not atime, ctime or inode numbers."""
     return (e.kind, e.mode, e.uid, e.gid, e.rdev, e.size, e.mtime_ns, e.nlink, e.xattrs)
+
+
+def walk_tree(
+    top: Entry, rel: bytes, children: Callable[[Entry, bytes], Iterator[Entry]]
+) -> Iterator[tuple[bytes, Entry]]:
+    """(path, entry) below `top` (at `rel`), depth first, a directory's entries as `children(dir, path)` gives them."""
+    stack = [(rel, children(top, rel))]
+    while stack:
+        prefix, listing = stack[-1]
+        child = next(listing, None)
+        if child is None:
+            stack.pop()
+            continue
+        child_path = prefix + b"/" + child.name if prefix else child.name
+        yield child_path, child
+        if child.kind == Kind.DIR:
+            stack.append((child_path, children(child, child_path)))

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from .content import ContentReader
 from .errors import BackendError, CairnError, CorruptBlob, Exists
 from .meta import Kind
-from .reader import SnapshotView
+from .reader import SnapshotView, walk_tree
 from .tree import Entry
 
 # What reading a snapshot's blobs may raise for one file or directory: the
@@ -92,17 +92,7 @@ def _refuse_existing(dest: bytes, entry: Entry) -> None:
 
 def _walk(view: SnapshotView, top: Entry, rel: bytes, stats: RestoreStats) -> Iterator[tuple[bytes, Entry]]:
     """(path, entry) below `top`, depth first in name order; a directory whose tree is unreadable is listed."""
-    stack = [(rel, _children(view, top, rel, stats))]
-    while stack:
-        prefix, children = stack[-1]
-        child = next(children, None)
-        if child is None:
-            stack.pop()
-            continue
-        child_path = prefix + b"/" + child.name if prefix else child.name
-        yield child_path, child
-        if child.kind == Kind.DIR:
-            stack.append((child_path, _children(view, child, child_path, stats)))
+    return walk_tree(top, rel, lambda entry, path: _children(view, entry, path, stats))
 
 
 def _children(view: SnapshotView, entry: Entry, rel: bytes, stats: RestoreStats) -> Iterator[Entry]:

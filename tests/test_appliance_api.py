@@ -410,3 +410,13 @@ def test_cancel_a_queued_job(tmp_path: Path) -> None:
         assert 'id="cancel"' not in client.get(f"/jobs/{third['id']}").get_data(as_text=True)
     finally:
         dep.close()
+
+
+def test_a_reserved_snapshot_name_is_refused_before_a_job_is_queued(app: Flask) -> None:
+    client, csrf = signed_in(app, "root")
+    before = len(client.get("/api/v1/jobs").json)  # type: ignore[arg-type]
+    reply = client.post("/api/v1/sources/a/snapshots", json={"name": "latest"}, headers=csrf)
+    assert reply.status_code == 400 and "reserved" in reply.json["error"]  # type: ignore[index]
+    page = client.post("/sources/a/snapshots", data={"name": "Latest", "csrf": csrf["X-CSRF-Token"]})
+    assert page.status_code == 400 and b"reserved" in page.data
+    assert len(client.get("/api/v1/jobs").json) == before  # type: ignore[arg-type]
