@@ -172,6 +172,9 @@ def check_or_offline(backend: Backend, expected_uuid: str) -> None:
     if spool is None:
         check_identity(backend, expected_uuid)
         return
+    if spool.local.stat(POOL_FILE) is not None:  # made here, not uploaded yet: the spool's copy is the identity
+        check_identity(spool.local, expected_uuid)
+        return
     spool.before_upload = lambda: check_identity(spool.inner, expected_uuid)
     try:
         check_identity(_innermost(spool), expected_uuid)
