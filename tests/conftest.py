@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -90,3 +92,30 @@ def pool(deployment: Deployment) -> Iterator[ImagePool]:
         yield p
     finally:
         p.close()
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.ERROR or record.exc_info:
+            self.records.append(record)
+
+
+@pytest.fixture(autouse=True)
+def no_errors_logged(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test fails on any ERROR record or traceback in the log, but those its `logs_errors` marker expects."""
+    handler = _Records()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+    expected = [re.compile(p) for m in request.node.iter_markers("logs_errors") for p in m.args]
+    unexpected = [r for r in handler.records if not any(p.search(r.getMessage()) for p in expected)]
+    assert not unexpected, "logged unexpectedly:\n" + "\n".join(
+        f"{r.levelname} {r.name}: {r.getMessage()}" for r in unexpected
+    )

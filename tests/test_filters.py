@@ -208,6 +208,7 @@ def test_verify_waits_out_stale_reads_without_writing_again() -> None:
     assert verify.get("k") == b"new"
 
 
+@pytest.mark.logs_errors("did not read back as written")
 def test_verify_fails_loudly_when_writes_keep_vanishing(caplog: pytest.LogCaptureFixture) -> None:
     faulty = FaultyBackend(MemoryBackend())
     faulty.drop_puts(range(1, 10))
