@@ -11,6 +11,7 @@ back keeps the stored secret.
 
 from __future__ import annotations
 
+import datetime
 import json
 import time
 from typing import Any
@@ -24,7 +25,7 @@ from .retention import Policy
 
 
 def _schedule(value: Any) -> Any:
-    if value is not None and not next_run(value):
+    if value is not None and next_run(value) is None:
         raise InvalidArgument(f"a schedule is a cron expression that comes round, such as '0 2 * * *', not {value!r}")
     return value
 
@@ -37,7 +38,8 @@ def next_run(schedule: Any, after: float | None = None) -> float | None:
     if not isinstance(schedule, str) or len(schedule) > 200 or not croniter.is_valid(schedule):
         return None
     try:
-        return float(croniter(schedule, time.time() if after is None else after).get_next(float))
+        start = datetime.datetime.fromtimestamp(time.time() if after is None else after)  # local time, as cron
+        return float(croniter(schedule, start).get_next(float))
     except (ValueError, KeyError, OverflowError):  # croniter's errors are ValueErrors
         return None
 

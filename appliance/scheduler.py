@@ -8,13 +8,10 @@ appliances sharing a catalog submit each run once.
 
 from __future__ import annotations
 
-import datetime
 import logging
 import threading
 import time
 from collections.abc import Callable
-
-from croniter import croniter
 
 from . import usage
 from .config import Config, next_run
@@ -53,19 +50,14 @@ class Scheduler:
         submitted = []
         stored = self.config.stored()
         digest = self.config.value("digest_schedule", stored=stored)
-        if digest and next_run(digest, now) is not None and self._due("digest", digest, now, now):
+        if digest and self._due("digest", digest, now, now):
             self.services.jobs.submit("digest", {})
             submitted.append("digest")
         access = self.services.accounts.source_access()
         for source in self.services.deployment.list_sources():
             group = access.get(source.name, (None, None))[0]
             schedule = self.config.value("schedule", source.name, group, stored)
-            if not schedule:
-                continue
-            if next_run(schedule, now) is None:  # stored before it was checked; the others still run
-                log.warning("source %s: schedule %r never comes round; not scheduled", source.name, schedule)
-                continue
-            if not self._due(f"source/{source.name}", schedule, source.created, now):
+            if not schedule or not self._due(f"source/{source.name}", schedule, source.created, now):
                 continue
             self.services.jobs.submit("snapshot", {"source": source.name, "name": None, "scheduled": True},
                                       source_id=source.id)  # fmt: skip
@@ -83,7 +75,10 @@ class Scheduler:
         if last is None:  # never run: count from `first`, and remember it as the baseline
             catalog.swap_setting(key, None, repr(first))
             last = catalog.setting(key) or repr(first)
-        start = datetime.datetime.fromtimestamp(float(last))
-        if croniter(schedule, start).get_next(float) > now:
+        upcoming = next_run(schedule, float(last))
+        if upcoming is None:  # stored before schedules were checked: this one is skipped, the others run
+            log.warning("%s: schedule %r never comes round; not scheduled", what, schedule)
+            return False
+        if upcoming > now:
             return False
         return catalog.swap_setting(key, last, repr(now))

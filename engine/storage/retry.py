@@ -77,14 +77,14 @@ class Retry(Filter):
             except BackendError as e:
                 delay = self._back_off(what, attempt, e, delay, deadline)
             else:
-                if self.offline is not None:
-                    self._answered()
+                self._answered()
                 return result
         raise AssertionError("unreachable")
 
     def _answered(self) -> None:
-        with self._lock:
-            self.offline = None
+        if self.offline is not None:  # read unlocked: the common case, a pool that answers, takes no lock
+            with self._lock:
+                self.offline = None
 
     def _back_off(self, what: str, attempt: int, error: BackendError, delay: float, deadline: float | None) -> float:
         """Raise `error` if it is permanent or the attempts (or the time a read has offline) are spent.
@@ -134,8 +134,7 @@ class Retry(Filter):
                     if last is None or key > last:
                         last = key
                         yield key, size
-                if self.offline is not None:
-                    self._answered()
+                self._answered()
                 return
             except BackendError as e:
                 delay = self._back_off(f"list {prefix}", attempt, e, delay, deadline)
