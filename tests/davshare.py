@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,6 +52,25 @@ class Share:
             conn.request(method, path, body=body, headers=sent)
             r = conn.getresponse()
             return Reply(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
+        finally:
+            conn.close()
+
+    def put_streamed(self, path: str, mib: int) -> int:
+        """PUT `mib` MiB of random bytes with no length (chunked), as a client streaming a file; the status.
+
+        A server that fails part-way answers and hangs up before the end: that is not an error here.
+        """
+
+        def body() -> Iterator[bytes]:
+            for _ in range(mib):
+                yield os.urandom(1 << 20)
+
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        headers = {"Transfer-Encoding": "chunked", "Authorization": basic(USER, PASSWORD)}
+        try:
+            with contextlib.suppress(BrokenPipeError):
+                conn.request("PUT", path, body=body(), encode_chunked=True, headers=headers)
+            return conn.getresponse().status
         finally:
             conn.close()
 

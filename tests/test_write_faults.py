@@ -7,16 +7,13 @@ stop meanwhile.
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import http.client
 import json
 import os
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,7 +26,7 @@ from engine.storage.retry import Retry
 from engine.storage.spool import Spool
 from engine.worktree.tree import ROOT
 
-from .davshare import PASSWORD, USER, basic, share
+from .davshare import share
 from .servers import seaweedfs
 from .test_faults import tmpfs
 from .test_mount import CAIRN, Mounted, rsync
@@ -170,17 +167,7 @@ def test_lost_writes_refuse_the_snapshot_also_after_a_restart(tmp_path: Path) ->
 
 def test_a_put_that_cannot_be_stored_is_not_a_201(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "fs", "48m") as mnt, share(mnt / "data") as s:
-
-        def body() -> Iterator[bytes]:
-            for _ in range(200):  # no length: the disk fills on the way
-                yield os.urandom(1 << 20)
-
-        conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=120)
-        headers = {"Transfer-Encoding": "chunked", "Authorization": basic(USER, PASSWORD)}
-        with contextlib.suppress(BrokenPipeError):  # the server answers and hangs up before the end
-            conn.request("PUT", "/h1/current/big", body=body(), encode_chunked=True, headers=headers)
-        assert conn.getresponse().status == 507
-        conn.close()
+        assert s.put_streamed("/h1/current/big", 200) == 507  # no length: the disk fills on the way
         with pytest.raises(NoSpace):
             s.dep.blobs.flush()  # the failed pack is still not stored
         reply = s.request("PUT", "/h1/current/small", b"small file")  # its one chunk is stored at the end
