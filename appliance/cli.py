@@ -356,4 +356,4 @@ def dav_user(ctx: Context, users: Path, name: str, password_stdin: bool, as_json
 
 
 # The other command modules register themselves on `main` when imported.
-from . import cli_admin, cli_pool, imagecli  # noqa: E402, F401
+from . import cli_admin, cli_doors, cli_pool, imagecli  # noqa: E402, F401

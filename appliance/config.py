@@ -69,6 +69,12 @@ def _smtp(value: Any) -> Any:
     return value
 
 
+def _hours(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 24 * 366:
+        raise InvalidArgument("stale_after is a number of hours, more than 0 and at most a year (8784)")
+    return value
+
+
 # key -> (default, check)
 KNOWN: dict[str, tuple[Any, Any]] = {
     "schedule": (None, _schedule),  # when to snapshot the source (cron, local time)
@@ -77,6 +83,9 @@ KNOWN: dict[str, tuple[Any, Any]] = {
     "notify_success": (False, _boolean),  # also mail when a job succeeds
     "smtp": (None, _smtp),  # the mail server (global)
     "digest_schedule": (None, _schedule),  # when to mail the summary of the last day's jobs (global)
+    "snapshot_after_session": (True, _boolean),  # a backup session that ends well takes a snapshot
+    "snapshot_unchanged": (False, _boolean),  # a scheduled snapshot is taken even when nothing changed
+    "stale_after": (26, _hours),  # hours without a successful backup before the source is stale and mailed
 }
 # key -> the fields of its object value that are secrets: never shown, only replaced
 SECRETS: dict[str, tuple[str, ...]] = {"smtp": ("password",)}

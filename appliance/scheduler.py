@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from . import usage
+from . import status, usage
 from .config import Config, next_run
 from .services import Services
 
@@ -57,11 +57,14 @@ class Scheduler:
         for source in self.services.deployment.list_sources():
             group = access.get(source.name, (None, None))[0]
             schedule = self.config.value("schedule", source.name, group, stored)
-            if not schedule or not self._due(f"source/{source.name}", schedule, source.created, now):
+            if not schedule or self.services.sessions.open_on(source.name):
+                continue  # a due run waits while a backup session writes: it is not taken up yet
+            if not self._due(f"source/{source.name}", schedule, source.created, now):
                 continue
             self.services.jobs.submit("snapshot", {"source": source.name, "name": None, "scheduled": True},
                                       source_id=source.id)  # fmt: skip
             submitted.append(source.name)
+        status.alarm_stale(self.services, self.services.notifier.send, now)
         return submitted
 
     def _due(self, what: str, schedule: str, first: float, now: float) -> bool:

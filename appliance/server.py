@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ from engine.errors import NotFound
 
 from .access import can, manages
 from .accounts import Accounts
+from .doors import Doors, Listen
+from .doors.ssh import USER
 from .scheduler import Scheduler
 from .services import Services
 from .webapp import create_app
@@ -41,7 +44,22 @@ def first_admin(services: Services) -> str | None:
     return password
 
 
-def serve(deployment: Deployment, listen: str, mountpoint: Path | None = None, workers: int = 2) -> None:
+@dataclass(frozen=True)
+class Doorways:
+    """Where the front doors listen (None: that door stays shut)."""
+
+    ssh: Listen | None = None
+    rsyncd: Listen | None = None
+
+    @classmethod
+    def parse(cls, ssh: str | None, rsyncd: str | None, mountpoint: Path | None) -> Doorways:
+        if (ssh or rsyncd) and mountpoint is None:
+            raise ValueError("the front doors write through the mount: give --mount too")
+        return cls(*(Listen(*parse_listen(a)) if a else None for a in (ssh, rsyncd)))
+
+
+def serve(deployment: Deployment, listen: str, mountpoint: Path | None = None, workers: int = 2,
+          doorways: Doorways = Doorways()) -> None:  # fmt: skip
     """Serve until SIGTERM or SIGINT (or, with a mount, until it is unmounted)."""
     services = Services.build(deployment, workers=workers)
     password = first_admin(services)
@@ -50,6 +68,13 @@ def serve(deployment: Deployment, listen: str, mountpoint: Path | None = None, w
     app = _dispatch(create_app(services), _dav(services))
     server = HTTPServer(parse_listen(listen), app)
     server.prepare()  # binds now: a port in use fails here, before anything else starts
+    closed = services.sessions.close_abandoned()
+    if closed:
+        log.warning("%d backup session(s) ended as failed: their appliance process stopped", closed)
+    doors = None
+    if mountpoint is not None and (doorways.ssh or doorways.rsyncd):
+        doors = Doors(services, services.backups, mountpoint, deployment.data_dir, doorways.ssh, doorways.rsyncd)
+        doors.start()  # before the mount: a session arriving first is told the source is not served yet
     deployment.start_flusher()
     assert services.runner is not None
     services.runner.start()
@@ -58,7 +83,7 @@ def serve(deployment: Deployment, listen: str, mountpoint: Path | None = None, w
     web = threading.Thread(target=server.serve, name="cairn-web", daemon=True)
     web.start()
     log.info("serving on http://%s:%d", *server.bind_addr[:2])
-    print(f"serving on http://{listen}", file=sys.stderr, flush=True)
+    _announce(listen, mountpoint, doors)
     try:
         if mountpoint is not None:
             from vfs.mount import serve as serve_mount
@@ -68,10 +93,28 @@ def serve(deployment: Deployment, listen: str, mountpoint: Path | None = None, w
             _wait_for_signal()
     finally:
         server.stop()  # from this thread: cheroot must be stopped from outside serve()
+        if doors is not None:
+            doors.stop()
         web.join(timeout=30)
         scheduler.stop()
         services.runner.stop()
+        services.sessions.close_abandoned(mine_too=True)
         services.close()
+
+
+def _announce(listen: str, mountpoint: Path | None, doors: Doors | None) -> None:
+    """Each way in, printed once at start."""
+    lines = [f"serving on http://{listen}"]
+    if mountpoint is not None:
+        lines.append(f"mounting the sources at {mountpoint}")
+    if doors is not None and doors.ssh_listen is not None:
+        lines.append(f"rsync over SSH on {doors.ssh_listen} (user {USER}): {doors.ssh_hint()}")
+        lines += [f"  host key {fp}" for fp in doors.host_keys]
+    if doors is not None and doors.rsyncd_listen is not None:
+        lines.append(
+            f"rsync daemon on {doors.rsyncd_listen}: rsync://SOURCE@APPLIANCE:{doors.rsyncd_listen.port}/SOURCE/"
+        )
+    print("\n".join(lines), file=sys.stderr, flush=True)
 
 
 class _Accounts:

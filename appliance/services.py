@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,12 +12,15 @@ from engine.check import damage_doc, scrub
 from engine.deployment import Deployment
 from engine.mount import MountView
 from engine.recover import restore_in_place
+from engine.sessions import Sessions
 from image.mountfs import MountImages
 from image.pool import ImagePool
 
 from .accounts import Accounts
 from .auth import LoginLimiter
 from .config import Config
+from .doors.keys import SourceKeys
+from .doors.sessions import BackupSessions
 from .jobs import Handler, Job, JobQueue, Progress, Runner
 from .notify import Notifier
 from .retention import Policy, keep
@@ -31,9 +35,15 @@ class Services:
     runner: Runner | None = None
     view: MountView = dataclasses.field(init=False)
     images: ImagePool = dataclasses.field(init=False)
+    sessions: Sessions = dataclasses.field(init=False)
+    keys: SourceKeys = dataclasses.field(init=False)
+    backups: BackupSessions = dataclasses.field(init=False)
+    notifier: Notifier = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
         self.images = ImagePool(self.deployment)  # disks in images/, frozen with each snapshot
+        self.sessions = Sessions(self.deployment.catalog, self.deployment.owner)
+        self.keys = SourceKeys(self.deployment.catalog)
         # The mount's tree (WebDAV, archives of snapshot folders), images included.
         self.view = MountView(self.deployment, MountImages(self.images))
 
@@ -44,8 +54,10 @@ class Services:
     def build(cls, deployment: Deployment, *, workers: int = 2) -> Services:
         services = cls(deployment, Accounts(deployment.catalog), JobQueue(deployment.catalog), LoginLimiter())
         config = Config(deployment.catalog)
-        notifier = Notifier(config, services.jobs, services.source_of)
-        handlers = {**job_handlers(deployment, services.accounts, config),
+        notifier = services.notifier = Notifier(config, services.jobs, services.source_of)
+        services.backups = BackupSessions(deployment, services.sessions, services.jobs, config, services.accounts,
+                                          notifier)  # fmt: skip
+        handlers = {**job_handlers(deployment, services.accounts, config, services.sessions),
                     "digest": lambda job, progress: notifier.digest()}  # fmt: skip
         services.runner = Runner(services.jobs, handlers, workers, notifier.job_finished)
         return services
@@ -58,11 +70,24 @@ class Services:
         return None, None
 
 
-def job_handlers(dep: Deployment, accounts: Accounts, config: Config) -> dict[str, Handler]:
+def job_handlers(dep: Deployment, accounts: Accounts, config: Config, sessions: Sessions) -> dict[str, Handler]:
     """What each kind of job does: long work, never inside a request or a FUSE handler."""
 
     def snapshot(job: Job, progress: Progress) -> dict[str, Any]:
-        return take_snapshot(dep, accounts, config, job.params["source"], job.params.get("name"), progress)
+        p = job.params
+        session = p.get("session")
+        wait_for_sessions(sessions, p["source"], progress)
+        group = accounts.source_access().get(p["source"], (None, None))[0]
+        if_changed = bool(p.get("scheduled")) and not config.value("snapshot_unchanged", p["source"], group)
+        try:
+            done = take_snapshot(dep, accounts, config, p["source"], p.get("name"), progress, if_changed=if_changed)
+        except Exception as e:
+            if session is not None:
+                sessions.took(int(session), None, str(e))
+            raise
+        if session is not None:
+            sessions.took(int(session), done["snapshot"])
+        return done
 
     def forget_source(source: str) -> list[str]:
         return forget(dep, accounts, config, source)
@@ -89,11 +114,24 @@ def job_handlers(dep: Deployment, accounts: Accounts, config: Config) -> dict[st
     return {"snapshot": snapshot, "restore": restore, "forget": forget_job, "gc": collect, "scrub": scrub_pool}
 
 
+def wait_for_sessions(sessions: Sessions, source: str, progress: Progress, poll: float = 1.0) -> None:
+    """Wait while backup sessions write into `source`: a snapshot never freezes a half-written rsync."""
+    while running := sessions.open_on(source):
+        progress({"step": f"waiting for {len(running)} backup session(s) to end", "sessions": [s.id for s in running]})
+        time.sleep(poll)
+
+
 def take_snapshot(dep: Deployment, accounts: Accounts, config: Config, source: str, name: str | None,
-                  progress: Progress) -> dict[str, Any]:  # fmt: skip
-    """Freeze a source's working tree, then apply its retention policy: the CLI's and the job's one body."""
+                  progress: Progress, *, if_changed: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Freeze a source's working tree, then apply its retention policy: the CLI's and the job's one body.
+
+    `if_changed`: nothing is taken when nothing changed since the newest snapshot (`unchanged` says so).
+    """
     progress({"step": "freezing the working tree"})
-    info = dep.create_snapshot(source, name)
+    newest = max(dep.list_snapshots(source), key=lambda s: s.created, default=None) if if_changed else None
+    info = dep.create_snapshot(source, name, if_changed=if_changed)
+    if newest is not None and info.uuid == newest.uuid:
+        return {"source": source, "snapshot": info.name, "unchanged": True, "deleted": []}
     progress({"step": "applying the retention policy"})
     deleted = forget(dep, accounts, config, source)
     return {"source": source, "snapshot": info.name, "uuid": info.uuid, "created": info.created,

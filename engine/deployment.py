@@ -400,12 +400,17 @@ class Deployment:
 
     # -- snapshots -----------------------------------------------------------
 
-    def create_snapshot(self, source: str, name: str | None = None) -> SnapshotInfo:
-        """Freeze the working tree (and the source's disk images); returns once the snapshot is committed."""
+    def create_snapshot(self, source: str, name: str | None = None, *, if_changed: bool = False) -> SnapshotInfo:
+        """Freeze the working tree (and the source's disk images); returns once the snapshot is committed.
+
+        `if_changed`: when the tree and images are those of the newest snapshot, commit nothing and
+        return that snapshot (Unchanged is not an error: the caller compares names).
+        """
         self.check_writable()
         tree = self.working_tree(source)
         with self.catalog.engine.connect() as conn:
-            taken = {s.name for s in snapshots.list_rows(conn, source)}
+            existing = snapshots.list_rows(conn, source)
+            taken = {s.name for s in existing}
         if name is None:
             name = snapshots.default_name(taken)
         snapshots.check_name(name)
@@ -418,8 +423,13 @@ class Deployment:
             self.flush()  # the images' blocks too, where the image pool has its own store
             src = self.source(source)
             info = snapshots.new_info(source, src.uuid, name, frozen.top, frozen.files, frozen.bytes)
+            newest = max(existing, key=lambda s: s.created, default=None)
             with self.catalog.engine.connect() as conn:
                 info = dataclasses.replace(info, images=snapshots.source_images(conn, tree.source_id))
+                same = if_changed and newest is not None and newest.root == info.root
+                if same and newest is not None and snapshots.frozen_images(conn, newest.uuid) == info.images:
+                    log.info("snapshot of %s: nothing changed since %s", source, newest.name)
+                    return newest
             if any(s.backlog()[0] for s in self._spools):
                 info = dataclasses.replace(info, state=snapshots.COMMITTED)  # stored once the spools drain
             self.backend.put(snapshots.object_key(info.uuid), snapshots.encode_object(self.codec, info))

@@ -57,6 +57,14 @@ def write_file(path: Path, data: bytes | memoryview) -> None:
         os.close(fd)
 
 
+def replace_file(path: Path, data: bytes) -> None:
+    """Put `data` at `path`, 0600, atomically: a reader sees the old file or the new one, never half."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    write_file(tmp, data)
+    os.replace(tmp, path)
+
+
 def secure(data_dir: Path, extra: Iterable[Path] = ()) -> list[str]:
     """Make the data directory, what lies directly in it and the `extra` paths private.
 

@@ -167,6 +167,14 @@ def source_images(conn: Connection, source_id: int) -> tuple[ImageVersion, ...]:
     return tuple((r[0], r[1], r[2], bytes(r[3])) for r in conn.execute(q.order_by(images.c.name)))
 
 
+def frozen_images(conn: Connection, snapshot_uuid: str) -> tuple[ImageVersion, ...]:
+    """The images a snapshot froze, as `source_images` lists a source's."""
+    sid = select(snapshots.c.id).where(snapshots.c.uuid == snapshot_uuid).scalar_subquery()
+    q = select(image_versions.c.name, image_versions.c.size, image_versions.c.block_size, image_versions.c.root)
+    rows = conn.execute(q.where(image_versions.c.snapshot_id == sid).order_by(image_versions.c.name))
+    return tuple((r[0], r[1], r[2], bytes(r[3])) for r in rows)
+
+
 def freeze_images(conn: Connection, info: SnapshotInfo) -> None:
     """The snapshot's image versions, as its object lists them (in the snapshot's own transaction)."""
     sid = conn.execute(select(snapshots.c.id).where(snapshots.c.uuid == info.uuid)).scalar_one()

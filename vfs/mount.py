@@ -59,7 +59,8 @@ def serve(view: MountView, mountpoint: Path, *, debug: bool = False) -> None:
     mountpoint.mkdir(parents=True, exist_ok=True)
     ops = Operations(view)
     options = set(pyfuse3.default_options)
-    options |= {"fsname=cairn", "subtype=cairn", "allow_other"}
+    # nodev, nosuid: a device node or set-uid file a client stored opens or runs nothing here.
+    options |= {"fsname=cairn", "subtype=cairn", "allow_other", "nodev", "nosuid"}
     if debug:
         options.add("debug")
     pyfuse3.init(ops, str(mountpoint), options)

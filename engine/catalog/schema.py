@@ -222,6 +222,37 @@ jobs = Table(
     Column("requested_by", Integer, ForeignKey("users.id", ondelete="SET NULL")),
 )
 
+# Backup sessions: one client connection that wrote into a source through a front door.
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("source_id", Integer, ForeignKey("sources.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("door", String(16), nullable=False),  # ssh | rsyncd
+    Column("client", String(64), nullable=False),  # the client's address
+    Column("principal", String(255), nullable=False),  # the key's name, or the rsync daemon's user
+    Column("started", Float, nullable=False),
+    Column("ended", Float),
+    Column("state", String(16), nullable=False, index=True),  # running | done | failed
+    Column("reason", Text),  # why it failed, in words
+    Column("bytes_received", BigInteger),
+    Column("files_changed", BigInteger),
+    Column("snapshot", String(255)),  # the snapshot its success took
+    Column("owner", String(255), nullable=False),  # the appliance process that ran it (leases.new_owner)
+)
+
+# Public keys a source's clients log in with over SSH; a key belongs to one source.
+source_keys = Table(
+    "source_keys",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("source_id", Integer, ForeignKey("sources.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("name", String(255), nullable=False),
+    Column("key", Text, nullable=False),  # "<type> <base64>", as in authorized_keys
+    Column("fingerprint", String(64), nullable=False, unique=True),  # SHA256:…, as ssh-keygen -l prints
+    Column("created", Float, nullable=False),
+)
+
 # The image pool: a source's writable disk images; `root` is the block map's root node (HOLE: all zeros).
 images = Table(
     "images",

@@ -1,0 +1,196 @@
+"""The front doors: rsync over SSH and the rsync daemon, started, configured and supervised by `cairn serve`.
+
+Both write through the FUSE mount, so they start with it. Their files:
+`<data>/doors/` (0700: sshd's config and host keys, rsyncd's config and
+passwords, the sessions' rsync logs) and a run directory under /run/cairn
+(0755, root's: the helper sshd and rsyncd run, and the gate's socket; sshd
+wants every directory above its AuthorizedKeysCommand root-owned and
+closed to others, which a checkout or the data directory need not be).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.private import make_dirs
+
+from . import sshd
+from .gate import Gate
+from .keys import SourceKeys
+from .rsyncd import Modules, RsyncdSessions
+from .sessions import BackupSessions
+from .ssh import USER, SshDoor
+
+log = logging.getLogger(__name__)
+RUN = Path("/run/cairn")
+REFRESH = 2.0  # seconds between looks at the catalog for the rsync daemon's modules
+STARTUP = 10.0  # seconds a server may take to listen
+
+
+@dataclass(frozen=True)
+class Listen:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class Child:
+    """A server process kept running: restarted (after a pause) when it dies while the doors are open."""
+
+    def __init__(self, name: str, argv: list[str]):
+        self.name, self.argv = name, argv
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._keep, name=f"cairn-{name}", daemon=True)
+
+    def start(self) -> None:
+        self._spawn()
+        self._thread.start()
+
+    def _spawn(self) -> None:
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        threading.Thread(target=self._log, args=(self.proc,), name=f"cairn-{self.name}-log", daemon=True).start()
+
+    def _log(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.info("%s: %s", self.name, line.decode(errors="replace").rstrip())
+
+    def _keep(self) -> None:
+        while not self._stopping.is_set():
+            assert self.proc is not None
+            status = self.proc.wait()
+            if self._stopping.is_set():
+                return
+            log.warning("%s exited with status %d; starting it again in 2 s", self.name, status)
+            if self._stopping.wait(2.0):
+                return
+            self._spawn()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+
+def run_dir(data_dir: Path) -> Path:
+    """This data directory's run directory: several appliances (the tests) may run on one machine."""
+    return RUN / hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:12]
+
+
+class Doors:
+    """Owns the front doors' servers and the gate; built and started by `cairn serve`."""
+
+    def __init__(self, services: Any, backups: BackupSessions, mount: Path, data_dir: Path,
+                 ssh: Listen | None, rsyncd: Listen | None):  # fmt: skip
+        self.services, self.mount, self.ssh_listen, self.rsyncd_listen = services, mount, ssh, rsyncd
+        self.folder = data_dir / "doors"
+        self.run = run_dir(data_dir)
+        self.relay = str(self.run / "cairn-door")
+        catalog = services.deployment.catalog
+        self.ssh = SshDoor(SourceKeys(catalog), backups, mount, self.folder / "logs", self.ssh_hint())
+        self.ssh.relay = self.relay
+        self.modules = Modules(catalog, services.deployment.list_sources, mount, self.folder, self.relay)
+        self.transfers = RsyncdSessions(backups, self.modules.logfile)
+        self.children: list[Child] = []
+        self.gate: Gate | None = None
+        self.host_keys: list[str] = []
+        self._stopping = threading.Event()
+
+    def ssh_hint(self) -> str:
+        port = self.ssh_listen.port if self.ssh_listen else 22
+        return f"rsync -aHAXS --numeric-ids -e 'ssh -p {port}' / {USER}@APPLIANCE:"
+
+    # -- the gate's handlers ---------------------------------------------------------------
+
+    def keys(self, user: str, fingerprint: str) -> list[str]:
+        return self.ssh.authorized_keys(user, fingerprint)
+
+    def rsync(self, request: dict[str, Any], fds: list[int], closed: threading.Event) -> dict[str, Any]:
+        return self.ssh.run(request, fds, closed)
+
+    def xfer(self, stage: str, env: dict[str, str]) -> dict[str, Any]:
+        return self.transfers.xfer(stage, env)
+
+    # -- lifetime --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        make_dirs(self.folder / "logs")
+        self._prepare_run_dir()
+        ssh_uid = sshd.ensure_user() if self.ssh_listen else None
+        self.gate = Gate(self.run / "door.sock", self, ssh_uid)
+        self.gate.start()
+        if self.ssh_listen is not None:
+            Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
+            conf = sshd.write_config(self.folder, self.ssh_listen.host, self.ssh_listen.port, self.relay)
+            self.host_keys = sshd.fingerprints(sshd.host_keys(self.folder))
+            self._child("sshd", sshd.command(conf), self.ssh_listen)
+        if self.rsyncd_listen is not None:
+            self.modules.refresh()
+            self._child("rsyncd", ["/usr/bin/rsync", "--daemon", "--no-detach", f"--config={self.modules.conf}",
+                                   f"--address={self.rsyncd_listen.host}", f"--port={self.rsyncd_listen.port}"],
+                        self.rsyncd_listen)  # fmt: skip
+            threading.Thread(target=self._refresh, name="cairn-rsyncd-modules", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        for child in self.children:
+            child.stop()
+        self.ssh.stop()
+        self.transfers.abandon()
+        if self.gate is not None:
+            self.gate.stop()
+
+    def _child(self, name: str, argv: list[str], listen: Listen) -> None:
+        child = Child(name, argv)
+        child.start()
+        self.children.append(child)
+        deadline = time.monotonic() + STARTUP
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection((listen.host, listen.port), timeout=1).close()
+                log.info("%s listening on %s", name, listen)
+                return
+            except OSError:
+                if child.proc is not None and child.proc.poll() is not None:
+                    break
+                time.sleep(0.05)
+        raise sshd.DoorError(f"{name} did not start listening on {listen} (see the log above)")
+
+    def _prepare_run_dir(self) -> None:
+        for d in (RUN, self.run):
+            d.mkdir(mode=0o755, exist_ok=True)
+            os.chown(d, 0, 0)
+            os.chmod(d, 0o755)  # sshd checks every directory above its key command
+        script = (Path(__file__).parent / "client.py").read_text()
+        tmp = self.run / ".cairn-door.tmp"
+        tmp.write_text("#!/usr/bin/python3 -I\n" + script)
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, self.relay)
+
+    def _refresh(self) -> None:
+        while not self._stopping.wait(REFRESH):
+            try:
+                if self.modules.refresh():
+                    log.info("rsync daemon: modules rewritten from the catalog")
+            except Exception:
+                log.exception("cannot rewrite the rsync daemon's modules; trying again")
