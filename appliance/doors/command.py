@@ -80,11 +80,10 @@ def parse(command: str | None, hint: str) -> RsyncCommand:
         raise InvalidArgument(f"cannot read the command ({e}): {hint}") from None
     if len(argv) < 3 or argv[0] not in ("rsync", RSYNC) or argv[1] != "--server":
         raise InvalidArgument(f"only rsync runs here, not {argv[0] if argv else 'nothing'!r}: {hint}")
-    try:
-        dot = argv.index(".", 2)
-    except ValueError:
-        raise InvalidArgument("an rsync server command has a '.' before its paths") from None
-    options = [_option(o) for o in argv[2:dot]]
+    dot = argv.index(".", 2) if "." in argv[2:] else len(argv)
+    options = [_option(o) for o in argv[2:dot]]  # checked first: a refused option says so, not "no '.'"
+    if dot == len(argv):
+        raise InvalidArgument("an rsync server command has a '.' before its paths")
     sending = "--sender" in options
     if "--daemon" in options:
         raise InvalidArgument(_REFUSED["daemon"])
