@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from typing import Any
 
 from flask import Blueprint, Response, redirect, render_template, request, url_for
@@ -12,14 +13,17 @@ from engine.check import last_scrub
 from engine.errors import InvalidArgument
 from engine.gc import last_gc
 from engine.meta import Kind
+from engine.sessions import RUNNING, Session
 from engine.snapshots import check_name
 
 from . import auth, usage
 from .access import can
+from .accounts import User
 from .api import check_may_configure, readable_level, visible_job, visible_jobs
 from .api_base import allowed_source, parse_json, require_admin, services
 from .api_sources import changes, submit_restore, visible_sources
 from .config import Config
+from .status import SourceStatus, statuses
 
 web = Blueprint("web", __name__, template_folder="templates", static_folder="static")
 
@@ -65,8 +69,24 @@ def dashboard() -> str:
     user = auth.require_user()
     running = visible_jobs(20)
     dep = services().deployment
-    return page("dashboard.html", sources=visible_sources(user), pool=dep.pool_usage(), jobs=running[:10],
+    status = visible_statuses(user)
+    counts = Counter(s.colour for s in status.values())
+    return page("dashboard.html", sources=visible_sources(user), status=status, counts=counts, pool=dep.pool_usage(),
+                jobs=running[:10], sessions=visible_sessions(user, 100, RUNNING),
                 chart=usage.chart(usage.history(dep)))  # fmt: skip
+
+
+def visible_statuses(user: User) -> dict[str, SourceStatus]:
+    """The backup status of each source `user` may see, by source name."""
+    seen = {s["name"] for s in visible_sources(user)}
+    return {s.source: s for s in statuses(services()) if s.source in seen}
+
+
+def visible_sessions(user: User, limit: int, state: str | None = None) -> list[Session]:
+    """Of the last `limit` backup sessions (in `state`), those of sources `user` may see."""
+    access = services().accounts.source_access()
+    return [s for s in services().sessions.recent(limit=limit, state=state)
+            if can(user, "see", *access.get(s.source, (None, None)))]  # fmt: skip
 
 
 @web.get("/storage")
@@ -161,14 +181,6 @@ def settings_post() -> BaseResponse:
     return redirect(url_for("web.settings_page", at=at))
 
 
-@web.get("/sources/<name>")
-def source(name: str) -> str:
-    user, group, owner = allowed_source(name, "see")
-    snaps = services().deployment.list_snapshots(name)
-    return page("source.html", source=name, group=group, owner=owner, snapshots=list(reversed(snaps)),
-                run=can(user, "run", group, owner))  # fmt: skip
-
-
 @web.get("/sources/<name>/diff")
 def diff_page(name: str) -> str:
     allowed_source(name, "see")
@@ -212,7 +224,7 @@ def restore_path(name: str, snap: str) -> BaseResponse:
 
 @web.get("/jobs")
 def jobs() -> str:
-    return page("jobs.html", jobs=visible_jobs(100))
+    return page("jobs.html", jobs=visible_jobs(100), sessions=visible_sessions(auth.require_user(), 100))
 
 
 @web.get("/jobs/<int(max=9223372036854775807):job_id>")
@@ -230,3 +242,6 @@ def cancel_job(job_id: int) -> BaseResponse:
 @web.get("/healthz")
 def health() -> Response:
     return Response("ok\n", mimetype="text/plain")
+
+
+from . import web_doors as _door_pages  # noqa: E402, F401  (the source page and its clients, on this blueprint)
