@@ -20,6 +20,7 @@ from .errors import NotFound
 from .leases import dead_here
 
 RUNNING, DONE, FAILED = "running", "done", "failed"
+STOPPED = "the appliance stopped during the session; run the backup again"
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ class Sessions:
             rows = conn.execute(select(sessions.c.id, sessions.c.owner).where(sessions.c.state == RUNNING)).all()
         gone = [r.id for r in rows if dead_here(r.owner) or (mine_too and r.owner == self.owner)]
         for session_id in gone:
-            self.end(session_id, reason="the appliance stopped during the session; run the backup again")
+            self.end(session_id, reason=STOPPED)
         return len(gone)
 
     def _select(self, *where: Any, limit: int) -> list[Session]:

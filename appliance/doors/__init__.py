@@ -110,7 +110,7 @@ class Doors:
         self.ssh = SshDoor(SourceKeys(catalog), backups, mount, self.folder / "logs", self.ssh_hint())
         self.ssh.relay = self.relay
         self.modules = Modules(catalog, services.deployment.list_sources, mount, self.folder, self.relay)
-        self.transfers = RsyncdSessions(backups, self.modules.logfile)
+        self.transfers = RsyncdSessions(backups, self.modules.logfile, mount)
         self.children: list[Child] = []
         self.gate: Gate | None = None
         self.host_keys: list[str] = []

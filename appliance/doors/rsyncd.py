@@ -12,6 +12,7 @@ transfer that writes.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 from engine.catalog import Catalog
 from engine.errors import CairnError, InvalidArgument
 from engine.private import replace_file
+from engine.sessions import STOPPED
 
 from .sessions import BackupSessions, outcome, read_rsync_log
 
@@ -60,8 +62,9 @@ def config_text(mount: Path, catalog: Catalog, sources: list[str], hooks: str, l
 class RsyncdSessions:
     """The daemon's transfers as sessions, keyed by the transfer's pid. Thread-safe (its lock guards `open`)."""
 
-    def __init__(self, backups: BackupSessions, logfile: Path):
+    def __init__(self, backups: BackupSessions, logfile: Path, mount: Path):
         self.backups = backups
+        self.mount = mount
         self.logfile = logfile
         self._lock = threading.Lock()
         self.open: dict[str, tuple[int, int]] = {}  # pid -> (session id, log offset at its start)
@@ -89,7 +92,8 @@ class RsyncdSessions:
             status = int(env.get("RSYNC_EXIT_STATUS", "-1"))
         except ValueError:
             status = -1
-        reason = outcome(status) if status >= 0 else "the transfer ended without a status"
+        mounted = os.path.ismount(self.mount)
+        reason = outcome(status, mounted) if status >= 0 else "the transfer ended without a status"
         self.backups.end(session_id, reason, read_rsync_log(self._lines(offset, pid, module)))
         return {"ok": True}
 
@@ -98,7 +102,7 @@ class RsyncdSessions:
         with self._lock:
             begun, self.open = list(self.open.values()), {}
         for session_id, _ in begun:
-            self.backups.end(session_id, "the appliance stopped during the session; run the backup again")
+            self.backups.end(session_id, STOPPED)
 
     def _size(self) -> int:
         try:

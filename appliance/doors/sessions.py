@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from engine.deployment import Deployment
 from engine.errors import ReadOnly
-from engine.sessions import Session, Sessions
+from engine.sessions import STOPPED, Session, Sessions
 
 from ..accounts import Accounts
 from ..config import Config
@@ -57,11 +57,12 @@ def read_rsync_log(text: str) -> Stats:
     return Stats(received, changed)
 
 
-def outcome(status: int) -> str | None:
-    """None for rsync's success, else the reason in words."""
+def outcome(status: int, mounted: bool = True) -> str | None:
+    """None for rsync's success, else the reason in words (`mounted` False: the mount went away under it)."""
     if status == 0:
         return None
-    return f"rsync exited with code {status}: {RSYNC_EXIT.get(status, 'an error')}"
+    words = f"rsync exited with code {status}: {RSYNC_EXIT.get(status, 'an error')}"
+    return words if mounted else f"{STOPPED} ({words})"
 
 
 class BackupSessions:

@@ -117,7 +117,7 @@ class SshDoor:
                 self.running.pop(key, None)
         if status < 0:
             return 255, f"rsync was stopped (signal {-status}): the client disconnected or the appliance stopped"
-        reason = outcome(status)
+        reason = outcome(status, os.path.ismount(self.mount))
         if reason is not None and closed.is_set():
             reason = f"the client disconnected: {reason}"
         return status, reason
