@@ -28,7 +28,7 @@ from .accounts import Accounts
 from .doors import Doors, Listen
 from .doors.ssh import USER
 from .scheduler import Scheduler
-from .services import Services
+from .services import DoorsInfo, Services
 from .webapp import create_app
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,9 @@ def serve(deployment: Deployment, listen: str, mountpoint: Path | None = None, w
     if mountpoint is not None and (doorways.ssh or doorways.rsyncd):
         doors = Doors(services, services.backups, mountpoint, deployment.data_dir, doorways.ssh, doorways.rsyncd)
         doors.start()  # before the mount: a session arriving first is told the source is not served yet
+        services.doors = DoorsInfo(doorways.ssh.port if doorways.ssh else None,
+                                   doorways.rsyncd.port if doorways.rsyncd else None, USER,
+                                   tuple(doors.host_keys))  # fmt: skip
     deployment.start_flusher()
     assert services.runner is not None
     services.runner.start()

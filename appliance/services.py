@@ -26,6 +26,16 @@ from .notify import Notifier
 from .retention import Policy, keep
 
 
+@dataclass(frozen=True)
+class DoorsInfo:
+    """What a client needs to reach the front doors: their ports, the SSH user and host key fingerprints."""
+
+    ssh_port: int | None
+    rsyncd_port: int | None
+    ssh_user: str
+    host_keys: tuple[str, ...]  # as `ssh-keygen -l` prints them
+
+
 @dataclass
 class Services:
     deployment: Deployment
@@ -39,6 +49,7 @@ class Services:
     keys: SourceKeys = dataclasses.field(init=False)
     backups: BackupSessions = dataclasses.field(init=False)
     notifier: Notifier = dataclasses.field(init=False)
+    doors: DoorsInfo | None = None  # set by `cairn serve` once the front doors listen
 
     def __post_init__(self) -> None:
         self.images = ImagePool(self.deployment)  # disks in images/, frozen with each snapshot
