@@ -170,6 +170,40 @@ SPEC: dict[str, Any] = {
         "/api/v1/sources/{name}/config": {
             "get": _op("A source's effective settings and where each comes from", params=["name"])
         },
+        "/api/v1/sources/{name}/keys": {
+            "get": _op("The SSH keys a source's clients log in with (public halves)", params=["name"]),
+            "post": _op(
+                "Register a public key for the source",
+                params=["name"],
+                ok="201",
+                body=_obj(["key"], key=STR, name=NAME),
+            ),
+        },
+        "/api/v1/sources/{name}/keys/generate": {
+            "post": _op(
+                "Make a key pair: the public half registered, the private half in this answer only",
+                params=["name"],
+                ok="201",
+                body=_obj([], name=NAME),
+            ),
+        },
+        "/api/v1/sources/{name}/keys/{key_id}": {
+            "delete": _op("Remove a key: its client cannot log in from now on", params=["name", "key_id"])
+        },
+        "/api/v1/sources/{name}/rsync-secret": {
+            "get": _op("Whether the rsync daemon serves the source (never the password)", params=["name"]),
+            "put": _op(
+                "Set the source's rsync password, or make one (shown in this answer only)",
+                params=["name"],
+                body=_obj([], secret=STR),
+            ),
+            "delete": _op("Remove the password: the rsync daemon stops serving the source", params=["name"]),
+        },
+        "/api/v1/sessions": {
+            "get": _op("Recent backup sessions of the sources you may see", query=["source", "limit"])
+        },
+        "/api/v1/status": {"get": _op("Each source's last successful backup and its colour against stale_after")},
+        "/api/v1/doors": {"get": _op("Where the front doors listen, and the SSH host key fingerprints")},
         "/api/v1/config": {
             "get": _op(
                 "Effective settings: global, a group's or a source's (secrets show as {\"set\": true})",

@@ -22,6 +22,7 @@ from engine.errors import (
 )
 
 from . import api as _account_routes  # noqa: F401  (importing a route module registers its routes)
+from . import api_doors as _door_routes  # noqa: F401
 from . import api_sources as _source_routes  # noqa: F401
 from . import auth
 from .accounts import BadLogin

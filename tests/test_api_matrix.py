@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from appliance.doors.keys import generate_pair
+
 from .appliance_world import BYSTANDER, FOREIGN, OWN, PASSWORD, PERSONAS, World, world
 
 ANON = "anonymous"
@@ -100,6 +102,15 @@ def doomed_user(w: World, persona: str, side: Fill) -> Fill:
     return {"name": name}
 
 
+def doomed_key(w: World, persona: str, side: Fill) -> Fill:
+    key = w.services.keys.add(side["source"], generate_pair(f"k{next(_fresh)}")[1])
+    return {"key_id": key.id}
+
+
+def fresh_key(f: Fill) -> Fill:
+    return {"key": generate_pair(f"k{next(_fresh)}")[1]}
+
+
 def fresh(prefix: str) -> Callable[[Fill], Any]:
     return lambda f: {"name": f"{prefix}{next(_fresh)}"}
 
@@ -142,6 +153,16 @@ TABLE: dict[tuple[str, str], list[Case]] = {
         Case(RESTORE, 200, "source", "path=/hello.txt", params=SNAP)
     ],
     ("GET", "/api/v1/sources/{name}/config"): [Case(SEE, 200, "source")],
+    ("GET", "/api/v1/sources/{name}/keys"): [Case(SEE, 200, "source")],
+    ("POST", "/api/v1/sources/{name}/keys"): [Case(CONFIGURE, 201, "source", body=fresh_key)],
+    ("POST", "/api/v1/sources/{name}/keys/generate"): [Case(CONFIGURE, 201, "source")],
+    ("DELETE", "/api/v1/sources/{name}/keys/{key_id}"): [Case(CONFIGURE, 200, "source", setup=doomed_key)],
+    ("GET", "/api/v1/sources/{name}/rsync-secret"): [Case(SEE, 200, "source")],
+    ("PUT", "/api/v1/sources/{name}/rsync-secret"): [Case(CONFIGURE, 200, "source")],
+    ("DELETE", "/api/v1/sources/{name}/rsync-secret"): [Case(CONFIGURE, 200, "source")],
+    ("GET", "/api/v1/sessions"): [Case(SIGNED_IN, 200), Case(SEE, 200, "source", query="source={name}")],
+    ("GET", "/api/v1/status"): [Case(SIGNED_IN, 200)],
+    ("GET", "/api/v1/doors"): [Case(SIGNED_IN, 200)],
     ("GET", "/api/v1/config"): [
         Case(SIGNED_IN, 200),  # global settings: anyone signed in, as on the settings page
         Case(MEMBER, 200, "group", query="group={group}"),

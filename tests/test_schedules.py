@@ -88,6 +88,7 @@ def test_scheduler_takes_due_snapshots_and_applies_retention(tmp_path: Path) -> 
         config = Config(dep.catalog)
         config.set("schedule", "*/5 * * * *", source="h1")  # every five minutes
         config.set("retention", {"last": 2}, source="h1")
+        config.set("snapshot_unchanged", True, source="h1")  # nothing changes here: taken anyway
         clock = [time.time()]
         scheduler = Scheduler(services, now=lambda: clock[0])
         assert scheduler.run_once() == []  # not due yet: the source is new
