@@ -52,6 +52,8 @@ def test_rsync_over_ssh_arrives_as_through_the_mount_and_ends_in_a_snapshot(app:
     assert back.returncode == 0, back.stderr
     assert rsync_differences(tree / "odd", tree.parent / "back") == []
     assert len(app.sessions("laptop")) == 1  # reading is no session
+    for path in (app.data / "doors").rglob("*"):  # host keys, configs, passwords, logs: root's alone
+        assert path.stat().st_mode & 0o077 == 0, path
 
 
 def test_the_rsync_daemon_writes_current_and_serves_snapshots_read_only(app: Appliance, tree: Path) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from engine.catalog import Catalog
 from engine.errors import CairnError, InvalidArgument
-from engine.private import replace_file
+from engine.private import create_file, replace_file
 from engine.sessions import STOPPED
 
 from .sessions import BackupSessions, outcome, read_rsync_log
@@ -149,6 +149,7 @@ class Modules:
         text = config_text(self.mount, self.catalog, names, self.hooks, self.logfile, self.lock, self.secrets)
         if text == self._written:
             return False
+        create_file(self.logfile)  # 0600 before the daemon appends to it: it names the clients' files
         replace_file(self.secrets, text[1].encode())  # rsync refuses a secrets file others can read
         replace_file(self.conf, text[0].encode())
         self._written = text

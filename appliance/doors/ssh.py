@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import CairnError, NotFound
+from engine.private import create_file
 
 from . import command, sandbox
 from .keys import SourceKeys
@@ -79,7 +80,8 @@ class SshDoor:
                session_id: int | None) -> dict[str, Any]:  # fmt: skip
         name = f"session-{session_id}" if session_id is not None else f"read-{threading.get_ident()}"
         log_file = self.logs / f"{name}.log"
-        log_file.write_bytes(b"")
+        log_file.unlink(missing_ok=True)
+        create_file(log_file)  # 0600: it names the client's files
         argv = sandbox.argv(folder, writable=session_id is not None, log_file=log_file)
         argv += cmd.argv(log_file=sandbox.LOG, timeout=IDLE_TIMEOUT)
         reason: str | None

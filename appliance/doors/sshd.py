@@ -8,6 +8,7 @@ forced to the relay: no shell, no forwarding, no sftp, no passwords.
 
 from __future__ import annotations
 
+import os
 import pwd
 import subprocess
 from pathlib import Path
@@ -47,6 +48,7 @@ def host_keys(folder: Path) -> list[Path]:
         if not path.exists():
             subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", f"cairn@{kind}", "-f", str(path)],
                            check=True, capture_output=True)  # fmt: skip
+            os.chmod(f"{path}.pub", 0o600)  # public, but every file in the data directory is private
         keys.append(path)
     return keys
 
@@ -60,12 +62,12 @@ def fingerprints(keys: list[Path]) -> list[str]:
     return out
 
 
-def config(host: str, port: int, keys: list[Path], relay: str, pid_file: Path) -> str:
+def config(host: str, port: int, keys: list[Path], relay: str) -> str:
     lines = [
         "# Written by Cairn; changes here are overwritten.",
         f"ListenAddress {host}:{port}" if ":" not in host else f"ListenAddress [{host}]:{port}",
         *[f"HostKey {k}" for k in keys],
-        f"PidFile {pid_file}",
+        "PidFile none",  # `cairn serve` holds the process
         "UsePAM no",
         f"AllowUsers {USER}",
         "AuthorizedKeysFile none",
@@ -98,7 +100,7 @@ def config(host: str, port: int, keys: list[Path], relay: str, pid_file: Path) -
 def write_config(folder: Path, host: str, port: int, relay: str) -> Path:
     keys = host_keys(folder)
     path = folder / "sshd_config"
-    replace_file(path, config(host, port, keys, relay, folder / "sshd.pid").encode())
+    replace_file(path, config(host, port, keys, relay).encode())
     done = subprocess.run([SSHD, "-t", "-f", str(path)], capture_output=True, text=True)
     if done.returncode != 0:
         raise DoorError(f"sshd refuses its config: {done.stderr.strip()}")
