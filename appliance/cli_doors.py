@@ -136,6 +136,7 @@ def session_list(ctx: Context, source_name: str | None, limit: int, as_json: boo
         rows = [s.to_json() for s in Sessions(dep.catalog, dep.owner).recent(source_name, limit)]
     if as_json:
         return output.emit_json(rows)
-    columns = ["id", "source", "door", "client", "principal", "started", "duration", "bytes_received",
-               "files_changed", "state", "snapshot", "reason"]  # fmt: skip
-    output.table(rows, columns)
+    for r in rows:
+        r["outcome"] = r["state"] if r["state"] == "running" else r["snapshot"] or r["reason"] or r["state"]
+    output.table(rows, ["id", "source", "door", "client", "principal", "started", "duration", "bytes_received",
+                        "files_changed", "outcome"])  # fmt: skip

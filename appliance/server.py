@@ -74,7 +74,13 @@ def serve(deployment: Deployment, listen: str, mountpoint: Path | None = None, w
     doors = None
     if mountpoint is not None and (doorways.ssh or doorways.rsyncd):
         doors = Doors(services, services.backups, mountpoint, deployment.data_dir, doorways.ssh, doorways.rsyncd)
-        doors.start()  # before the mount: a session arriving first is told the source is not served yet
+        try:
+            doors.start()  # before the mount: a session arriving first is told the source is not served yet
+        except BaseException:
+            doors.stop()  # the servers it did start go with it
+            server.stop()
+            services.close()
+            raise
         services.doors = DoorsInfo(doorways.ssh.port if doorways.ssh else None,
                                    doorways.rsyncd.port if doorways.rsyncd else None, USER,
                                    tuple(doors.host_keys))  # fmt: skip

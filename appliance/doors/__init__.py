@@ -10,10 +10,11 @@ closed to others, which a checkout or the data directory need not be).
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import logging
 import os
-import socket
+import signal
 import subprocess
 import threading
 import time
@@ -60,7 +61,8 @@ class Child:
 
     def _spawn(self) -> None:
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+                                     stderr=subprocess.STDOUT, start_new_session=True,
+                                     preexec_fn=_die_with_parent)  # fmt: skip
         threading.Thread(target=self._log, args=(self.proc,), name=f"cairn-{self.name}-log", daemon=True).start()
 
     def _log(self, proc: subprocess.Popen[bytes]) -> None:
@@ -90,6 +92,25 @@ class Child:
                 self.proc.wait()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when `cairn serve` dies, even by SIGKILL (its ports free for the next)."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+
+
+def _listening(port: int) -> bool:
+    """Whether some socket listens on TCP `port` (read from /proc: a test connection would be logged as a client)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                return True
+    return False
 
 
 def run_dir(data_dir: Path) -> Path:
@@ -161,19 +182,19 @@ class Doors:
             self.gate.stop()
 
     def _child(self, name: str, argv: list[str], listen: Listen) -> None:
+        if _listening(listen.port):
+            raise sshd.DoorError(f"cannot start {name}: port {listen.port} is in use")
         child = Child(name, argv)
         child.start()
         self.children.append(child)
         deadline = time.monotonic() + STARTUP
         while time.monotonic() < deadline:
-            try:
-                socket.create_connection((listen.host, listen.port), timeout=1).close()
+            if _listening(listen.port):
                 log.info("%s listening on %s", name, listen)
                 return
-            except OSError:
-                if child.proc is not None and child.proc.poll() is not None:
-                    break
-                time.sleep(0.05)
+            if child.proc is not None and child.proc.poll() is not None:
+                break
+            time.sleep(0.05)
         raise sshd.DoorError(f"{name} did not start listening on {listen} (see the log above)")
 
     def _prepare_run_dir(self) -> None:
