@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 from werkzeug.serving import make_server
 
 from appliance.doors.keys import parse_public_key
@@ -21,9 +21,8 @@ from appliance.services import DoorsInfo
 from appliance.web_doors import ago
 
 from .appliance_world import PASSWORD, World, world
+from .test_web_ui import browser as browser  # the same headless Chromium, started per test
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 HOST_KEY = "256 SHA256:N6Kz0YbT1fO6tq0c2lXb2bR9QeWcQv3b8X2y8kXjv0M root@cairn (ED25519)"
 DOORS = DoorsInfo(ssh_port=2222, rsyncd_port=8873, ssh_user="cairn", host_keys=(HOST_KEY,))
 SITE = "http://backup.example:8080"  # what the browser reached: the commands name backup.example
@@ -76,16 +75,6 @@ def serving(w: World) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join()
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def test_an_admin_registers_keys_and_a_password_in_the_browser(doors_world: World, browser: Browser,

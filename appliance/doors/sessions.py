@@ -65,15 +65,14 @@ def outcome(status: int, mounted: bool = True) -> str | None:
     return words if mounted else f"{STOPPED} ({words})"
 
 
+@dataclass(frozen=True)
 class BackupSessions:
-    def __init__(self, deployment: Deployment, sessions: Sessions, jobs: JobQueue, config: Config,
-                 accounts: Accounts, notifier: Notifier):  # fmt: skip
-        self.deployment = deployment
-        self.sessions = sessions
-        self.jobs = jobs
-        self.config = config
-        self.accounts = accounts
-        self.notifier = notifier
+    deployment: Deployment
+    sessions: Sessions
+    jobs: JobQueue
+    config: Config
+    accounts: Accounts
+    notifier: Notifier
 
     def begin(self, source: str, door: str, client: str, principal: str) -> Session:
         """A new running session; ReadOnly while the appliance is in maintenance mode."""
