@@ -19,7 +19,7 @@ from engine.restore import restore
 
 from . import cli_remote as remote_cmd
 from . import output
-from .cli_base import EXIT_PARTIAL, Context, command, main
+from .cli_base import EXIT_PARTIAL, Context, command, main, source
 
 __all__ = ["main"]
 
@@ -37,11 +37,6 @@ def init(ctx: Context, encrypt: bool, as_json: bool) -> None:
     output.emit_json(doc) if as_json else output.say(
         f"deployment created in {ctx.data}" + (" (encrypted)" if encrypt else "")
     )
-
-
-@main.group()
-def source() -> None:
-    """Sources: the machines and shares that are backed up."""
 
 
 def _source_row(s: Any) -> dict[str, Any]:

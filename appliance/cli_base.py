@@ -101,3 +101,8 @@ def main(
 ) -> None:  # fmt: skip
     """Cairn: deduplicating backups that any file client can write."""
     click_ctx.obj = Context(data, db, passphrase_file, key_file, remote)
+
+
+@main.group()
+def source() -> None:
+    """Sources: the machines and shares that are backed up."""

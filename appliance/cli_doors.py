@@ -11,8 +11,7 @@ from typing import TextIO
 import click
 
 from . import output
-from .cli import source
-from .cli_base import Context, command, main
+from .cli_base import Context, command, main, source
 from .doors.keys import SourceKeys, generate_pair
 from .doors.rsyncd import set_secret
 

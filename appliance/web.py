@@ -242,6 +242,3 @@ def cancel_job(job_id: int) -> BaseResponse:
 @web.get("/healthz")
 def health() -> Response:
     return Response("ok\n", mimetype="text/plain")
-
-
-from . import web_doors as _door_pages  # noqa: E402, F401  (the source page and its clients, on this blueprint)

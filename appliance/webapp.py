@@ -30,6 +30,7 @@ from .api_base import api
 from .output import human_bytes
 from .services import Services
 from .web import web
+from .web_doors import source as _source_page  # noqa: F401  (registers the source page and its clients on `web`)
 
 log = logging.getLogger(__name__)
 MAX_BODY = 1 << 20  # API and form bodies; uploads go through WebDAV
