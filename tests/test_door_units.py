@@ -206,3 +206,26 @@ def _wait_job(services: Services, count: int, timeout: float = 60) -> object:
 
 
 assert threading  # the runner's workers are threads; nothing here starts its own
+
+
+def test_a_failed_session_is_mailed_and_takes_no_snapshot(tmp_path: Path) -> None:
+    dep, services = _world(tmp_path)
+    with dep:
+        Config(dep.catalog).set("notify_email", "ops@example.org", source="h1")
+        mails: list[tuple[str, str, str]] = []
+        services.notifier.send = lambda to, subject, body, stored=None: mails.append((to, subject, body))  # type: ignore[method-assign]
+        session = services.backups.begin("h1", "ssh", "10.0.0.9", "laptop key")
+        services.backups.end(session.id, "rsync exited with code 12: cut", Stats(5, 0))
+        deadline = time.monotonic() + 10
+        while not mails:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        ((to, subject, body),) = mails
+        assert to == "ops@example.org" and subject == f"Cairn: backup session #{session.id} of h1 failed"
+        assert "10.0.0.9" in body and "code 12: cut" in body
+        assert services.jobs.list() == []  # no snapshot job
+        dep.check_writable()
+        Config(dep.catalog).set("snapshot_after_session", False, source="h1")
+        quiet = services.backups.begin("h1", "ssh", "10.0.0.9", "laptop key")
+        services.backups.end(quiet.id, None)
+        assert services.jobs.list() == [] and services.sessions.get(quiet.id).state == "done"
