@@ -55,6 +55,10 @@ class StreamChunker:
             self._buf.extend(bytes(min(3 * MAX_SIZE, max(need, 2 * len(self._buf))) - len(self._buf)))
         return len(self._buf) - self._len
 
+    def cuts(self, more: int) -> bool:
+        """Whether feeding `more` bytes cuts chunks (hashing them): below that, a feed is a copy into memory."""
+        return self._len + more >= 2 * MAX_SIZE
+
     def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         view = memoryview(data)
         chunks: list[bytes] = []

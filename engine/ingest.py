@@ -39,6 +39,13 @@ class ChunkStream:
         self.pos += got
         return got
 
+    def costly(self, offset: int, size: int) -> bool:
+        """Whether writing `size` bytes at `offset` (>= pos) cuts or stores chunks, rather than only buffering them."""
+        gap = max(0, offset - self.pos)
+        if gap >= HOLE_MIN:
+            return self._chunker.pending > 0  # the bytes before the hole are cut now
+        return self._chunker.cuts(gap + size)
+
     def skip_to(self, offset: int) -> None:
         """Zeros up to `offset`: a hole if long, else zero bytes in a chunk."""
         gap = offset - self.pos

@@ -126,7 +126,9 @@ class SpoolFile:
             if self._closed:
                 raise CairnError("write to a released file")  # the tree waits for `done` first
             stream = self._stream
-            if stream is None or offset < stream.pos or stream.pending + len(data) >= IN_MEMORY:
+            # Buffering in the chunker is a copy: on the loop. Cutting and hashing chunks (once per
+            # ~4 MiB) or going to disk hops to a thread; rsync -S writes 32 KiB at a time.
+            if stream is None or offset < stream.pos or stream.costly(offset, len(data)):
                 check_may_block()  # disk I/O, or chunks to cut and hash
             if stream is not None and offset >= stream.pos:
                 try:
