@@ -17,6 +17,7 @@ from typing import Any
 
 from engine.errors import CairnError, NotFound
 from engine.private import create_file
+from engine.sessions import STOPPED
 
 from . import command, sandbox
 from .keys import SourceKeys
@@ -39,6 +40,7 @@ class SshDoor:
         self.hint = hint  # how a backup is sent, for refusals
         self.relay = ""  # the forced command's path, set by the doors
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
         self.running: dict[int, subprocess.Popen[bytes]] = {}
 
     def authorized_keys(self, user: str, fingerprint: str) -> list[str]:
@@ -117,8 +119,10 @@ class SshDoor:
         finally:
             with self._lock:
                 self.running.pop(key, None)
+        if self._stopping.is_set() or not os.path.ismount(self.mount):
+            return (status if status > 0 else 255), STOPPED if status else None
         if status < 0:
-            return 255, f"rsync was stopped (signal {-status}): the client disconnected or the appliance stopped"
+            return 255, f"rsync was stopped (signal {-status})"
         reason = outcome(status, os.path.ismount(self.mount))
         if reason is not None and closed.is_set():
             reason = f"the client disconnected: {reason}"
@@ -126,6 +130,7 @@ class SshDoor:
 
     def stop(self) -> None:
         """Stop the running sessions' rsync (the appliance is stopping); they end as failed."""
+        self._stopping.set()
         with self._lock:
             procs = list(self.running.values())
         for proc in procs:
