@@ -27,7 +27,7 @@ from .catalog.schema import dirents, images, inodes, pools, sources
 from .catalog.schema import leases as lease_rows
 from .catalog.schema import snapshots as snapshot_rows
 from .codec import Codec, CodecConfig
-from .errors import Exists, NotEmpty, NotFound
+from .errors import Exists, NoSpace, NotEmpty, NotFound
 from .ids import IdKey
 from .imagestore import image_pool_usage, open_image_pool, pool_counts, store_state
 from .keyring import Sealer, Unlock
@@ -175,6 +175,8 @@ class Deployment:
                 self.commit()
                 self.mark_stored()
                 self._follow_maintenance()
+            except NoSpace as e:  # a full pool: writers already report it (507, ENOSPC); no traceback each retry
+                log.warning("background commit waits for space: %s", e)
             except Exception:
                 log.exception("background commit failed; retrying")
             # Apart from the commit: failing commits must not let the lease expire.

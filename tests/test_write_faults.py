@@ -165,7 +165,6 @@ def test_lost_writes_refuse_the_snapshot_also_after_a_restart(tmp_path: Path) ->
             assert dep.snapshot("h1", "s1").read(b"small") == b"written again"
 
 
-@pytest.mark.logs_errors("background commit failed")  # the flusher may meet the full disk first: it retries
 def test_a_put_that_cannot_be_stored_is_not_a_201(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "fs", "48m") as mnt, share(mnt / "data") as s:
         assert s.put_streamed("/h1/current/big", 200) == 507  # no length: the disk fills on the way
