@@ -9,7 +9,6 @@ the call that made it, and nowhere after.
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 from flask import Response, jsonify, request
@@ -17,18 +16,14 @@ from flask import Response, jsonify, request
 from engine.errors import NotFound
 
 from . import auth
-from .access import can
 from .api_base import allowed_source, api, body, int_arg, opt_text, services, text
-from .doors.keys import generate_pair
-from .doors.rsyncd import SECRET, set_secret
+from .api_sources import visible_sources
+from .doors.rsyncd import SECRET, new_secret, set_secret
 from .status import statuses
 
 
 def _visible() -> set[str]:
-    user = auth.require_user()
-    access = services().accounts.source_access()
-    return {s.name for s in services().deployment.list_sources()
-            if can(user, "see", *access.get(s.name, (None, None)))}  # fmt: skip
+    return {s["name"] for s in visible_sources(auth.require_user())}
 
 
 @api.get("/sources/<name>/keys")
@@ -50,9 +45,7 @@ def generate_key(name: str) -> Response:
     """A new key pair: the public half registered, the private half in this answer only."""
     allowed_source(name, "configure")
     doc = body(set(), {"name"}) if request.content_length else {}
-    label = opt_text(doc, "name") or f"cairn-{name}"
-    private, public = generate_pair(label)
-    key = services().keys.add(name, public, label)
+    key, private = services().keys.generate(name, opt_text(doc, "name") or f"cairn-{name}")
     reply = jsonify({**key.to_json(), "private_key": private})
     reply.headers["Cache-Control"] = "no-store"
     return reply, 201  # type: ignore[return-value]
@@ -77,7 +70,7 @@ def set_rsync_secret(name: str) -> Response:
     """Set the source's rsync password (`secret`), or make one (no body): shown in this answer only."""
     allowed_source(name, "configure")
     doc = body(set(), {"secret"}) if request.content_length else {}
-    made = None if "secret" in doc else secrets.token_urlsafe(18)
+    made = None if "secret" in doc else new_secret()
     set_secret(services().deployment.catalog, name, text(doc, "secret") if made is None else made)
     reply = jsonify({"set": True, "secret": made})
     reply.headers["Cache-Control"] = "no-store"

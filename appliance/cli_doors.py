@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -12,8 +11,8 @@ import click
 
 from . import output
 from .cli_base import Context, command, main, source
-from .doors.keys import SourceKeys, generate_pair
-from .doors.rsyncd import set_secret
+from .doors.keys import SourceKeys
+from .doors.rsyncd import new_secret, set_secret
 
 
 @source.group("key")
@@ -39,10 +38,9 @@ def key_add(ctx: Context, name: str, key_file: TextIO, label: str | None, as_jso
 @click.option("--label", help="What to call the key.")
 def key_generate(ctx: Context, name: str, private_file: Path, label: str | None, as_json: bool) -> None:
     """Make a key pair for a client of NAME: the public half is registered, the private one written (0600)."""
-    private, public = generate_pair(label or f"cairn-{name}")
     with ctx.open() as dep:
         dep.source(name)
-        key = SourceKeys(dep.catalog).add(name, public, label)
+        key, private = SourceKeys(dep.catalog).generate(name, label or f"cairn-{name}")
     fd = os.open(private_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(private)
@@ -85,7 +83,7 @@ def source_secret(ctx: Context, name: str, secret_file: TextIO | None, remove: b
     elif secret_file is not None:
         secret = secret_file.read().rstrip("\r\n")
     else:
-        secret = made = secrets.token_urlsafe(18)
+        secret = made = new_secret()
     with ctx.open() as dep:
         dep.source(name)
         set_secret(dep.catalog, name, secret)

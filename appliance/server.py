@@ -73,7 +73,7 @@ def serve(deployment: Deployment, listen: str, mountpoint: Path | None = None, w
         log.warning("%d backup session(s) ended as failed: their appliance process stopped", closed)
     doors = None
     if mountpoint is not None and (doorways.ssh or doorways.rsyncd):
-        doors = Doors(services, services.backups, mountpoint, deployment.data_dir, doorways.ssh, doorways.rsyncd)
+        doors = Doors(services, mountpoint, deployment.data_dir, doorways.ssh, doorways.rsyncd)
         try:
             doors.start()  # before the mount: a session arriving first is told the source is not served yet
         except BaseException:

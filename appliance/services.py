@@ -139,9 +139,9 @@ def take_snapshot(dep: Deployment, accounts: Accounts, config: Config, source: s
     `if_changed`: nothing is taken when nothing changed since the newest snapshot (`unchanged` says so).
     """
     progress({"step": "freezing the working tree"})
-    newest = max(dep.list_snapshots(source), key=lambda s: s.created, default=None) if if_changed else None
+    started = time.time()
     info = dep.create_snapshot(source, name, if_changed=if_changed)
-    if newest is not None and info.uuid == newest.uuid:
+    if info.created < started:  # an older snapshot came back: nothing changed since it
         return {"source": source, "snapshot": info.name, "unchanged": True, "deleted": []}
     progress({"step": "applying the retention policy"})
     deleted = forget(dep, accounts, config, source)

@@ -9,7 +9,6 @@ to the POST that made them, and are kept nowhere.
 from __future__ import annotations
 
 import re
-import secrets
 import time
 
 from flask import Response, redirect, request, url_for
@@ -20,8 +19,7 @@ from engine.sessions import Session
 
 from .access import can
 from .api_base import allowed_source, services
-from .doors.keys import generate_pair
-from .doors.rsyncd import SECRET, set_secret
+from .doors.rsyncd import SECRET, new_secret, set_secret
 from .services import DoorsInfo
 from .status import statuses
 from .web import page, web
@@ -111,9 +109,7 @@ def add_key(name: str) -> str | BaseResponse:
 def generate_key(name: str) -> Response:
     """A new key pair: the public half registered, the private half downloaded once and kept nowhere."""
     allowed_source(name, "configure")
-    label = request.form.get("name") or f"cairn-{name}"
-    private, public = generate_pair(label)
-    services().keys.add(name, public, label)
+    _key, private = services().keys.generate(name, request.form.get("name") or f"cairn-{name}")
     reply = Response(private, mimetype="application/octet-stream")
     reply.headers["Content-Disposition"] = f'attachment; filename="{key_file(name)}"'
     reply.headers["Cache-Control"] = "no-store"
@@ -135,7 +131,7 @@ def rsync_password(name: str) -> str | BaseResponse:
     if request.form.get("action") == "remove":
         set_secret(catalog, name, None)
         return redirect(url_for("web.source", name=name, _anchor="clients"))
-    secret = secrets.token_urlsafe(18)  # 24 characters of 64: 144 bits, and no ':' for the secrets file
+    secret = new_secret()
     set_secret(catalog, name, secret)
     reply = Response(source_page(name, new_secret=secret))
     reply.headers["Cache-Control"] = "no-store"  # the back button must not show it again from a cache

@@ -406,7 +406,7 @@ class Deployment:
         """Freeze the working tree (and the source's disk images); returns once the snapshot is committed.
 
         `if_changed`: when the tree and images are those of the newest snapshot, commit nothing and
-        return that snapshot (Unchanged is not an error: the caller compares names).
+        return that snapshot (its `created` is older than the call).
         """
         self.check_writable()
         tree = self.working_tree(source)
@@ -428,8 +428,8 @@ class Deployment:
             newest = max(existing, key=lambda s: s.created, default=None)
             with self.catalog.engine.connect() as conn:
                 info = dataclasses.replace(info, images=snapshots.source_images(conn, tree.source_id))
-                same = if_changed and newest is not None and newest.root == info.root
-                if same and newest is not None and snapshots.frozen_images(conn, newest.uuid) == info.images:
+                if (if_changed and newest is not None and newest.root == info.root
+                        and snapshots.frozen_images(conn, newest.uuid) == info.images):  # fmt: skip
                     log.info("snapshot of %s: nothing changed since %s", source, newest.name)
                     return newest
             if any(s.backlog()[0] for s in self._spools):

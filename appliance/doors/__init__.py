@@ -26,9 +26,7 @@ from engine.private import make_dirs
 
 from . import sshd
 from .gate import Gate
-from .keys import SourceKeys
 from .rsyncd import Modules, RsyncdSessions
-from .sessions import BackupSessions
 from .ssh import USER, SshDoor
 
 log = logging.getLogger(__name__)
@@ -121,17 +119,14 @@ def run_dir(data_dir: Path) -> Path:
 class Doors:
     """Owns the front doors' servers and the gate; built and started by `cairn serve`."""
 
-    def __init__(self, services: Any, backups: BackupSessions, mount: Path, data_dir: Path,
-                 ssh: Listen | None, rsyncd: Listen | None):  # fmt: skip
-        self.services, self.mount, self.ssh_listen, self.rsyncd_listen = services, mount, ssh, rsyncd
+    def __init__(self, services: Any, mount: Path, data_dir: Path, ssh: Listen | None, rsyncd: Listen | None):
+        self.mount, self.ssh_listen, self.rsyncd_listen = mount, ssh, rsyncd
         self.folder = data_dir / "doors"
         self.run = run_dir(data_dir)
         self.relay = str(self.run / "cairn-door")
-        catalog = services.deployment.catalog
-        self.ssh = SshDoor(SourceKeys(catalog), backups, mount, self.folder / "logs", self.ssh_hint())
-        self.ssh.relay = self.relay
-        self.modules = Modules(catalog, services.deployment.list_sources, mount, self.folder, self.relay)
-        self.transfers = RsyncdSessions(backups, self.modules.logfile, mount)
+        self.ssh = SshDoor(services.keys, services.backups, mount, self.folder / "logs", self.ssh_hint(), self.relay)
+        self.modules = Modules(services.deployment, mount, self.folder, self.relay)
+        self.transfers = RsyncdSessions(services.backups, self.modules.logfile, mount)
         self.children: list[Child] = []
         self.gate: Gate | None = None
         self.host_keys: list[str] = []
@@ -162,8 +157,9 @@ class Doors:
         self.gate.start()
         if self.ssh_listen is not None:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
-            conf = sshd.write_config(self.folder, self.ssh_listen.host, self.ssh_listen.port, self.relay)
-            self.host_keys = sshd.fingerprints(sshd.host_keys(self.folder))
+            keys = sshd.host_keys(self.folder)
+            conf = sshd.write_config(self.folder, self.ssh_listen.host, self.ssh_listen.port, self.relay, keys)
+            self.host_keys = sshd.fingerprints(keys)
             self._child("sshd", sshd.command(conf), self.ssh_listen)
         if self.rsyncd_listen is not None:
             self.modules.refresh()

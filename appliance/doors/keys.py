@@ -96,6 +96,11 @@ class SourceKeys:
                 source_id=sid, name=name, key=key, fingerprint=fingerprint, created=time.time()))  # fmt: skip
         return self.get(key_id)
 
+    def generate(self, source: str, name: str) -> tuple[SourceKey, str]:
+        """A new key pair for a client of `source`: the public half registered, the private half returned once."""
+        private, public = generate_pair(name)
+        return self.add(source, public, name), private
+
     def get(self, key_id: int) -> SourceKey:
         found = self._select(source_keys.c.id == key_id)
         if not found:

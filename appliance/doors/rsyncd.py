@@ -14,19 +14,26 @@ from __future__ import annotations
 import logging
 import os
 import re
+import secrets
 import threading
 from pathlib import Path
 
 from engine.catalog import Catalog
+from engine.deployment import Deployment
 from engine.errors import CairnError, InvalidArgument
 from engine.private import create_file, replace_file
 from engine.sessions import STOPPED
 
-from .sessions import BackupSessions, outcome, read_rsync_log
+from .sessions import IDLE_TIMEOUT, BackupSessions, outcome, read_rsync_log
 
 log = logging.getLogger(__name__)
 SECRET = "door/secret/"  # + source: the rsync daemon's password for it (a secret setting, sealed where it can be)
 SNAPSHOTS = "@snapshots"  # module suffix: '@' is in no source name
+
+
+def new_secret() -> str:
+    """A password for a source: 24 characters of 64 (144 bits), none of them ':' (the secrets file's separator)."""
+    return secrets.token_urlsafe(18)
 
 
 def set_secret(catalog: Catalog, source: str, secret: str | None) -> None:
@@ -44,7 +51,7 @@ def config_text(mount: Path, catalog: Catalog, sources: list[str], hooks: str, l
     conf = [
         "# Written by Cairn from its catalog; changes here are overwritten.",
         "use chroot = yes", "numeric ids = yes", "uid = root", "gid = root", "read only = yes", "list = no",
-        "reverse lookup = no", "max connections = 32", f"lock file = {lock}", "timeout = 900",
+        "reverse lookup = no", "max connections = 32", f"lock file = {lock}", f"timeout = {IDLE_TIMEOUT}",
         "transfer logging = yes", f"log file = {logfile}", "log format = %i %n%L",
         "refuse options = write-devices copy-devices fake-super remove-source-files",
         f"pre-xfer exec = {hooks} pre", f"post-xfer exec = {hooks} post", f"secrets file = {secrets}",
@@ -134,9 +141,8 @@ class RsyncdSessions:
 class Modules:
     """Keeps rsyncd.conf and its secrets file in step with the catalog."""
 
-    def __init__(self, catalog: Catalog, list_sources: object, mount: Path, folder: Path, hooks: str):
-        self.catalog = catalog
-        self.list_sources = list_sources
+    def __init__(self, deployment: Deployment, mount: Path, folder: Path, hooks: str):
+        self.deployment = deployment
         self.mount = mount
         self.conf, self.secrets = folder / "rsyncd.conf", folder / "rsyncd.secrets"
         self.logfile, self.lock = folder / "rsyncd.log", folder / "rsyncd.lock"
@@ -145,8 +151,10 @@ class Modules:
 
     def refresh(self) -> bool:
         """Rewrite the files if the catalog changed them; whether it did."""
-        names = [s.name for s in self.list_sources()]  # type: ignore[operator]
-        text = config_text(self.mount, self.catalog, names, self.hooks, self.logfile, self.lock, self.secrets)
+        names = [s.name for s in self.deployment.list_sources()]
+        text = config_text(
+            self.mount, self.deployment.catalog, names, self.hooks, self.logfile, self.lock, self.secrets
+        )
         if text == self._written:
             return False
         create_file(self.logfile)  # 0600 before the daemon appends to it: it names the clients' files

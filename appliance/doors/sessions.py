@@ -37,6 +37,9 @@ RSYNC_EXIT = {
 }  # fmt: skip
 
 
+IDLE_TIMEOUT = 900  # seconds without I/O before rsync, behind either door, gives up on a silent client
+
+
 @dataclass(frozen=True)
 class Stats:
     bytes_received: int | None = None

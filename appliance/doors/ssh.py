@@ -21,27 +21,26 @@ from engine.sessions import STOPPED
 
 from . import command, sandbox
 from .keys import SourceKeys
-from .sessions import BackupSessions, Stats, outcome, read_rsync_log
+from .sessions import IDLE_TIMEOUT, BackupSessions, Stats, outcome, read_rsync_log
 
 log = logging.getLogger(__name__)
 USER = "cairn"  # the one SSH login; the key says which source
-IDLE_TIMEOUT = 900  # seconds without I/O before rsync gives up on a silent client
 GRACE = 10.0  # seconds rsync may outlive its relay before it is stopped
 
 
 class SshDoor:
     """Thread-safe: each call runs on its own gate thread; `running` is guarded by its lock."""
 
-    def __init__(self, keys: SourceKeys, backups: BackupSessions, mount: Path, logs: Path, hint: str):
+    def __init__(self, keys: SourceKeys, backups: BackupSessions, mount: Path, logs: Path, hint: str, relay: str):
         self.keys = keys
         self.backups = backups
         self.mount = mount  # the FUSE mount: <mount>/<source>/current
         self.logs = logs  # private directory for the sessions' rsync logs
         self.hint = hint  # how a backup is sent, for refusals
-        self.relay = ""  # the forced command's path, set by the doors
+        self.relay = relay  # the forced command's path
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self.running: dict[int, subprocess.Popen[bytes]] = {}
+        self.running: set[subprocess.Popen[bytes]] = set()
 
     def authorized_keys(self, user: str, fingerprint: str) -> list[str]:
         key = self.keys.by_fingerprint(fingerprint) if user == USER else None
@@ -96,18 +95,16 @@ class SshDoor:
             for fd in fds:  # rsync holds them now; the channel closes when it exits
                 os.close(fd)
             fds.clear()
-            status, reason = self._wait(proc, closed, session_id)
+            status, reason = self._wait(proc, closed)
         stats = read_rsync_log(log_file.read_text(errors="replace"))
         log_file.unlink(missing_ok=True)
         if session_id is not None:
             self.backups.end(session_id, reason, stats if stats.bytes_received is not None else Stats())
         return {"exit": status, "message": reason if status else None}
 
-    def _wait(self, proc: subprocess.Popen[bytes], closed: threading.Event,
-              session_id: int | None) -> tuple[int, str | None]:  # fmt: skip
-        key = session_id if session_id is not None else -proc.pid
+    def _wait(self, proc: subprocess.Popen[bytes], closed: threading.Event) -> tuple[int, str | None]:
         with self._lock:
-            self.running[key] = proc
+            self.running.add(proc)
         try:
             while True:
                 try:
@@ -118,12 +115,12 @@ class SshDoor:
                         proc.terminate()
         finally:
             with self._lock:
-                self.running.pop(key, None)
+                self.running.discard(proc)
         if self._stopping.is_set() or not os.path.ismount(self.mount):
             return (status if status > 0 else 255), STOPPED if status else None
         if status < 0:
             return 255, f"rsync was stopped (signal {-status})"
-        reason = outcome(status, os.path.ismount(self.mount))
+        reason = outcome(status)
         if reason is not None and closed.is_set():
             reason = f"the client disconnected: {reason}"
         return status, reason
@@ -132,6 +129,6 @@ class SshDoor:
         """Stop the running sessions' rsync (the appliance is stopping); they end as failed."""
         self._stopping.set()
         with self._lock:
-            procs = list(self.running.values())
+            procs = list(self.running)
         for proc in procs:
             proc.terminate()

@@ -97,8 +97,7 @@ def config(host: str, port: int, keys: list[Path], relay: str) -> str:
     return "\n".join(lines)
 
 
-def write_config(folder: Path, host: str, port: int, relay: str) -> Path:
-    keys = host_keys(folder)
+def write_config(folder: Path, host: str, port: int, relay: str, keys: list[Path]) -> Path:
     path = folder / "sshd_config"
     replace_file(path, config(host, port, keys, relay).encode())
     done = subprocess.run([SSHD, "-t", "-f", str(path)], capture_output=True, text=True)
