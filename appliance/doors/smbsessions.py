@@ -1,0 +1,156 @@
+"""SMB connections as backup sessions.
+
+Samba runs one process per client connection and the gate's helper at each
+tree connect and disconnect (smb.py). A visit is one client (address and
+account) on one share: its processes are watched in the mount
+(vfs/writers.py), and the first change one of them makes to the source
+begins a session. Once the visit's last process has gone (disconnected, or
+died) and `smb_idle` seconds have passed with no new connection, the
+session ends well and takes its snapshot; a visit that changed nothing
+leaves no session (browsing, restores, Previous Versions).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from engine.errors import CairnError
+from engine.sessions import STOPPED
+from vfs.writers import Writers
+
+from .sessions import BackupSessions, Stats
+
+log = logging.getLogger(__name__)
+POLL = 1.0  # seconds between looks at the watched processes
+
+
+@dataclass
+class Visit:
+    source: str
+    source_id: int
+    client: str
+    principal: str
+    pids: set[int] = field(default_factory=set)
+    session: int | None = None
+    refused: bool = False  # its session could not begin (maintenance mode): said once in the log
+    left: float = 0.0  # when its last process went
+    bytes: int = 0
+    entries: int = 0
+
+
+class SmbSessions:
+    """Thread-safe: the gate's threads connect and disconnect, the poller credits and ends."""
+
+    def __init__(self, backups: BackupSessions, writers: Writers, source_id: Callable[[str], int],
+                 idle: Callable[[str], float], account: Callable[[str], str]):  # fmt: skip
+        self.backups, self.writers = backups, writers
+        self.source_id, self.idle, self.account = source_id, idle, account
+        self._lock = threading.Lock()
+        self.visits: dict[tuple[str, str, str], Visit] = {}  # (source, client, principal) -> its visit
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="cairn-smb-sessions", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def connect(self, source: str, user: str, client: str, pid: int) -> dict[str, object]:
+        try:
+            sid = self.source_id(source)
+            key = (source, client, self.account(user))
+        except CairnError as e:
+            return {"ok": False, "message": str(e)}
+        with self._lock:
+            visit = self.visits.get(key)
+            if visit is None:
+                visit = self.visits[key] = Visit(source, sid, client, key[2])
+            visit.pids.add(pid)
+            self.writers.watch(pid)
+        return {"ok": True}
+
+    def disconnect(self, source: str, user: str, client: str, pid: int) -> dict[str, object]:
+        try:
+            key = (source, client, self.account(user))
+        except CairnError:
+            return {"ok": True}
+        with self._lock:
+            visit = self.visits.get(key)
+            if visit is not None and pid in visit.pids:
+                self._credit()
+                self._leave(visit, pid)
+        return {"ok": True}
+
+    def stop(self) -> None:
+        """The appliance is stopping: open sessions end as failed (their snapshot could not be taken)."""
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        with self._lock:
+            ended = [v.session for v in self.visits.values() if v.session is not None]
+            self.visits.clear()
+        for session_id in ended:
+            self.backups.end(session_id, STOPPED)
+
+    def _poll(self) -> None:
+        while not self._stopping.wait(POLL):
+            try:
+                self.tick(time.monotonic())
+            except Exception:
+                log.exception("SMB sessions: one look failed; looking again")
+
+    def tick(self, now: float) -> None:
+        """Credit what the watched processes wrote, notice the dead ones, end the visits idle long enough."""
+        with self._lock:
+            self._credit()
+            for visit in self.visits.values():
+                for pid in [p for p in visit.pids if not _alive(p)]:
+                    self._leave(visit, pid)
+            done = [k for k, v in self.visits.items() if not v.pids and now - v.left >= self.idle(v.source)]
+            ended = [self.visits.pop(k) for k in done]
+        for visit in ended:
+            if visit.session is not None:
+                self.backups.end(visit.session, None, Stats(visit.bytes, visit.entries))
+
+    def _credit(self) -> None:
+        """With the lock held: what each watched process wrote goes to its visit of that source."""
+        by_pid: dict[int, list[Visit]] = {}
+        for visit in self.visits.values():
+            for pid in visit.pids:
+                by_pid.setdefault(pid, []).append(visit)
+        for pid, visits in by_pid.items():
+            for sid, written in self.writers.take(pid).items():
+                for visit in visits:
+                    if visit.source_id == sid:
+                        self._begin(visit)
+                        visit.bytes += written.bytes
+                        visit.entries += written.entries
+
+    def _begin(self, visit: Visit) -> None:
+        if visit.session is not None or visit.refused:
+            return
+        try:
+            visit.session = self.backups.begin(visit.source, "smb", visit.client, visit.principal).id
+        except CairnError as e:
+            visit.refused = True
+            log.warning("SMB: %s wrote into %s but no session could begin: %s", visit.client, visit.source, e)
+
+    def _leave(self, visit: Visit, pid: int) -> None:
+        visit.pids.discard(pid)
+        if not any(pid in v.pids for v in self.visits.values()):
+            self.writers.forget(pid)
+        if not visit.pids:
+            visit.left = time.monotonic()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
