@@ -9,19 +9,20 @@ LISTEN ?= 127.0.0.1:8080
 MOUNT ?= /srv/cairn
 SSH ?= 0.0.0.0:2222
 RSYNCD ?= 0.0.0.0:873
+SMB ?= 0.0.0.0:445
 BIN := $(VENV)/bin
 PYFUSE3 := 3.5.0
 APT_PACKAGES := python3 python3-venv python3-dev gcc pkg-config fuse3 libfuse3-dev patch \
 	postgresql redis-server rsync attr acl restic litmus curl chromium qemu-utils e2fsprogs \
-	openssh-server openssh-client bubblewrap
+	openssh-server openssh-client bubblewrap samba smbclient libnss-wrapper
 
 .PHONY: run test setup system lint unit bench bench-s3 bench-image bench-doors pyfuse3
 
 # The whole appliance: web UI, API and WebDAV on LISTEN; the mount at MOUNT; rsync over SSH
-# on SSH and the rsync daemon on RSYNCD (SSH= or RSYNCD= empty keeps that door shut).
+# on SSH, the rsync daemon on RSYNCD and the SMB shares on SMB (empty keeps that door shut).
 run: setup
 	$(BIN)/cairn --data $(DATA) serve --listen $(LISTEN) --mount $(MOUNT) \
-		$(if $(SSH),--ssh $(SSH)) $(if $(RSYNCD),--rsyncd $(RSYNCD))
+		$(if $(SSH),--ssh $(SSH)) $(if $(RSYNCD),--rsyncd $(RSYNCD)) $(if $(SMB),--smb $(SMB))
 
 test: setup lint unit
 

@@ -7,6 +7,10 @@ Passwords are stored as scrypt hashes (the WebDAV share's format, so it
 checks the same accounts); tokens as their SHA-256 (a token is
 random, so a fast hash is enough), shown once when made. Web sessions
 (websessions.py) end when their user's password changes or the user goes.
+Each password also gets its NT hash (MD4 of the UTF-16 password), the only
+form Samba checks an SMB sign-in against: a secret setting `door/ntlm/<id>`,
+sealed in an encrypted deployment, set with the password and removed with
+the user.
 """
 
 from __future__ import annotations
@@ -19,12 +23,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from Cryptodome.Hash import MD4
 from sqlalchemy import Connection, Row, delete, func, select, update
 
 from dav.auth import UNKNOWN, hash_password
 from dav.auth import check_password as _check
 from engine.catalog import Catalog
-from engine.catalog.schema import groups, memberships, source_access, sources, tokens, users
+from engine.catalog.schema import groups, memberships, settings, source_access, sources, tokens, users
 from engine.errors import Exists, InvalidArgument, NotFound
 
 from .websessions import WebSessions
@@ -33,6 +38,12 @@ ROLES = ("admin", "operator", "member")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 PASSWORD_MIN = 8
 TOKEN_CACHE = 10.0  # seconds a checked token is trusted: a revocation elsewhere takes this long
+NTLM = "door/ntlm/"  # + user id: the NT hash of the user's password, for the SMB share
+
+
+def nt_hash(password: str) -> str:
+    """The NT hash Samba checks an SMB sign-in against: MD4 of the UTF-16LE password, in upper-case hex."""
+    return MD4.new(password.encode("utf-16-le")).hexdigest().upper()
 
 
 class BadLogin(InvalidArgument):
@@ -75,6 +86,8 @@ class Accounts:
                 raise Exists(f"user {name!r} exists")
             conn.execute(users.insert().values(name=name, password=hash_password(password), admin=admin,
                                                created=time.time()))  # fmt: skip
+            uid = conn.execute(select(users.c.id).where(users.c.name == name)).scalar_one()
+            self._set_nt_hash(conn, uid, password)
         return self.user(name)
 
     def set_password(self, name: str, password: str, *, keep_session: int | None = None) -> None:
@@ -87,7 +100,17 @@ class Accounts:
             if uid is None:
                 raise NotFound(f"no user {name!r}")
             conn.execute(update(users).where(users.c.id == uid).values(password=hash_password(password)))
+            self._set_nt_hash(conn, uid, password)
             self.sessions.end_all(conn, uid, keep=keep_session)
+
+    def _set_nt_hash(self, conn: Connection, uid: int, password: str) -> None:
+        key = f"{NTLM}{uid}"
+        conn.execute(delete(settings).where(settings.c.key == key))
+        conn.execute(settings.insert().values(key=key, value=self.catalog.seal(key, nt_hash(password))))
+
+    def nt_hashes(self) -> dict[int, str]:
+        """User id -> the NT hash of the password (users whose password was set before SMB existed have none)."""
+        return {int(k[len(NTLM) :]): v for k, v in self.catalog.settings_like(NTLM + "%").items()}
 
     def remove_user(self, name: str) -> None:
         user = self.user(name)
@@ -95,6 +118,7 @@ class Accounts:
             self.sessions.end_all(conn, user.id)
             conn.execute(delete(tokens).where(tokens.c.user_id == user.id))
             conn.execute(delete(memberships).where(memberships.c.user_id == user.id))
+            conn.execute(delete(settings).where(settings.c.key == f"{NTLM}{user.id}"))
             conn.execute(update(source_access).where(source_access.c.owner_id == user.id).values(owner_id=None))
             conn.execute(delete(users).where(users.c.id == user.id))
         with self._lock:

@@ -22,15 +22,16 @@ from .cli_base import Context, command, main
 @click.option("--workers", type=click.IntRange(1, 16), default=2, show_default=True, help="Job worker threads.")
 @click.option("--ssh", metavar="HOST:PORT", help="Serve rsync over SSH here (needs --mount; run as root).")
 @click.option("--rsyncd", metavar="HOST:PORT", help="Serve the rsync daemon here (needs --mount; run as root).")
+@click.option("--smb", metavar="HOST:PORT", help="Serve the SMB shares here (needs --mount; run as root).")
 @click.pass_obj
 def serve_cmd(ctx: Context, listen: str, mountpoint: Path | None, workers: int, ssh: str | None,
-              rsyncd: str | None) -> None:  # fmt: skip
+              rsyncd: str | None, smb: str | None) -> None:  # fmt: skip
     """Run the appliance: web UI at /, REST API at /api/v1, job workers, the mount and front doors if asked."""
     from .server import Doorways, serve
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        doorways = Doorways.parse(ssh, rsyncd, mountpoint)
+        doorways = Doorways.parse(ssh, rsyncd, smb, mountpoint)
         with ctx.open() as dep:
             serve(dep, listen, mountpoint, workers, doorways)
     except (CairnError, ValueError, OSError) as e:

@@ -75,6 +75,12 @@ def _hours(value: Any) -> Any:
     return value
 
 
+def _idle(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= 24 * 3600:
+        raise InvalidArgument("smb_idle is a number of seconds, from 1 to a day (86400)")
+    return value
+
+
 # key -> (default, check)
 KNOWN: dict[str, tuple[Any, Any]] = {
     "schedule": (None, _schedule),  # when to snapshot the source (cron, local time)
@@ -86,6 +92,7 @@ KNOWN: dict[str, tuple[Any, Any]] = {
     "snapshot_after_session": (True, _boolean),  # a backup session that ends well takes a snapshot
     "snapshot_unchanged": (False, _boolean),  # a scheduled snapshot is taken even when nothing changed
     "stale_after": (26, _hours),  # hours without a successful backup before the source is stale and mailed
+    "smb_idle": (120, _idle),  # seconds after an SMB client that wrote leaves before its session ends
 }
 # key -> the fields of its object value that are secrets: never shown, only replaced
 SECRETS: dict[str, tuple[str, ...]] = {"smtp": ("password",)}

@@ -22,6 +22,7 @@ from dav.app import parse_listen
 from dav.guard import HTTPServer
 from engine.deployment import Deployment
 from engine.errors import NotFound
+from vfs.writers import Writers
 
 from .access import can, manages
 from .accounts import Accounts
@@ -50,12 +51,16 @@ class Doorways:
 
     ssh: Listen | None = None
     rsyncd: Listen | None = None
+    smb: Listen | None = None
 
     @classmethod
-    def parse(cls, ssh: str | None, rsyncd: str | None, mountpoint: Path | None) -> Doorways:
-        if (ssh or rsyncd) and mountpoint is None:
+    def parse(cls, ssh: str | None, rsyncd: str | None, smb: str | None, mountpoint: Path | None) -> Doorways:
+        if (ssh or rsyncd or smb) and mountpoint is None:
             raise ValueError("the front doors write through the mount: give --mount too")
-        return cls(*(Listen(*parse_listen(a)) if a else None for a in (ssh, rsyncd)))
+        return cls(*(Listen(*parse_listen(a)) if a else None for a in (ssh, rsyncd, smb)))
+
+    def __bool__(self) -> bool:
+        return bool(self.ssh or self.rsyncd or self.smb)
 
 
 def serve(deployment: Deployment, listen: str, mountpoint: Path | None = None, workers: int = 2,
@@ -72,8 +77,9 @@ def serve(deployment: Deployment, listen: str, mountpoint: Path | None = None, w
     if closed:
         log.warning("%d backup session(s) ended as failed: their appliance process stopped", closed)
     doors = None
-    if mountpoint is not None and (doorways.ssh or doorways.rsyncd):
-        doors = Doors(services, mountpoint, deployment.data_dir, doorways.ssh, doorways.rsyncd)
+    writers = Writers()
+    if mountpoint is not None and doorways:
+        doors = Doors(services, mountpoint, deployment.data_dir, doorways.ssh, doorways.rsyncd, doorways.smb, writers)
         try:
             doors.start()  # before the mount: a session arriving first is told the source is not served yet
         except BaseException:
@@ -83,7 +89,7 @@ def serve(deployment: Deployment, listen: str, mountpoint: Path | None = None, w
             raise
         services.doors = DoorsInfo(doorways.ssh.port if doorways.ssh else None,
                                    doorways.rsyncd.port if doorways.rsyncd else None, USER,
-                                   tuple(doors.host_keys))  # fmt: skip
+                                   tuple(doors.host_keys), doorways.smb.port if doorways.smb else None)  # fmt: skip
     deployment.start_flusher()
     assert services.runner is not None
     services.runner.start()
@@ -97,7 +103,8 @@ def serve(deployment: Deployment, listen: str, mountpoint: Path | None = None, w
         if mountpoint is not None:
             from vfs.mount import serve as serve_mount
 
-            serve_mount(services.view, mountpoint)  # till SIGTERM/unmount; the share's view, its caches shared
+            # till SIGTERM/unmount; the share's view, its caches shared
+            serve_mount(services.view, mountpoint, writers=writers)
         else:
             _wait_for_signal()
     finally:
@@ -123,6 +130,8 @@ def _announce(listen: str, mountpoint: Path | None, doors: Doors | None) -> None
         lines.append(
             f"rsync daemon on {doors.rsyncd_listen}: rsync://SOURCE@APPLIANCE:{doors.rsyncd_listen.port}/SOURCE/"
         )
+    if doors is not None and doors.smb_listen is not None:
+        lines.append(f"SMB shares on {doors.smb_listen}: \\\\APPLIANCE\\SOURCE, signed in as a Cairn user")
     print("\n".join(lines), file=sys.stderr, flush=True)
 
 

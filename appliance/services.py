@@ -34,6 +34,7 @@ class DoorsInfo:
     rsyncd_port: int | None
     ssh_user: str
     host_keys: tuple[str, ...]  # as `ssh-keygen -l` prints them
+    smb_port: int | None = None
 
 
 @dataclass

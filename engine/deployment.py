@@ -91,6 +91,9 @@ class Deployment:
         self.owner = leases.new_owner()
         self._lock = threading.Lock()
         self._trees: dict[str, WorkingTree] = {}
+        # One snapshot of a source at a time in this process: two (a session's and a schedule's,
+        # say) would pick the same default name, and the second would fail on it.
+        self._snapshotting: dict[str, threading.Lock] = {}
         # Told of every name that appears or goes in any working tree; each tree holds this very list.
         self.name_watchers: list[NameWatcher] = []
         self._stop = threading.Event()
@@ -409,6 +412,12 @@ class Deployment:
         return that snapshot (its `created` is older than the call).
         """
         self.check_writable()
+        with self._lock:
+            one_at_a_time = self._snapshotting.setdefault(source, threading.Lock())
+        with one_at_a_time:
+            return self._create_snapshot(source, name, if_changed)
+
+    def _create_snapshot(self, source: str, name: str | None, if_changed: bool) -> SnapshotInfo:
         tree = self.working_tree(source)
         with self.catalog.engine.connect() as conn:
             existing = snapshots.list_rows(conn, source)

@@ -17,6 +17,7 @@ from engine.hostmounts import mounts
 from engine.mount import MountView
 
 from .ops import Operations, in_request
+from .writers import Writers
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +54,11 @@ def raise_read_ahead(mountpoint: Path, kb: int = READ_AHEAD_KB) -> None:
         log.debug("read-ahead stays at the kernel's default: %s", e)
 
 
-def serve(view: MountView, mountpoint: Path, *, debug: bool = False) -> None:
+def serve(view: MountView, mountpoint: Path, *, debug: bool = False, writers: Writers | None = None) -> None:
     """Mount `view` and serve until SIGTERM or SIGINT; then unmount and return."""
     clear_stale(mountpoint)
     mountpoint.mkdir(parents=True, exist_ok=True)
-    ops = Operations(view)
+    ops = Operations(view, writers=writers)
     options = set(pyfuse3.default_options)
     # nodev, nosuid: a device node or set-uid file a client stored opens or runs nothing here.
     options |= {"fsname=cairn", "subtype=cairn", "allow_other", "nodev", "nosuid"}

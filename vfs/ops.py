@@ -37,6 +37,8 @@ from engine.meta import Stat
 from engine.mount import MountView
 from engine.mount.nodes import IMAGE, SNAPSHOT, VIRTUAL, WORKING, node_of
 
+from .writers import Writers
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -71,9 +73,11 @@ class Operations(pyfuse3.Operations):
 
     enable_writeback_cache = False
 
-    def __init__(self, view: MountView, threads: int = 8):
+    def __init__(self, view: MountView, threads: int = 8, writers: Writers | None = None):
         super().__init__()
         self.view = view
+        self.writers = writers  # the processes a front door watches (writers.py), or None
+        self._writing: dict[int, int] = {}  # file handle -> the watched process that opened it to write
         self.limiter = trio.CapacityLimiter(threads)
         self._dirs: dict[int, tuple[int, list[tuple[bytes, Stat]]]] = {}  # handle -> (directory, listing)
         # Attributes of the snapshot nodes the kernel holds, until it forgets them.
@@ -116,6 +120,14 @@ class Operations(pyfuse3.Operations):
             raise
         except Exception as e:
             raise _fuse_error(e) from None
+
+    def _noted(self, ctx: pyfuse3.RequestContext, number: int, entries: int = 1) -> None:
+        """Note a change to a working tree by a watched process."""
+        writers = self.writers
+        if writers is not None and ctx.pid in writers.watched:
+            node = node_of(number)
+            if node.space == WORKING:
+                writers.note(ctx.pid, node.owner, 0, entries)
 
     def init(self) -> None:
         """Mounted: the kernel takes pushed pages and changed names from now on."""
@@ -268,6 +280,7 @@ class Operations(pyfuse3.Operations):
             "atime_ns": attr.st_atime_ns if fields.update_atime else None,
             "mtime_ns": attr.st_mtime_ns if fields.update_mtime else None,
         }
+        self._noted(ctx, inode, 0)
         if changes["size"] is None:
             return self._attr(await self._on(inode, self.view.setattr, **changes))
         return self._attr(await self._call(self.view.setattr, inode, **changes))  # may rewrite a spool
@@ -305,11 +318,13 @@ class Operations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         args = (parent_inode, name, mode & ~ctx.umask, ctx.uid, ctx.gid)
+        self._noted(ctx, parent_inode)
         if node_of(parent_inode).space == WORKING:
             return self._attr(self._now(self.view.mkdir, *args))
         return self._entry_attr(parent_inode, await self._call(self.view.mkdir, *args))  # a source or a snapshot
 
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self._noted(ctx, parent_inode)
         if node_of(parent_inode).space == WORKING:
             self._now(self.view.rmdir, parent_inode, name)
         else:
@@ -318,20 +333,24 @@ class Operations(pyfuse3.Operations):
     async def mknod(
         self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
+        self._noted(ctx, parent_inode)
         stat = self._now(self.view.mknod, parent_inode, name, mode & ~ctx.umask, rdev, ctx.uid, ctx.gid)
         return self._attr(stat)
 
     async def symlink(
         self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
+        self._noted(ctx, parent_inode)
         return self._attr(self._now(self.view.symlink, parent_inode, name, target, ctx.uid, ctx.gid))
 
     async def link(
         self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
+        self._noted(ctx, new_parent_inode)
         return self._attr(self._now(self.view.link, inode, new_parent_inode, new_name))
 
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self._noted(ctx, parent_inode)
         if node_of(parent_inode).space == WORKING:
             self._now(self.view.unlink, parent_inode, name)
         else:
@@ -341,6 +360,7 @@ class Operations(pyfuse3.Operations):
         self, parent_inode_old: int, name_old: bytes, parent_inode_new: int, name_new: bytes, flags: int,
         ctx: pyfuse3.RequestContext,
     ) -> None:  # fmt: skip
+        self._noted(ctx, parent_inode_new)
         self._now(self.view.rename, parent_inode_old, name_old, parent_inode_new, name_new, flags)
 
     # -- files ---------------------------------------------------------------
@@ -353,6 +373,7 @@ class Operations(pyfuse3.Operations):
             stat = self._now(self.view.create, *args)
         else:
             stat = await self._call(self.view.create, *args)  # a disk image
+        self._opened(ctx, stat.ino)
         return pyfuse3.FileInfo(fh=stat.ino), self._attr(stat)
 
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
@@ -362,6 +383,8 @@ class Operations(pyfuse3.Operations):
             self._now(self.view.open, inode, write)
             return pyfuse3.FileInfo(fh=inode, keep_cache=True, **NO_FLUSH)
         await self._on(inode, self.view.open, write)
+        if write:
+            self._opened(ctx, inode)
         if flags & os.O_TRUNC and space in (WORKING, IMAGE):
             await self._on(inode, self.view.setattr, size=0)  # no I/O unless a spool is busy
         flushed = write and space == WORKING  # only then does close() store anything (see flush)
@@ -370,8 +393,18 @@ class Operations(pyfuse3.Operations):
     async def read(self, fh: int, off: int, size: int) -> bytes:
         return await self._on(fh, self.view.read, off, size)
 
+    def _opened(self, ctx: pyfuse3.RequestContext, number: int) -> None:
+        """A file opened to write: a watched process's writes to it are counted (write requests carry no pid)."""
+        if self.writers is not None and ctx.pid in self.writers.watched and number >> 62 == WORKING:
+            self._writing[number] = ctx.pid
+            self._noted(ctx, number)
+
     async def write(self, fh: int, off: int, buf: bytes) -> int:
-        return await self._on(fh, self.view.write, off, buf)
+        written = await self._on(fh, self.view.write, off, buf)
+        if self._writing and fh in self._writing:
+            assert self.writers is not None
+            self.writers.note(self._writing[fh], node_of(fh).owner, written)
+        return written
 
     async def flush(self, fh: int) -> None:
         """close(2): the file's bytes are stored here, not on release, whose errors the kernel drops.
@@ -383,6 +416,7 @@ class Operations(pyfuse3.Operations):
             await self._on(fh, self.view.flush)
 
     async def release(self, fh: int) -> None:
+        self._writing.pop(fh, None)
         if fh >> 62 == SNAPSHOT:
             self._now(self.view.release, fh)
             return
@@ -433,9 +467,11 @@ class Operations(pyfuse3.Operations):
         return sorted(await self._on(inode, self.view.xattrs))
 
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self._noted(ctx, inode, 0)
         self._now(self.view.setxattr, inode, name, value)
 
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self._noted(ctx, inode, 0)
         try:
             self._now(self.view.removexattr, inode, name)
         except pyfuse3.FUSEError as e:

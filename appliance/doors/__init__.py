@@ -1,8 +1,8 @@
-"""The front doors: rsync over SSH and the rsync daemon, started, configured and supervised by `cairn serve`.
+"""The front doors: rsync over SSH, the rsync daemon and Samba, started, configured and supervised by `cairn serve`.
 
-Both write through the FUSE mount, so they start with it. Their files:
+All write through the FUSE mount, so they start with it. Their files:
 `<data>/doors/` (0700: sshd's config and host keys, rsyncd's config and
-passwords, the sessions' rsync logs) and a run directory under /run/cairn
+passwords, the sessions' rsync logs, Samba's `smb/`) and a run directory under /run/cairn
 (0755, root's: the helper sshd and rsyncd run, and the gate's socket; sshd
 wants every directory above its AuthorizedKeysCommand root-owned and
 closed to others, which a checkout or the data directory need not be).
@@ -22,16 +22,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.errors import NotFound
 from engine.private import make_dirs
+from vfs.writers import Writers
 
+from . import smb as samba
 from . import sshd
 from .gate import Gate
 from .rsyncd import Modules, RsyncdSessions
+from .smbsessions import SmbSessions
 from .ssh import USER, SshDoor
 
 log = logging.getLogger(__name__)
 RUN = Path("/run/cairn")
-REFRESH = 2.0  # seconds between looks at the catalog for the rsync daemon's modules
+REFRESH = 2.0  # seconds between looks at the catalog for the rsync daemon's modules and Samba's shares
 STARTUP = 10.0  # seconds a server may take to listen
 
 
@@ -47,8 +51,8 @@ class Listen:
 class Child:
     """A server process kept running: restarted (after a pause) when it dies while the doors are open."""
 
-    def __init__(self, name: str, argv: list[str]):
-        self.name, self.argv = name, argv
+    def __init__(self, name: str, argv: list[str], env: dict[str, str] | None = None):
+        self.name, self.argv, self.env = name, argv, env
         self.proc: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._keep, name=f"cairn-{name}", daemon=True)
@@ -59,7 +63,7 @@ class Child:
 
     def _spawn(self) -> None:
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, start_new_session=True,
+                                     stderr=subprocess.STDOUT, start_new_session=True, env=self.env,
                                      preexec_fn=_die_with_parent)  # fmt: skip
         threading.Thread(target=self._log, args=(self.proc,), name=f"cairn-{self.name}-log", daemon=True).start()
 
@@ -78,6 +82,11 @@ class Child:
             if self._stopping.wait(2.0):
                 return
             self._spawn()
+
+    def hangup(self) -> None:
+        """SIGHUP: read the config again."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGHUP)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -119,14 +128,22 @@ def run_dir(data_dir: Path) -> Path:
 class Doors:
     """Owns the front doors' servers and the gate; built and started by `cairn serve`."""
 
-    def __init__(self, services: Any, mount: Path, data_dir: Path, ssh: Listen | None, rsyncd: Listen | None):
-        self.mount, self.ssh_listen, self.rsyncd_listen = mount, ssh, rsyncd
+    def __init__(self, services: Any, mount: Path, data_dir: Path, ssh: Listen | None, rsyncd: Listen | None,
+                 smb: Listen | None = None, writers: Writers | None = None):  # fmt: skip
+        self.mount, self.ssh_listen, self.rsyncd_listen, self.smb_listen = mount, ssh, rsyncd, smb
         self.folder = data_dir / "doors"
         self.run = run_dir(data_dir)
         self.relay = str(self.run / "cairn-door")
         self.ssh = SshDoor(services.keys, services.backups, mount, self.folder / "logs", self.ssh_hint(), self.relay)
         self.modules = Modules(services.deployment, mount, self.folder, self.relay)
         self.transfers = RsyncdSessions(services.backups, self.modules.logfile, mount)
+        self.writers = writers or Writers()
+        self.shares = samba.Shares(services.deployment, services.accounts, mount, self.folder / "smb", self.relay,
+                                 smb.host if smb else "", smb.port if smb else 0)  # fmt: skip
+        self.visits = SmbSessions(services.backups, self.writers, self._source_id, self._smb_idle, self._account)
+        self.services = services
+        self.smbd: Child | None = None
+        self.rpcd: Child | None = None
         self.children: list[Child] = []
         self.gate: Gate | None = None
         self.host_keys: list[str] = []
@@ -147,6 +164,31 @@ class Doors:
     def xfer(self, stage: str, env: dict[str, str]) -> dict[str, Any]:
         return self.transfers.xfer(stage, env)
 
+    def smb(self, request: dict[str, Any]) -> dict[str, Any]:
+        args = (str(request.get("share")), str(request.get("user")), str(request.get("client")))
+        pid = request.get("pid")
+        if not isinstance(pid, int) or pid <= 1:
+            raise ValueError("an SMB hook names its server process")
+        if request.get("stage") == "connect":
+            return self.visits.connect(*args, pid)
+        return self.visits.disconnect(*args, pid)
+
+    def _source_id(self, name: str) -> int:
+        return int(self.services.deployment.source(name).id)
+
+    def _smb_idle(self, source: str) -> float:
+        group = self.services.accounts.source_access().get(source, (None, None))[0]
+        return float(self.services.backups.config.value("smb_idle", source, group))
+
+    def _account(self, user: str) -> str:
+        """The account a name signed in with is (Samba's hook says what the client typed)."""
+        names = self.shares.names
+        lowered = {k.lower(): v for k, v in names.items()}  # Samba matches names regardless of case
+        found = names.get(user) or lowered.get(user.lower())
+        if found is not None:
+            return found
+        raise NotFound(f"no account {user!r}")
+
     # -- lifetime --------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -166,7 +208,22 @@ class Doors:
             self._child("rsyncd", ["/usr/bin/rsync", "--daemon", "--no-detach", f"--config={self.modules.conf}",
                                    f"--address={self.rsyncd_listen.host}", f"--port={self.rsyncd_listen.port}"],
                         self.rsyncd_listen)  # fmt: skip
-            threading.Thread(target=self._refresh, name="cairn-rsyncd-modules", daemon=True).start()
+        if self.smb_listen is not None:
+            self.shares.prepare()
+            self.shares.refresh()
+            env = samba.environment(self.shares.folder)
+            self.rpcd = Child("samba-dcerpcd", samba.rpc_command(self.shares.conf), env)
+            self.rpcd.start()
+            self.children.append(self.rpcd)
+            deadline = time.monotonic() + STARTUP
+            while not self.shares.rpc_ready():
+                if time.monotonic() > deadline:
+                    raise sshd.DoorError("samba-dcerpcd did not start (see the log above)")
+                time.sleep(0.05)
+            self.smbd = self._child("smbd", samba.command(self.shares.conf), self.smb_listen, env)
+            self.visits.start()
+        if self.rsyncd_listen is not None or self.smb_listen is not None:
+            threading.Thread(target=self._refresh, name="cairn-door-configs", daemon=True).start()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -174,20 +231,22 @@ class Doors:
             child.stop()
         self.ssh.stop()
         self.transfers.abandon()
+        if self.smb_listen is not None:
+            self.visits.stop()
         if self.gate is not None:
             self.gate.stop()
 
-    def _child(self, name: str, argv: list[str], listen: Listen) -> None:
+    def _child(self, name: str, argv: list[str], listen: Listen, env: dict[str, str] | None = None) -> Child:
         if _listening(listen.port):
             raise sshd.DoorError(f"cannot start {name}: port {listen.port} is in use")
-        child = Child(name, argv)
+        child = Child(name, argv, env)
         child.start()
         self.children.append(child)
         deadline = time.monotonic() + STARTUP
         while time.monotonic() < deadline:
             if _listening(listen.port):
                 log.info("%s listening on %s", name, listen)
-                return
+                return child
             if child.proc is not None and child.proc.poll() is not None:
                 break
             time.sleep(0.05)
@@ -207,7 +266,15 @@ class Doors:
     def _refresh(self) -> None:
         while not self._stopping.wait(REFRESH):
             try:
-                if self.modules.refresh():
+                if self.rsyncd_listen is not None and self.modules.refresh():
                     log.info("rsync daemon: modules rewritten from the catalog")
             except Exception:
                 log.exception("cannot rewrite the rsync daemon's modules; trying again")
+            try:
+                if self.smbd is not None and self.shares.refresh():
+                    log.info("Samba: shares and accounts rewritten from the catalog")
+                    self.smbd.hangup()
+                    if self.rpcd is not None:
+                        self.rpcd.hangup()
+            except Exception:
+                log.exception("cannot rewrite Samba's shares; trying again")

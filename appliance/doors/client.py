@@ -10,6 +10,8 @@ unprivileged `cairn` user, so it may read nothing of the data directory):
                                      appliance, which runs rsync, and exits
                                      with rsync's status
   cairn-door pre | post              the rsync daemon's pre-/post-xfer exec
+  cairn-door smb connect|disconnect SHARE USER ADDRESS PID
+                                     Samba's root preexec and postexec
 """
 
 import json
@@ -76,6 +78,18 @@ def xfer(stage: str) -> int:
     return 0
 
 
+def smb(stage: str, share: str, user: str, client: str, pid: str) -> int:
+    """Tell the appliance of a tree connect (exit 1 refuses it: the appliance must watch what it writes)."""
+    try:
+        reply = ask({"op": "smb", "stage": stage, "share": share, "user": user, "client": client, "pid": int(pid)})
+    except (OSError, ValueError) as e:
+        reply = {"ok": False, "message": f"the appliance is not answering ({e}); try again later"}
+    if reply is None or not reply.get("ok"):
+        sys.stderr.write(f"cairn: {(reply or {}).get('message') or 'the appliance stopped'}\n")
+        return 1
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if len(argv) == 3 and argv[0] == "keys":
         return keys(argv[1], argv[2])
@@ -83,7 +97,10 @@ def main(argv: list[str]) -> int:
         return rsync(argv[1])
     if len(argv) == 1 and argv[0] in ("pre", "post"):
         return xfer(argv[0])
-    sys.stderr.write("usage: cairn-door keys USER FINGERPRINT | rsync KEY | pre | post\n")
+    if len(argv) == 6 and argv[0] == "smb" and argv[1] in ("connect", "disconnect"):
+        return smb(*argv[1:])
+    sys.stderr.write("usage: cairn-door keys USER FINGERPRINT | rsync KEY | pre | post"
+                     " | smb connect|disconnect SHARE USER ADDRESS PID\n")  # fmt: skip
     return 2
 
 

@@ -3,7 +3,7 @@
 One JSON line per request, one per reply; an SSH session's request carries
 its stdin/stdout/stderr (SCM_RIGHTS) and keeps the connection open while
 rsync runs, so the relay's end is seen at once. Who may ask is checked on
-the socket's peer: root (the rsync daemon's hooks) for everything, the
+the socket's peer: root (the rsync daemon's and Samba's hooks) for everything, the
 `cairn` SSH user for key lookups and its own session. One thread per
 connection; the handlers are the doors' (Handlers).
 """
@@ -28,6 +28,7 @@ class Handlers(Protocol):
     def keys(self, user: str, fingerprint: str) -> list[str]: ...
     def rsync(self, request: dict[str, Any], fds: list[int], closed: threading.Event) -> dict[str, Any]: ...
     def xfer(self, stage: str, env: dict[str, str]) -> dict[str, Any]: ...
+    def smb(self, request: dict[str, Any]) -> dict[str, Any]: ...
 
 
 class Gate:
@@ -97,6 +98,8 @@ class Gate:
             return self.handlers.rsync(request, fds, closed)
         if op in ("pre", "post") and uid == 0 and isinstance(request.get("env"), dict):
             return self.handlers.xfer(op, {str(k): str(v) for k, v in request["env"].items()})
+        if op == "smb" and uid == 0:
+            return self.handlers.smb(request)
         if op == "rsync":  # refused: the descriptors it brought are this thread's to close
             for fd in fds:
                 os.close(fd)

@@ -102,11 +102,12 @@ def config_text(folder: Path, mount: Path, host: str, port: int, hooks: str, ser
         "usershare path =", "registry shares = no", "config backend = file",
         "log level = 1", "load printers = no", "printing = bsd", "printcap name = /dev/null",
         "disable spoolss = yes", "access based share enum = yes", "deadtime = 15",
+        "rpc start on demand helpers = no",  # samba-dcerpcd runs beside smbd, supervised like it (rpc_command)
         # The mount has no leases or POSIX locks for other processes to see: Samba keeps its own.
         "kernel oplocks = no", "kernel share modes = no", "posix locking = no",
         # Windows' attributes and creation time, in the user.DOSATTRIB xattr the mount and snapshots keep.
         "store dos attributes = yes", "ea support = yes", "nt acl support = no",
-        "wide links = no", "force user = root", "force group = root",
+        "wide links = no",
         "create mask = 0644", "directory mask = 0755",
         "vfs objects = shadow_copy2", f"shadow:format = {GMT}", "shadow:sort = desc", "shadow:localtime = no",
         "",
@@ -116,6 +117,7 @@ def config_text(folder: Path, mount: Path, host: str, port: int, hooks: str, ser
         g += [
             f"[{share.source}]", f"comment = {share.source}: writes go into current/; snapshots are Previous Versions",
             f"path = {current}", f"valid users = {' '.join(share.readers)}", "read only = yes",
+            "force user = root", "force group = root",  # here, not in [global]: IPC$ lists shares as the user
             *([f"write list = {' '.join(share.writers)}"] if share.writers else []),
             f"shadow:mountpoint = {current}", f"shadow:snapdir = {folder / 'versions' / share.source}",
             f"root preexec = {hooks} smb connect %S %U %I %d", "root preexec close = yes",
@@ -199,6 +201,12 @@ def command(conf: Path) -> list[str]:
     return ["/usr/sbin/smbd", "--foreground", "--no-process-group", f"--configfile={conf}", "--debug-stdout"]
 
 
+def rpc_command(conf: Path) -> list[str]:
+    """samba-dcerpcd: the RPC services Windows asks for beside the files (the share list, share info)."""
+    return ["/usr/libexec/samba/samba-dcerpcd", "--foreground", "--no-process-group", "--libexec-rpcds",
+            f"--configfile={conf}", "--debug-stdout"]  # fmt: skip
+
+
 class Shares:
     """Keeps smbd's files in step with the catalog."""
 
@@ -214,7 +222,16 @@ class Shares:
     def prepare(self) -> None:
         for d in DIRS:
             make_dirs(self.folder / d)
-        (self.folder / "group").write_text("root:x:0:\nnogroup:x:65534:\n")
+        rpc = self.folder / "ncalrpc"
+        os.chmod(rpc, 0o755)  # as samba-dcerpcd insists; doors/ above it is closed to others
+        for stale in rpc.iterdir():  # sockets a killed samba-dcerpcd left: it will not bind over them
+            if stale.is_socket():
+                stale.unlink()
+        replace_file(self.folder / "group", b"root:x:0:\nnogroup:x:65534:\n")
+
+    def rpc_ready(self) -> bool:
+        """Whether samba-dcerpcd listens (smbd asks it for the share list; it does not start one itself)."""
+        return (self.folder / "ncalrpc" / "EPMAPPER").is_socket()
 
     def refresh(self) -> bool:
         """Rewrite the files (and the Previous Versions' links) if the catalog changed them; whether the

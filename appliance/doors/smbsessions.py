@@ -70,6 +70,7 @@ class SmbSessions:
                 visit = self.visits[key] = Visit(source, sid, client, key[2])
             visit.pids.add(pid)
             self.writers.watch(pid)
+        log.debug("SMB: %s from %s connected to %s (process %d)", user, client, source, pid)
         return {"ok": True}
 
     def disconnect(self, source: str, user: str, client: str, pid: int) -> dict[str, object]:

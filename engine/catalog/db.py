@@ -27,8 +27,9 @@ HEAD = "0005"
 
 
 def secret_setting(key: str) -> bool:
-    """Whether a settings row holds a secret: the mail server's, the UI's signing key, an rsync daemon's password."""
-    return key.endswith("/smtp") or key == "web.secret" or key.startswith("door/secret/")
+    """Whether a settings row holds a secret: the mail server's, the UI's signing key, an rsync daemon's password,
+    an account's SMB password hash."""
+    return key.endswith("/smtp") or key == "web.secret" or key.startswith(("door/secret/", "door/ntlm/"))
 
 
 class Sealer(Protocol):
