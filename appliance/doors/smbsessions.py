@@ -27,6 +27,8 @@ from .sessions import BackupSessions, Stats
 
 log = logging.getLogger(__name__)
 POLL = 1.0  # seconds between looks at the watched processes
+BROKEN = ("the SMB connection from {client} ended without a disconnect (its server process died); "
+          "files may be missing: run the backup again")  # fmt: skip
 
 
 @dataclass
@@ -38,6 +40,7 @@ class Visit:
     pids: set[int] = field(default_factory=set)
     session: int | None = None
     refused: bool = False  # its session could not begin (maintenance mode): said once in the log
+    broken: bool = False  # its last process ended without a disconnect (killed, crashed)
     left: float = 0.0  # when its last process went
     bytes: int = 0
     entries: int = 0
@@ -109,12 +112,13 @@ class SmbSessions:
             self._credit()
             for visit in self.visits.values():
                 for pid in [p for p in visit.pids if not _alive(p)]:
-                    self._leave(visit, pid)
+                    self._leave(visit, pid, broken=True)
             done = [k for k, v in self.visits.items() if not v.pids and now - v.left >= self.idle(v.source)]
             ended = [self.visits.pop(k) for k in done]
         for visit in ended:
             if visit.session is not None:
-                self.backups.end(visit.session, None, Stats(visit.bytes, visit.entries))
+                reason = BROKEN.format(client=visit.client) if visit.broken else None
+                self.backups.end(visit.session, reason, Stats(visit.bytes, visit.entries))
 
     def _credit(self) -> None:
         """With the lock held: what each watched process wrote goes to its visit of that source."""
@@ -139,8 +143,9 @@ class SmbSessions:
             visit.refused = True
             log.warning("SMB: %s wrote into %s but no session could begin: %s", visit.client, visit.source, e)
 
-    def _leave(self, visit: Visit, pid: int) -> None:
+    def _leave(self, visit: Visit, pid: int, broken: bool = False) -> None:
         visit.pids.discard(pid)
+        visit.broken = broken
         if not any(pid in v.pids for v in self.visits.values()):
             self.writers.forget(pid)
         if not visit.pids:
