@@ -1,7 +1,8 @@
-"""The REST API of the front doors: a source's SSH keys and rsync password, backup sessions, backup status.
+"""The REST API of the front doors: a source's SSH keys, rsync password and SMB share, backup sessions, backup status.
 
 Who may: seeing a source lets one list its keys (public halves), its
-sessions and its status; configuring it lets one add, generate and remove
+sessions, its status and its share with the Windows commands (which say
+whether one may write into it); configuring it lets one add, generate and remove
 keys and set its rsync password (a key or a password lets a machine write
 into the source). A generated private key or password is in the answer to
 the call that made it, and nowhere after.
@@ -20,6 +21,8 @@ from .api_base import allowed_source, api, body, int_arg, opt_text, services, te
 from .api_sources import visible_sources
 from .doors.rsyncd import SECRET, new_secret, set_secret
 from .status import statuses
+from .web_doors import client_host
+from .windows_client import windows_share
 
 
 def _visible() -> set[str]:
@@ -84,6 +87,13 @@ def remove_rsync_secret(name: str) -> Response:
     return jsonify({"set": False})
 
 
+@api.get("/sources/<name>/smb")
+def smb_share(name: str) -> Response:
+    """The source's SMB share as the caller reaches it from Windows, and the commands to use it (`port` null: shut)."""
+    user, group, owner = allowed_source(name, "see")
+    return jsonify(windows_share(services(), user, name, group, owner, client_host()).to_json())
+
+
 @api.get("/sessions")
 def sessions() -> Response:
     """The newest backup sessions of the sources the caller may see (`source`, `limit`)."""
@@ -110,9 +120,11 @@ def doors() -> Response:
     """Where the front doors listen and the SSH host keys' fingerprints, for client setup."""
     auth.require_user()
     info = services().doors
-    doc: dict[str, Any] = {"ssh": None, "rsyncd": None}
+    doc: dict[str, Any] = {"ssh": None, "rsyncd": None, "smb": None}
     if info is not None and info.ssh_port is not None:
         doc["ssh"] = {"port": info.ssh_port, "user": info.ssh_user, "host_keys": list(info.host_keys)}
     if info is not None and info.rsyncd_port is not None:
         doc["rsyncd"] = {"port": info.rsyncd_port}
+    if info is not None and info.smb_port is not None:
+        doc["smb"] = {"port": info.smb_port}
     return jsonify(doc)

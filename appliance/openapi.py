@@ -199,11 +199,18 @@ SPEC: dict[str, Any] = {
             ),
             "delete": _op("Remove the password: the rsync daemon stops serving the source", params=["name"]),
         },
+        "/api/v1/sources/{name}/smb": {
+            "get": _op(
+                "The source's SMB share as you reach it from Windows, whether you may write into it, and the "
+                "commands to map it, back up with robocopy and restore (port null: the SMB door is shut)",
+                params=["name"],
+            )
+        },
         "/api/v1/sessions": {
             "get": _op("Recent backup sessions of the sources you may see", query=["source", "limit"])
         },
         "/api/v1/status": {"get": _op("Each source's last successful backup and its colour against stale_after")},
-        "/api/v1/doors": {"get": _op("Where the front doors listen, and the SSH host key fingerprints")},
+        "/api/v1/doors": {"get": _op("Where the front doors (SSH, rsync daemon, SMB) listen, and the SSH host keys")},
         "/api/v1/config": {
             "get": _op(
                 "Effective settings: global, a group's or a source's (secrets show as {\"set\": true})",

@@ -1,5 +1,5 @@
 """The web UI's front doors: a source's page with its backup status, its clients (SSH keys, the rsync daemon's
-password) and copy-paste instructions for Linux, macOS and NAS clients.
+password) and copy-paste instructions for Linux, macOS, NAS and Windows clients (windows_client.py).
 
 Registered on the `web` blueprint (web.py imports this module). A generated
 private key and a generated password go to the browser once, in the answer
@@ -14,7 +14,7 @@ import time
 from flask import Response, redirect, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
-from engine.errors import Exists, InvalidArgument
+from engine.errors import Exists, InvalidArgument, NotFound
 from engine.sessions import Session
 
 from .access import can
@@ -23,6 +23,7 @@ from .doors.rsyncd import SECRET, new_secret, set_secret
 from .services import DoorsInfo
 from .status import statuses
 from .web import page, web
+from .windows_client import SWITCHES, task_file, task_xml, windows_share
 
 EXCLUDES = ("/proc", "/sys", "/dev", "/run", "/tmp", "/mnt", "/media")  # kernel, devices and mounts: not data
 # A name or address as DNS and URLs spell them: the Host header is the browser's to set, and the
@@ -85,11 +86,13 @@ def source_page(name: str, *, error: str | None = None, pasted: str = "", new_se
     status = next((s for s in statuses(svc) if s.source == name), None)
     secret_set = svc.deployment.catalog.setting(SECRET + name) is not None
     newest = snaps[0].name if snaps else None
+    share = windows_share(svc, user, name, group, owner, client_host())
     return page("source.html", source=name, group=group, owner=owner, snapshots=snaps,
                 run=can(user, "run", group, owner), configure=can(user, "configure", group, owner),
                 status=status, sessions=svc.sessions.recent(name, 10), keys=svc.keys.of(name),
                 secret_set=secret_set, new_secret=new_secret, error=error, pasted=pasted, doors=svc.doors,
-                howto=client_setup(name, client_host(), svc.doors, newest, new_secret))  # fmt: skip
+                howto=client_setup(name, client_host(), svc.doors, newest, new_secret),
+                windows=share if share.port is not None else None, switches=SWITCHES)  # fmt: skip
 
 
 @web.post("/sources/<name>/keys")
@@ -135,6 +138,18 @@ def rsync_password(name: str) -> str | BaseResponse:
     set_secret(catalog, name, secret)
     reply = Response(source_page(name, new_secret=secret))
     reply.headers["Cache-Control"] = "no-store"  # the back button must not show it again from a cache
+    return reply
+
+
+@web.get("/sources/<name>/robocopy-task.xml")
+def robocopy_task(name: str) -> Response:
+    """The Task Scheduler task that runs the Windows backup nightly: for those who may back the source up."""
+    user, group, owner = allowed_source(name, "run")
+    share = windows_share(services(), user, name, group, owner, client_host())
+    if share.port is None or not share.served:
+        raise NotFound(f"source {name!r} has no SMB share" + (": the SMB door is shut" if share.port is None else ""))
+    reply = Response(task_xml(share), mimetype="application/xml")
+    reply.headers["Content-Disposition"] = f'attachment; filename="{task_file(name)}"'
     return reply
 
 

@@ -160,6 +160,7 @@ TABLE: dict[tuple[str, str], list[Case]] = {
     ("GET", "/api/v1/sources/{name}/rsync-secret"): [Case(SEE, 200, "source")],
     ("PUT", "/api/v1/sources/{name}/rsync-secret"): [Case(CONFIGURE, 200, "source")],
     ("DELETE", "/api/v1/sources/{name}/rsync-secret"): [Case(CONFIGURE, 200, "source")],
+    ("GET", "/api/v1/sources/{name}/smb"): [Case(SEE, 200, "source")],
     ("GET", "/api/v1/sessions"): [Case(SIGNED_IN, 200), Case(SEE, 200, "source", query="source={name}")],
     ("GET", "/api/v1/status"): [Case(SIGNED_IN, 200)],
     ("GET", "/api/v1/doors"): [Case(SIGNED_IN, 200)],

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 import subprocess
 import threading
+import time
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,8 +17,10 @@ from flask.testing import FlaskClient
 from playwright.sync_api import Browser
 from werkzeug.serving import make_server
 
+from appliance.accounts import NTLM
 from appliance.doors.keys import parse_public_key
 from appliance.doors.rsyncd import SECRET
+from appliance.doors.smb import GMT
 from appliance.services import DoorsInfo
 from appliance.web_doors import ago
 
@@ -24,8 +28,11 @@ from .appliance_world import PASSWORD, World, world
 from .test_web_ui import browser as browser  # the same headless Chromium, started per test
 
 HOST_KEY = "256 SHA256:N6Kz0YbT1fO6tq0c2lXb2bR9QeWcQv3b8X2y8kXjv0M root@cairn (ED25519)"
-DOORS = DoorsInfo(ssh_port=2222, rsyncd_port=8873, ssh_user="cairn", host_keys=(HOST_KEY,))
+DOORS = DoorsInfo(ssh_port=2222, rsyncd_port=8873, ssh_user="cairn", host_keys=(HOST_KEY,), smb_port=445)
 SITE = "http://backup.example:8080"  # what the browser reached: the commands name backup.example
+ROBOCOPY = (r"robocopy C:\Users \\backup.example\b /MIR /COPY:DAT /DCOPY:T /R:1 /W:1 /XJ /NP "
+            r"/LOG:%ProgramData%\Cairn\b.log")  # fmt: skip
+TASK = "{http://schemas.microsoft.com/windows/2004/02/mit/task}"
 
 
 @pytest.fixture
@@ -61,6 +68,10 @@ def element(page: str, ident: str) -> str:
     found = re.search(rf'<(\w+)[^>]* id="{ident}"[^>]*>(.*?)</\1>', page, re.S)
     assert found, f"no #{ident}"
     return found.group(2)
+
+
+def unescaped(page: str) -> str:
+    return page.replace("&#39;", "'").replace("&#34;", '"').replace("&lt;", "<").replace("&gt;", ">")
 
 
 @contextmanager
@@ -186,8 +197,9 @@ def test_with_the_doors_off_the_page_says_how_to_open_them(doors_world: World) -
     client, _ = signed_in(doors_world, "root")
     page = html(client, "/sources/b")
     assert "The front doors are off" in element(page, "doors-off")
-    assert "<pre>cairn serve --mount DIR --ssh HOST:PORT --rsyncd HOST:PORT</pre>" in page
+    assert "<pre>cairn serve --mount DIR --ssh HOST:PORT --rsyncd HOST:PORT --smb HOST:PORT</pre>" in page
     assert "make run" in page and 'id="linux-rsync"' not in page and 'id="nas-rsync"' not in page
+    assert 'id="win-share"' not in page and "robocopy" not in page
 
 
 def test_an_owner_sees_status_and_instructions_but_may_not_change_clients(doors_world: World,
@@ -268,3 +280,125 @@ def test_the_jobs_page_lists_the_sessions_one_may_see(doors_world: World) -> Non
 def test_ages_read_as_people_say_them() -> None:
     assert [ago(a) for a in (None, 5, 125, 3 * 3600 + 59, 47 * 3600, 72 * 3600)] == [
         "never", "just now", "2 min ago", "3 h ago", "47 h ago", "3 d ago"]  # fmt: skip
+
+
+def test_windows_clients_get_the_share_robocopy_and_previous_versions(doors_world: World) -> None:
+    root, _ = signed_in(doors_world, "root")
+    page = unescaped(html(root, "/sources/b"))
+    assert element(page, "win-share") == r"\\backup.example\b"
+    assert element(page, "win-net-use") == r"net use Z: \\backup.example\b /user:root /persistent:yes"
+    assert element(page, "win-cmdkey") == "cmdkey /add:backup.example /user:root /pass"
+    backup = element(page, "win-backup").splitlines()
+    assert backup == [r'if not exist "%ProgramData%\Cairn" mkdir "%ProgramData%\Cairn"', ROBOCOPY]
+    switches = element(page, "robocopy-switches")
+    assert all(f"<code>{s}</code>" in switches for s in ("/MIR", "/COPY:DAT", "/DCOPY:T", "/R:1 /W:1", "/XJ", "/NP"))
+    assert "120 seconds after robocopy disconnects" in re.sub(r"\s+", " ", element(page, "smb-session"))
+    s1 = doors_world.dep.list_snapshots("b")[0]
+    token = time.strftime(GMT, time.gmtime(s1.created))  # Previous Versions name snapshots by their time in UTC
+    assert element(page, "win-restore") == rf"robocopy \\backup.example\b\{token}\%USERNAME%\Documents C:\restore /E"
+    assert "Previous Versions" in page and 'href="/sources/b/robocopy-task.xml"' in page
+    assert 'id="win-schtasks"' in page and "cmdkey" in page
+    for note in ("smb-port", "smb-no-password", "smb-read-only", "smb-unserved", "smb-off"):
+        assert f'id="{note}"' not in page, note
+
+    doors_world.services.doors = DoorsInfo(2222, 8873, "cairn", (HOST_KEY,), smb_port=4450)
+    port = re.sub(r"\s+", " ", element(html(root, "/sources/b"), "smb-port"))
+    assert "port 4450" in port and "Windows only talks SMB on port 445" in port
+    assert root.get("/api/v1/sources/b/smb", base_url=SITE).json["windows_port"] is False  # type: ignore[index]
+
+    doors_world.services.doors = DoorsInfo(2222, 8873, "cairn", (HOST_KEY,))  # the SMB door shut
+    page = html(root, "/sources/b")
+    assert 'id="win-share"' not in page and "robocopy" not in page and 'id="linux-rsync"' in page
+    assert "cairn serve --smb HOST:PORT" in element(page, "smb-off")
+
+
+def test_a_reader_without_an_smb_password_is_told_so(doors_world: World) -> None:
+    mia_id = doors_world.services.accounts.user("mia").id
+    doors_world.dep.catalog.set_setting(f"{NTLM}{mia_id}", None)  # as if her password predated the SMB door
+    mia, _ = signed_in(doors_world, "mia")  # she owns b: she may see and restore it, not back it up
+    page = unescaped(html(mia, "/sources/b"))
+    assert "set your password again" in re.sub(r"\s+", " ", element(page, "smb-no-password")).lower()
+    assert "only read this share" in element(page, "smb-read-only")
+    assert element(page, "win-net-use") == r"net use Z: \\backup.example\b /user:mia /persistent:yes"
+    assert 'id="win-restore"' in page
+    assert ROBOCOPY not in page and "robocopy-task.xml" not in page and 'id="win-schtasks"' not in page
+    answer = mia.get("/api/v1/sources/b/smb", base_url=SITE).json
+    assert answer is not None and answer["access"] == "read" and answer["password_set"] is False
+    assert answer["share"] == r"\\backup.example\b"
+
+
+def test_sources_samba_cannot_share_are_said_to_be_unserved(doors_world: World) -> None:
+    dep, accounts = doors_world.dep, doors_world.services.accounts
+    for name in ("Homes", "B"):  # Samba's own section, and a case-twin of b that comes first (by name)
+        dep.add_source(name)
+        accounts.assign_source(name, "g1", None)
+    root, _ = signed_in(doors_world, "root")
+    for name in ("Homes", "b"):
+        page = html(root, f"/sources/{name}")
+        assert "not served over SMB" in element(page, "smb-unserved") and "robocopy" not in page
+        html(root, f"/sources/{name}/robocopy-task.xml", 404)
+        assert root.get(f"/api/v1/sources/{name}/smb", base_url=SITE).json["share"] is None  # type: ignore[index]
+    assert element(html(root, "/sources/B"), "win-share") == r"\\backup.example\B"  # the first twin's share
+
+
+def test_the_task_scheduler_task_runs_robocopy_nightly(doors_world: World) -> None:
+    ops, _ = signed_in(doors_world, "ops")  # an operator of g1: he may back b up
+    reply = ops.get("/sources/b/robocopy-task.xml", base_url=SITE)
+    assert reply.status_code == 200
+    assert reply.headers["Content-Disposition"] == 'attachment; filename="cairn-b.xml"'
+    body = reply.get_data()
+    assert body.startswith(b'<?xml version="1.0" encoding="UTF-8"?>\n')
+    assert PASSWORD.encode() not in body and b"Password</" not in body.replace(b"<LogonType>Password", b"")
+    task = ET.fromstring(body)
+    assert task.tag == f"{TASK}Task" and task.get("version") == "1.2"
+    runs = [(e.findtext(f"{TASK}Command"), e.findtext(f"{TASK}Arguments")) for e in task.iter(f"{TASK}Exec")]
+    assert (r"%SystemRoot%\System32\robocopy.exe", ROBOCOPY.removeprefix("robocopy ")) in runs
+    assert runs[0][1] == r'/d /c if not exist "%ProgramData%\Cairn" mkdir "%ProgramData%\Cairn"'  # the log's folder
+    trigger = task.find(f"{TASK}Triggers/{TASK}CalendarTrigger")
+    assert trigger is not None
+    assert trigger.findtext(f"{TASK}StartBoundary", "").endswith("T01:00:00")
+    assert trigger.findtext(f"{TASK}RandomDelay") == "PT30M"
+    assert trigger.findtext(f"{TASK}ScheduleByDay/{TASK}DaysInterval") == "1"
+    principal = f"{TASK}Principals/{TASK}Principal/{TASK}"
+    assert task.findtext(principal + "LogonType") == "Password"  # run whether the user is logged on or not
+    assert task.findtext(principal + "RunLevel") == "HighestAvailable"
+    settings = f"{TASK}Settings/{TASK}"
+    assert task.findtext(settings + "StartWhenAvailable") == "true"
+    assert task.findtext(settings + "ExecutionTimeLimit") == "PT12H"
+
+    mia, _ = signed_in(doors_world, "mia")
+    assert mia.get("/sources/b/robocopy-task.xml", base_url=SITE).status_code == 403  # she may only see b
+    assert mia.get("/sources/c/robocopy-task.xml", base_url=SITE).status_code == 404  # c is not hers to see
+    anonymous = doors_world.app.test_client().get("/sources/b/robocopy-task.xml", base_url=SITE)
+    assert anonymous.status_code == 302 and "/login" in anonymous.headers["Location"]
+    doors_world.services.doors = DoorsInfo(2222, 8873, "cairn", (HOST_KEY,))
+    assert ops.get("/sources/b/robocopy-task.xml", base_url=SITE).status_code == 404  # no SMB door, no task
+
+
+def test_a_host_header_that_is_no_host_name_gives_the_placeholder(doors_world: World) -> None:
+    odd = {"Host": "x;calc&.exe:8080", **doors_world.headers("admin")}
+    client = doors_world.app.test_client()
+    page = unescaped(client.get("/sources/b", headers=odd).get_data(as_text=True))
+    assert element(page, "win-share") == r"\\APPLIANCE\b" and "calc" not in page
+    assert element(page, "win-cmdkey") == "cmdkey /add:APPLIANCE /user:root /pass"
+    body = client.get("/sources/b/robocopy-task.xml", headers=odd).get_data()
+    assert b"calc" not in body and rb"C:\Users \\APPLIANCE\b /MIR" in body
+    v6 = client.get("/api/v1/sources/b/smb", headers={"Host": "[fd00::1]:8080", **doors_world.headers("admin")})
+    assert v6.json is not None and v6.json["share"] == r"\\fd00--1.ipv6-literal.net\b"  # how UNC names IPv6
+
+
+def test_the_api_says_where_smb_listens_and_what_the_share_is(doors_world: World) -> None:
+    root, _ = signed_in(doors_world, "root")
+    assert root.get("/api/v1/doors", base_url=SITE).json["smb"] == {"port": 445}  # type: ignore[index]
+    answer = root.get("/api/v1/sources/b/smb", base_url=SITE).json
+    assert answer is not None
+    assert answer["share"] == r"\\backup.example\b" and answer["access"] == "write" and answer["served"] is True
+    assert answer["commands"]["win_robocopy"] == ROBOCOPY and answer["snapshot"] == "s1"
+    assert answer["session_idle"] == 120 and answer["password_set"] is True and answer["windows_port"] is True
+    assert root.get("/api/v1/sources/c/smb", base_url=SITE).status_code == 200
+    gus, _ = signed_in(doors_world, "gus")
+    assert gus.get("/api/v1/sources/b/smb", base_url=SITE).status_code == 404
+    doors_world.services.doors = None
+    assert root.get("/api/v1/doors", base_url=SITE).json["smb"] is None  # type: ignore[index]
+    shut = root.get("/api/v1/sources/b/smb", base_url=SITE).json
+    assert shut is not None and shut["port"] is None and shut["share"] is None and shut["commands"] == {}
