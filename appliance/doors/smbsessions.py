@@ -7,7 +7,10 @@ account) on one share: its processes are watched in the mount
 begins a session. Once the visit's last process has gone (disconnected, or
 died) and `smb_idle` seconds have passed with no new connection, the
 session ends well and takes its snapshot; a visit that changed nothing
-leaves no session (browsing, restores, Previous Versions).
+(browsing, restores, Previous Versions) leaves no session. A change is
+anything the mount notes (writers.py), times set to what they were
+included: robocopy stamps every folder's times on every run, so an
+unchanged run is a session, as an unchanged rsync run is.
 """
 
 from __future__ import annotations
