@@ -29,7 +29,7 @@ EXCLUDES = ("/proc", "/sys", "/dev", "/run", "/tmp", "/mnt", "/media")  # kernel
 # A name or address as DNS and URLs spell them: the Host header is the browser's to set, and the
 # commands below are pasted into root shells, so anything else is shown as a placeholder instead.
 _HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]{2,45}\]")
-DOORS = {"ssh": "rsync over SSH", "rsyncd": "rsync daemon"}
+DOORS = {"ssh": "rsync over SSH", "rsyncd": "rsync daemon", "smb": "SMB"}
 LABELS = {"green": "ok", "amber": "failing", "red": "stale"}
 
 
