@@ -16,13 +16,13 @@ unchanged run is a session, as an unchanged rsync run is.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from engine.errors import CairnError
+from engine.leases import pid_alive
 from engine.sessions import STOPPED
 from vfs.writers import Writers
 
@@ -114,7 +114,7 @@ class SmbSessions:
         with self._lock:
             self._credit()
             for visit in self.visits.values():
-                for pid in [p for p in visit.pids if not _alive(p)]:
+                for pid in [p for p in visit.pids if not pid_alive(p)]:
                     self._leave(visit, pid, broken=True)
             done = [k for k, v in self.visits.items() if not v.pids and now - v.left >= self.idle(v.source)]
             ended = [self.visits.pop(k) for k in done]
@@ -153,13 +153,3 @@ class SmbSessions:
             self.writers.forget(pid)
         if not visit.pids:
             visit.left = time.monotonic()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
