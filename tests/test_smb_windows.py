@@ -7,12 +7,13 @@ import contextlib
 import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from smbprotocol.exceptions import SharingViolation, SMBResponseException
+from smbprotocol.exceptions import SharingViolation, SMBException, SMBResponseException
 from smbprotocol.header import NtStatus
 from smbprotocol.open import CreateDisposition, FilePipePrinterAccessMask
 
@@ -20,6 +21,7 @@ from . import robocopy
 from .robocopy import Share
 from .smbshare import PASSWORDS, SmbAppliance, prepare, serving
 from .smbwin import ARCHIVE, HIDDEN, READONLY, SYSTEM, filetime_from_ns
+from .test_backup_restore import cairn
 
 
 @pytest.fixture(scope="module")
@@ -201,3 +203,30 @@ def _connection_pids(app: SmbAppliance) -> list[int]:
     out = subprocess.run(["smbstatus", f"--configfile={folder / 'smb.conf'}", "-p", "--json"], capture_output=True,
                          text=True, env=env, check=True).stdout  # fmt: skip
     return [int(s["server_id"]["pid"]) for s in json.loads(out).get("sessions", {}).values()]
+
+
+def test_a_removed_account_is_signed_out_of_its_open_connection(app: SmbAppliance, tmp_path: Path) -> None:
+    cairn(app.data, "group", "member", "office", "dave", "operator")
+    before = app.quiet("laptop")
+    local = tmp_path / "r"
+    local.mkdir()
+    (local / "one.txt").write_text("one\n")
+    deadline = time.monotonic() + 30
+    while True:  # the new role reaches the share within a refresh
+        try:
+            share = _share(app, "laptop", "dave")
+            break
+        except SMBException:
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+    robocopy.mirror(share, local, "Revoked")
+    cairn(app.data, "user", "remove", "dave")
+    deadline = time.monotonic() + 30
+    with pytest.raises(SMBException):  # the connection is ended: the next request fails
+        while time.monotonic() < deadline:
+            robocopy.info(share, "Revoked/one.txt")
+            time.sleep(0.5)
+    with contextlib.suppress(Exception):
+        share.close()
+    row = app.settled("laptop", before + 1)[0]
+    assert row["principal"] == "dave" and row["state"] == "failed" and "lost its access" in row["reason"], row

@@ -273,6 +273,7 @@ class Doors:
             try:
                 if self.smbd is not None and self.shares.refresh():
                     log.info("Samba: shares and accounts rewritten from the catalog")
+                    self.visits.revoke(self.shares.readers)
                     self.smbd.hangup()
                     if self.rpcd is not None:
                         self.rpcd.hangup()

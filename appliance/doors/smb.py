@@ -217,6 +217,7 @@ class Shares:
         self.host, self.port = host, port
         self.conf = folder / "smb.conf"
         self.names: dict[str, str] = {}  # what a client may sign in as (name or Unix name) -> account name
+        self.readers: dict[str, set[str]] = {}  # source -> the accounts that may use its share now
         self._written: tuple[str, ...] | None = None
 
     def prepare(self) -> None:
@@ -244,6 +245,8 @@ class Shares:
         text = (config_text(self.folder, self.mount, self.host, self.port, self.hooks, served),
                 passdb_text(users, hashes), passwd_text(users, hashes), usermap_text(users, hashes))  # fmt: skip
         self.names = {n: u.name for u in users if u.id in hashes for n in (u.name, unix_name(u.id))}
+        by_unix = {unix_name(u.id): u.name for u in users}
+        self.readers = {s.source: {by_unix[r] for r in s.readers} for s in served}
         if text == self._written:
             return False
         conf, passdb, passwd, usermap = text

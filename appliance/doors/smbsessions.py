@@ -15,7 +15,10 @@ unchanged run is a session, as an unchanged rsync run is.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +33,7 @@ from .sessions import BackupSessions, Stats
 
 log = logging.getLogger(__name__)
 POLL = 1.0  # seconds between looks at the watched processes
+REVOKED = "the account was removed or lost its access to {source} during the session"
 BROKEN = ("the SMB connection from {client} ended without a disconnect (its server process died); "
           "files may be missing: run the backup again")  # fmt: skip
 
@@ -44,6 +48,7 @@ class Visit:
     session: int | None = None
     refused: bool = False  # its session could not begin (maintenance mode): said once in the log
     broken: bool = False  # its last process ended without a disconnect (killed, crashed)
+    revoked: bool = False  # its account may no longer use the share: its connections were ended
     left: float = 0.0  # when its last process went
     bytes: int = 0
     entries: int = 0
@@ -91,6 +96,18 @@ class SmbSessions:
                 self._leave(visit, pid)
         return {"ok": True}
 
+    def revoke(self, readers: dict[str, set[str]]) -> None:
+        """End the connections of accounts that may no longer use a share (Samba checks only at connect)."""
+        with self._lock:
+            for visit in self.visits.values():
+                if visit.principal in readers.get(visit.source, set()) or not visit.pids:
+                    continue
+                visit.revoked = True
+                log.warning("SMB: %s may no longer use %s: ending its connections", visit.principal, visit.source)
+                for pid in visit.pids:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGTERM)
+
     def stop(self) -> None:
         """The appliance is stopping: open sessions end as failed (their snapshot could not be taken)."""
         self._stopping.set()
@@ -120,7 +137,8 @@ class SmbSessions:
             ended = [self.visits.pop(k) for k in done]
         for visit in ended:
             if visit.session is not None:
-                reason = BROKEN.format(client=visit.client) if visit.broken else None
+                reason = REVOKED.format(source=visit.source) if visit.revoked else None
+                reason = reason or (BROKEN.format(client=visit.client) if visit.broken else None)
                 self.backups.end(visit.session, reason, Stats(visit.bytes, visit.entries))
 
     def _credit(self) -> None:
