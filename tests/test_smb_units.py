@@ -6,11 +6,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from appliance.accounts import User, nt_hash
 from appliance.doors import smb
 from appliance.doors.sessions import Stats
 from appliance.doors.smbsessions import SmbSessions
-from engine.errors import NotFound, ReadOnly
+from engine.errors import InvalidArgument, NotFound, ReadOnly
 from vfs.writers import Writers
 
 ADMIN = User(1, "root-ish", True, {})
@@ -159,3 +161,19 @@ def _dead_pid() -> int:
         os._exit(0)
     os.waitpid(pid, 0)
     return pid
+
+
+def test_the_account_behind_a_hooks_spelling_of_a_name() -> None:
+    shares = smb.Shares(None, None, Path("/m"), Path("/f"), "/h", "127.0.0.1", 445)  # type: ignore[arg-type]
+    shares.spellings = {}
+    for user_id, name in ((2, "alice"), (5, "bob@corp"), (6, "Carol.B")):
+        for n in (name, smb.unix_name(user_id)):
+            shares.spellings.setdefault(smb.hook_spelling(n), set()).add(name)
+    assert shares.account("ALICE") == "alice" and shares.account("cairn-2") == "alice"
+    assert shares.account("bob_corp") == "bob@corp"  # Samba's %U spells '@' as '_'
+    assert shares.account("carol.b") == "Carol.B"
+    with pytest.raises(NotFound):
+        shares.account("mallory")
+    shares.spellings["bob_corp"].add("bob_corp")  # a second account that Samba spells the same
+    with pytest.raises(InvalidArgument, match="look alike"):
+        shares.account("bob_corp")

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.errors import NotFound
 from engine.private import make_dirs
 from vfs.writers import Writers
 
@@ -140,7 +139,7 @@ class Doors:
         self.writers = writers or Writers()
         self.shares = samba.Shares(services.deployment, services.accounts, mount, self.folder / "smb", self.relay,
                                  smb.host if smb else "", smb.port if smb else 0)  # fmt: skip
-        self.visits = SmbSessions(services.backups, self.writers, self._source_id, self._smb_idle, self._account)
+        self.visits = SmbSessions(services.backups, self.writers, self._source_id, self._smb_idle, self.shares.account)
         self.services = services
         self.smbd: Child | None = None
         self.rpcd: Child | None = None
@@ -179,15 +178,6 @@ class Doors:
     def _smb_idle(self, source: str) -> float:
         group = self.services.accounts.source_access().get(source, (None, None))[0]
         return float(self.services.backups.config.value("smb_idle", source, group))
-
-    def _account(self, user: str) -> str:
-        """The account a name signed in with is (Samba's hook says what the client typed)."""
-        names = self.shares.names
-        lowered = {k.lower(): v for k, v in names.items()}  # Samba matches names regardless of case
-        found = names.get(user) or lowered.get(user.lower())
-        if found is not None:
-            return found
-        raise NotFound(f"no account {user!r}")
 
     # -- lifetime --------------------------------------------------------------------------
 

@@ -28,12 +28,14 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine.deployment import Deployment
+from engine.errors import InvalidArgument, NotFound
 from engine.private import make_dirs, replace_file
 
 from ..access import can
@@ -55,6 +57,12 @@ class Share:
     writers: tuple[str, ...]  # ... and of those that may write into current/
 
 
+def hook_spelling(name: str) -> str:
+    """A name as Samba substitutes it into a hook's command line (%U), lower-cased: Samba keeps letters,
+    digits, '.', '-', '_' and ' ' and turns anything else into '_'."""
+    return re.sub(r"[^A-Za-z0-9._ -]", "_", name).lower()
+
+
 def unix_name(user_id: int) -> str:
     return f"{UNIX}{user_id}"
 
@@ -70,8 +78,8 @@ def shares(users: list[User], hashes: dict[int, str], sources: list[str],
         group, owner = access.get(source, (None, None))
         readers = tuple(unix_name(u.id) for u in known if can(u, "see", group, owner))
         writers = tuple(unix_name(u.id) for u in known if can(u, "run", group, owner))
+        taken.add(source.lower())
         if readers:  # an empty `valid users` would let everyone in
-            taken.add(source.lower())
             out.append(Share(source, readers, writers))
     return out
 
@@ -219,9 +227,20 @@ class Shares:
         self.mount, self.folder, self.hooks = mount, folder, hooks
         self.host, self.port = host, port
         self.conf = folder / "smb.conf"
-        self.names: dict[str, str] = {}  # what a client may sign in as (name or Unix name) -> account name
+        self.spellings: dict[str, set[str]] = {}  # a sign-in name as Samba's hooks spell it -> accounts
         self.readers: dict[str, set[str]] = {}  # source -> the accounts that may use its share now
         self._written: tuple[str, ...] | None = None
+
+    def account(self, typed: str) -> str:
+        """The account a client signed in as, from the name Samba's hook gives (%U: what the client typed,
+        in any case, with characters such as '@' made '_')."""
+        found = self.spellings.get(hook_spelling(typed), set())
+        if len(found) > 1:
+            raise InvalidArgument(f"the accounts {', '.join(sorted(found))} look alike to Samba ('@' reads as '_'): "
+                                  "rename one to use the SMB share")  # fmt: skip
+        if not found:
+            raise NotFound(f"no account {typed!r}")
+        return next(iter(found))
 
     def prepare(self) -> None:
         for d in DIRS:
@@ -247,7 +266,11 @@ class Shares:
         sync_links(self.folder / "versions", versions(self.mount, snaps))
         text = (config_text(self.folder, self.mount, self.host, self.port, self.hooks, served),
                 passdb_text(users, hashes), passwd_text(users, hashes), usermap_text(users, hashes))  # fmt: skip
-        self.names = {n: u.name for u in users if u.id in hashes for n in (u.name, unix_name(u.id))}
+        spellings: dict[str, set[str]] = {}
+        for u in users:
+            for n in (u.name, unix_name(u.id)) if u.id in hashes else ():
+                spellings.setdefault(hook_spelling(n), set()).add(u.name)
+        self.spellings = spellings
         by_unix = {unix_name(u.id): u.name for u in users}
         self.readers = {s.source: {by_unix[r] for r in s.readers} for s in served}
         if text == self._written:
