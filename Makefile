@@ -28,7 +28,9 @@ test: setup lint unit
 
 setup: system $(VENV)/.installed
 
-# Installs the Debian packages once; the stamp records which list was installed.
+# Installs the Debian packages once; the stamp records which list was installed. Samba installed
+# here is for the appliance alone, which runs its own smbd: the package's own services, which
+# would take port 445, are stopped and disabled (a Samba that was there before is left alone).
 system: $(VENV)/.system
 
 $(VENV)/.system: Makefile
@@ -36,6 +38,9 @@ $(VENV)/.system: Makefile
 		missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 		if [ -n "$$missing" ]; then \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+		fi; \
+		if echo " $$missing " | grep -q " samba " && [ -d /run/systemd/system ]; then \
+			systemctl disable --now smbd nmbd samba-ad-dc >/dev/null 2>&1 || true; \
 		fi; \
 	else echo "not root or no apt-get: install $(APT_PACKAGES) yourself"; fi
 	mkdir -p $(VENV) && touch $@

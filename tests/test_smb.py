@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import time
 import uuid
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 from smbprotocol.connection import Connection, SecurityMode
 
+from .servers import free_port
 from .smbshare import IDLE, PASSWORDS, SmbAppliance, prepare, serving
 from .test_backup_restore import CAIRN, cairn
 
@@ -181,3 +183,17 @@ def test_accounts_follow_the_catalog(app: SmbAppliance) -> None:
     assert "dave" not in (app.data / "doors" / "smb" / "users.map").read_text()
     modes = {p.name: p.stat().st_mode & 0o777 for p in (app.data / "doors" / "smb").rglob("*") if p.is_file()}
     assert modes["smbpasswd"] == 0o600 and modes["smb.conf"] == 0o600, modes
+
+
+def test_a_taken_port_stops_the_start_with_a_hint(tmp_path: Path) -> None:
+    app = prepare(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        serve = ["serve", "--listen", f"127.0.0.1:{free_port()}", "--mount", str(app.mnt), "--smb", f"127.0.0.1:{port}"]
+        proc = subprocess.run([*CAIRN, "--data", str(app.data), *serve], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert f"cannot start smbd: port {port} is in use (the machine's own Samba?" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not os.path.ismount(app.mnt)

@@ -36,6 +36,11 @@ log = logging.getLogger(__name__)
 RUN = Path("/run/cairn")
 REFRESH = 2.0  # seconds between looks at the catalog for the rsync daemon's modules and Samba's shares
 STARTUP = 10.0  # seconds a server may take to listen
+PORT_HINTS = {
+    "smbd": " (the machine's own Samba? `systemctl disable --now smbd`; or --smb on another port)",
+    "sshd": " (--ssh on another port)",
+    "rsyncd": " (the machine's own rsync daemon? or --rsyncd on another port)",
+}
 
 
 @dataclass(frozen=True)
@@ -228,7 +233,8 @@ class Doors:
 
     def _child(self, name: str, argv: list[str], listen: Listen, env: dict[str, str] | None = None) -> Child:
         if _listening(listen.port):
-            raise sshd.DoorError(f"cannot start {name}: port {listen.port} is in use")
+            hint = PORT_HINTS.get(name, "")
+            raise sshd.DoorError(f"cannot start {name}: port {listen.port} is in use{hint}")
         child = Child(name, argv, env)
         child.start()
         self.children.append(child)
