@@ -6,7 +6,8 @@ release, taking a snapshot, catalog queries) go to a worker thread through
 through `_now`: a thread hop costs ~180 µs here, and rsync makes about 20
 requests a file, so hopping for a dictionary lookup cut throughput by 3.5x
 (measured: 5,000 small files in 21 s with every call in a thread, 6 s inline).
-Engine errors become the errno a real file system would give.
+Engine errors become the errno a real file system would give. Changes made
+by processes a front door watches (writers.py) are noted as they pass.
 
 Snapshots never change, so the kernel is told as much as it can keep: their
 attributes are built once, and a listed directory's small files are put in
