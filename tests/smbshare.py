@@ -21,7 +21,7 @@ from .test_backup_restore import CAIRN, cairn
 
 PASSWORDS = {"alice": "alice-password-1", "bob": "bob-password-22", "carol": "carol-password-333",
              "dave": "dave-password-4444"}  # fmt: skip
-IDLE = 3  # smb_idle in the tests: seconds after the last disconnect before a session ends
+IDLE = 1.5  # smb_idle in the tests: seconds after the last disconnect before a session ends
 
 
 @dataclass
@@ -59,7 +59,7 @@ class SmbAppliance:
     def quiet(self, source: str) -> int:
         """Wait until the source's sessions have ended and its visits are over; how many sessions it has."""
         count = len(self.settled(source, len([s for s in self.sessions(source)])))
-        time.sleep(IDLE + 1.5)
+        time.sleep(IDLE + 1.2)  # the poller looks each second
         return len(self.settled(source, count))
 
     def versions(self, source: str, count: int, timeout: float = 30) -> list[str]:

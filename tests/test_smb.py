@@ -111,8 +111,7 @@ def test_reconnecting_within_the_idle_time_is_one_session(app: SmbAppliance, tmp
     local = tmp_path / "part.txt"
     for i in range(3):
         local.write_text(f"part {i}\n")
-        _ok(app.smbclient("laptop", f"put {local} part-{i}.txt"))
-        time.sleep(0.5)
+        _ok(app.smbclient("laptop", f"put {local} part-{i}.txt"))  # the next connects well within IDLE
     rows = app.settled("laptop", before + 1)
     time.sleep(IDLE + 1)
     rows = app.sessions("laptop")
@@ -186,7 +185,8 @@ def test_accounts_follow_the_catalog(app: SmbAppliance) -> None:
 
 
 def test_a_taken_port_stops_the_start_with_a_hint(tmp_path: Path) -> None:
-    app = prepare(tmp_path)
+    app = SmbAppliance(tmp_path / "data", tmp_path / "mnt", 0)
+    cairn(app.data, "init")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
