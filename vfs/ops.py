@@ -282,9 +282,8 @@ class Operations(pyfuse3.Operations):
             "mtime_ns": attr.st_mtime_ns if fields.update_mtime else None,
         }
         self._noted(ctx, inode, 0)
-        if changes["size"] is None:
-            return self._attr(await self._on(inode, self.view.setattr, **changes))
-        return self._attr(await self._call(self.view.setattr, inode, **changes))  # may rewrite a spool
+        # A size change rewrites a spool only when it cuts into written bytes: then it hops to a thread.
+        return self._attr(await self._on(inode, self.view.setattr, **changes))
 
     async def fallocate(self, inode: int, fh: int, mode: int, offset: int, length: int) -> None:
         """fallocate(2): the plain mode makes the file at least offset + length long; KEEP_SIZE alone

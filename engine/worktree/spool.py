@@ -62,7 +62,9 @@ class SpoolFile:
         self._allocated = 0
         # Chunks put for this file are referenced nowhere until the tree installs them.
         self.session = blobs.inflight.begin()
-        if base_size == 0:
+        if all(blob_id == HOLE for blob_id, _ in base):
+            # Nothing but zeros so far (a new file, or one its writer sized first, as Samba does for
+            # Windows clients that set the end of file before writing): writes in order stream.
             self._stream = ChunkStream(self.blobs.put)
         else:
             self._base = base
