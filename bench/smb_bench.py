@@ -41,14 +41,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from doors_bench import CAIRN, CpuSampler, free_port, wait_until  # noqa: E402
+from doors_bench import CAIRN, Bench, CpuSampler, free_port, wait_until  # noqa: E402
 
 from appliance.doors import run_dir  # noqa: E402
 from appliance.doors import smb as samba  # noqa: E402
@@ -68,29 +68,6 @@ HOST = "127.0.0.1"
 DIRS = {"private dir": "private", "state directory": "state", "cache directory": "cache",
         "lock directory": "lock", "pid directory": "pid", "ncalrpc dir": "ncalrpc"}  # fmt: skip
 NOT_PLAIN = ("vfs objects", "shadow:", "root preexec", "root postexec", "path", "comment")  # Cairn's own lines
-
-
-@dataclass
-class Bench:
-    work: Path
-    runs: int
-    data: Path = field(init=False)
-    mnt: Path = field(init=False)
-    ports: dict[str, int] = field(default_factory=dict)  # web, cairn, plain
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)  # serve, plain
-    _catalog: Any = None
-
-    def __post_init__(self) -> None:
-        self.data, self.mnt = self.work / "data", self.work / "mnt"
-
-    def catalog(self) -> Any:
-        """The appliance's catalog, read beside it (opened once, without migrating)."""
-        if self._catalog is None:
-            from engine.catalog.db import open_catalog
-            from engine.deployment import default_db_url
-
-            self._catalog = open_catalog(default_db_url(self.data), migrate=False)
-        return self._catalog
 
 
 @dataclass(frozen=True)
