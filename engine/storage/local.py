@@ -50,10 +50,15 @@ class LocalBackend:
 
     def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
         try:
-            with open(self._path(key), "rb") as f:
-                if offset:
-                    f.seek(offset)
-                return f.read() if length is None else f.read(length)
+            # os.open and pread, not open(): a buffered file costs an ioctl, an lseek and an fcntl
+            # more per read, and restores read one blob at a time.
+            fd = os.open(self._path(key), os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if length is None:
+                    length = max(0, os.fstat(fd).st_size - offset)
+                return _pread(fd, length, offset)
+            finally:
+                os.close(fd)
         except FileNotFoundError as e:
             raise ObjectNotFound(f"no object {key} in {self.root}") from e
         except OSError as e:
@@ -98,3 +103,19 @@ def _fsync_dir(path: Path) -> None:
 def _unlink_quietly(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
+
+
+def _pread(fd: int, length: int, offset: int) -> bytes:
+    """Up to `length` bytes at `offset` (fewer at the end of the file)."""
+    data = os.pread(fd, length, offset)
+    if len(data) == length or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < length:
+        more = os.pread(fd, length - got, offset + got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
