@@ -122,13 +122,16 @@ class Operations(pyfuse3.Operations):
         except Exception as e:
             raise _fuse_error(e) from None
 
+    def _watched(self, ctx: pyfuse3.RequestContext) -> bool:
+        return self.writers is not None and ctx.pid in self.writers.watched
+
     def _noted(self, ctx: pyfuse3.RequestContext, number: int, entries: int = 1) -> None:
-        """Note a change to a working tree by a watched process."""
-        writers = self.writers
-        if writers is not None and ctx.pid in writers.watched:
+        """Note a change, made, to a working tree by a watched process."""
+        if self._watched(ctx):
             node = node_of(number)
             if node.space == WORKING:
-                writers.note(ctx.pid, node.owner, 0, entries)
+                assert self.writers is not None
+                self.writers.note(ctx.pid, node.owner, 0, entries)
 
     def init(self) -> None:
         """Mounted: the kernel takes pushed pages and changed names from now on."""
@@ -281,9 +284,10 @@ class Operations(pyfuse3.Operations):
             "atime_ns": attr.st_atime_ns if fields.update_atime else None,
             "mtime_ns": attr.st_mtime_ns if fields.update_mtime else None,
         }
-        self._noted(ctx, inode, 0)
         # A size change rewrites a spool only when it cuts into written bytes: then it hops to a thread.
-        return self._attr(await self._on(inode, self.view.setattr, **changes))
+        stat = await self._on(inode, self.view.setattr, **changes)
+        self._noted(ctx, inode, 0)
+        return self._attr(stat)
 
     async def fallocate(self, inode: int, fh: int, mode: int, offset: int, length: int) -> None:
         """fallocate(2): the plain mode makes the file at least offset + length long; KEEP_SIZE alone
@@ -296,7 +300,9 @@ class Operations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EINVAL)
         stat = await self._on(inode, self.view.getattr)
         if not mode and offset + length > stat.size:
-            await self._call(self.view.setattr, inode, size=offset + length)  # may rewrite a spool
+            await self._on(
+                inode, self.view.setattr, size=offset + length
+            )  # extends: a thread only if the spool is busy
 
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
         return await self._on(inode, self.view.readlink)
@@ -318,41 +324,44 @@ class Operations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         args = (parent_inode, name, mode & ~ctx.umask, ctx.uid, ctx.gid)
-        self._noted(ctx, parent_inode)
         if node_of(parent_inode).space == WORKING:
-            return self._attr(self._now(self.view.mkdir, *args))
+            attr = self._attr(self._now(self.view.mkdir, *args))
+            self._noted(ctx, parent_inode)
+            return attr
         return self._entry_attr(parent_inode, await self._call(self.view.mkdir, *args))  # a source or a snapshot
 
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        self._noted(ctx, parent_inode)
         if node_of(parent_inode).space == WORKING:
             self._now(self.view.rmdir, parent_inode, name)
+            self._noted(ctx, parent_inode)
         else:
             await self._call(self.view.rmdir, parent_inode, name)
 
     async def mknod(
         self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        self._noted(ctx, parent_inode)
         stat = self._now(self.view.mknod, parent_inode, name, mode & ~ctx.umask, rdev, ctx.uid, ctx.gid)
+        self._noted(ctx, parent_inode)
         return self._attr(stat)
 
     async def symlink(
         self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
+        stat = self._now(self.view.symlink, parent_inode, name, target, ctx.uid, ctx.gid)
         self._noted(ctx, parent_inode)
-        return self._attr(self._now(self.view.symlink, parent_inode, name, target, ctx.uid, ctx.gid))
+        return self._attr(stat)
 
     async def link(
         self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
+        stat = self._now(self.view.link, inode, new_parent_inode, new_name)
         self._noted(ctx, new_parent_inode)
-        return self._attr(self._now(self.view.link, inode, new_parent_inode, new_name))
+        return self._attr(stat)
 
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        self._noted(ctx, parent_inode)
         if node_of(parent_inode).space == WORKING:
             self._now(self.view.unlink, parent_inode, name)
+            self._noted(ctx, parent_inode)
         else:
             await self._call(self.view.unlink, parent_inode, name)  # a disk image
 
@@ -360,8 +369,8 @@ class Operations(pyfuse3.Operations):
         self, parent_inode_old: int, name_old: bytes, parent_inode_new: int, name_new: bytes, flags: int,
         ctx: pyfuse3.RequestContext,
     ) -> None:  # fmt: skip
-        self._noted(ctx, parent_inode_new)
         self._now(self.view.rename, parent_inode_old, name_old, parent_inode_new, name_new, flags)
+        self._noted(ctx, parent_inode_new)
 
     # -- files ---------------------------------------------------------------
 
@@ -395,7 +404,7 @@ class Operations(pyfuse3.Operations):
 
     def _opened(self, ctx: pyfuse3.RequestContext, number: int) -> None:
         """A file opened to write: a watched process's writes to it are counted (write requests carry no pid)."""
-        if self.writers is not None and ctx.pid in self.writers.watched and number >> 62 == WORKING:
+        if self._watched(ctx) and number >> 62 == WORKING:
             self._writing[number] = ctx.pid
             self._noted(ctx, number)
 
@@ -467,15 +476,15 @@ class Operations(pyfuse3.Operations):
         return sorted(await self._on(inode, self.view.xattrs))
 
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext) -> None:
-        self._noted(ctx, inode, 0)
         self._now(self.view.setxattr, inode, name, value)
+        self._noted(ctx, inode, 0)
 
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        self._noted(ctx, inode, 0)
         try:
             self._now(self.view.removexattr, inode, name)
         except pyfuse3.FUSEError as e:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR if e.errno == errno.ENOENT else e.errno) from None
+        self._noted(ctx, inode, 0)
 
 
 def _fuse_error(e: Exception) -> pyfuse3.FUSEError:

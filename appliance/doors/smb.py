@@ -71,14 +71,12 @@ def shares(users: list[User], hashes: dict[int, str], sources: list[str],
            access: dict[str, tuple[str | None, str | None]]) -> list[Share]:  # fmt: skip
     """The shares to serve: each source someone with an SMB password may see, its name free in smb.conf."""
     known = [u for u in users if u.id in hashes]
-    out, taken = [], set()
-    for source in sources:
-        if source.lower() in RESERVED or source.lower() in taken:
-            continue  # smb.conf's own sections; share names are not case-sensitive
+    skipped = set(unserved(sources))
+    out = []
+    for source in (s for s in sources if s not in skipped):
         group, owner = access.get(source, (None, None))
         readers = tuple(unix_name(u.id) for u in known if can(u, "see", group, owner))
         writers = tuple(unix_name(u.id) for u in known if can(u, "run", group, owner))
-        taken.add(source.lower())
         if readers:  # an empty `valid users` would let everyone in
             out.append(Share(source, readers, writers))
     return out
