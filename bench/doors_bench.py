@@ -173,10 +173,10 @@ def start_plain_sshd(bench: Bench) -> None:
     log = bench.work / "sshd.log"
     with open(log, "wb") as out:
         bench.procs["sshd"] = proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(conf)], stdout=out, stderr=out)
-    wait_until(lambda: _listening(bench.ports["sshd"]), proc, log, "the plain sshd")
+    wait_until(lambda: listening(bench.ports["sshd"]), proc, log, "the plain sshd")
 
 
-def _listening(port: int) -> bool:
+def listening(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
         return True

@@ -34,7 +34,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,7 +47,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from doors_bench import CAIRN, Bench, CpuSampler, free_port, wait_until  # noqa: E402
+from doors_bench import CAIRN, Bench, CpuSampler, _terminated, cairn, free_port, listening, wait_until  # noqa: E402
 
 from appliance.doors import run_dir  # noqa: E402
 from appliance.doors import smb as samba  # noqa: E402
@@ -79,13 +78,6 @@ class Corpus:
 
     def amount(self, step: str) -> float:
         return {"a": self.small, "ra": self.small, "c": self.small + 1}.get(step, self.large_bytes / 1e6)
-
-
-def cairn(bench: Bench, *args: str, stdin: str | None = None) -> str:
-    done = subprocess.run([*CAIRN, "--data", str(bench.data), *args], input=stdin, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"cairn {' '.join(args)} failed: {done.stderr.strip()}")
-    return done.stdout
 
 
 def random_file(path: Path, size: int) -> None:
@@ -124,14 +116,6 @@ def prepare(bench: Bench) -> None:
         cairn(bench, "source", "add", f"smb-{run}")
         cairn(bench, "source", "add", f"put-{run}")
     bench.ports = {name: free_port() for name in ("web", "cairn", "plain")}
-
-
-def listening(port: int) -> bool:
-    try:
-        socket.create_connection((HOST, port), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 def start_serve(bench: Bench) -> Path:
@@ -452,10 +436,6 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--keep", action="store_true", help="keep the work directory (data, logs, configs)")
     ap.add_argument("--work", type=Path, default=Path("/var/tmp"), help="where the work directory goes")
     return ap.parse_args()
-
-
-def _terminated(signum: int, frame: object) -> None:
-    raise SystemExit(f"stopped by signal {signum}")  # so the finally below cleans up
 
 
 def main() -> None:
