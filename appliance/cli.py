@@ -250,7 +250,8 @@ def restore_cmd(
         view = dep.snapshot(source_name, snapshot_name)
 
         def show(stats: Any) -> None:
-            bar(f"{stats.files} files, {output.human_bytes(stats.bytes)}")
+            bar(f"{stats.files} of {stats.total_files} files, {output.human_bytes(stats.bytes)}", stats.bytes,
+                stats.total_bytes or None)  # fmt: skip
 
         stats = restore(view, os.fsencode(path), dest, show, overwrite=overwrite)
     doc = {"files": stats.files, "dirs": stats.dirs, "bytes": stats.bytes, "errors": stats.errors,

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 
 def emit_json(doc: Any) -> None:
@@ -54,19 +54,38 @@ def human_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-Update = Callable[[str], None]
+class Update(Protocol):
+    """Shows `text`; with `done` of `total` (bytes, files), also a percentage and the time left."""
+
+    def __call__(self, text: str, done: float | None = None, total: float | None = None) -> None: ...
+
+
+def _silent(text: str, done: float | None = None, total: float | None = None) -> None:
+    pass
 
 
 @contextmanager
 def progress_bar(enabled: bool, what: str) -> Iterator[Update]:
     """A progress line on stderr; silent when stderr is not a terminal or for --json."""
     if not enabled or not sys.stderr.isatty():
-        yield lambda _text: None
+        yield _silent
         return
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
-    columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+               TextColumn("left"), TimeRemainingColumn())  # fmt: skip
     with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task(what, total=None)
-        yield lambda text: progress.update(task, description=text)
+
+        def update(text: str, done: float | None = None, total: float | None = None) -> None:
+            progress.update(task, description=text, completed=done or 0, total=total)
+
+        yield update

@@ -1,7 +1,7 @@
 """The reading side of a pool's blob store: reads checked against their ids, a cache, prefetching.
 
 BlobStore (blobstore.py) adds the writing side and reads its pending blobs
-from memory (`_pending_blob`).
+from memory (`pending_blob`).
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from .cache import BlobCache, check_may_block
 from .catalog import Catalog
 from .catalog.schema import blobs, packs
 from .codec import Codec
-from .errors import BackendError, CorruptBlob, ObjectNotFound
+from .errors import BackendError, CairnError, CorruptBlob, ObjectNotFound
+from .fetch import Arrived, Failed, Fetcher
 from .ids import IdKey, short
-from .packs import PACK_TARGET, pack_key
+from .packs import pack_key
 from .storage import Backend
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,9 @@ FETCH_WAIT = 60.0  # seconds a read waits for a prefetch of the same blob before
 # A prefetch's failure to reach the pool is handed to the reads waiting for it (they wake at once);
 # a read that comes later asks the pool itself.
 FAILURE_KEPT = 1.0
+# Planned reads (restores, prefetches) run this many ranged reads at once, at least: two
+# decode on two cores while two more wait for the disk or the network.
+FETCH_WORKERS = 4
 
 
 @dataclass(frozen=True)
@@ -64,11 +68,13 @@ class BlobReader:
         self._fetched = threading.Condition(self._lock)
         connections = max(1, backend.properties.connections)
         self._prefetchers = ThreadPoolExecutor(connections, thread_name_prefix="cairn-prefetch")
+        self.fetcher = Fetcher(self, max(FETCH_WORKERS, connections))
 
     def close(self) -> None:
         self._prefetchers.shutdown(wait=True, cancel_futures=True)
+        self.fetcher.close()
 
-    def _pending_blob(self, blob_id: bytes) -> bytes | None:
+    def pending_blob(self, blob_id: bytes) -> bytes | None:
         """A blob not yet in the pool, from the writing side's memory; none here."""
         return None
 
@@ -86,7 +92,7 @@ class BlobReader:
             raise failed[1]  # the pool did not answer the prefetch: asking again would double the wait
         if cached is not None:
             return cached
-        blob = self._pending_blob(blob_id)
+        blob = self.pending_blob(blob_id)
         if blob is None:
             loc = self.locate(blob_id)
             try:
@@ -141,57 +147,55 @@ class BlobReader:
             self._prefetchers.submit(self._prefetch, wanted, parsed)
 
     def _prefetch(self, blob_ids: list[bytes], parsed: Callable[[bytes, bytes], object] | None) -> None:
+        unreachable: dict[bytes, BackendError] = {}
+
+        def arrived(blob_id: bytes, plain: bytes) -> None:
+            self.cache.put(blob_id, plain)
+            if parsed is not None:
+                parsed(blob_id, plain)
+            self._arrived([blob_id])
+
+        def failed(blob_id: bytes, e: CairnError) -> None:
+            if isinstance(e, BackendError) and e.temporary:  # a read waiting for it fails at once with this
+                unreachable[blob_id] = e
+
         try:
-            self._fetch(blob_ids, parsed)
-        except BackendError as e:
-            log.debug("prefetch failed", exc_info=True)
-            if e.temporary:  # the pool is unreachable: a read waiting for these fails at once with this
-                with self._lock:
-                    if len(self._failed) > PREFETCH_QUEUE:
-                        self._failed.clear()  # only reads already waiting need them
-                    now = time.monotonic()
-                    self._failed.update((i, (now, e)) for i in blob_ids if i in self._fetching)
+            self.fetcher.read(blob_ids, arrived, failed)
         except Exception:  # a prefetch only saves time; the read itself reports errors
             log.debug("prefetch failed", exc_info=True)
         finally:
+            if unreachable:
+                self._failed_now(unreachable)
             self._arrived(blob_ids)
+
+    def _failed_now(self, unreachable: dict[bytes, BackendError]) -> None:
+        with self._lock:
+            if len(self._failed) > PREFETCH_QUEUE:
+                self._failed.clear()  # only reads already waiting need them
+            now = time.monotonic()
+            self._failed.update((i, (now, e)) for i, e in unreachable.items() if i in self._fetching)
 
     def _arrived(self, blob_ids: list[bytes]) -> None:
         with self._fetched:
             self._fetching.difference_update(blob_ids)
             self._fetched.notify_all()
 
-    def _fetch(self, blob_ids: list[bytes], parsed: Callable[[bytes, bytes], object] | None) -> None:
-        order = {blob_id: n for n, blob_id in enumerate(blob_ids)}
-        by_pack: dict[str, list[tuple[bytes, BlobLocation]]] = {}
-        for i in range(0, len(blob_ids), 500):
-            for blob_id, loc in self._locate_many(blob_ids[i : i + 500]):
-                by_pack.setdefault(loc.pack, []).append((blob_id, loc))
-        for pack, blobs_here in sorted(by_pack.items(), key=lambda p: min(order[b] for b, _ in p[1])):
-            start = min(loc.offset for _, loc in blobs_here)
-            end = max(loc.offset + loc.length for _, loc in blobs_here)
-            if end - start > PACK_TARGET * 2:
-                continue
-            data = memoryview(self.backend.get(pack_key(pack), start, end - start))
-            for blob_id, loc in sorted(blobs_here, key=lambda b: order[b[0]]):
-                blob = data[loc.offset - start : loc.offset - start + loc.length]  # decoding copies it once
-                plain = self.decode_checked(blob_id, blob, pack)
-                self.cache.put(blob_id, plain)
-                if parsed is not None:
-                    parsed(blob_id, plain)
-                self._arrived([blob_id])
+    def read_many(self, blob_ids: list[bytes], arrived: Arrived, failed: Failed) -> None:
+        """Read many blobs in pack order (see fetch.py); each arrives or fails once, on a worker thread."""
+        check_may_block()
+        self.fetcher.read(blob_ids, arrived, failed)
 
-    def _locate_many(self, blob_ids: list[bytes]) -> list[tuple[bytes, BlobLocation]]:
+    def locate_many(self, blob_ids: list[bytes]) -> dict[bytes, BlobLocation]:
         with self.catalog.engine.connect() as conn:
             rows = conn.execute(
                 select(blobs.c.id, packs.c.name, blobs.c.offset, blobs.c.length, blobs.c.raw_length)
                 .join(packs, packs.c.id == blobs.c.pack_id)
                 .where(blobs.c.pool_id == self.pool_id, blobs.c.id.in_(blob_ids))
             ).all()
-        return [(bytes(r[0]), BlobLocation(r[1], r[2], r[3], r[4])) for r in rows]
+        return {bytes(r[0]): BlobLocation(r[1], r[2], r[3], r[4]) for r in rows}
 
     def locate(self, blob_id: bytes) -> BlobLocation:
-        found = self._locate_many([blob_id])
-        if not found:  # damage to a snapshot: EIO, as a file system reports a bad block
+        found = self.locate_many([blob_id]).get(blob_id)
+        if found is None:  # damage to a snapshot: EIO, as a file system reports a bad block
             raise CorruptBlob(f"blob {short(blob_id)} is not in the pool", blob_id=blob_id)
-        return found[0][1]
+        return found

@@ -1,35 +1,49 @@
 """Restoring a snapshot path to local disk with all its metadata.
 
-Order matters: contents first, then owners (chown clears setuid), then
-modes, xattrs, and times last, directories after their children.
+A restore plans before it reads: the trees below the path are read level by
+level (one planned read per level), which gives every entry and the totals
+for progress; then the files are restored a window at a time, their blobs
+read in pack order (fetch.py) and written as they arrive, on the fetch
+workers. A file is written under a temporary name in its directory, given
+its owner, mode, xattrs and times through its descriptor (owner before mode:
+chown clears setuid), and renamed once complete, so no partial file ever
+appears under a real name. Directories get their metadata last, children
+before parents.
 
 Damage never stops a restore: a file whose blobs cannot be read (a damaged
 or missing pack) or a directory whose tree cannot be read is listed, and
-everything else is restored. A file is written under a temporary name in its
-directory and renamed once complete, so no partial file ever appears under a
-real name. What is already at the destination is never replaced unless the
-caller asks for it (`overwrite`); even then a directory is only merged into,
-never removed.
+everything else is restored. What is already at the destination is never
+replaced unless the caller asks for it (`overwrite`); even then a directory
+is only merged into, never removed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import secrets
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from .content import ContentReader
+from .content import unpack_extents
 from .errors import BackendError, CairnError, CorruptBlob, Exists
+from .ids import HOLE
 from .meta import Kind
 from .reader import SnapshotView, walk_tree
-from .tree import Entry
+from .tree import Entry, deserialize
 
 # What reading a snapshot's blobs may raise for one file or directory: the
 # restore lists the path and goes on with the rest.
 READ_ERRORS = (CorruptBlob, BackendError)
+# Files planned and read together: their blobs are read in pack order, and
+# each file stays open from its first blob to its last.
+WINDOW_FILES = 4096
+WINDOW_BYTES = 256 << 20
+PROGRESS_EVERY = 0.25  # seconds
 
 
 @dataclass
@@ -37,11 +51,14 @@ class RestoreStats:
     files: int = 0
     dirs: int = 0
     bytes: int = 0
+    total_files: int = 0  # known once the trees are read
+    total_bytes: int = 0
     errors: list[str] = field(default_factory=list)
     damaged: list[str] = field(default_factory=list)  # paths (in the snapshot) not restored: their blobs are unreadable
 
 
 Progress = Callable[[RestoreStats], None]
+Listings = dict[bytes, dict[bytes, Entry]]
 
 
 def restore(
@@ -52,34 +69,21 @@ def restore(
     Without `overwrite`, `dest` must not exist (an empty directory may, for a directory): Exists otherwise,
     before anything is written. With it, files at the same names are replaced and directories merged into.
     """
-    stats = RestoreStats()
     dest_b = os.fsencode(dest)
     entry = view.lookup(path)
     if not overwrite:
         _refuse_existing(dest_b, entry)
-    links: dict[int, bytes] = {}
-    rel_top = path.strip(b"/")
+    job = _Restore(view, overwrite, progress)
     if entry.kind == Kind.DIR:
-        os.makedirs(dest_b, exist_ok=True)
-        dirs: list[tuple[bytes, Entry]] = [(dest_b, entry)]
-        for rel, child in _walk(view, entry, rel_top, stats):
-            target = dest_b + b"/" + rel[len(rel_top) :].lstrip(b"/")
-            _restore_one(view, rel, child, target, links, stats)
-            if child.kind == Kind.DIR:
-                dirs.append((target, child))
-            if progress is not None and stats.files % 256 == 0:
-                progress(stats)
-        for target, d in reversed(dirs):
-            with contextlib.suppress(FileNotFoundError):  # a directory that could not be made: listed already
-                _apply_meta(target, d, stats)
+        job.tree(entry, path.strip(b"/"), dest_b)
     else:  # one file: damage is an error (nothing else to restore), and no partial file is left either
-        try:
-            _restore_entry(view, entry, dest_b, links, stats)
-        except CorruptBlob as e:
-            raise view.damaged(path, e) from e
-    if progress is not None:
-        progress(stats)
-    return stats
+        job.stats.total_files, job.stats.total_bytes = 1, entry.size if entry.kind == Kind.FILE else 0
+        job.entry(path.strip(b"/"), entry, dest_b)
+        job.flush()
+        if job.stats.damaged:
+            raise view.damaged(path, job.first_damage or CorruptBlob("unreadable"))
+    job.report(force=True)
+    return job.stats
 
 
 def _refuse_existing(dest: bytes, entry: Entry) -> None:
@@ -90,116 +94,292 @@ def _refuse_existing(dest: bytes, entry: Entry) -> None:
     raise Exists(f"{os.fsdecode(dest)} exists; restore elsewhere, or give --overwrite to replace what is there")
 
 
-def _walk(view: SnapshotView, top: Entry, rel: bytes, stats: RestoreStats) -> Iterator[tuple[bytes, Entry]]:
-    """(path, entry) below `top`, depth first in name order; a directory whose tree is unreadable is listed."""
-    return walk_tree(top, rel, lambda entry, path: _children(view, entry, path, stats))
+class _File:
+    """A regular file being written under a temporary name; `lock` orders its blobs' writes."""
+
+    def __init__(self, rel: bytes, entry: Entry, target: bytes):
+        self.rel, self.entry, self.target = rel, entry, target
+        self.tmp = os.path.join(os.path.dirname(target) or b".", b".cairn-restore-" + secrets.token_hex(8).encode())
+        extents = unpack_extents(entry.payload)
+        self.left = sum(1 for blob_id, _ in extents if blob_id != HOLE)  # extents with data still to write
+        self.holes = sum(n for blob_id, n in extents if blob_id == HOLE)
+        self.ends_in_hole = not extents or extents[-1][0] == HOLE
+        self.fd: int | None = None
+        self.dead = False
+        self.lock = threading.Lock()
+
+    def open(self) -> int:
+        if self.fd is None:
+            self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        return self.fd
+
+    def abandon(self) -> None:
+        self.dead = True
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        with contextlib.suppress(OSError):
+            os.unlink(self.tmp)
 
 
-def _children(view: SnapshotView, entry: Entry, rel: bytes, stats: RestoreStats) -> Iterator[Entry]:
-    try:
-        listing = view.listing(entry)
-    except READ_ERRORS as e:
-        _damaged(view, rel + b"/", e, stats)
-        return iter(())
-    return iter(sorted(listing.values(), key=lambda e: e.name))
+class _Restore:
+    """One restore: the walk on the calling thread, file contents on the fetch workers."""
 
+    def __init__(self, view: SnapshotView, overwrite: bool, progress: Progress | None):
+        self.view = view
+        self.overwrite = overwrite
+        self.progress = progress
+        self.stats = RestoreStats()
+        self.first_damage: CorruptBlob | None = None
+        self._lock = threading.Lock()  # stats, and the window's blob → targets map while blobs arrive
+        self._shown = 0.0
+        self._links: dict[int, bytes] = {}  # inode → first target, for hard links
+        self._later_links: list[tuple[bytes, bytes]] = []  # made once the window's files are complete
+        self._window: dict[bytes, list[tuple[_File, int, int]]] = {}  # blob → (file, offset, length)
+        self._window_files = 0
+        self._window_bytes = 0
 
-def _damaged(view: SnapshotView, rel: bytes, e: CairnError, stats: RestoreStats) -> None:
-    where = rel.decode("utf-8", "backslashreplace") or "/"
-    stats.damaged.append(where)
-    stats.errors.append(f"{view.label}: {where}: not restored: {e}")
+    # -- the walk -----------------------------------------------------------
 
+    def tree(self, top: Entry, rel_top: bytes, dest: bytes) -> None:
+        listings = self._read_trees(top, rel_top)
+        os.makedirs(dest, exist_ok=True)
+        dirs: list[tuple[bytes, Entry]] = [(dest, top)]
+        for rel, child in walk_tree(top, rel_top, lambda e, p: self._children(listings, e, p)):
+            target = dest + b"/" + rel[len(rel_top) :].lstrip(b"/")
+            if self.entry(rel, child, target) and child.kind == Kind.DIR:
+                dirs.append((target, child))
+        self.flush()
+        for target, d in reversed(dirs):
+            try:
+                _apply_meta(target, d, self._error)
+            except OSError as e:
+                self._error(f"{os.fsdecode(target)}: {e.strerror}")
 
-def _restore_one(
-    view: SnapshotView, rel: bytes, e: Entry, target: bytes, links: dict[int, bytes], stats: RestoreStats
-) -> None:
-    try:
-        _restore_entry(view, e, target, links, stats)
-    except READ_ERRORS as err:
-        _damaged(view, rel, err, stats)
-    except OSError as err:
-        stats.errors.append(f"{os.fsdecode(target)}: {err.strerror}")
-    except CairnError as err:
-        stats.errors.append(str(err))
+    def _read_trees(self, top: Entry, rel_top: bytes) -> Listings:
+        """Every tree below `top`, one planned read per level; the totals for progress."""
+        listings: Listings = {}
+        linked: set[int] = set()  # a hard link's bytes are counted once
+        level = [top.payload]
+        while level:
+            found: Listings = {}
+            self.view.trees.blobs.read_many(level, functools.partial(_parse_into, found), lambda _id, _e: None)
+            listings.update(found)  # a tree that failed is listed as damaged on the walk
+            level = []
+            for listing in found.values():
+                for e in listing.values():
+                    if e.kind == Kind.DIR:
+                        level.append(e.payload)
+                    else:
+                        self.stats.total_files += 1
+                        if e.kind == Kind.FILE and (e.nlink == 1 or e.ino not in linked):
+                            self.stats.total_bytes += e.size
+                            linked.add(e.ino)
+            level = [t for t in dict.fromkeys(level) if t not in listings]
+        return listings
 
+    def _children(self, listings: Listings, entry: Entry, rel: bytes) -> Iterator[Entry]:
+        listing = listings.get(entry.payload)
+        if listing is None:
+            try:  # read alone, for its error (or it was repacked meanwhile and reads now)
+                listing = self.view.listing(entry)
+            except READ_ERRORS as e:
+                self._damaged(rel + b"/", e)
+                return iter(())
+        return iter(sorted(listing.values(), key=lambda e: e.name))
 
-def _restore_entry(view: SnapshotView, e: Entry, target: bytes, links: dict[int, bytes], stats: RestoreStats) -> None:
-    if e.kind == Kind.DIR:
-        if not os.path.isdir(target):
-            _clear(target)
-            os.mkdir(target, 0o700)  # its mode once its children are in
-        stats.dirs += 1
-        return  # metadata after the children
-    if e.nlink > 1 and e.ino in links:
-        _clear(target)
-        os.link(links[e.ino], target)
-        stats.files += 1
-        return
-    if e.kind == Kind.FILE:
-        _write_file(view.reader(e), target, e, stats)
-        stats.bytes += e.size
-    else:
-        _clear(target)
+    def entry(self, rel: bytes, e: Entry, target: bytes) -> bool:
+        """Restore one entry (a file joins the window); False if it failed."""
+        try:
+            self._entry(rel, e, target)
+            return True
+        except OSError as err:
+            self._error(f"{os.fsdecode(target)}: {err.strerror}")
+        except CairnError as err:
+            self._error(str(err))
+        return False
+
+    def _entry(self, rel: bytes, e: Entry, target: bytes) -> None:
+        if e.kind == Kind.DIR:
+            if not self.overwrite:
+                os.mkdir(target, 0o700)  # its mode once its children are in
+            elif not os.path.isdir(target):
+                self._clear(target)
+                os.mkdir(target, 0o700)
+            self.stats.dirs += 1
+            return
+        if e.nlink > 1 and e.ino in self._links:
+            self._later_links.append((self._links[e.ino], target))
+            return
+        if e.nlink > 1:
+            self._links[e.ino] = target
+        if e.kind == Kind.FILE:
+            self._file(rel, e, target)
+            return
+        self._clear(target)
         if e.kind == Kind.SYMLINK:
             os.symlink(e.payload, target)
         elif e.kind in (Kind.CHR, Kind.BLK, Kind.FIFO, Kind.SOCKET):
             os.mknod(target, e.st_mode, e.rdev)
         else:
             raise CairnError(f"unknown kind {e.kind} at {os.fsdecode(target)}")
-        _apply_meta(target, e, stats)
-    stats.files += 1
-    if e.nlink > 1:
-        links[e.ino] = target
+        _apply_meta(target, e, self._error)
+        self._done(0)
 
-
-def _clear(target: bytes) -> None:
-    """Make room for a non-directory at `target` (the restore was told to overwrite, or nothing is there)."""
-    try:
-        os.unlink(target)
-    except FileNotFoundError:
-        return
-    except IsADirectoryError:
-        raise CairnError(f"{os.fsdecode(target)} is a directory in the way") from None
-
-
-def _write_file(reader: ContentReader, target: bytes, e: Entry, stats: RestoreStats) -> None:
-    """Write the file complete with its metadata under a temporary name beside `target`, then rename it."""
-    if os.path.isdir(target) and not os.path.islink(target):
-        raise CairnError(f"{os.fsdecode(target)} is a directory in the way")
-    tmp = os.path.join(os.path.dirname(target) or b".", b".cairn-restore-" + secrets.token_hex(8).encode())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-    try:
+    def _clear(self, target: bytes) -> None:
+        """Make room for a non-directory at `target` when told to overwrite (else nothing is there)."""
+        if not self.overwrite:
+            return
         try:
-            for start, run in reader.data_ranges():
-                pos = start
-                for blob_id, _length in run:
-                    data = memoryview(reader.chunks.get(blob_id))
-                    while data:
-                        written = os.pwrite(fd, data, pos)
-                        data, pos = data[written:], pos + written
-            os.ftruncate(fd, reader.size)  # trailing holes
+            os.unlink(target)
+        except FileNotFoundError:
+            return
+        except IsADirectoryError:
+            raise CairnError(f"{os.fsdecode(target)} is a directory in the way") from None
+
+    # -- file contents --------------------------------------------------------
+
+    def _file(self, rel: bytes, e: Entry, target: bytes) -> None:
+        if self.overwrite and os.path.isdir(target) and not os.path.islink(target):
+            raise CairnError(f"{os.fsdecode(target)} is a directory in the way")
+        f = _File(rel, e, target)
+        if not f.left:  # empty, or holes only
+            with f.lock:
+                self._finish(f)
+            return
+        pos = 0
+        for blob_id, length in unpack_extents(e.payload):
+            if blob_id != HOLE:
+                self._window.setdefault(blob_id, []).append((f, pos, length))
+            pos += length
+        self._window_files += 1
+        self._window_bytes += e.size
+        if self._window_files >= WINDOW_FILES or self._window_bytes >= WINDOW_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Read the window's blobs and complete its files, then its hard links."""
+        window, self._window = self._window, {}
+        self._window_files = self._window_bytes = 0
+        if window:
+            self.view.trees.blobs.read_many(
+                list(window), lambda i, plain: self._arrived(window, i, plain), lambda i, e: self._failed(window, i, e)
+            )
+        for first, target in self._later_links:
+            try:
+                self._clear(target)
+                os.link(first, target)
+                self._done(0)
+            except OSError as err:
+                self._error(f"{os.fsdecode(target)}: {err.strerror}")
+            except CairnError as err:
+                self._error(str(err))
+        self._later_links.clear()
+
+    def _arrived(self, window: dict[bytes, list[tuple[_File, int, int]]], blob_id: bytes, plain: bytes) -> None:
+        for f, pos, length in window[blob_id]:
+            with f.lock:
+                if f.dead:
+                    continue
+                try:
+                    _write_all(f.open(), memoryview(plain), pos)
+                    self._add_bytes(length)
+                    f.left -= 1
+                    if not f.left:
+                        self._finish(f)
+                except OSError as err:
+                    f.abandon()
+                    self._error(f"{os.fsdecode(f.target)}: {err.strerror}")
+                except CairnError as err:
+                    f.abandon()
+                    self._error(str(err))
+
+    def _failed(self, window: dict[bytes, list[tuple[_File, int, int]]], blob_id: bytes, e: CairnError) -> None:
+        for f, _pos, _length in window[blob_id]:
+            with f.lock:
+                if not f.dead:
+                    f.abandon()
+                    self._damaged(f.rel, e)
+
+    def _finish(self, f: _File) -> None:
+        """Metadata through the descriptor, then the real name. Holds `f.lock`."""
+        fd = f.open()
+        try:
+            if f.ends_in_hole:
+                os.ftruncate(fd, f.entry.size)
+            _apply_meta(fd, f.entry, self._error, shown=f.target)
         finally:
             os.close(fd)
-        _apply_meta(tmp, e, stats, shown=target)
-        os.rename(tmp, target)  # replaces a file at `target` in one step
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+            f.fd = None
+        try:
+            os.rename(f.tmp, f.target)  # replaces a file at `target` in one step
+        except OSError:
+            f.abandon()
+            raise
+        self._done(f.holes)
+
+    # -- accounting -------------------------------------------------------------
+
+    def _done(self, holes: int) -> None:
+        with self._lock:
+            self.stats.files += 1
+            self.stats.bytes += holes
+        self.report()
+
+    def _add_bytes(self, n: int) -> None:
+        with self._lock:
+            self.stats.bytes += n
+
+    def _error(self, message: str) -> None:
+        with self._lock:
+            self.stats.errors.append(message)
+
+    def _damaged(self, rel: bytes, e: CairnError) -> None:
+        where = rel.decode("utf-8", "backslashreplace") or "/"
+        with self._lock:
+            if self.first_damage is None and isinstance(e, CorruptBlob):
+                self.first_damage = e
+            self.stats.damaged.append(where)
+            self.stats.errors.append(f"{self.view.label}: {where}: not restored: {e}")
+
+    def report(self, force: bool = False) -> None:
+        if self.progress is None:
+            return
+        now = time.monotonic()
+        with self._lock:
+            if not force and now - self._shown < PROGRESS_EVERY:
+                return
+            self._shown = now
+            self.progress(self.stats)
 
 
-def _apply_meta(target: bytes, e: Entry, stats: RestoreStats, shown: bytes | None = None) -> None:
+def _parse_into(found: Listings, tree_id: bytes, plain: bytes) -> None:
+    found[tree_id] = {e.name: e for e in deserialize(plain)}
+
+
+def _write_all(fd: int, data: memoryview, pos: int) -> None:
+    while data:
+        written = os.pwrite(fd, data, pos)
+        data, pos = data[written:], pos + written
+
+
+def _apply_meta(target: bytes | int, e: Entry, note: Callable[[str], None], shown: bytes | None = None) -> None:
+    """Owner, mode, xattrs and times of a path (not followed) or an open descriptor."""
     is_link = e.kind == Kind.SYMLINK
+    by_path = not isinstance(target, int)
     with contextlib.suppress(PermissionError):  # not root: the restoring user owns them
-        os.chown(target, e.uid, e.gid, follow_symlinks=False)
+        os.chown(target, e.uid, e.gid, follow_symlinks=not by_path)
     if not is_link:
         os.chmod(target, e.mode)
     for name, value in e.xattrs:
         try:
-            os.setxattr(target, name, value, follow_symlinks=False)
+            os.setxattr(target, name, value, follow_symlinks=not by_path)
         except OSError as err:
             if err.errno not in (errno.ENOTSUP, errno.EPERM):
                 raise
-            where = os.fsdecode(shown or target)
-            stats.errors.append(f"{where}: xattr {name!r} not restored: {err.strerror}")
-    os.utime(target, ns=(e.atime_ns, e.mtime_ns), follow_symlinks=False)
+            where = os.fsdecode(shown if shown is not None else target)  # type: ignore[arg-type]
+            note(f"{where}: xattr {name!r} not restored: {err.strerror}")
+    if by_path:
+        os.utime(target, ns=(e.atime_ns, e.mtime_ns), follow_symlinks=False)
+    else:
+        os.utime(target, ns=(e.atime_ns, e.mtime_ns))
