@@ -92,7 +92,7 @@ class BlobStore(BlobReader):
         cache_bytes: int = 64 << 20,
     ):
         super().__init__(catalog, pool_id, backend, id_key, codec, cache_bytes)
-        self._known: dict[bytes, int] = self._load_known()
+        self._known: dict[bytes, int] | None = None  # loaded on first write: a restore never needs it
         self.inflight = InFlight()
         # Accepted blobs not yet stored: the encoded (header, body), or None while encoding.
         self._pending: dict[bytes, tuple[bytes, bytes | memoryview] | None] = {}
@@ -115,25 +115,35 @@ class BlobStore(BlobReader):
         self._batch_bytes = 0
         self.stats = {"new_blobs": 0, "new_trees": 0, "new_bytes": 0, "stored_bytes": 0, "dedup_hits": 0}
 
-    def _load_known(self) -> dict[bytes, int]:
-        with self.catalog.engine.connect() as conn:
-            rows = conn.execute(select(blobs.c.id, blobs.c.raw_length).where(blobs.c.pool_id == self.pool_id))
-            return {bytes(r[0]): r[1] for r in rows}
+    def _ids(self) -> dict[bytes, int]:
+        """The known blobs, read from the catalog the first time (outside the lock; nothing is known before)."""
+        known = self._known
+        if known is None:
+            with self.catalog.engine.connect() as conn:
+                rows = conn.execute(select(blobs.c.id, blobs.c.raw_length).where(blobs.c.pool_id == self.pool_id))
+                loaded = {bytes(r[0]): r[1] for r in rows}
+            with self._lock:
+                if self._known is None:
+                    self._known = loaded
+                known = self._known
+        return known
 
     # -- writing -------------------------------------------------------------
 
     def is_stored(self, blob_id: bytes) -> bool:
+        known = self._ids()
         with self._lock:
-            return blob_id in self._known
+            return blob_id in known
 
     def forget(self, blob_ids: Iterable[bytes]) -> set[bytes]:
         """Drop blobs from the known set (they are about to be deleted), except those
         still in flight; returns the ones dropped. A later put of the same data stores it anew."""
+        known = self._ids()
         with self._lock:
-            ids = [i for i in blob_ids if i in self._known]
+            ids = [i for i in blob_ids if i in known]
             dropped = set(ids) - self.inflight.unsafe_to_drop(ids)
             for i in dropped:
-                del self._known[i]
+                del known[i]
             self.inflight.forgotten |= dropped
         return dropped
 
@@ -143,16 +153,17 @@ class BlobStore(BlobReader):
         False if it is not stored or accepted (a collection may be deleting
         it): then the caller must not refer to it.
         """
+        known = self._ids()
         with self._lock:
-            if blob_id not in self._known and blob_id not in self._pending:
+            if blob_id not in known and blob_id not in self._pending:
                 return False
             self.inflight.put(blob_id)
             return True
 
     def all_stored(self, blob_ids: Iterable[bytes]) -> bool:
         """Whether every blob is stored: one lock round-trip for a whole file's chunks."""
+        known = self._ids()
         with self._lock:
-            known = self._known
             return all(i in known for i in blob_ids)
 
     def put(self, data: bytes, kind: int = DATA, blob_id: bytes | None = None) -> bytes:
@@ -162,9 +173,10 @@ class BlobStore(BlobReader):
         """
         blob_id = blob_id or self.id_key.id_of(data)
         self._pause_while_offline()
+        known = self._ids()
         with self._lock:
             self._raise_failure()
-            length = self._known.get(blob_id)
+            length = known.get(blob_id)
             if length is None and blob_id in self._pending:
                 length = len(data)  # accepted already
             if length is not None:
@@ -299,9 +311,10 @@ class BlobStore(BlobReader):
                 stored_again = [r for r in rows if r["id"] in self.inflight.forgotten]
             if stored_again:  # their old rows name a pack garbage collection is deleting
                 self.catalog.executemany(conn, _REPOINT, [{f"b_{k}": v for k, v in r.items()} for r in stored_again])
+        known = self._ids()
         with self._lock:
             for e in entries:
-                self._known[e.blob_id] = e.raw_length
+                known[e.blob_id] = e.raw_length
                 self._pending.pop(e.blob_id, None)
             if sealed in self._unsent:
                 self._unsent.remove(sealed)

@@ -22,14 +22,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import itertools
 import os
 import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from .content import unpack_extents
+from .content import Extents, unpack_extents
 from .errors import BackendError, CairnError, CorruptBlob, Exists
 from .ids import HOLE
 from .meta import Kind
@@ -74,14 +76,17 @@ def restore(
     if not overwrite:
         _refuse_existing(dest_b, entry)
     job = _Restore(view, overwrite, progress)
-    if entry.kind == Kind.DIR:
-        job.tree(entry, path.strip(b"/"), dest_b)
-    else:  # one file: damage is an error (nothing else to restore), and no partial file is left either
-        job.stats.total_files, job.stats.total_bytes = 1, entry.size if entry.kind == Kind.FILE else 0
-        job.entry(path.strip(b"/"), entry, dest_b)
-        job.flush()
-        if job.stats.damaged:
-            raise view.damaged(path, job.first_damage or CorruptBlob("unreadable"))
+    try:
+        if entry.kind == Kind.DIR:
+            job.tree(entry, path.strip(b"/"), dest_b)
+        else:  # one file: damage is an error (nothing else to restore), and no partial file is left either
+            job.stats.total_files, job.stats.total_bytes = 1, entry.size if entry.kind == Kind.FILE else 0
+            job.entry(path.strip(b"/"), entry, dest_b)
+            job.flush()
+            if job.stats.damaged:
+                raise view.damaged(path, job.first_damage or CorruptBlob("unreadable"))
+    finally:
+        job.close()
     job.report(force=True)
     return job.stats
 
@@ -97,12 +102,12 @@ def _refuse_existing(dest: bytes, entry: Entry) -> None:
 class _File:
     """A regular file being written under a temporary name; `lock` orders its blobs' writes."""
 
-    def __init__(self, rel: bytes, entry: Entry, target: bytes):
-        self.rel, self.entry, self.target = rel, entry, target
-        self.tmp = os.path.join(os.path.dirname(target) or b".", b".cairn-restore-" + secrets.token_hex(8).encode())
-        extents = unpack_extents(entry.payload)
+    __slots__ = ("dead", "ends_in_hole", "entry", "fd", "holes", "left", "lock", "rel", "target", "tmp")
+
+    def __init__(self, rel: bytes, entry: Entry, target: bytes, tmp: bytes, extents: Extents):
+        self.rel, self.entry, self.target, self.tmp = rel, entry, target, tmp
         self.left = sum(1 for blob_id, _ in extents if blob_id != HOLE)  # extents with data still to write
-        self.holes = sum(n for blob_id, n in extents if blob_id == HOLE)
+        self.holes = entry.size - sum(n for blob_id, n in extents if blob_id != HOLE)
         self.ends_in_hole = not extents or extents[-1][0] == HOLE
         self.fd: int | None = None
         self.dead = False
@@ -122,6 +127,16 @@ class _File:
             os.unlink(self.tmp)
 
 
+@dataclass
+class _Window:
+    """Files planned together: each blob's (file, offset, length), and the hard links to make after them."""
+
+    blobs: dict[bytes, list[tuple[_File, int, int]]] = field(default_factory=dict)
+    links: list[tuple[bytes, bytes]] = field(default_factory=list)  # (first target, link)
+    files: int = 0
+    bytes: int = 0
+
+
 class _Restore:
     """One restore: the walk on the calling thread, file contents on the fetch workers."""
 
@@ -134,10 +149,14 @@ class _Restore:
         self._lock = threading.Lock()  # stats, and the window's blob → targets map while blobs arrive
         self._shown = 0.0
         self._links: dict[int, bytes] = {}  # inode → first target, for hard links
-        self._later_links: list[tuple[bytes, bytes]] = []  # made once the window's files are complete
-        self._window: dict[bytes, list[tuple[_File, int, int]]] = {}  # blob → (file, offset, length)
-        self._window_files = 0
-        self._window_bytes = 0
+        self._window = _Window()  # being planned by the walk
+        self._reading: Future[None] | None = None  # the window before it, being read meanwhile
+        self._runner = ThreadPoolExecutor(1, thread_name_prefix="cairn-restore")
+        token = secrets.token_hex(6).encode()
+        self._tmp_names = (b".cairn-restore-%s-%d" % (token, n) for n in itertools.count())
+
+    def close(self) -> None:
+        self._runner.shutdown(wait=True, cancel_futures=True)
 
     # -- the walk -----------------------------------------------------------
 
@@ -209,7 +228,7 @@ class _Restore:
             self.stats.dirs += 1
             return
         if e.nlink > 1 and e.ino in self._links:
-            self._later_links.append((self._links[e.ino], target))
+            self._window.links.append((self._links[e.ino], target))
             return
         if e.nlink > 1:
             self._links[e.ino] = target
@@ -242,30 +261,46 @@ class _Restore:
     def _file(self, rel: bytes, e: Entry, target: bytes) -> None:
         if self.overwrite and os.path.isdir(target) and not os.path.islink(target):
             raise CairnError(f"{os.fsdecode(target)} is a directory in the way")
-        f = _File(rel, e, target)
+        extents = unpack_extents(e.payload)
+        f = _File(rel, e, target, target[: target.rfind(b"/") + 1] + next(self._tmp_names), extents)
         if not f.left:  # empty, or holes only
             with f.lock:
                 self._finish(f)
             return
-        pos = 0
-        for blob_id, length in unpack_extents(e.payload):
+        window, pos = self._window, 0
+        for blob_id, length in extents:
             if blob_id != HOLE:
-                self._window.setdefault(blob_id, []).append((f, pos, length))
+                window.blobs.setdefault(blob_id, []).append((f, pos, length))
             pos += length
-        self._window_files += 1
-        self._window_bytes += e.size
-        if self._window_files >= WINDOW_FILES or self._window_bytes >= WINDOW_BYTES:
-            self.flush()
+        window.files += 1
+        window.bytes += e.size
+        if window.files >= WINDOW_FILES or window.bytes >= WINDOW_BYTES:
+            self._send()
+
+    def _send(self) -> None:
+        """Hand the window to the runner once the one before it is read; the walk plans the next meanwhile."""
+        window, self._window = self._window, _Window()
+        self._wait()
+        self._reading = self._runner.submit(self._read, window)
+
+    def _wait(self) -> None:
+        if self._reading is not None:
+            reading, self._reading = self._reading, None
+            reading.result()
 
     def flush(self) -> None:
-        """Read the window's blobs and complete its files, then its hard links."""
-        window, self._window = self._window, {}
-        self._window_files = self._window_bytes = 0
-        if window:
+        """Read what is planned and complete every file and hard link."""
+        self._send()
+        self._wait()
+
+    def _read(self, window: _Window) -> None:
+        if window.blobs:
             self.view.trees.blobs.read_many(
-                list(window), lambda i, plain: self._arrived(window, i, plain), lambda i, e: self._failed(window, i, e)
+                list(window.blobs),
+                lambda i, plain: self._arrived(window.blobs[i], plain),
+                lambda i, e: self._failed(window.blobs[i], e),
             )
-        for first, target in self._later_links:
+        for first, target in window.links:
             try:
                 self._clear(target)
                 os.link(first, target)
@@ -274,10 +309,9 @@ class _Restore:
                 self._error(f"{os.fsdecode(target)}: {err.strerror}")
             except CairnError as err:
                 self._error(str(err))
-        self._later_links.clear()
 
-    def _arrived(self, window: dict[bytes, list[tuple[_File, int, int]]], blob_id: bytes, plain: bytes) -> None:
-        for f, pos, length in window[blob_id]:
+    def _arrived(self, targets: list[tuple[_File, int, int]], plain: bytes) -> None:
+        for f, pos, length in targets:
             with f.lock:
                 if f.dead:
                     continue
@@ -294,8 +328,8 @@ class _Restore:
                     f.abandon()
                     self._error(str(err))
 
-    def _failed(self, window: dict[bytes, list[tuple[_File, int, int]]], blob_id: bytes, e: CairnError) -> None:
-        for f, _pos, _length in window[blob_id]:
+    def _failed(self, targets: list[tuple[_File, int, int]], e: CairnError) -> None:
+        for f, _pos, _length in targets:
             with f.lock:
                 if not f.dead:
                     f.abandon()
