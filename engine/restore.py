@@ -161,7 +161,7 @@ class _Restore:
     # -- the walk -----------------------------------------------------------
 
     def tree(self, top: Entry, rel_top: bytes, dest: bytes) -> None:
-        listings = self._read_trees(top, rel_top)
+        listings = self._read_trees(top)
         os.makedirs(dest, exist_ok=True)
         dirs: list[tuple[bytes, Entry]] = [(dest, top)]
         for rel, child in walk_tree(top, rel_top, lambda e, p: self._children(listings, e, p)):
@@ -175,26 +175,27 @@ class _Restore:
             except OSError as e:
                 self._error(f"{os.fsdecode(target)}: {e.strerror}")
 
-    def _read_trees(self, top: Entry, rel_top: bytes) -> Listings:
+    def _read_trees(self, top: Entry) -> Listings:
         """Every tree below `top`, one planned read per level; the totals for progress."""
         listings: Listings = {}
         linked: set[int] = set()  # a hard link's bytes are counted once
         level = [top.payload]
         while level:
-            found: Listings = {}
-            self.view.trees.blobs.read_many(level, functools.partial(_parse_into, found), lambda _id, _e: None)
-            listings.update(found)  # a tree that failed is listed as damaged on the walk
-            level = []
-            for listing in found.values():
+            self.view.trees.blobs.read_many(level, functools.partial(_parse_into, listings), lambda _id, _e: None)
+            below: list[bytes] = []
+            for tree_id in level:
+                listing = listings.get(tree_id)
+                if listing is None:
+                    continue  # unreadable: listed as damaged on the walk
                 for e in listing.values():
                     if e.kind == Kind.DIR:
-                        level.append(e.payload)
-                    else:
-                        self.stats.total_files += 1
-                        if e.kind == Kind.FILE and (e.nlink == 1 or e.ino not in linked):
-                            self.stats.total_bytes += e.size
-                            linked.add(e.ino)
-            level = [t for t in dict.fromkeys(level) if t not in listings]
+                        below.append(e.payload)
+                        continue
+                    self.stats.total_files += 1
+                    if e.kind == Kind.FILE and (e.nlink == 1 or e.ino not in linked):
+                        self.stats.total_bytes += e.size
+                        linked.add(e.ino)
+            level = [t for t in dict.fromkeys(below) if t not in listings]
         return listings
 
     def _children(self, listings: Listings, entry: Entry, rel: bytes) -> Iterator[Entry]:
