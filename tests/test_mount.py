@@ -246,7 +246,13 @@ def test_errors_come_back_as_a_file_system_gives_them(tmp_path: Path, mounted: M
             fn(*args)
         assert e.value.errno == code, (fn, args, e.value)
 
-    fails(errno.ENAMETOOLONG, open, cur / ("x" * 256), "w")
+    long = cur / ("x" * 256)
+    for call, args in [(open, (long, "w")), (open, (long,)), (os.stat, (long,)), (os.mkdir, (long,)),
+                       (os.link, (cur / "f", long)), (os.rename, (cur / "f", long)), (os.rename, (long, cur / "g")),
+                       (os.unlink, (long,)), (os.rmdir, (long,)), (os.chmod, (long, 0o600)),
+                       (os.chown, (long, 1, 1)), (os.truncate, (long, 0)), (os.symlink, ("f", long)),
+                       (os.mknod, (long,)), (os.listdir, (cur / ("d" * 256),))]:  # fmt: skip
+        fails(errno.ENAMETOOLONG, call, *args)
     fails(errno.ENOTEMPTY, os.rmdir, cur / "d")
     fails(errno.EXDEV, os.rename, cur / "f", m / "h2" / "current" / "f")
     fails(errno.EXDEV, os.link, cur / "f", m / "h2" / "current" / "f")

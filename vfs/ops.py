@@ -34,7 +34,7 @@ import trio
 
 from engine.cache import WouldBlock, memory_only
 from engine.errors import CairnError
-from engine.meta import Stat
+from engine.meta import NAME_MAX, Stat
 from engine.mount import MountView
 from engine.mount.nodes import IMAGE, SNAPSHOT, VIRTUAL, WORKING, node_of
 
@@ -245,6 +245,8 @@ class Operations(pyfuse3.Operations):
     async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         if name == b".":
             return await self.getattr(parent_inode, ctx)
+        if len(name) > NAME_MAX:  # every call on a path passes a lookup of each of its names first
+            raise pyfuse3.FUSEError(errno.ENAMETOOLONG)
         try:
             return self._entry_attr(parent_inode, await self._on(parent_inode, self.view.lookup, name))
         except pyfuse3.FUSEError as e:
@@ -315,7 +317,7 @@ class Operations(pyfuse3.Operations):
         s.f_bfree = s.f_bavail = usage["free"]
         s.f_files = usage["files"] + (1 << 20)
         s.f_ffree = s.f_favail = 1 << 20
-        s.f_namemax = 255
+        s.f_namemax = NAME_MAX
         return s
 
     # -- names ---------------------------------------------------------------
