@@ -50,7 +50,7 @@ def backups(work: Path, trees: dict[str, Path], cairns: dict[str, dict], restics
     src.mkdir(parents=True)
     for v in VERSIONS:
         subprocess.run(["rsync", "-a", "--delete", f"{trees[v]}/", f"{src}/"], check=True)
-        for name, c in cairns.items():
+        for c in cairns.values():
             with Deployment.open(c["data"], c.get("db"), pool_config=c.get("pool")) as dep:
                 if v == VERSIONS[0]:
                     dep.add_source(SOURCE)
@@ -110,7 +110,7 @@ def main() -> None:
                 "s3": {**base, "RESTIC_REPOSITORY": f"s3:{weed.endpoint}/restic", "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY,
                        "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY},
             }  # fmt: skip
-            for name, env in restics.items():
+            for env in restics.values():
                 subprocess.run([RESTIC, "init", "-q"], env=env, check=True, capture_output=True)
             src = backups(work, trees, cairns, restics)
             for run in range(args.runs):
