@@ -26,10 +26,14 @@ EXIT_ERROR = 1
 EXIT_PARTIAL = 3  # finished, but some files or blobs had problems
 
 
+LEASE_WAIT = 120.0  # two of a running appliance's idle minutes: it lets go of a source after one
+
+
 class Context:
     def __init__(self, data: Path, db: str | None, passphrase_file: Path | None, key_file: Path | None,
-                 remote: str | None = None):  # fmt: skip
+                 remote: str | None = None, lease_wait: float = LEASE_WAIT):  # fmt: skip
         self.data = data
+        self.lease_wait = lease_wait
         self.db = db
         self.passphrase_file = passphrase_file
         self.key_file = key_file
@@ -53,7 +57,17 @@ class Context:
     def open(self, *, encrypt: bool = False) -> Deployment:
         if self.remote:
             raise CairnError("this command works on a local data directory only, not with --remote")
-        return Deployment.open(self.data, self.db, unlock=self.unlock(), encrypt=encrypt)
+        from .config import Config  # croniter and all: not for commands that open nothing
+
+        dep = Deployment.open(self.data, self.db, unlock=self.unlock(), encrypt=encrypt)
+        dep.tree_idle = float(Config(dep.catalog).value("tree_idle"))
+        dep.lease_wait = self.lease_wait  # a source a running appliance writes: wait for it to be let go of
+        dep.on_lease_wait = _tell_waiting
+        return dep
+
+
+def _tell_waiting(message: str) -> None:
+    sys.stderr.write(f"waiting: {message}\n")
 
 
 def command(group: click.Group, name: str | None = None) -> Callable[[F], F]:
@@ -94,13 +108,17 @@ def command(group: click.Group, name: str | None = None) -> Callable[[F], F]:
     envvar="CAIRN_KEY_FILE", help="Unlocks an encrypted pool whose keys a key file wraps.",
 )  # fmt: skip
 @click.option("--remote", envvar="CAIRN_REMOTE", help="Run against this appliance (see `cairn remote add`).")
+@click.option(
+    "--wait", "lease_wait", type=click.FloatRange(0), default=LEASE_WAIT, envvar="CAIRN_WAIT", show_default=True,
+    help="Seconds to wait for a source a running appliance writes (it lets go a minute after the last change).",
+)  # fmt: skip
 @click.pass_context
 def main(
     click_ctx: click.Context, data: Path, db: str | None, passphrase_file: Path | None, key_file: Path | None,
-    remote: str | None,
+    remote: str | None, lease_wait: float,
 ) -> None:  # fmt: skip
     """Cairn: deduplicating backups that any file client can write."""
-    click_ctx.obj = Context(data, db, passphrase_file, key_file, remote)
+    click_ctx.obj = Context(data, db, passphrase_file, key_file, remote, lease_wait)
 
 
 @main.group()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from croniter import croniter
@@ -75,10 +76,13 @@ def _hours(value: Any) -> Any:
     return value
 
 
-def _idle(value: Any) -> Any:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= 24 * 3600:
-        raise InvalidArgument("smb_idle is a number of seconds, from 1 to a day (86400)")
-    return value
+def _seconds(key: str) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= 24 * 3600:
+            raise InvalidArgument(f"{key} is a number of seconds, from 1 to a day (86400)")
+        return value
+
+    return check
 
 
 # key -> (default, check)
@@ -92,7 +96,10 @@ KNOWN: dict[str, tuple[Any, Any]] = {
     "snapshot_after_session": (True, _boolean),  # a backup session that ends well takes a snapshot
     "snapshot_unchanged": (False, _boolean),  # a scheduled snapshot is taken even when nothing changed
     "stale_after": (26, _hours),  # hours without a successful backup before the source is stale and mailed
-    "smb_idle": (120, _idle),  # seconds after an SMB client that wrote leaves before its session ends
+    "smb_idle": (120, _seconds("smb_idle")),  # seconds after an SMB client that wrote leaves before its session ends
+    # seconds without a change before a running appliance lets a source's working tree and lease go (global;
+    # read at start): `cairn backup` or `pool gc` beside it wait for that
+    "tree_idle": (60, _seconds("tree_idle")),
 }
 # key -> the fields of its object value that are secrets: never shown, only replaced
 SECRETS: dict[str, tuple[str, ...]] = {"smtp": ("password",)}

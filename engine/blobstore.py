@@ -112,6 +112,7 @@ class BlobStore(BlobReader):
         self._upload_slots = threading.BoundedSemaphore(connections + 1)
         self._inflight: set[Future[None]] = set()
         self._batch: list[tuple[bytes, bytes, int]] = []
+        self._batch_since = time.monotonic()
         self._batch_bytes = 0
         self.stats = {"new_blobs": 0, "new_trees": 0, "new_bytes": 0, "stored_bytes": 0, "dedup_hits": 0}
 
@@ -196,6 +197,8 @@ class BlobStore(BlobReader):
             self._submit([item])
         else:
             with self._lock:
+                if not self._batch:
+                    self._batch_since = time.monotonic()
                 self._batch.append(item)
                 self._batch_bytes += len(data)
                 full = self._batch_bytes >= BATCH_BYTES
@@ -373,10 +376,12 @@ class BlobStore(BlobReader):
                 self._upload_failure = None
 
     def flush_if_older(self, seconds: float) -> None:
-        """Store the open pack if it has waited this long (idle writers), and retry failed uploads."""
+        """Store the open pack and the small blobs not yet encoded if they have waited this long
+        (idle writers: a small file written alone is stored within seconds), and retry failed uploads."""
+        now = time.monotonic()
         with self._lock:
-            due = self._open.entries and time.monotonic() - self._open_since >= seconds
-            due = due or self._upload_failure is not None
+            due = self._open.entries and now - self._open_since >= seconds
+            due = due or (self._batch and now - self._batch_since >= seconds) or self._upload_failure is not None
         if due:
             self._flush_once()  # the caller comes back soon: no pausing here
 

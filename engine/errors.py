@@ -76,6 +76,12 @@ class InUse(CairnError):
     errno = errno.EBUSY
 
 
+class Unloaded(CairnError):
+    """A change reached a working tree this process let go of (idle, its lease given up): ask again."""
+
+    errno = errno.EAGAIN
+
+
 class PoolMismatch(CairnError):
     """The pool's identification file does not match the catalog."""
 

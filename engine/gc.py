@@ -293,10 +293,15 @@ class _leased:
         self.taken: list[int] = []
 
     def __enter__(self) -> None:
-        with self.dep.catalog.engine.begin() as conn:
+        self.taken = self.dep.waiting_for_leases(self._take)
+
+    def _take(self) -> list[int]:
+        taken = []
+        with self.dep.catalog.engine.begin() as conn:  # all or none: InUse if another process writes one
             for sid, name in conn.execute(select(sources.c.id, sources.c.name)).all():
-                leases.acquire(conn, sid, name, self.dep.owner)  # InUse if another process writes it
-                self.taken.append(sid)
+                leases.acquire(conn, sid, name, self.dep.owner)
+                taken.append(sid)
+        return taken
 
     def __exit__(self, *exc: object) -> None:
         held = set(self.dep.loaded_source_ids())

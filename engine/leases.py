@@ -46,8 +46,8 @@ def acquire(conn: Connection, source_id: int, source: str, owner: str) -> None:
     row = conn.execute(select(leases.c.owner, leases.c.expires).where(leases.c.source_id == source_id)).first()
     if row is not None and row.owner != owner and held(row.owner, row.expires, now):
         raise InUse(
-            f"source {source!r} is being written by {row.owner} "
-            f"(lease expires in {row.expires - now:.0f} s); open it read-only or stop that process"
+            f"source {source!r} is being written by {row.owner} (a running appliance lets a source go once "
+            f"nothing changed it for a minute; a lease not renewed expires in {row.expires - now:.0f} s)"
         )
     conn.execute(delete(leases).where(leases.c.source_id == source_id))
     conn.execute(leases.insert().values(source_id=source_id, owner=owner, expires=now + LEASE_SECONDS))

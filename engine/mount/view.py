@@ -127,7 +127,8 @@ class MountReader:
 
     def tree(self, source_id: int) -> WorkingTree:
         tree = self._trees.get(source_id)
-        if tree is None:
+        if tree is None or tree.unloaded:  # let go of while idle: loaded again, with its lease
+            check_may_block()
             tree = self.dep.working_tree(self.source_by_id(source_id).name)
             with self._lock:
                 self._trees[source_id] = tree

@@ -6,8 +6,11 @@ catalog and the directory trees above it as stale.
 
 from __future__ import annotations
 
+import functools
 import threading
-from typing import NamedTuple
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple, TypeVar
 
 from ..errors import (
     Exists,
@@ -16,12 +19,35 @@ from ..errors import (
     NotADirectory,
     NotEmpty,
     NotFound,
+    Unloaded,
 )
 from ..meta import PERM_MASK, Kind, Stat, check_name, kind_of
 from .inode import ROOT, Inode, now_ns
 
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def changes(method: F) -> F:
+    """A call that changes the tree (or holds a file open): counted while it runs, so the tree is
+    never let go of in the middle of one, and refused once it was (its lease is given up)."""
+
+    @functools.wraps(method)
+    def counted(self: Namespace, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            if self.unloaded:
+                raise Unloaded("the working tree was let go of while idle; ask again")
+            self.changing += 1
+            self.used_at = time.monotonic()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            with self._lock:
+                self.changing -= 1
+
+    return counted  # type: ignore[return-value]
 
 
 class Quick(NamedTuple):
@@ -51,6 +77,9 @@ class Namespace:
         self.gone: set[int] = set()
         self.dirents: dict[tuple[int, bytes], int | None] = {}
         self.unstored: set[int] = set()  # rows written while their chunks were pending
+        self.used_at = time.monotonic()  # the last change began
+        self.changing = 0  # changes running now
+        self.unloaded = False
 
     @property
     def lock(self) -> threading.RLock:
@@ -192,10 +221,12 @@ class Namespace:
         self._add_entry(p, name, inode)
         return inode
 
+    @changes
     def mkdir(self, parent: int, name: bytes, mode: int, uid: int = 0, gid: int = 0) -> Stat:
         with self._lock:
             return self._create(parent, name, Kind.DIR, mode, uid, gid).stat()
 
+    @changes
     def mknod(self, parent: int, name: bytes, st_mode: int, rdev: int = 0, uid: int = 0, gid: int = 0) -> Stat:
         """Any non-directory, non-symlink node: regular file, fifo, socket, device."""
         kind = kind_of(st_mode)
@@ -207,10 +238,12 @@ class Namespace:
                 inode.rdev = rdev
             return inode.stat()
 
+    @changes
     def create(self, parent: int, name: bytes, mode: int, uid: int = 0, gid: int = 0) -> Stat:
         with self._lock:
             return self._create(parent, name, Kind.FILE, mode, uid, gid).stat()
 
+    @changes
     def symlink(self, parent: int, name: bytes, target: bytes, uid: int = 0, gid: int = 0) -> Stat:
         if not target or b"\0" in target or len(target) > 4095:
             raise InvalidArgument("a symlink target is 1 to 4095 bytes without NUL")
@@ -220,6 +253,7 @@ class Namespace:
             inode.size = len(target)
             return inode.stat()
 
+    @changes
     def link(self, ino: int, parent: int, name: bytes) -> Stat:
         with self._lock:
             inode = self._get(ino)
@@ -234,6 +268,7 @@ class Namespace:
             self._add_entry(p, name, inode)
             return inode.stat()
 
+    @changes
     def unlink(self, parent: int, name: bytes) -> None:
         with self._lock:
             p = self._dir(parent)
@@ -246,6 +281,7 @@ class Namespace:
             self._touch(inode)
             self._free_if_unused(inode)
 
+    @changes
     def rmdir(self, parent: int, name: bytes) -> None:
         with self._lock:
             p = self._dir(parent)
@@ -257,6 +293,7 @@ class Namespace:
             self._remove_entry(p, name, inode)
             self._free_if_unused(inode)
 
+    @changes
     def remove_tree(self, parent: int, name: bytes) -> int:
         """Remove an entry, a directory with everything below it; returns how many entries went.
 
@@ -272,6 +309,7 @@ class Namespace:
         self.rmdir(parent, name)
         return removed + 1
 
+    @changes
     def rename(self, old_parent: int, old_name: bytes, new_parent: int, new_name: bytes, flags: int = 0) -> None:
         with self._lock:
             op, np = self._dir(old_parent), self._dir(new_parent)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from ..ids import HOLE
 from ..meta import ACL_ACCESS, PERM_MASK, Kind, Stat, acl_mode, kind_of
 from . import persist
 from .inode import ROOT, Inode, now_ns
-from .namespace import RENAME_EXCHANGE, RENAME_NOREPLACE, Namespace, Quick
+from .namespace import RENAME_EXCHANGE, RENAME_NOREPLACE, Namespace, Quick, changes
 from .spool import SpoolFile
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class WorkingTree(Namespace):
 
     # -- attributes ----------------------------------------------------------
 
+    @changes
     def setattr(
         self,
         ino: int,
@@ -152,6 +154,7 @@ class WorkingTree(Namespace):
         with self._lock:
             return sorted(self._get(ino).xattrs)
 
+    @changes
     def setxattr(self, ino: int, name: bytes, value: bytes, *, create: bool = False, replace: bool = False) -> None:
         if not name or len(name) > 255 or len(value) > 65536:
             raise InvalidArgument("xattr names are 1-255 bytes, values up to 64 KiB")
@@ -168,6 +171,7 @@ class WorkingTree(Namespace):
             inode.ctime_ns = now_ns()
             self._touch(inode)
 
+    @changes
     def removexattr(self, ino: int, name: bytes) -> None:
         with self._lock:
             inode = self._get(ino)
@@ -191,12 +195,14 @@ class WorkingTree(Namespace):
             inode.spool = SpoolFile(path, self.blobs, inode.extents, inode.size)
         return inode.spool
 
+    @changes
     def open(self, ino: int) -> Stat:
         with self._lock:
             inode = self._get(ino)
             inode.opens += 1
             return inode.stat()
 
+    @changes
     def release(self, ino: int) -> None:
         """The last handle of a file closed: its spool, if flush left one, is finished.
 
@@ -221,6 +227,7 @@ class WorkingTree(Namespace):
                     raise
             # No name: the bytes matter to nobody (a WebDAV body being dropped)
 
+    @changes
     def flush(self, ino: int) -> None:
         """A handle of a file is closed: store what it holds, and raise what lost its writes.
 
@@ -265,6 +272,7 @@ class WorkingTree(Namespace):
             self.blobs.inflight.end(spool.session)  # only now: the chunks are referenced from the inode
             spool.done.set()
 
+    @changes
     def write(self, ino: int, offset: int, data: bytes) -> int:
         if offset < 0:
             raise InvalidArgument("negative offset")
@@ -289,6 +297,7 @@ class WorkingTree(Namespace):
             return spool.read(offset, size)
         return ContentReader(self.blobs, extents).read(offset, size)
 
+    @changes
     def fsync(self, ino: int) -> None:
         """fsync(2): raise what lost the file's writes or keeps the pool from storing them (may block).
 
@@ -307,6 +316,7 @@ class WorkingTree(Namespace):
                 raise LostWrites(f"writes to this file were lost: {spool.failure}", cause=spool.failure)
         self.blobs.check()
 
+    @changes
     def set_content(self, ino: int, extents: Extents) -> None:
         """Replace a file's content with stored chunks (the backup fast path)."""
         with self._lock:
@@ -318,6 +328,7 @@ class WorkingTree(Namespace):
             inode.lost = None
             self._touch(inode)
 
+    @changes
     def add(
         self, parent: int, name: bytes, st: os.stat_result, xattrs: dict[bytes, bytes],
         content: Extents | None = None, target: bytes | None = None,
@@ -344,6 +355,7 @@ class WorkingTree(Namespace):
         with self._lock:
             return dict(self._get(ino).xattrs)
 
+    @changes
     def set_xattrs(self, ino: int, xattrs: dict[bytes, bytes]) -> None:
         """Replace every extended attribute at once (the backup fast path)."""
         with self._lock:
@@ -352,6 +364,7 @@ class WorkingTree(Namespace):
                 inode.xattrs = dict(xattrs)
                 self._touch(inode)
 
+    @changes
     def set_origin(self, ino: int, origin: int) -> None:
         with self._lock:
             inode = self._get(ino)
@@ -364,6 +377,25 @@ class WorkingTree(Namespace):
     def commit(self) -> None:
         """Write the changes since the last commit to the catalog."""
         persist.commit(self)
+
+    def let_go(self, idle: float) -> bool:
+        """Mark the tree unloaded if no change began for `idle` seconds and nothing is pending or open.
+
+        The caller then drops it and gives up its lease; a change that reaches it later raises Unloaded.
+        """
+        if time.monotonic() - self.used_at < idle:
+            return False
+        self.commit()
+        with self._lock:
+            if self.changing or self.dirty or self.gone or self.dirents or self.unstored:
+                return False
+            if time.monotonic() - self.used_at < idle:
+                return False
+            if any(i.opens or i.spool is not None for i in self._inodes.values()):
+                self.used_at = time.monotonic()  # a file held open: look again in `idle` seconds, not each time
+                return False
+            self.unloaded = True
+            return True
 
     def close(self) -> None:
         with self._lock:
