@@ -1,4 +1,4 @@
-"""A running appliance lets go of a source nothing changes: the CLI works beside it, and the next change loads it again."""
+"""A running appliance lets go of a source nothing changes: the CLI works beside it; a change loads it again."""
 
 from __future__ import annotations
 
