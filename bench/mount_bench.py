@@ -6,8 +6,8 @@ Steps, each run into `cairn mount` and into an empty local directory, in one run
   c  the same rsync of both trees again, nothing changed
   d  reading a whole snapshot back: tar -cf - . | wc -c (the local side reads its directory)
 Targets: a >= 1,000 files/s, b >= 120 MB/s, c >= 10,000 files/s, d >= 300 MB/s.
-Steps a and b also run into bench/nullfs.py, a pyfuse3 file system that does no
-work: the floor of a Python FUSE mount on this machine at this moment, as the
+Steps a, b and d also run against bench/nullfs.py, a pyfuse3 file system that does no
+work (its reads are zeros): the floor of a Python FUSE mount on this machine at this moment, as the
 host's load moves every figure by 5-10% from run to run.
 Prints a table and writes bench/out/mount.json.
 """
@@ -85,14 +85,16 @@ def mounted(cmd: list[str], mnt: Path, log_path: Path) -> subprocess.Popen[bytes
 
 
 def floor(work: Path, small: Path, large: Path) -> dict[str, float]:
-    """Steps a and b into the do-nothing file system."""
+    """Steps a and b into the do-nothing file system, and d out of it (zeros, as many bytes)."""
     mnt = work / "nullmnt"
     mnt.mkdir()
     proc = mounted([sys.executable, str(Path(__file__).with_name("nullfs.py")), str(mnt)], mnt, work / "null.log")
     try:
         (mnt / "small").mkdir()
         (mnt / "large").mkdir()
-        return {"a": rsync(small, mnt / "small"), "b": rsync(large, mnt / "large")}
+        steps = {"a": rsync(small, mnt / "small"), "b": rsync(large, mnt / "large")}
+        steps["d"] = timed(f"tar -C '{mnt}' -cf - . | wc -c")
+        return steps
     finally:
         proc.terminate()
         proc.wait()

@@ -1,5 +1,7 @@
 """The floor for mount_bench: a pyfuse3 file system on trio that keeps names and attributes and drops bytes.
 
+Reads return zeros up to the size written.
+
 What a FUSE mount in Python costs before it does any work: the same
 kernel requests as `cairn mount` gets, answered from two dictionaries.
 Run: python bench/nullfs.py MOUNTPOINT (unmounts on SIGTERM/SIGINT).
@@ -85,6 +87,9 @@ class NullFS(pyfuse3.Operations):
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         self.attrs[fh]["size"] = max(self.attrs[fh]["size"], off + len(buf))
         return len(buf)
+
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        return bytes(max(0, min(size, self.attrs[fh]["size"] - off)))  # zeros: the bytes were dropped
 
     async def release(self, fh: int) -> None:
         return None

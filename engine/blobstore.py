@@ -25,6 +25,7 @@ from .codec import Codec
 from .errors import CairnError, CorruptBlob
 from .ids import IdKey, short
 from .inflight import InFlight
+from .knownids import KnownIds
 from .packs import DATA, PACK_TARGET, TREE, PackBuilder, pack_key
 from .storage import Backend
 
@@ -92,7 +93,7 @@ class BlobStore(BlobReader):
         cache_bytes: int = 64 << 20,
     ):
         super().__init__(catalog, pool_id, backend, id_key, codec, cache_bytes)
-        self._known: dict[bytes, int] | None = None  # loaded on first write: a restore never needs it
+        self._known: KnownIds | None = None  # loaded on first write: a restore never needs it
         self.inflight = InFlight()
         # Accepted blobs not yet stored: the encoded (header, body), or None while encoding.
         self._pending: dict[bytes, tuple[bytes, bytes | memoryview] | None] = {}
@@ -116,13 +117,14 @@ class BlobStore(BlobReader):
         self._batch_bytes = 0
         self.stats = {"new_blobs": 0, "new_trees": 0, "new_bytes": 0, "stored_bytes": 0, "dedup_hits": 0}
 
-    def _ids(self) -> dict[bytes, int]:
+    def _ids(self) -> KnownIds:
         """The known blobs, read from the catalog the first time (outside the lock; nothing is known before)."""
         known = self._known
         if known is None:
+            query = select(blobs.c.id, blobs.c.raw_length).where(blobs.c.pool_id == self.pool_id).order_by(blobs.c.id)
             with self.catalog.engine.connect() as conn:
-                rows = conn.execute(select(blobs.c.id, blobs.c.raw_length).where(blobs.c.pool_id == self.pool_id))
-                loaded = {bytes(r[0]): r[1] for r in rows}
+                rows = conn.execution_options(yield_per=10_000).execute(query)
+                loaded = KnownIds.from_sorted((bytes(r[0]), r[1]) for r in rows)
             with self._lock:
                 if self._known is None:
                     self._known = loaded
@@ -144,7 +146,7 @@ class BlobStore(BlobReader):
             ids = [i for i in blob_ids if i in known]
             dropped = set(ids) - self.inflight.unsafe_to_drop(ids)
             for i in dropped:
-                del known[i]
+                known.discard(i)
             self.inflight.forgotten |= dropped
         return dropped
 
@@ -317,7 +319,7 @@ class BlobStore(BlobReader):
         known = self._ids()
         with self._lock:
             for e in entries:
-                known[e.blob_id] = e.raw_length
+                known.add(e.blob_id, e.raw_length)
                 self._pending.pop(e.blob_id, None)
             if sealed in self._unsent:
                 self._unsent.remove(sealed)

@@ -1,0 +1,133 @@
+"""The ids a pool holds, compactly: what a put asks before it stores a blob again.
+
+A dict of 32-byte ids costs ~150 bytes an entry (1,000,000 blobs: ~150 MB).
+Here the ids loaded from the catalog sit in sorted arrays: the first 16
+bytes of each id as two u64 and the blob's length as a u32, 20 bytes an
+entry, searched by bisection. Two ids that share 128 bits are as unlikely as
+a BLAKE3 collision, so the prefix stands for the id. What is added or
+dropped later goes to a dict and a set, merged into the arrays once they
+grow. Not thread-safe: the blob store's lock guards it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import struct
+from array import array
+from collections.abc import Iterable
+
+_PREFIX = struct.Struct(">QQ")
+# Changes kept apart before they are merged into the arrays: at least this many, or an eighth
+# of the arrays, so that merging (a pass over them all) costs a constant time per change.
+MERGE_AT = 1 << 16
+
+
+def _key(blob_id: bytes) -> tuple[int, int]:
+    hi, lo = _PREFIX.unpack_from(blob_id)
+    return hi, lo
+
+
+class KnownIds:
+    """id → raw length, for the blobs of one pool."""
+
+    def __init__(self, rows: Iterable[tuple[bytes, int]] = ()):
+        self._hi, self._lo, self._len = array("Q"), array("Q"), array("I")
+        self._added: dict[bytes, int] = {}
+        self._dropped: set[tuple[int, int]] = set()
+        self._fill(sorted((_key(blob_id), length) for blob_id, length in rows))
+
+    @classmethod
+    def from_sorted(cls, rows: Iterable[tuple[bytes, int]]) -> KnownIds:
+        """From rows in id order (the catalog's index order): no sort, no list of them all in memory."""
+        known = cls()
+        ordered, last = True, (-1, -1)
+        for blob_id, length in rows:
+            key = _key(blob_id)
+            ordered, last = ordered and key > last, key
+            known._hi.append(key[0])
+            known._lo.append(key[1])
+            known._len.append(length)
+        if not ordered:  # a catalog that sorts ids otherwise than bytewise
+            known._fill(sorted(zip(zip(known._hi, known._lo, strict=True), known._len, strict=True)))
+        return known
+
+    def _fill(self, entries: list[tuple[tuple[int, int], int]]) -> None:
+        self._hi = array("Q", (k[0] for k, _ in entries))
+        self._lo = array("Q", (k[1] for k, _ in entries))
+        self._len = array("I", (n for _, n in entries))
+
+    def _find(self, key: tuple[int, int]) -> int:
+        """The index of `key` in the arrays, or -1."""
+        hi, lo = key
+        i = bisect.bisect_left(self._hi, hi)
+        while i < len(self._hi) and self._hi[i] == hi:
+            if self._lo[i] == lo:
+                return i
+            i += 1
+        return -1
+
+    def get(self, blob_id: bytes) -> int | None:
+        length = self._added.get(blob_id[:16])
+        if length is not None:
+            return length
+        key = _key(blob_id)
+        if key in self._dropped:
+            return None
+        i = self._find(key)
+        return None if i < 0 else self._len[i]
+
+    def __contains__(self, blob_id: bytes) -> bool:
+        return self.get(blob_id) is not None
+
+    def __len__(self) -> int:
+        return len(self._hi) - len(self._dropped) + len(self._added)
+
+    def add(self, blob_id: bytes, length: int) -> None:
+        key = _key(blob_id)
+        if key in self._dropped:
+            self._dropped.discard(key)  # back in the arrays as it was
+            i = self._find(key)
+            self._len[i] = length
+            return
+        if self._find(key) < 0:
+            self._added[blob_id[:16]] = length
+            self._merge_if_due()
+
+    def discard(self, blob_id: bytes) -> None:
+        if self._added.pop(blob_id[:16], None) is not None:
+            return
+        key = _key(blob_id)
+        if self._find(key) >= 0:
+            self._dropped.add(key)
+            self._merge_if_due()
+
+    def _merge_if_due(self) -> None:
+        if len(self._added) + len(self._dropped) >= max(MERGE_AT, len(self._hi) // 8):  # linear in all
+            self._merge()
+
+    def _merge(self) -> None:
+        """The arrays with the additions merged in and the drops left out, in one pass."""
+        added = sorted((_key(prefix), n) for prefix, n in self._added.items())
+        hi, lo, lengths = array("Q"), array("Q"), array("I")
+
+        def keep(key: tuple[int, int], n: int) -> None:
+            hi.append(key[0])
+            lo.append(key[1])
+            lengths.append(n)
+
+        j = 0
+        for old_hi, old_lo, n in zip(self._hi, self._lo, self._len, strict=True):
+            while j < len(added) and added[j][0] < (old_hi, old_lo):
+                keep(*added[j])
+                j += 1
+            if (old_hi, old_lo) not in self._dropped:
+                keep((old_hi, old_lo), n)
+        for key, n in added[j:]:
+            keep(key, n)
+        self._hi, self._lo, self._len = hi, lo, lengths
+        self._added.clear()
+        self._dropped.clear()
+
+    def bytes_used(self) -> int:
+        """Memory of the arrays (the recent changes apart)."""
+        return sum(a.itemsize * len(a) for a in (self._hi, self._lo, self._len))
