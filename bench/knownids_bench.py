@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.knownids import KnownIds  # noqa: E402
+from engine.knownids import KnownIds
 
 
 def held(build: Callable[[], object]) -> tuple[object, int]:
