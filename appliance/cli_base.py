@@ -60,9 +60,9 @@ class Context:
         from .config import Config  # croniter and all: not for commands that open nothing
 
         dep = Deployment.open(self.data, self.db, unlock=self.unlock(), encrypt=encrypt)
-        dep.tree_idle = float(Config(dep.catalog).value("tree_idle"))
-        dep.lease_wait = self.lease_wait  # a source a running appliance writes: wait for it to be let go of
-        dep.on_lease_wait = _tell_waiting
+        dep.worktrees.tree_idle = float(Config(dep.catalog).value("tree_idle"))
+        dep.worktrees.lease_wait = self.lease_wait  # a source a running appliance writes: wait for it to be let go of
+        dep.worktrees.on_lease_wait = _tell_waiting
         return dep
 
 

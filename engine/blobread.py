@@ -11,7 +11,6 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 from sqlalchemy import select
 
@@ -20,7 +19,7 @@ from .catalog import Catalog
 from .catalog.schema import blobs, packs
 from .codec import Codec
 from .errors import BackendError, CairnError, CorruptBlob, ObjectNotFound
-from .fetch import Arrived, Failed, Fetcher
+from .fetch import Arrived, BlobLocation, Failed, Fetcher
 from .ids import IdKey, short
 from .packs import pack_key
 from .storage import Backend
@@ -37,14 +36,6 @@ FAILURE_KEPT = 1.0
 # Planned reads (restores, prefetches) run this many ranged reads at once, at least: two
 # decode on two cores while two more wait for the disk or the network.
 FETCH_WORKERS = 4
-
-
-@dataclass(frozen=True)
-class BlobLocation:
-    pack: str
-    offset: int
-    length: int
-    raw_length: int
 
 
 class BlobReader:

@@ -7,7 +7,6 @@ the environment or keeps module-level state.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import os
 import shutil
@@ -17,7 +16,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import delete, func, select, update
 
@@ -28,7 +27,7 @@ from .catalog.schema import dirents, images, inodes, pools, sources
 from .catalog.schema import leases as lease_rows
 from .catalog.schema import snapshots as snapshot_rows
 from .codec import Codec, CodecConfig
-from .errors import Exists, InUse, NoSpace, NotEmpty, NotFound
+from .errors import Exists, NoSpace, NotEmpty, NotFound
 from .ids import IdKey
 from .imagestore import image_pool_usage, open_image_pool, pool_counts, store_state
 from .keyring import Sealer, Unlock
@@ -42,16 +41,12 @@ from .storage.local import LocalBackend
 from .storage.spool import Spool
 from .worktree import WorkingTree
 from .worktree.freeze import freeze
-from .worktree.tree import NameWatcher
+from .worktrees import WorkingTrees
 
 log = logging.getLogger(__name__)
 
 COMMIT_INTERVAL = 0.5  # seconds between group commits of working trees
 PACK_MAX_AGE = 5.0  # an open pack is stored after this long, even if small
-# A working tree nothing changed for this long is let go of, with its lease: another
-# process (`cairn backup`, `pool gc`) may then write the source; the next change here loads it again.
-TREE_IDLE = 60.0
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -77,7 +72,7 @@ def _catalog_files(db_url: str) -> list[Path]:
 
 
 class Deployment:
-    """Thread-safe. `_lock` guards `_trees`; each WorkingTree guards itself."""
+    """Thread-safe. `_lock` guards `_snapshotting` and `_committed`; the working trees guard themselves."""
 
     def __init__(self, catalog: Catalog, pool: OpenPool, data_dir: Path, image_pool: OpenPool | None = None):
         self.catalog = catalog
@@ -95,20 +90,14 @@ class Deployment:
         self.stores = list(dict.fromkeys([self.blobs, self.image_blobs]))  # each once, the file pool's first
         self.owner = leases.new_owner()
         self._lock = threading.Lock()
-        self._trees: dict[str, WorkingTree] = {}
+        self.worktrees = WorkingTrees(catalog, self.blobs, self.owner, lambda: self.spool_root)
         # One snapshot of a source at a time in this process: two (a session's and a schedule's,
         # say) would pick the same default name, and the second would fail on it.
         self._snapshotting: dict[str, threading.Lock] = {}
-        # Told of every name that appears or goes in any working tree; each tree holds this very list.
-        self.name_watchers: list[NameWatcher] = []
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
         # Called with a source's name before it is snapshotted: the image pool commits that source's images.
         self.snapshot_hooks: list[Callable[[str], None]] = []
-        self.tree_idle = TREE_IDLE
-        self.lease_wait = 0.0  # seconds a call that needs another process's lease waits for it (CLI commands)
-        self.on_lease_wait: Callable[[str], None] | None = None  # told once when one starts waiting
-        self.holds_lease: list[Callable[[str], bool]] = []  # what else keeps a source leased (open disk images)
         self.maintenance = maintenance.read(catalog)
         self._maintenance_lock = threading.Lock()  # serializes taking up a change of the flag
         self.spool = find_layer(self.backend, Spool)
@@ -175,7 +164,7 @@ class Deployment:
         # process behind and waits for it, or set the flag before the read below.
         maintenance.announce(self.catalog, self.owner, self.maintenance)
         self._follow_maintenance()
-        self.lease_wait = 0.0  # a long-running process answers at once: EBUSY, not a hung request
+        self.worktrees.lease_wait = 0.0  # a long-running process answers at once: EBUSY, not a hung request
         self._flusher = threading.Thread(target=self._flush_loop, name="cairn-commit", daemon=True)
         self._flusher.start()
 
@@ -187,7 +176,7 @@ class Deployment:
                     store.flush_if_older(PACK_MAX_AGE)
                 self.commit()
                 self.mark_stored()
-                self.let_go_idle()
+                self.worktrees.let_go_idle()
                 self._follow_maintenance()
             except NoSpace as e:  # a full pool: writers already report it (507, ENOSPC); no traceback each retry
                 log.warning("background commit waits for space: %s", e)
@@ -205,8 +194,7 @@ class Deployment:
 
     def loaded_source_ids(self) -> list[int]:
         """Sources whose working tree this process holds (and leases)."""
-        with self._lock:
-            return [tree.source_id for tree in self._trees.values()]
+        return [tree.source_id for tree in self.worktrees.loaded()]
 
     def check_writable(self) -> None:
         """ReadOnly while the deployment is in maintenance mode."""
@@ -267,9 +255,7 @@ class Deployment:
         return done
 
     def commit(self) -> None:
-        with self._lock:
-            trees = list(self._trees.values())
-        for tree in trees:
+        for tree in self.worktrees.loaded():
             tree.commit()
 
     def close(self) -> None:
@@ -277,9 +263,7 @@ class Deployment:
         if self._flusher is not None:
             self._flusher.join()
         try:
-            with self._lock:
-                trees = list(self._trees.values())
-                self._trees.clear()
+            trees = self.worktrees.take_all()
             for tree in trees:
                 tree.close()
             self.flush()
@@ -386,8 +370,7 @@ class Deployment:
             self._source_id(conn, name)
             if snapshots.list_rows(conn, name):
                 raise NotEmpty(f"source {name!r} has snapshots; delete them first")
-        with self._lock:
-            tree = self._trees.pop(name, None)
+        tree = self.worktrees.pop(name)
         if tree is not None:
             tree.close()
         with self.catalog.engine.begin() as conn:
@@ -400,55 +383,8 @@ class Deployment:
             conn.execute(delete(sources).where(sources.c.id == sid))
 
     def working_tree(self, name: str) -> WorkingTree:
-        """The source's working tree, leased to this process (after `lease_wait` seconds at most)."""
-        with self._lock:
-            tree = self._trees.get(name)
-            if tree is not None and not tree.unloaded:
-                return tree
-            sid = self.waiting_for_leases(functools.partial(self._lease, name))
-            private.make_dirs(self.spool_root / str(sid))
-            tree = WorkingTree(self.catalog, sid, self.blobs, self.spool_root / str(sid))
-            tree.watchers = self.name_watchers
-            self._trees[name] = tree
-            return tree
-
-    def _lease(self, name: str) -> int:
-        with self.catalog.engine.begin() as conn:
-            sid = self._source_id(conn, name)
-            leases.acquire(conn, sid, name, self.owner)
-            return sid
-
-    def waiting_for_leases(self, take: Callable[[], T]) -> T:
-        """`take()`, tried again each second for `lease_wait` seconds while another process holds a lease."""
-        deadline, told = time.monotonic() + self.lease_wait, False
-        while True:
-            try:
-                return take()
-            except InUse as e:
-                if time.monotonic() >= deadline:
-                    raise
-                if not told and self.on_lease_wait is not None:
-                    self.on_lease_wait(f"{e}; waiting up to {self.lease_wait:.0f} s for it to be let go of")
-                    told = True
-                time.sleep(1.0)
-
-    def let_go_idle(self) -> list[str]:
-        """Drop the working trees nothing changed for `tree_idle` seconds and give up their leases."""
-        with self._lock:
-            trees = list(self._trees.items())
-        gone = []
-        for name, tree in trees:
-            if any(held(name) for held in self.holds_lease) or not tree.let_go(self.tree_idle):
-                continue
-            with self._lock:  # unless working_tree() loaded it again meanwhile: that one holds the lease now
-                if self._trees.get(name) is tree:
-                    del self._trees[name]
-                    with self.catalog.engine.begin() as conn:
-                        leases.release_source(conn, tree.source_id, self.owner)
-                    gone.append(name)
-        for name in gone:
-            log.info("source %s: working tree let go of, after %.0f s without a change", name, self.tree_idle)
-        return gone
+        """The source's working tree, leased to this process (see worktrees.py)."""
+        return self.worktrees.get(name)
 
     # -- snapshots -----------------------------------------------------------
 

@@ -13,14 +13,13 @@ import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from .cache import BlobCache
 from .errors import BackendError, CairnError, CorruptBlob, ObjectNotFound
 from .ids import short
 from .packs import pack_key
-
-if TYPE_CHECKING:
-    from .blobread import BlobLocation, BlobReader
+from .storage import Backend
 
 LOCATE_BATCH = 500
 # Reading through a gap this long between two wanted blobs costs less than a
@@ -30,6 +29,26 @@ SPAN_MAX = 8 << 20  # one request at most: half a pack, so ranges in memory stay
 
 Arrived = Callable[[bytes, bytes], None]
 Failed = Callable[[bytes, CairnError], None]
+
+
+@dataclass(frozen=True)
+class BlobLocation:
+    pack: str
+    offset: int
+    length: int
+    raw_length: int
+
+
+class Blobs(Protocol):
+    """What planned reads need of a pool's reader (blobread.py)."""
+
+    backend: Backend
+    cache: BlobCache
+
+    def locate_many(self, blob_ids: list[bytes]) -> dict[bytes, BlobLocation]: ...
+    def pending_blob(self, blob_id: bytes) -> bytes | None: ...
+    def decode_checked(self, blob_id: bytes, blob: bytes | memoryview, pack: str | None) -> bytes: ...
+    def get(self, blob_id: bytes) -> bytes: ...
 
 
 @dataclass
@@ -64,7 +83,7 @@ def plan(located: Iterable[tuple[bytes, BlobLocation]]) -> list[Span]:
 class Fetcher:
     """Runs planned reads of one pool's blobs on `workers` threads. Thread-safe."""
 
-    def __init__(self, reader: BlobReader, workers: int):
+    def __init__(self, reader: Blobs, workers: int):
         self.reader = reader
         self.workers = workers
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="cairn-fetch")

@@ -293,7 +293,7 @@ class _leased:
         self.taken: list[int] = []
 
     def __enter__(self) -> None:
-        self.taken = self.dep.waiting_for_leases(self._take)
+        self.taken = self.dep.worktrees.waiting_for_leases(self._take)
 
     def _take(self) -> list[int]:
         taken = []

@@ -83,7 +83,7 @@ class ImagePool:
         self._lock = threading.Lock()
         self._open: dict[int, _Open] = {}
         dep.snapshot_hooks.append(self.commit_source)
-        dep.holds_lease.append(self._has_open)
+        dep.worktrees.holds_lease.append(self._has_open)
 
     def _has_open(self, source: str) -> bool:
         with self._lock:

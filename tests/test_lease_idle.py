@@ -25,15 +25,15 @@ def _names(tree: WorkingTree) -> set[bytes]:
 def test_an_idle_working_tree_is_let_go_and_the_next_change_loads_it_again(data_dir: Path) -> None:
     with Deployment.open(data_dir) as a:
         a.add_source("h1")
-        a.tree_idle = 0.3
+        a.worktrees.tree_idle = 0.3
         old = a.working_tree("h1")
         old.mkdir(ROOT, b"from-a", 0o755)
-        assert a.let_go_idle() == []  # just changed
+        assert a.worktrees.let_go_idle() == []  # just changed
         time.sleep(0.4)
         with Deployment.open(data_dir) as b:
             with pytest.raises(InUse, match="being written"):
                 b.working_tree("h1")  # idle, but not yet let go of
-            assert a.let_go_idle() == ["h1"]
+            assert a.worktrees.let_go_idle() == ["h1"]
             tree = b.working_tree("h1")  # the other process takes the lease, and sees what `a` committed
             assert _names(tree) == {b"from-a"}
             tree.mkdir(ROOT, b"from-b", 0o755)
@@ -45,34 +45,34 @@ def test_an_idle_working_tree_is_let_go_and_the_next_change_loads_it_again(data_
 def test_an_open_file_keeps_the_tree_and_its_lease(data_dir: Path) -> None:
     with Deployment.open(data_dir) as a:
         a.add_source("h1")
-        a.tree_idle = 0.2
+        a.worktrees.tree_idle = 0.2
         tree = a.working_tree("h1")
         ino = tree.create(ROOT, b"f", 0o644).ino
         tree.open(ino)
         time.sleep(0.3)
-        assert a.let_go_idle() == []
+        assert a.worktrees.let_go_idle() == []
         tree.release(ino)
         time.sleep(0.3)
-        assert a.let_go_idle() == ["h1"]
+        assert a.worktrees.let_go_idle() == ["h1"]
 
 
 def test_a_cli_process_waits_for_the_lease_and_says_so(data_dir: Path) -> None:
     with Deployment.open(data_dir) as a:
         a.add_source("h1")
-        a.tree_idle = 1.0
+        a.worktrees.tree_idle = 1.0
         a.working_tree("h1").mkdir(ROOT, b"d", 0o755)
         a.start_flusher()  # lets go of idle trees as it commits
         with Deployment.open(data_dir) as b:
             told: list[str] = []
-            b.lease_wait, b.on_lease_wait = 20.0, told.append
+            b.worktrees.lease_wait, b.worktrees.on_lease_wait = 20.0, told.append
             t0 = time.monotonic()
             tree = b.working_tree("h1")
             assert 0.3 < time.monotonic() - t0 < 20
             assert _names(tree) == {b"d"}
             assert len(told) == 1 and "being written by" in told[0] and "waiting up to 20 s" in told[0]
-            b.lease_wait = 0.0
+            b.worktrees.lease_wait = 0.0
         with Deployment.open(data_dir) as c:
-            c.lease_wait = 1.0
+            c.worktrees.lease_wait = 1.0
             c.working_tree("h1")  # free: no wait, nothing said
             blocked = threading.Event()
 

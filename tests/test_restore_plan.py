@@ -9,9 +9,8 @@ from pathlib import Path
 from sqlalchemy import event
 
 from engine.backup import backup_and_snapshot
-from engine.blobread import BlobLocation
 from engine.deployment import Deployment
-from engine.fetch import GAP, plan
+from engine.fetch import GAP, BlobLocation, plan
 from engine.restore import RestoreStats, restore
 from engine.storage.faults import FaultyBackend
 

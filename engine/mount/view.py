@@ -142,8 +142,8 @@ class MountReader:
         def watch(source_id: int, parent: int, name: bytes) -> None:
             tell(Node(WORKING, source_id, parent).number, name)
 
-        self.dep.name_watchers.append(watch)
-        return lambda: self.dep.name_watchers.remove(watch)
+        self.dep.worktrees.name_watchers.append(watch)
+        return lambda: self.dep.worktrees.name_watchers.remove(watch)
 
     def snapshot_view(self, snapshot_id: int, info: SnapshotInfo) -> SnapshotView:
         with self._lock:
