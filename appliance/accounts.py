@@ -25,8 +25,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, delete, func, select, update
 
-from dav.auth import UNKNOWN, hash_password
-from dav.auth import check_password as _check
+from dav.passwords import UNKNOWN, hash_password
+from dav.passwords import check_password as _check
 from engine.catalog import Catalog
 from engine.catalog.schema import groups, memberships, settings, source_access, sources, tokens, users
 from engine.errors import Exists, InvalidArgument, NotFound

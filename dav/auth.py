@@ -13,9 +13,7 @@ its own to the share, a stand-alone share makes one).
 
 from __future__ import annotations
 
-import base64
 import errno
-import hashlib
 import hmac
 import secrets
 import threading
@@ -29,15 +27,10 @@ from wsgidav.dc.base_dc import BaseDomainController
 
 from engine.errors import CairnError, InvalidArgument
 
+from .passwords import UNKNOWN, check_password, hash_password
+
 REALM = "cairn"
-N, R, P = 1 << 14, 8, 1
 REMEMBERED = 1024  # successful checks kept; more distinct users than this is not a WebDAV share's load
-# The hash of a random password nobody kept: checked against when a name is unknown, so that an
-# unknown name costs the same scrypt as a known one with a wrong password (~50 ms against ~4 ms).
-UNKNOWN = (
-    "scrypt$16384$8$1$EP2AyTyRXuLu73ddWiuSnA==$1xNVP65zQMcBMmpgqk/7f0HsENw4HY/J5I/+bFgprDhkYcXhpiTxy5RmkEWGOcuWS29U"
-    "BkeyE+9WfrdbMboUgQ=="
-)
 FAILURES = 5  # failed sign-ins per client address and name in WINDOW seconds; then refused until it passes
 PER_ADDRESS = 20  # failed sign-ins per client address across all names in WINDOW: no trying name after name
 WINDOW = 60.0
@@ -114,26 +107,6 @@ class Limiter:
             table.popitem(last=False)
 
 
-def hash_password(password: str) -> str:
-    salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=N, r=R, p=P)
-    return "$".join(["scrypt", str(N), str(R), str(P), _b64(salt), _b64(digest)])
-
-
-def check_password(stored: str, password: str) -> bool:
-    try:
-        kind, n, r, p, salt, digest = stored.split("$")
-        if kind != "scrypt":
-            return False
-        want = base64.b64decode(digest)
-        got = hashlib.scrypt(
-            password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p), dklen=len(want)
-        )
-    except ValueError:
-        return False
-    return hmac.compare_digest(want, got)
-
-
 def load_users(path: Path) -> dict[str, str]:
     """Read a user list: `name:hash` per line; `#` starts a comment."""
     users: dict[str, str] = {}
@@ -156,10 +129,6 @@ def save_user(path: Path, name: str, password: str) -> None:
     users[name] = hash_password(password)
     path.write_text("".join(f"{n}:{h}\n" for n, h in sorted(users.items())))
     path.chmod(0o600)
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 class UserList(BaseDomainController):  # type: ignore[misc]
