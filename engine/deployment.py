@@ -324,12 +324,6 @@ class Deployment:
 
     # -- sources -------------------------------------------------------------
 
-    def _source_id(self, conn: Any, name: str) -> int:
-        sid = conn.execute(select(sources.c.id).where(sources.c.name == name)).scalar()
-        if sid is None:
-            raise NotFound(f"no source {name!r}")
-        return int(sid)
-
     def add_source(self, name: str) -> SourceInfo:
         check_source_name(name)
         self.check_writable()
@@ -367,14 +361,14 @@ class Deployment:
     def remove_source(self, name: str) -> None:
         self.check_writable()
         with self.catalog.engine.connect() as conn:
-            self._source_id(conn, name)
+            Catalog.source_id(conn, name)
             if snapshots.list_rows(conn, name):
                 raise NotEmpty(f"source {name!r} has snapshots; delete them first")
         tree = self.worktrees.pop(name)
         if tree is not None:
             tree.close()
         with self.catalog.engine.begin() as conn:
-            sid = self._source_id(conn, name)
+            sid = Catalog.source_id(conn, name)
             if snapshots.list_rows(conn, name):
                 raise NotEmpty(f"source {name!r} has snapshots; delete them first")
             leases.acquire(conn, sid, name, self.owner)
@@ -440,7 +434,7 @@ class Deployment:
     def list_snapshots(self, source: str | None = None) -> list[SnapshotInfo]:
         with self.catalog.engine.connect() as conn:
             if source is not None:
-                self._source_id(conn, source)
+                Catalog.source_id(conn, source)
             return snapshots.list_rows(conn, source)
 
     def snapshot_info(self, source: str, name: str) -> SnapshotInfo:

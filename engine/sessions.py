@@ -56,9 +56,7 @@ class Sessions:
 
     def begin(self, source: str, door: str, client: str, principal: str) -> Session:
         with self.catalog.engine.begin() as conn:
-            sid = conn.execute(select(sources.c.id).where(sources.c.name == source)).scalar()
-            if sid is None:
-                raise NotFound(f"no source {source!r}")
+            sid = Catalog.source_id(conn, source)
             session_id = Catalog.insert_id(conn, sessions.insert().values(
                 source_id=sid, door=door, client=client[:64], principal=principal[:255], started=time.time(),
                 state=RUNNING, owner=self.owner))  # fmt: skip

@@ -18,13 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import select
-
 from . import leases, private
 from .blobstore import BlobStore
 from .catalog import Catalog
-from .catalog.schema import sources
-from .errors import InUse, NotFound
+from .errors import InUse
 from .worktree import WorkingTree
 from .worktree.tree import NameWatcher
 
@@ -81,11 +78,9 @@ class WorkingTrees:
 
     def _lease(self, name: str) -> int:
         with self.catalog.engine.begin() as conn:
-            sid = conn.execute(select(sources.c.id).where(sources.c.name == name)).scalar()
-            if sid is None:
-                raise NotFound(f"no source {name!r}")
-            leases.acquire(conn, int(sid), name, self.owner)
-            return int(sid)
+            sid = Catalog.source_id(conn, name)
+            leases.acquire(conn, sid, name, self.owner)
+            return sid
 
     def waiting_for_leases(self, take: Callable[[], T]) -> T:
         """`take()`, tried again each second for `lease_wait` seconds while another process holds a lease."""

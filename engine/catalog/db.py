@@ -17,7 +17,7 @@ from sqlalchemy.exc import DatabaseError
 from sqlalchemy.pool import NullPool
 
 from .. import private
-from ..errors import Locked
+from ..errors import Locked, NotFound
 from ..keyring import SEALED
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -83,6 +83,16 @@ class Catalog:
         names = compiled.positiontup
         params = compiled.params
         return list(conn.exec_driver_sql(str(compiled), tuple(params[n] for n in names) if names else params))
+
+    @staticmethod
+    def source_id(conn: Connection, name: str) -> int:
+        """A source's id by its name; NotFound if there is none."""
+        from .schema import sources
+
+        sid = conn.execute(select(sources.c.id).where(sources.c.name == name)).scalar()
+        if sid is None:
+            raise NotFound(f"no source {name!r}")
+        return int(sid)
 
     @staticmethod
     def insert_id(conn: Connection, statement: Any) -> int:
