@@ -1,7 +1,7 @@
 """The reading side of a pool's blob store: reads checked against their ids, a cache, prefetching.
 
 BlobStore (blobstore.py) adds the writing side and reads its pending blobs
-from memory (`pending_blob`).
+from memory (`_pending_blob`).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class BlobReader:
         self._prefetchers.shutdown(wait=True, cancel_futures=True)
         self.fetcher.close()
 
-    def pending_blob(self, blob_id: bytes) -> bytes | None:
+    def _pending_blob(self, blob_id: bytes) -> bytes | None:
         """A blob not yet in the pool, from the writing side's memory; none here."""
         return None
 
@@ -83,7 +83,13 @@ class BlobReader:
             raise failed[1]  # the pool did not answer the prefetch: asking again would double the wait
         if cached is not None:
             return cached
-        blob = self.pending_blob(blob_id)
+        plain = self.read_one(blob_id)
+        self.cache.put(blob_id, plain)
+        return plain
+
+    def read_one(self, blob_id: bytes) -> bytes:
+        """A blob read from the pool (or the writing side's memory) now: no cache, no waiting for a prefetch."""
+        blob = self._pending_blob(blob_id)
         if blob is None:
             loc = self.locate(blob_id)
             try:
@@ -95,9 +101,7 @@ class BlobReader:
                 raise CorruptBlob(f"pack {loc.pack} is truncated", blob_id=blob_id, pack=loc.pack)
         else:
             loc = None
-        plain = self.decode_checked(blob_id, blob, loc.pack if loc else None)
-        self.cache.put(blob_id, plain)
-        return plain
+        return self.decode_checked(blob_id, blob, loc.pack if loc else None)
 
     def _read_moved(self, blob_id: bytes, loc: BlobLocation) -> bytes:
         try:

@@ -417,7 +417,7 @@ class BlobStore(BlobReader):
         self._uploaders.shutdown(wait=True)
         super().close()
 
-    def pending_blob(self, blob_id: bytes) -> bytes | None:
+    def _pending_blob(self, blob_id: bytes) -> bytes | None:
         """An accepted blob's encoded bytes, from memory until its pack is stored."""
         while True:
             with self._lock:

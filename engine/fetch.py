@@ -17,7 +17,6 @@ from typing import Protocol
 
 from .cache import BlobCache
 from .errors import BackendError, CairnError, CorruptBlob, ObjectNotFound
-from .ids import short
 from .packs import pack_key
 from .storage import Backend
 
@@ -46,9 +45,8 @@ class Blobs(Protocol):
     cache: BlobCache
 
     def locate_many(self, blob_ids: list[bytes]) -> dict[bytes, BlobLocation]: ...
-    def pending_blob(self, blob_id: bytes) -> bytes | None: ...
     def decode_checked(self, blob_id: bytes, blob: bytes | memoryview, pack: str | None) -> bytes: ...
-    def get(self, blob_id: bytes) -> bytes: ...
+    def read_one(self, blob_id: bytes) -> bytes: ...
 
 
 @dataclass
@@ -107,9 +105,8 @@ class Fetcher:
         located: dict[bytes, BlobLocation] = {}
         for i in range(0, len(wanted), LOCATE_BATCH):
             located.update(self.reader.locate_many(wanted[i : i + LOCATE_BATCH]))
-        for blob_id in wanted:
-            if blob_id not in located:
-                self._unlocated(blob_id, arrived, failed)
+        # Not in the catalog: a blob this process accepted and has not stored yet, or damage; read_one() tells which.
+        self._one_by_one([b for b in wanted if b not in located], arrived, failed)
         slots = threading.BoundedSemaphore(self.workers + 2)
         futures: list[Future[None]] = []
         for span in plan((b, located[b]) for b in wanted if b in located):
@@ -120,23 +117,11 @@ class Fetcher:
         for future in futures:
             future.result()
 
-    def _unlocated(self, blob_id: bytes, arrived: Arrived, failed: Failed) -> None:
-        pending = self.reader.pending_blob(blob_id)  # accepted by this process, not yet in a pack
-        if pending is None:
-            failed(blob_id, CorruptBlob(f"blob {short(blob_id)} is not in the pool", blob_id=blob_id))
-            return
-        try:
-            plain = self.reader.decode_checked(blob_id, pending, None)
-        except CorruptBlob as e:
-            failed(blob_id, e)
-            return
-        arrived(blob_id, plain)
-
     def _read_span(self, span: Span, arrived: Arrived, failed: Failed) -> None:
         try:
             data = memoryview(self.reader.backend.get(pack_key(span.pack), span.start, span.end - span.start))
         except ObjectNotFound:  # repacked by garbage collection meanwhile: each blob read where it is now
-            self._one_by_one(span, arrived, failed)
+            self._one_by_one([b for b, _ in span.blobs], arrived, failed)
             return
         except BackendError as e:
             for blob_id, _ in span.blobs:
@@ -154,10 +139,10 @@ class Fetcher:
                 continue
             arrived(blob_id, plain)
 
-    def _one_by_one(self, span: Span, arrived: Arrived, failed: Failed) -> None:
-        for blob_id, _ in span.blobs:
+    def _one_by_one(self, blob_ids: list[bytes], arrived: Arrived, failed: Failed) -> None:
+        for blob_id in blob_ids:
             try:
-                plain = self.reader.get(blob_id)
+                plain = self.reader.read_one(blob_id)  # not get(): a prefetch would wait for itself
             except (CorruptBlob, BackendError) as e:
                 failed(blob_id, e)
                 continue
