@@ -83,8 +83,9 @@ def restore(
             job.stats.total_files, job.stats.total_bytes = 1, entry.size if entry.kind == Kind.FILE else 0
             job.entry(path.strip(b"/"), entry, dest_b)
             job.flush()
-            if job.stats.damaged:
-                raise view.damaged(path, job.first_damage or CorruptBlob("unreadable"))
+            damage = job.first_damage
+            if damage is not None:  # damage names the path; a pool that did not answer speaks for itself
+                raise view.damaged(path, damage) if isinstance(damage, CorruptBlob) else damage
     finally:
         job.close()
     job.report(force=True)
@@ -145,7 +146,7 @@ class _Restore:
         self.overwrite = overwrite
         self.progress = progress
         self.stats = RestoreStats()
-        self.first_damage: CorruptBlob | None = None
+        self.first_damage: CairnError | None = None
         self._lock = threading.Lock()  # stats, and the window's blob → targets map while blobs arrive
         self._shown = 0.0
         self._links: dict[int, bytes] = {}  # inode → first target, for hard links
@@ -173,7 +174,7 @@ class _Restore:
             try:
                 _apply_meta(target, d, self._error)
             except OSError as e:
-                self._error(f"{os.fsdecode(target)}: {e.strerror}")
+                self._failed_at(target, e)
 
     def _read_trees(self, top: Entry) -> Listings:
         """Every tree below `top`, one planned read per level; the totals for progress."""
@@ -213,10 +214,8 @@ class _Restore:
         try:
             self._entry(rel, e, target)
             return True
-        except OSError as err:
-            self._error(f"{os.fsdecode(target)}: {err.strerror}")
-        except CairnError as err:
-            self._error(str(err))
+        except (OSError, CairnError) as err:
+            self._failed_at(target, err)
         return False
 
     def _entry(self, rel: bytes, e: Entry, target: bytes) -> None:
@@ -306,10 +305,8 @@ class _Restore:
                 self._clear(target)
                 os.link(first, target)
                 self._done(0)
-            except OSError as err:
-                self._error(f"{os.fsdecode(target)}: {err.strerror}")
-            except CairnError as err:
-                self._error(str(err))
+            except (OSError, CairnError) as err:
+                self._failed_at(target, err)
 
     def _arrived(self, targets: list[tuple[_File, int, int]], plain: bytes) -> None:
         for f, pos, length in targets:
@@ -322,12 +319,9 @@ class _Restore:
                     f.left -= 1
                     if not f.left:
                         self._finish(f)
-                except OSError as err:
+                except (OSError, CairnError) as err:
                     f.abandon()
-                    self._error(f"{os.fsdecode(f.target)}: {err.strerror}")
-                except CairnError as err:
-                    f.abandon()
-                    self._error(str(err))
+                    self._failed_at(f.target, err)
 
     def _failed(self, targets: list[tuple[_File, int, int]], e: CairnError) -> None:
         for f, _pos, _length in targets:
@@ -369,10 +363,13 @@ class _Restore:
         with self._lock:
             self.stats.errors.append(message)
 
+    def _failed_at(self, target: bytes, err: OSError | CairnError) -> None:
+        self._error(f"{os.fsdecode(target)}: {err.strerror}" if isinstance(err, OSError) else str(err))
+
     def _damaged(self, rel: bytes, e: CairnError) -> None:
         where = rel.decode("utf-8", "backslashreplace") or "/"
         with self._lock:
-            if self.first_damage is None and isinstance(e, CorruptBlob):
+            if self.first_damage is None:
                 self.first_damage = e
             self.stats.damaged.append(where)
             self.stats.errors.append(f"{self.view.label}: {where}: not restored: {e}")
@@ -414,7 +411,4 @@ def _apply_meta(target: bytes | int, e: Entry, note: Callable[[str], None], show
                 raise
             where = os.fsdecode(shown if shown is not None else target)  # type: ignore[arg-type]
             note(f"{where}: xattr {name!r} not restored: {err.strerror}")
-    if by_path:
-        os.utime(target, ns=(e.atime_ns, e.mtime_ns), follow_symlinks=False)
-    else:
-        os.utime(target, ns=(e.atime_ns, e.mtime_ns))
+    os.utime(target, ns=(e.atime_ns, e.mtime_ns), follow_symlinks=not by_path)

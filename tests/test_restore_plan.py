@@ -6,10 +6,12 @@ import os
 import random
 from pathlib import Path
 
+import pytest
 from sqlalchemy import event
 
 from engine.backup import backup_and_snapshot
 from engine.deployment import Deployment
+from engine.errors import BackendError
 from engine.fetch import GAP, BlobLocation, plan
 from engine.restore import RestoreStats, restore
 from engine.storage.faults import FaultyBackend
@@ -99,3 +101,22 @@ def test_a_plan_reads_a_pack_in_order_and_spans_small_gaps_only() -> None:
         ("p1", 160 + GAP + 1, 160 + GAP + 11, [b"c"]),  # too far: a range of its own
         ("p2", 0, 50, [b"b"]),
     ]
+
+
+def test_a_single_file_whose_pool_does_not_answer_says_so_and_leaves_nothing(tmp_path: Path) -> None:
+    src, data, dest = tmp_path / "src", tmp_path / "data", tmp_path / "dest"
+    src.mkdir()
+    (src / "f").write_bytes(random.Random(8).randbytes(300_000))
+    with Deployment.open(data) as dep:
+        dep.add_source("h")
+        backup_and_snapshot(dep, "h", src, "s")
+    with Deployment.open(data) as dep:
+        view = dep.snapshot("h", "s")
+        view.lookup(b"f")  # its trees are read while the pool answers
+        faulty = FaultyBackend(dep.blobs.backend)
+        faulty.fail("get", range(1, 100))
+        dep.blobs.backend = faulty
+        dest.mkdir()
+        with pytest.raises(BackendError, match="injected failure"):  # not reported as damage: nothing is damaged
+            restore(view, b"f", dest / "f")
+    assert list(dest.iterdir()) == []  # no partial file, no temporary name
