@@ -20,6 +20,7 @@ from engine.errors import CairnError
 from engine.keyring import Unlock
 
 from . import output
+from .config import Config
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_ERROR = 1
@@ -57,8 +58,6 @@ class Context:
     def open(self, *, encrypt: bool = False) -> Deployment:
         if self.remote:
             raise CairnError("this command works on a local data directory only, not with --remote")
-        from .config import Config  # croniter and all: not for commands that open nothing
-
         dep = Deployment.open(self.data, self.db, unlock=self.unlock(), encrypt=encrypt)
         dep.worktrees.tree_idle = float(Config(dep.catalog).value("tree_idle"))
         dep.worktrees.lease_wait = self.lease_wait  # a source a running appliance writes: wait for it to be let go of
