@@ -49,7 +49,7 @@ def main() -> None:
     there = [rows[i][0] for i in range(0, args.n, max(1, args.n // 200_000))]
     absent = [os.urandom(32) for _ in range(len(there))]
     as_dict, dict_bytes = held(lambda: {bytes(memoryview(i)): n for i, n in rows})  # keys of its own, as loaded
-    compact, compact_bytes = held(lambda: KnownIds.from_sorted((bytes(i), n) for i, n in rows))
+    compact, compact_bytes = held(lambda: KnownIds((bytes(i), n) for i, n in rows))
     print(f"{args.n:,} ids        bytes held   per id   lookup (there)   lookup (absent)")
     for name, obj, size in (("dict", as_dict, dict_bytes), ("KnownIds", compact, compact_bytes)):
         get = obj.get  # type: ignore[attr-defined]

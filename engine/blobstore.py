@@ -124,7 +124,7 @@ class BlobStore(BlobReader):
             query = select(blobs.c.id, blobs.c.raw_length).where(blobs.c.pool_id == self.pool_id).order_by(blobs.c.id)
             with self.catalog.engine.connect() as conn:
                 rows = conn.execution_options(yield_per=10_000).execute(query)
-                loaded = KnownIds.from_sorted((bytes(r[0]), r[1]) for r in rows)
+                loaded = KnownIds((bytes(r[0]), r[1]) for r in rows)
             with self._lock:
                 if self._known is None:
                     self._known = loaded

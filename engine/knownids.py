@@ -31,25 +31,20 @@ class KnownIds:
     """id → raw length, for the blobs of one pool."""
 
     def __init__(self, rows: Iterable[tuple[bytes, int]] = ()):
+        """From (id, length) rows, best in id order (the catalog's index order): then no sort, and no list of
+        them all in memory."""
         self._hi, self._lo, self._len = array("Q"), array("Q"), array("I")
         self._added: dict[bytes, int] = {}
         self._dropped: set[tuple[int, int]] = set()
-        self._fill(sorted((_key(blob_id), length) for blob_id, length in rows))
-
-    @classmethod
-    def from_sorted(cls, rows: Iterable[tuple[bytes, int]]) -> KnownIds:
-        """From rows in id order (the catalog's index order): no sort, no list of them all in memory."""
-        known = cls()
         ordered, last = True, (-1, -1)
         for blob_id, length in rows:
             key = _key(blob_id)
             ordered, last = ordered and key > last, key
-            known._hi.append(key[0])
-            known._lo.append(key[1])
-            known._len.append(length)
+            self._hi.append(key[0])
+            self._lo.append(key[1])
+            self._len.append(length)
         if not ordered:  # a catalog that sorts ids otherwise than bytewise
-            known._fill(sorted(zip(zip(known._hi, known._lo, strict=True), known._len, strict=True)))
-        return known
+            self._fill(sorted(zip(zip(self._hi, self._lo, strict=True), self._len, strict=True)))
 
     def _fill(self, entries: list[tuple[tuple[int, int], int]]) -> None:
         self._hi = array("Q", (k[0] for k, _ in entries))

@@ -21,7 +21,7 @@ def test_it_answers_as_a_dict_would(monkeypatch: pytest.MonkeyPatch, ordered: bo
     rnd = random.Random(3)
     model = {_id(rnd): rnd.randrange(1, 1 << 20) for _ in range(2000)}
     rows = sorted(model.items()) if ordered else list(model.items())
-    known = KnownIds.from_sorted(rows)
+    known = KnownIds(rows)
     assert len(known) == len(model)
     ids = list(model)
     for step in range(6000):
@@ -49,6 +49,6 @@ def test_it_answers_as_a_dict_would(monkeypatch: pytest.MonkeyPatch, ordered: bo
 
 def test_it_takes_twenty_bytes_an_id() -> None:
     ids = sorted(os.urandom(32) for _ in range(100_000))
-    known = KnownIds.from_sorted((i, 4096) for i in ids)
+    known = KnownIds((i, 4096) for i in ids)
     assert known.bytes_used() == 20 * len(ids)
     assert ids[5] in known and os.urandom(32) not in known
