@@ -301,10 +301,8 @@ class Operations(pyfuse3.Operations):
         if offset < 0 or length <= 0:
             raise pyfuse3.FUSEError(errno.EINVAL)
         stat = await self._on(inode, self.view.getattr)
-        if not mode and offset + length > stat.size:
-            await self._on(
-                inode, self.view.setattr, size=offset + length
-            )  # extends: a thread only if the spool is busy
+        if not mode and offset + length > stat.size:  # extends: a thread only if the spool is busy
+            await self._on(inode, self.view.setattr, size=offset + length)
 
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
         return await self._on(inode, self.view.readlink)
