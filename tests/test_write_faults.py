@@ -252,3 +252,19 @@ def test_a_spool_stops_while_its_drain_backs_off_and_drains_on_the_next_start(tm
         assert pool.inner.get("packs/aa/bb/one") == b"queued while the pool is down"
     finally:
         again.close()
+
+
+def test_a_catalog_on_a_full_disk_is_no_space(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "fs", "8m") as mnt, Deployment.open(mnt / "data") as dep:
+        dep.add_source("h1")
+        filler = mnt / "filler"
+        with open(filler, "wb") as f, pytest.raises(OSError) as full:
+            while True:
+                f.write(os.urandom(1 << 16))
+                f.flush()
+        assert full.value.errno == errno.ENOSPC
+        with pytest.raises(NoSpace, match="catalog's disk is full"):
+            for i in range(1000):  # more rows than the pages SQLite has left
+                dep.add_source(f"h{i + 2}")
+        filler.unlink()
+        dep.add_source("after")  # room again: the catalog writes as before

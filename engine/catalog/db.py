@@ -17,7 +17,7 @@ from sqlalchemy.exc import DatabaseError
 from sqlalchemy.pool import NullPool
 
 from .. import private
-from ..errors import Locked, NotFound
+from ..errors import Locked, NoSpace, NotFound
 from ..keyring import SEALED
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -186,6 +186,7 @@ def open_catalog(url: str, *, migrate: bool = True) -> Catalog:
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
         engine = create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+    event.listen(engine, "handle_error", _disk_full)
     catalog = Catalog(engine)
     if migrate and current_revision(catalog) != HEAD:
         upgrade(catalog)
@@ -198,6 +199,17 @@ def current_revision(catalog: Catalog) -> str | None:
             return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
     except DatabaseError:
         return None  # a new, empty catalog
+
+
+SQLITE_FULL, PG_DISK_FULL = 13, "53100"
+
+
+def _disk_full(context: Any) -> None:
+    """A catalog whose disk is full is NoSpace, as a full pool is: writers answer ENOSPC or 507, and the
+    background commit waits with a warning, instead of an error and a traceback each retry."""
+    e = context.original_exception
+    if getattr(e, "sqlite_errorcode", None) == SQLITE_FULL or getattr(e, "sqlstate", None) == PG_DISK_FULL:
+        raise NoSpace(f"the catalog's disk is full: {e}") from e
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
