@@ -159,11 +159,11 @@ class _Walker:
         flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(path, flags | os.O_NOATIME if st.st_uid == os.geteuid() or os.geteuid() == 0 else flags)
         try:
-            size = os.fstat(fd).st_size
-            extents = chunk_fd(fd, size, self.blobs.put)
+            # lstat's size, not fstat's: what is read then matches the size and mtime recorded
+            extents = chunk_fd(fd, st.st_size, self.blobs.put)
         finally:
             os.close(fd)
-        self.stats.bytes_read += size
+        self.stats.bytes_read += st.st_size
         return extents
 
     def sync_meta(self, path: bytes, ino: int, cur: Stat, st: os.stat_result) -> None:

@@ -20,7 +20,7 @@ from .blobstore import BlobStore
 from .catalog import Catalog
 from .catalog.schema import blobs as blob_rows
 from .catalog.schema import packs
-from .content import chunk_ids, unpack_extents
+from .content import packed_ids
 from .errors import BackendError, CorruptBlob
 from .hostmounts import filesystem_of
 from .meta import Kind
@@ -166,7 +166,7 @@ def _walk(
         if child.kind == Kind.DIR:
             found |= _walk(trees, child, child_path, info, bad, clean)
         elif child.kind == Kind.FILE:
-            for blob_id in chunk_ids(unpack_extents(child.payload)):
+            for blob_id in packed_ids(child.payload):
                 if blob_id in bad:
                     bad[blob_id].affects.append((info.source, info.name, _show(child_path)))
                     found = True

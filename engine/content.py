@@ -29,6 +29,8 @@ Extents = list[tuple[bytes, int]]
 
 
 def pack_extents(extents: Extents) -> bytes:
+    if len(extents) == 1:  # most files: without a generator, a third of the time
+        return _EXTENT.pack(*extents[0])
     return b"".join(_EXTENT.pack(i, n) for i, n in extents)
 
 
@@ -55,6 +57,14 @@ def chunk_ids(extents: Extents) -> Iterator[bytes]:
     for blob_id, _ in extents:
         if blob_id != HOLE:
             yield blob_id
+
+
+def packed_ids(data: bytes | None) -> list[bytes]:
+    """The chunk ids of packed extents, holes left out, read without unpacking the rest."""
+    if not data:
+        return []
+    ids = [data[i : i + ID_SIZE] for i in range(0, len(data), EXTENT_SIZE)]
+    return [i for i in ids if i != HOLE] if HOLE in data else ids
 
 
 class ContentReader:

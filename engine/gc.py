@@ -33,7 +33,7 @@ from .blobstore import BlobStore
 from .blockmap import mark_maps
 from .catalog import Catalog
 from .catalog.schema import blobs, image_versions, images, inodes, packs, snapshots, sources
-from .content import chunk_ids, unpack_extents
+from .content import packed_ids
 from .errors import CorruptBlob
 from .meta import Kind
 from .packs import PACK_TARGET, PATCH, PackBuilder, pack_key
@@ -156,7 +156,7 @@ def mark_files(catalog: Catalog, get: Callable[[bytes], bytes]) -> set[bytes]:
         todo += [bytes(r[0]) for r in conn.execute(select(snapshots.c.root))]
         for content, tree_id in conn.execute(select(inodes.c.content, inodes.c.tree_id)):
             if content:
-                live.update(chunk_ids(unpack_extents(bytes(content))))
+                live.update(packed_ids(bytes(content)))
             if tree_id is not None:
                 todo.append(bytes(tree_id))
     while todo:
@@ -170,7 +170,7 @@ def mark_files(catalog: Catalog, get: Callable[[bytes], bytes]) -> set[bytes]:
         live.add(tree_id)
         for entry in entries:
             if entry.kind == Kind.FILE:
-                live.update(chunk_ids(unpack_extents(entry.payload)))
+                live.update(packed_ids(entry.payload))
             elif entry.kind == Kind.DIR and entry.payload not in live:
                 todo.append(entry.payload)
     return live

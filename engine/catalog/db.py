@@ -8,7 +8,8 @@ secrets are sealed with a key of the deployment's once it is unlocked (see
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -62,20 +63,27 @@ class Catalog:
             from sqlalchemy.dialects import postgresql as dialect
         else:
             from sqlalchemy.dialects import sqlite as dialect  # type: ignore[no-redef]
-        return conn.execute(dialect.insert(table).on_conflict_do_nothing(), rows).rowcount
+        statement = dialect.insert(table).on_conflict_do_nothing()
+        if len(rows) == 1:
+            return conn.execute(statement, rows).rowcount
+        return self.executemany(conn, statement, rows, columns=list(rows[0]))
 
-    def executemany(self, conn: Connection, statement: Any, rows: list[dict[str, Any]]) -> None:
-        """Run one statement for many rows straight through the driver.
+    def executemany(self, conn: Connection, statement: Any, rows: Sequence[Mapping[str, Any]],
+                    columns: list[str] | None = None) -> int:  # fmt: skip
+        """Run one statement for many rows straight through the driver; the rows it changed.
 
         SQLAlchemy's own executemany spends about 15 µs a row binding
         parameters; the working tree commits thousands of rows at a time.
+        `columns`: those an INSERT without values sets (else all of them).
         """
         if not rows:
-            return
-        compiled = statement.compile(dialect=conn.dialect)
+            return 0
+        compiled = statement.compile(dialect=conn.dialect, column_keys=columns)
         names = compiled.positiontup
-        params: Any = [tuple(r[n] for n in names) for r in rows] if names else rows
-        conn.exec_driver_sql(str(compiled), params)
+        params: Any = rows
+        if names:  # itemgetter of one name gives the value, not a 1-tuple
+            params = list(map(itemgetter(*names), rows)) if len(names) > 1 else [(r[names[0]],) for r in rows]
+        return int(conn.exec_driver_sql(str(compiled), params).rowcount)
 
     def fetch(self, conn: Connection, statement: Any) -> list[Any]:
         """All rows of a query as plain tuples, straight from the driver."""

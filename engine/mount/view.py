@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from ..cache import check_may_block
-from ..content import EXTENT_SIZE, ContentReader, chunk_ids, unpack_extents
+from ..content import EXTENT_SIZE, ContentReader, packed_ids, unpack_extents
 from ..deployment import Deployment, SourceInfo
 from ..errors import CorruptBlob, InvalidArgument, NotADirectory, NotFound
 from ..ids import HOLE, ID_SIZE
@@ -321,7 +321,7 @@ class MountReader:
         wanted: list[bytes] = []
         for e in _small_files(entries):
             one = _one_chunk(e)
-            wanted += [one] if one is not None else chunk_ids(unpack_extents(e.payload))
+            wanted += [one] if one is not None else packed_ids(e.payload)
         self.dep.blobs.prefetch(wanted)
 
     def _next_dir(self, number: int, entries: list[Entry]) -> Entry | None:

@@ -18,7 +18,7 @@ from sqlalchemy import bindparam, delete, select, update
 from ..blobstore import BlobStore
 from ..catalog import Catalog
 from ..catalog.schema import dirents, inodes, sources
-from ..content import chunk_ids, total_length
+from ..content import packed_ids, total_length
 from ..meta import Kind
 from .inode import ROOT, Inode, now_ns
 
@@ -84,7 +84,7 @@ def load(tree: TreeState) -> None:
 def _repair(tree: TreeState, inode: Inode) -> None:
     if inode.tree_id is not None and not tree.blobs.is_stored(inode.tree_id):
         tree.invalidate(inode.ino)  # the next snapshot writes this directory's tree again
-    lost = not tree.blobs.all_stored(chunk_ids(inode.extents))
+    lost = not tree.blobs.all_stored(packed_ids(inode.content))
     if lost or total_length(inode.extents) != inode.size:
         inode.extents = []
         inode.size = 0
@@ -140,7 +140,7 @@ def _has_pending(tree: TreeState, inode: Inode) -> bool:
         return True  # a lost file's row says so: its size and content disagree, and a load sees it
     if inode.tree_id is not None and not tree.blobs.is_stored(inode.tree_id):
         return True
-    return not tree.blobs.all_stored(chunk_ids(inode.extents))
+    return not tree.blobs.all_stored(packed_ids(inode.content))
 
 
 def _write(
