@@ -23,6 +23,7 @@ from .fetch import Arrived, BlobLocation, Failed, Fetcher
 from .ids import IdKey, short
 from .packs import pack_key
 from .storage import Backend
+from .zdict import PoolDictionary
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class BlobReader:
         self.backend = backend
         self.id_key = id_key
         self.codec = codec
+        self.dictionary = PoolDictionary(catalog, pool_id, backend, codec)
         self.cache = BlobCache(cache_bytes)
         self._lock = threading.Lock()
         self._fetching: set[bytes] = set()
@@ -112,7 +114,7 @@ class BlobReader:
 
     def decode_checked(self, blob_id: bytes, blob: bytes | memoryview, pack: str | None) -> bytes:
         try:
-            plain = self.codec.decode(blob)
+            plain = self.codec.decode(blob, self.dictionary.get)
         except CorruptBlob as e:
             raise CorruptBlob(f"blob {short(blob_id)} in pack {pack}: {e}", blob_id=blob_id, pack=pack) from e
         if self.id_key.id_of(plain) != blob_id:

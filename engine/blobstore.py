@@ -233,7 +233,10 @@ class BlobStore(BlobReader):
 
     def _encode(self, items: list[tuple[bytes, bytes, int]]) -> None:
         try:
-            blobs = [self.codec.encode_parts(data) for _, data, _ in items]
+            blobs = [
+                self.codec.encode_parts(data, dictionary=self.dictionary.for_encoding(data) if kind == DATA else None)
+                for _, data, kind in items
+            ]
         except BaseException:
             with self._lock:
                 for blob_id, _, _ in items:

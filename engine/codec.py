@@ -2,7 +2,8 @@
 
 Header (12 bytes, little-endian): magic 0xCB, version 1, compression id,
 cipher id, key id (u32), raw length (u32). Reading needs no configuration
-beyond the keys: the header names everything that was applied.
+beyond the keys (and, for a blob compressed against a dictionary, that
+dictionary, which the pool holds): the header names everything applied.
 
 An encrypted body is a random 12-byte nonce, then the ciphertext and its
 16-byte tag; the header is authenticated with it, so a changed header fails
@@ -16,6 +17,7 @@ import json
 import os
 import struct
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import zstandard
@@ -32,6 +34,7 @@ HEADER_SIZE = HEADER.size
 
 RAW = 0
 ZSTD = 1
+ZSTD_DICT = 2  # zstd against a pool's dictionary, whose id the zstd frame names (zdict.py)
 NO_CIPHER = 0
 AES_GCM = 1
 NONCE = 12
@@ -154,22 +157,29 @@ class Codec:
     def encode(self, plain: bytes | memoryview, *, compress: bool = True) -> bytes:
         return b"".join(self.encode_parts(plain, compress=compress))
 
-    def encode_parts(self, plain: bytes | memoryview, *, compress: bool = True) -> tuple[bytes, bytes | memoryview]:
-        """Header and body apart: a pack joins them once, instead of copying each blob twice."""
+    def encode_parts(self, plain: bytes | memoryview, *, compress: bool = True,
+                     dictionary: bytes | None = None) -> tuple[bytes, bytes | memoryview]:  # fmt: skip
+        """Header and body apart: a pack joins them once, instead of copying each blob twice.
+
+        `dictionary`: a trained zstd dictionary to compress against (small blobs).
+        """
         raw_length = len(plain)
         body: bytes | memoryview = plain
         method = RAW
-        if compress and raw_length >= 64 and not self.config.incompressible(plain):
-            packed = self._compressor().compress(plain)
+        # Below 4 KiB trying zstd costs less than asking whether to (a magic number check, ~7 µs).
+        if compress and raw_length >= 64 and (raw_length < 4096 or not self.config.incompressible(plain)):
+            compressor = self._compressor() if dictionary is None else self._dict_compressor(dictionary)
+            packed = compressor.compress(plain)
             if len(packed) < raw_length:
-                body, method = packed, ZSTD
+                body, method = packed, ZSTD if dictionary is None else ZSTD_DICT
         if self._current is None:
             return HEADER.pack(MAGIC, VERSION, method, NO_CIPHER, 0, raw_length), body
         header = HEADER.pack(MAGIC, VERSION, method, AES_GCM, self._current, raw_length)
         nonce = os.urandom(NONCE)
         return header, nonce + self._ciphers[self._current].encrypt(nonce, bytes(body), header)
 
-    def decode(self, blob: bytes | memoryview) -> bytes:
+    def decode(self, blob: bytes | memoryview, dictionaries: Callable[[int], bytes] | None = None) -> bytes:
+        """The plaintext; `dictionaries` gives a dictionary's bytes by its id, for blobs compressed against one."""
         if len(blob) < HEADER_SIZE:
             raise CorruptBlob("blob shorter than its header")
         magic, version, method, cipher, key_id, raw_length = HEADER.unpack_from(blob)
@@ -187,11 +197,44 @@ class Codec:
                 plain = self._decompressor().decompress(body, max_output_size=raw_length)
             except zstandard.ZstdError as e:
                 raise CorruptBlob(f"blob does not decompress: {e}") from e
+        elif method == ZSTD_DICT:
+            plain = self._decode_with_dictionary(body, raw_length, dictionaries)
         else:
             raise CorruptBlob(f"blob uses compression {method}, which this version cannot read")
         if len(plain) != raw_length:
             raise CorruptBlob("blob decodes to the wrong length")
         return plain
+
+    def _decode_with_dictionary(self, body: bytes | memoryview, raw_length: int,
+                                dictionaries: Callable[[int], bytes] | None) -> bytes:  # fmt: skip
+        try:
+            dict_id = zstandard.get_frame_parameters(body).dict_id
+        except zstandard.ZstdError as e:
+            raise CorruptBlob(f"blob does not decompress: {e}") from e
+        if dictionaries is None:
+            raise CorruptBlob(f"blob is compressed against dictionary {dict_id}, and no pool is at hand to give it")
+        try:
+            return self._dict_decompressor(dictionaries(dict_id)).decompress(body, max_output_size=raw_length)
+        except zstandard.ZstdError as e:
+            raise CorruptBlob(f"blob does not decompress with dictionary {dict_id}: {e}") from e
+
+    def _dict_compressor(self, dictionary: bytes) -> zstandard.ZstdCompressor:
+        # Per thread and dictionary, keyed by the bytes themselves (their hash is computed once).
+        cache = self._local.__dict__.setdefault("dc", {})
+        level = self.config.level
+        c: zstandard.ZstdCompressor | None = cache.get((dictionary, level))
+        if c is None:
+            c = cache[(dictionary, level)] = zstandard.ZstdCompressor(
+                level=level, dict_data=zstandard.ZstdCompressionDict(dictionary)
+            )
+        return c
+
+    def _dict_decompressor(self, dictionary: bytes) -> zstandard.ZstdDecompressor:
+        cache = self._local.__dict__.setdefault("dd", {})
+        d: zstandard.ZstdDecompressor | None = cache.get(dictionary)
+        if d is None:
+            d = cache[dictionary] = zstandard.ZstdDecompressor(dict_data=zstandard.ZstdCompressionDict(dictionary))
+        return d
 
     def _decrypt(self, blob: bytes | memoryview, key_id: int) -> bytes:
         aes = self._ciphers.get(key_id)
