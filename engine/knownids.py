@@ -44,8 +44,11 @@ class KnownIds:
             self._hi.append(key[0])
             self._lo.append(key[1])
             self._len.append(length)
-        if not ordered:  # a catalog that sorts ids otherwise than bytewise
-            self._merge()
+        if not ordered:  # a catalog that sorts ids otherwise than bytewise: sorted once, at load
+            entries = sorted(zip(self._hi, self._lo, self._len, strict=True))
+            self._hi = array("Q", map(itemgetter(0), entries))
+            self._lo = array("Q", map(itemgetter(1), entries))
+            self._len = array("I", map(itemgetter(2), entries))
 
     def _find(self, key: tuple[int, int]) -> int:
         """The index of `key` in the arrays, or -1."""
@@ -97,21 +100,40 @@ class KnownIds:
             self._merge()
 
     def _merge(self) -> None:
-        """The arrays with the additions merged in and the drops left out.
+        """The arrays with the additions put in and the drops left out.
 
-        Sorting the old entries (one run) with the additions is a merge at C speed.
+        The old arrays are copied in slices between the changes: Python work
+        per change, not per entry, and no list of all entries in memory.
         """
-        entries = list(zip(self._hi, self._lo, self._len, strict=True))
-        entries += ((*_key(prefix), n) for prefix, n in self._added.items())
-        entries.sort()
-        if self._dropped:
-            dropped = self._dropped
-            entries = [e for e in entries if (e[0], e[1]) not in dropped]
-        self._hi = array("Q", map(itemgetter(0), entries))
-        self._lo = array("Q", map(itemgetter(1), entries))
-        self._len = array("I", map(itemgetter(2), entries))
+        changes = [(self._position(key), 0, key, n) for key, n in ((_key(p), n) for p, n in self._added.items())]
+        changes += [(i, 1, (0, 0), 0) for i in map(self._find, self._dropped) if i >= 0]
+        changes.sort()
+        hi, lo, lengths = array("Q"), array("Q"), array("I")
+        start = 0
+        for pos, dropped, key, n in changes:
+            hi += self._hi[start:pos]
+            lo += self._lo[start:pos]
+            lengths += self._len[start:pos]
+            if dropped:
+                start = pos + 1
+            else:
+                hi.append(key[0])
+                lo.append(key[1])
+                lengths.append(n)
+                start = pos
+        hi += self._hi[start:]
+        lo += self._lo[start:]
+        lengths += self._len[start:]
+        self._hi, self._lo, self._len = hi, lo, lengths
         self._added.clear()
         self._dropped.clear()
+
+    def _position(self, key: tuple[int, int]) -> int:
+        """Where `key` goes in the arrays: before the first entry that is greater."""
+        i = bisect.bisect_left(self._hi, key[0])
+        while i < len(self._hi) and self._hi[i] == key[0] and self._lo[i] < key[1]:
+            i += 1
+        return i
 
     def bytes_used(self) -> int:
         """Memory of the arrays (the recent changes apart)."""
