@@ -52,60 +52,67 @@ def _dictionaries(data: Path) -> list[Path]:
 
 
 def test_small_files_compress_against_one_dictionary_per_pool(tmp_path: Path, data_dir: Path, db_url: str) -> None:
-    first = _small_files(tmp_path / "first", 1500, seed=1)
+    trees = {name: _small_files(tmp_path / name, n, seed) for name, n, seed in (("s1", 800, 1), ("s2", 300, 2),
+                                                                               ("s3", 300, 3))}  # fmt: skip
     with Deployment.open(data_dir, db_url) as dep:
         dep.add_source("h1")
-        backup_and_snapshot(dep, "h1", tmp_path / "first", "s1")
-        methods = _methods(dep)
+        backup_and_snapshot(dep, "h1", tmp_path / "s1", "s1")  # its first 1 MiB are the samples
         named = dep.catalog.setting(zdict.setting_key(dep.pool.id))
-    assert named is not None and [p.name for p in _dictionaries(data_dir)] == [f"{int(named):08x}"]
-    # The first files were sampled, so they compress alone; those after the training against the dictionary.
-    assert methods.count(ZSTD_DICT) >= 300 and methods.count(ZSTD) >= 300
+        assert named is not None and [p.name for p in _dictionaries(data_dir)] == [f"{int(named):08x}"]
+        backup_and_snapshot(dep, "h1", tmp_path / "s2", "s2")
+        methods = _methods(dep)
+    assert methods.count(ZSTD_DICT) >= 300 and methods.count(ZSTD) >= 500  # the samples compressed alone
     assert set(methods) <= {ZSTD, ZSTD_DICT}
     stored = Codec().decode(_dictionaries(data_dir)[0].read_bytes())
     assert zstandard.ZstdCompressionDict(stored).dict_id() == int(named)
 
     # Another process reads them, and writes against the same dictionary: the pool never gets a second one.
-    second = _small_files(tmp_path / "second", 300, seed=2)
     with Deployment.open(data_dir, db_url) as dep:
-        view = dep.snapshot("h1", "s1")
-        assert all(view.read(name.encode()) == body for name, body in first.items())
-        backup_and_snapshot(dep, "h1", tmp_path / "second", "s2")
+        for snapshot in ("s1", "s2"):
+            view = dep.snapshot("h1", snapshot)
+            assert all(view.read(name.encode()) == body for name, body in trees[snapshot].items())
+        backup_and_snapshot(dep, "h1", tmp_path / "s3", "s3")
         assert _methods(dep).count(ZSTD_DICT) >= methods.count(ZSTD_DICT) + 300
-        view = dep.snapshot("h1", "s2")
-        assert all(view.read(name.encode()) == body for name, body in second.items())
+        view = dep.snapshot("h1", "s3")
+        assert all(view.read(name.encode()) == body for name, body in trees["s3"].items())
     assert len(_dictionaries(data_dir)) == 1
+
+
+def _trained_then_used(dep: Deployment, tmp_path: Path) -> dict[str, bytes]:
+    """Back up enough small files to train the dictionary, then files that are compressed against it."""
+    dep.add_source("h1")
+    _small_files(tmp_path / "samples", 800, seed=4)
+    backup_and_snapshot(dep, "h1", tmp_path / "samples", "s1")
+    used = _small_files(tmp_path / "used", 50, seed=5)
+    backup_and_snapshot(dep, "h1", tmp_path / "used", "s2")
+    assert _methods(dep).count(ZSTD_DICT) >= 50
+    return used
 
 
 def test_an_encrypted_pools_dictionary_is_encrypted(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    files = _small_files(tmp_path / "src", 800, seed=3)
     with Deployment.open(data, unlock=PASS, encrypt=True) as dep:
-        dep.add_source("h1")
-        backup_and_snapshot(dep, "h1", tmp_path / "src", "s1")
-        assert ZSTD_DICT in _methods(dep)
+        files = _trained_then_used(dep, tmp_path)
     (stored,) = _dictionaries(data)
     assert MARKER not in stored.read_bytes()  # the trained dictionary holds it; the pool must not show it
     with Deployment.open(data, unlock=PASS) as dep:
-        view = dep.snapshot("h1", "s1")
+        view = dep.snapshot("h1", "s2")
         assert all(view.read(name.encode()) == body for name, body in files.items())
 
 
 def test_a_lost_dictionary_is_damage_and_writes_go_on_without_one(tmp_path: Path, data_dir: Path) -> None:
-    files = _small_files(tmp_path / "src", 800, seed=4)
     with Deployment.open(data_dir) as dep:
-        dep.add_source("h1")
-        backup_and_snapshot(dep, "h1", tmp_path / "src", "s1")
+        files = _trained_then_used(dep, tmp_path)
     (stored,) = _dictionaries(data_dir)
     stored.unlink()
     with Deployment.open(data_dir) as dep:
-        view = dep.snapshot("h1", "s1")
-        with pytest.raises(CorruptBlob, match="no compression dictionary"):
-            for name in files:
-                view.read(name.encode())
-        more = _small_files(tmp_path / "more", 50, seed=5)
-        backup_and_snapshot(dep, "h1", tmp_path / "more", "s2")
         view = dep.snapshot("h1", "s2")
+        for name in files:
+            with pytest.raises(CorruptBlob, match="no compression dictionary"):
+                view.read(name.encode())
+        more = _small_files(tmp_path / "more", 50, seed=6)
+        backup_and_snapshot(dep, "h1", tmp_path / "more", "s3")
+        view = dep.snapshot("h1", "s3")
         assert all(view.read(name.encode()) == body for name, body in more.items())
 
 
@@ -114,7 +121,7 @@ def test_a_failed_training_loses_nothing(tmp_path: Path, data_dir: Path, monkeyp
         raise zstandard.ZstdError("cannot train")
 
     monkeypatch.setattr(zstandard, "train_dictionary", refuse)
-    files = _small_files(tmp_path / "src", 800, seed=6)
+    files = _small_files(tmp_path / "src", 800, seed=7)
     with Deployment.open(data_dir) as dep:
         dep.add_source("h1")
         backup_and_snapshot(dep, "h1", tmp_path / "src", "s1")

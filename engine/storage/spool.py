@@ -31,6 +31,7 @@ BACKOFF_MAX = 30.0  # seconds between attempts while the pool stays unreachable
 # A stopping spool waits this long for uploads under way. One cut short is
 # uploaded again on the next start (the object stays queued on disk); waiting
 # for it while the pool is down kept a stopping mount alive for 25-70 s.
+DELETE_WAIT = 60.0  # a delete waits this long for an upload of the same key
 STOP_WAIT = 2.0
 
 
@@ -105,8 +106,12 @@ class Spool(Filter):
             queued = self._queue.pop(key, None)
             if queued is not None:
                 self._bytes -= queued[1]
-                if key in self._draining:
-                    self._deleted.add(key)
+            if key in self._draining:
+                self._deleted.add(key)  # should the wait below end first, the upload deletes what it brought back
+                # Let an upload of it land first: else a get right after this call could still find it.
+                end = time.monotonic() + DELETE_WAIT
+                while key in self._draining and (left := end - time.monotonic()) > 0:
+                    self._changed.wait(left)
             self._changed.notify_all()
         if queued is not None:
             self.local.delete(key)
