@@ -188,5 +188,6 @@ def test_cli_refuses_a_push_while_the_mount_writes(tmp_path: Path, mounted: Moun
     img, _ = make_ext4(tmp_path, "8M")
     os.mkdir(mounted.path / "h1")
     (mounted.path / "h1" / "images" / "vm.img").write_bytes(b"x")
-    proc = cairn(mounted.data, "image", "push", "h1", "vm", str(img), check=False)
+    # --wait 0: the mount keeps the disk open, so any wait would end the same way, only later.
+    proc = cairn(mounted.data, "--wait", "0", "image", "push", "h1", "vm", str(img), check=False)
     assert proc.returncode == 1 and "being written" in proc.stderr
