@@ -28,9 +28,11 @@ import tempfile
 import time
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parent / "out"
-CAIRN = str(Path(sys.executable).with_name("cairn"))
-RESTIC = "/usr/bin/restic"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.engine_bench import CAIRN, OUT, RESTIC, du
+from bench.restore_bench import drop_caches
+
 STEPS = ("first backup", "unchanged re-run", "restore")
 
 
@@ -54,12 +56,6 @@ def make_tree(root: Path, files: int, dirs: int, seed: int = 7) -> Path:
     return root
 
 
-def drop_caches() -> None:
-    subprocess.run(["sync"], check=True)
-    if os.geteuid() == 0:
-        Path("/proc/sys/vm/drop_caches").write_text("3\n")
-
-
 def timed(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, float | int | str]:
     """Wall and CPU seconds and peak RSS (MB) of one child; fails loudly on a non-zero exit."""
     t0 = time.perf_counter()
@@ -70,10 +66,6 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, float 
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{' '.join(cmd)} failed: {err[-2000:]}")
     return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024}
-
-
-def du(root: Path) -> int:
-    return sum(os.lstat(os.path.join(d, n)).st_size for d, _, names in os.walk(root) for n in names)
 
 
 def run_once(work: Path, tree: Path) -> dict[str, dict[str, dict]]:

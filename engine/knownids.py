@@ -52,13 +52,8 @@ class KnownIds:
 
     def _find(self, key: tuple[int, int]) -> int:
         """The index of `key` in the arrays, or -1."""
-        hi, lo = key
-        i = bisect.bisect_left(self._hi, hi)
-        while i < len(self._hi) and self._hi[i] == hi:
-            if self._lo[i] == lo:
-                return i
-            i += 1
-        return -1
+        i = self._position(key)
+        return i if i < len(self._hi) and self._hi[i] == key[0] and self._lo[i] == key[1] else -1
 
     def get(self, blob_id: bytes) -> int | None:
         length = self._added.get(blob_id[:16])
