@@ -64,7 +64,7 @@ class Catalog:
         else:
             from sqlalchemy.dialects import sqlite as dialect  # type: ignore[no-redef]
         statement = dialect.insert(table).on_conflict_do_nothing()
-        if len(rows) == 1:
+        if len(rows) == 1:  # SQLAlchemy's rowcount of one row is exact on every driver: swap_setting counts on it
             return conn.execute(statement, rows).rowcount
         return self.executemany(conn, statement, rows, columns=list(rows[0]))
 

@@ -31,8 +31,8 @@ BACKOFF_MAX = 30.0  # seconds between attempts while the pool stays unreachable
 # A stopping spool waits this long for uploads under way. One cut short is
 # uploaded again on the next start (the object stays queued on disk); waiting
 # for it while the pool is down kept a stopping mount alive for 25-70 s.
-DELETE_WAIT = 60.0  # a delete waits this long for an upload of the same key
 STOP_WAIT = 2.0
+DELETE_WAIT = 60.0  # a delete waits this long for an upload of the same key
 
 
 class Spool(Filter):
