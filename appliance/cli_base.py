@@ -59,7 +59,9 @@ class Context:
         if self.remote:
             raise CairnError("this command works on a local data directory only, not with --remote")
         dep = Deployment.open(self.data, self.db, unlock=self.unlock(), encrypt=encrypt)
-        dep.worktrees.tree_idle = float(Config(dep.catalog).value("tree_idle"))
+        config = Config(dep.catalog)
+        dep.worktrees.tree_idle = float(config.value("tree_idle"))
+        dep.worktrees.cache_bytes = int(config.value("tree_cache")) << 20
         dep.worktrees.lease_wait = self.lease_wait  # a source a running appliance writes: wait for it to be let go of
         dep.worktrees.on_lease_wait = _tell_waiting
         return dep

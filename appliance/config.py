@@ -85,6 +85,12 @@ def _seconds(key: str) -> Callable[[Any], Any]:
     return check
 
 
+def _mebibytes(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int) or not 16 <= value <= 1 << 20:
+        raise InvalidArgument("tree_cache is a whole number of MiB, from 16 to 1048576")
+    return value
+
+
 # key -> (default, check)
 KNOWN: dict[str, tuple[Any, Any]] = {
     "schedule": (None, _schedule),  # when to snapshot the source (cron, local time)
@@ -100,6 +106,9 @@ KNOWN: dict[str, tuple[Any, Any]] = {
     # seconds without a change before a running appliance lets a source's working tree and lease go (global;
     # read at start): `cairn backup` or `pool gc` beside it wait for that
     "tree_idle": (60, _seconds("tree_idle")),
+    # MiB of memory for the directories of working trees in use (global; read at start): the rest stays
+    # in the catalog and loads when used
+    "tree_cache": (256, _mebibytes),
 }
 # key -> the fields of its object value that are secrets: never shown, only replaced
 SECRETS: dict[str, tuple[str, ...]] = {"smtp": ("password",)}

@@ -102,6 +102,9 @@ class _Walker:
                 continue  # vanished while we walked
             except OSError as e:
                 self.stats.errors.append(f"{os.fsdecode(child)}: {e.strerror}")
+        if self.tree.loaded > self.tree.keep:  # committed rows can leave memory; they load again if needed
+            self.tree.commit()
+            self.tree.trim(self.tree.keep // 2)
         if self.progress is not None:
             self.progress(self.stats)
 

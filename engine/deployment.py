@@ -176,6 +176,7 @@ class Deployment:
                     store.flush_if_older(PACK_MAX_AGE)
                 self.commit()
                 self.mark_stored()
+                self.worktrees.trim()
                 self.worktrees.let_go_idle()
                 self._follow_maintenance()
             except NoSpace as e:  # a full pool: writers already report it (507, ENOSPC); no traceback each retry

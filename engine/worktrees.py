@@ -20,6 +20,7 @@ from typing import TypeVar
 
 from . import leases, private
 from .blobstore import BlobStore
+from .cache import check_may_block
 from .catalog import Catalog
 from .errors import InUse
 from .worktree import WorkingTree
@@ -28,6 +29,8 @@ from .worktree.tree import NameWatcher
 log = logging.getLogger(__name__)
 
 TREE_IDLE = 60.0  # seconds without a change before a long-running process lets a tree go
+TREE_CACHE = 256 << 20  # bytes of loaded inodes kept across all working trees (the `tree_cache` setting)
+INODE_BYTES = 700  # what one loaded inode costs, with its name and its place in the tables (measured)
 T = TypeVar("T")
 
 
@@ -40,6 +43,8 @@ class WorkingTrees:
         self.owner = owner
         self.spool_root = spool_root
         self.tree_idle = TREE_IDLE
+        self.cache_bytes = TREE_CACHE
+        self._retry_at = 0.0  # a trim that freed nothing is not tried again before this
         self.lease_wait = 0.0  # seconds a call that needs another process's lease waits for it (CLI commands)
         self.on_lease_wait: Callable[[str], None] | None = None  # told once when one starts waiting
         self.holds_lease: list[Callable[[str], bool]] = []  # what else keeps a source leased (open disk images)
@@ -54,13 +59,35 @@ class WorkingTrees:
             tree = self._trees.get(name)
             if tree is not None and not tree.unloaded:
                 return tree
+            check_may_block()
             sid = self.waiting_for_leases(functools.partial(self._lease, name))
             spool = self.spool_root() / str(sid)
             private.make_dirs(spool)
             tree = WorkingTree(self.catalog, sid, self.blobs, spool)
             tree.watchers = self.name_watchers
+            tree.keep = self.keep
             self._trees[name] = tree
             return tree
+
+    @property
+    def keep(self) -> int:
+        """How many inodes the loaded trees may hold together."""
+        return max(1000, self.cache_bytes // INODE_BYTES)
+
+    def trim(self) -> int:
+        """Let go of directories' entries beyond the budget, from the least recently changed trees first."""
+        trees = sorted(self.loaded(), key=lambda t: t.used_at)
+        total = sum(t.loaded for t in trees)
+        excess = total - self.keep
+        if excess <= 0 or time.monotonic() < self._retry_at:
+            return 0  # within budget, or nothing could go a moment ago: a pass over every entry is not free
+        went = 0
+        for tree in trees:
+            if excess - went <= 0:
+                break
+            went += tree.trim(tree.loaded - (excess - went))
+        self._retry_at = 0.0 if went else time.monotonic() + 10.0
+        return went
 
     def loaded(self) -> list[WorkingTree]:
         with self._lock:

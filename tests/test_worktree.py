@@ -5,19 +5,42 @@ from __future__ import annotations
 import os
 import stat
 import struct
+from typing import Any
 
 import pytest
 
 from engine import errors
 from engine.deployment import Deployment
 from engine.ingest import HOLE_MIN
-from engine.worktree.tree import RENAME_EXCHANGE, RENAME_NOREPLACE, ROOT
+from engine.worktree.tree import RENAME_EXCHANGE, RENAME_NOREPLACE, ROOT, WorkingTree
 
 
-@pytest.fixture
-def tree(deployment: Deployment):  # type: ignore[no-untyped-def]
+class Forgetful:
+    """A working tree that lets go of everything it can after each call: each next call loads from the catalog."""
+
+    def __init__(self, tree: WorkingTree):
+        self._tree = tree
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._tree, name)
+        if not callable(attr):
+            return attr
+
+        def forgetting(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return attr(*args, **kwargs)
+            finally:
+                self._tree.commit()
+                self._tree.trim(0)
+
+        return forgetting
+
+
+@pytest.fixture(params=["whole", "forgetful"])
+def tree(deployment: Deployment, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     deployment.add_source("h1")
-    return deployment.working_tree("h1")
+    tree = deployment.working_tree("h1")
+    return tree if request.param == "whole" else Forgetful(tree)
 
 
 def _write(tree, parent: int, name: bytes, data: bytes) -> int:  # type: ignore[no-untyped-def]

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Column,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData()
@@ -103,6 +105,8 @@ inodes = Table(
     Column("tree_id", LargeBinary(32)),  # a directory's tree blob, while unchanged
     # Content references blobs that were not yet stored when the row was written.
     Column("pending", Boolean, nullable=False),
+    # The rows a load repairs: few, so only they are indexed.
+    Index("ix_inodes_pending", "source_id", sqlite_where=text("pending"), postgresql_where=text("pending")),
 )
 
 dirents = Table(
@@ -112,6 +116,7 @@ dirents = Table(
     Column("parent", BigInteger, primary_key=True),
     Column("name", LargeBinary, primary_key=True),
     Column("ino", BigInteger, nullable=False),
+    Index("ix_dirents_ino", "source_id", "ino"),  # an inode's names, when it is loaded by number
 )
 
 snapshots = Table(

@@ -14,7 +14,7 @@ import hashlib
 from collections.abc import Iterator, Sequence
 
 from ..content import Extents, chunk_ids, unpack_extents
-from ..errors import InvalidArgument, InvalidName, IsADirectory, NotADirectory, NotFound
+from ..errors import InvalidArgument, InvalidName, IsADirectory, NotFound
 from ..meta import Kind, Stat, check_name
 from .nodes import LATEST, ROOT, SNAPSHOT, VIRTUAL, WORKING, node_of
 from .view import PREFETCH_BYTES, PREFETCH_FILE, _wt
@@ -51,12 +51,7 @@ def _packed(view: MountView, number: int) -> tuple[int, bytes | None] | None:
     """A node's kind and packed chunk list (None while open for writing); None for a virtual node."""
     node = node_of(number)
     if node.space == WORKING:
-        tree = view.tree(node.owner)
-        with tree.lock:
-            inode = tree.inodes.get(node.ino)
-            if inode is None:
-                raise NotFound(f"no inode {node.ino}")
-            return inode.kind, None if inode.spool is not None else inode.content
+        return view.tree(node.owner).packed(node.ino)
     if node.space == SNAPSHOT:
         entry = view._entry(number)
         return entry.kind, entry.payload
@@ -91,11 +86,7 @@ def pages(view: MountView, number: int, size: int = PAGE) -> Iterator[list[tuple
     node = node_of(number)
     if node.space == WORKING:
         tree = view.tree(node.owner)
-        with tree.lock:
-            d = tree.inodes.get(node.ino)
-            if d is None or d.children is None:
-                raise NotADirectory(f"node {number} is not a directory")
-            names = sorted(d.children)
+        names = tree.names(node.ino)
         for start in range(0, len(names), size):
             page = []
             for name in names[start : start + size]:

@@ -6,6 +6,7 @@ removing writable images. Everything else is read-only."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from ..errors import CrossDevice, LostWrites, NotPermitted, ReadOnly
 from ..imagestore import pool_counts
@@ -124,7 +125,7 @@ class MountView(MountReader):
         node, tree = self._working(number)
         tree.removexattr(node.ino, name)
 
-    def xattrs(self, number: int) -> dict[bytes, bytes]:
+    def xattrs(self, number: int) -> Mapping[bytes, bytes]:
         node = node_of(number)
         if node.space == WORKING:
             return self.tree(node.owner).xattrs(node.ino)

@@ -14,6 +14,7 @@ from ..errors import LostWrites
 from ..meta import Kind
 from ..packs import TREE
 from ..tree import Entry, serialize
+from . import persist
 from .inode import ROOT, Inode
 
 if TYPE_CHECKING:
@@ -64,9 +65,10 @@ def freeze(tree: WorkingTree) -> Frozen:
     with tree.lock:
         spools = {i: n.spool for i, n in tree.inodes.items() if n.spool is not None}
     checkpoints = {i: (spool, _checkpoint(spool)) for i, spool in spools.items()}
-    with tree.lock:
+    with tree.commit_lock, tree.lock:
         inodes = tree.inodes
         open_content: dict[int, Extents] = {}
+        # Open and lost files are in memory: a directory holding one is never let go of.
         lost: dict[int, str] = {i: n.lost for i, n in inodes.items() if n.lost is not None and n.parents}
         for i, n in inodes.items():
             if n.spool is not None:
@@ -79,27 +81,52 @@ def freeze(tree: WorkingTree) -> Frozen:
                 elif content is not None:
                     open_content[i] = content
         if lost:
-            raise _refusal(inodes, lost)
+            raise _refusal(tree, lost)
+        # The rows equal memory from here on (the lock is held): a directory not in memory is read from them.
+        persist.commit_held(tree)
         written = 0
-        stack: list[tuple[int, bool]] = [(ROOT, False)]
+        stack: list[tuple[int, list[tuple[bytes, Inode]] | None]] = [(ROOT, None)]
         while stack:
-            ino, expanded = stack.pop()
+            ino, items = stack.pop()
             d = inodes[ino]
-            if d.tree_id is not None:
+            if items is None:
+                if d.tree_id is not None:
+                    continue
+                items = _items(tree, d)
+                stack.append((ino, items))
+                stack += [(c.ino, None) for _, c in items if c.is_dir]
                 continue
-            assert d.children is not None
-            if not expanded:
-                stack.append((ino, True))
-                stack += [(c, False) for c in d.children.values() if inodes[c].is_dir]
-                continue
-            entries = [entry_of(n, inodes[c], open_content.get(c)) for n, c in d.children.items()]
+            entries = [entry_of(n, c, open_content.get(c.ino)) for n, c in items]
             d.tree_id = tree.blobs.put(serialize(entries), TREE)
             tree.dirty.add(ino)
             written += 1
         top = tree.blobs.put(serialize([entry_of(ROOT_NAME, inodes[ROOT])]), TREE)
-        files = sum(1 for n in inodes.values() if not n.is_dir)
-        size = sum(n.size for n in inodes.values() if n.kind == Kind.FILE)
+        files, size = persist.totals(tree)
+        # An open file's row holds its stored content; the snapshot holds the spool's.
+        size += sum(
+            total_length(c) - total_length(inodes[i].extents) for i, c in open_content.items() if inodes[i].parents
+        )
     return Frozen(top, files, size, written)
+
+
+def _items(tree: WorkingTree, d: Inode) -> list[tuple[bytes, Inode]]:
+    """A stale directory's entries: from memory, or read from its rows without keeping the files in memory.
+
+    Subdirectories read so are kept (they get a new tree id, a change to commit).
+    """
+    inodes = tree.inodes
+    if d.children is not None:
+        return [(n, inodes[c]) for n, c in d.children.items()]
+    out = []
+    for row in persist.entries(tree, d.ino):
+        node = inodes.get(row[1])
+        if node is None:
+            node = Inode.from_row(row[1:])
+            if node.is_dir:
+                node.parents = [d.ino]
+                inodes[node.ino] = node
+        out.append((bytes(row[0]), node))
+    return out
 
 
 def _checkpoint(spool: SpoolFile) -> Extents | LostWrites:
@@ -110,8 +137,8 @@ def _checkpoint(spool: SpoolFile) -> Extents | LostWrites:
         return e
 
 
-def _refusal(inodes: dict[int, Inode], lost: dict[int, str]) -> LostWrites:
-    paths = sorted(path_of(inodes, i) for i in lost)
+def _refusal(tree: WorkingTree, lost: dict[int, str]) -> LostWrites:
+    paths = sorted(tree.path(i) for i in lost)
     named = ", ".join(p.decode(errors="backslashreplace") for p in paths[:NAMED_AT_MOST])
     more = f" and {len(paths) - NAMED_AT_MOST} more" if len(paths) > NAMED_AT_MOST else ""
     reason = lost[min(lost)]
@@ -119,17 +146,3 @@ def _refusal(inodes: dict[int, Inode], lost: dict[int, str]) -> LostWrites:
         f"snapshot refused: the last writes to {named}{more} reached neither the pool nor the spool "
         f"({reason}); write these files again or delete them, then take the snapshot"
     )
-
-
-def path_of(inodes: dict[int, Inode], ino: int) -> bytes:
-    """A path of a node in the tree (its first name), as `current/` shows it."""
-    parts: list[bytes] = []
-    while ino != ROOT:
-        inode = inodes[ino]
-        if not inode.parents:
-            break
-        parent = inodes[inode.parents[0]]
-        assert parent.children is not None
-        parts.append(next((n for n, c in parent.children.items() if c == ino), b"?"))
-        ino = parent.ino
-    return b"/".join(reversed(parts))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import struct
 import time
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from ..content import Extents, pack_extents, unpack_extents
@@ -15,6 +17,8 @@ if TYPE_CHECKING:
 
 _XATTR_HEAD = struct.Struct("<HI")
 ROOT = 1  # the root directory's inode number
+# What most inodes hold as xattrs: one shared, unchangeable empty mapping (an empty dict is 64 bytes).
+NO_XATTRS: Mapping[bytes, bytes] = MappingProxyType({})
 
 
 def now_ns() -> int:
@@ -62,8 +66,8 @@ class Inode:
         self.target: bytes | None = None
         # The packed chunk list; unpacked only when needed (load time matters).
         self.content = b""
-        self.xattrs: dict[bytes, bytes] = {}
-        # A directory's entries; None for other kinds.
+        self.xattrs: Mapping[bytes, bytes] = NO_XATTRS  # replaced whole on a change, never changed in place
+        # A directory's entries once loaded (a new directory's are); None until then, and for other kinds.
         self.children: dict[bytes, int] | None = {} if kind == Kind.DIR else None
         # Inode numbers of the directories that hold a name for this inode,
         # once per name (a hard link in the same directory appears twice).
@@ -143,7 +147,8 @@ class Inode:
         inode.origin = origin & 0xFFFFFFFFFFFFFFFF
         inode.target = bytes(target) if target is not None else None
         inode.content = bytes(content) if content else b""
-        inode.xattrs = unpack_xattrs(xattrs)
+        inode.xattrs = unpack_xattrs(xattrs) if xattrs else NO_XATTRS
+        inode.children = None  # loaded when used
         inode.tree_id = bytes(tree_id) if tree_id is not None else None
         return inode
 
@@ -153,7 +158,7 @@ def _signed(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
-def pack_xattrs(xattrs: dict[bytes, bytes]) -> bytes:
+def pack_xattrs(xattrs: Mapping[bytes, bytes]) -> bytes:
     out = bytearray()
     for k, v in sorted(xattrs.items()):
         out += _XATTR_HEAD.pack(len(k), len(v)) + k + v

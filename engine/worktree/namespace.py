@@ -1,7 +1,12 @@
 """The working tree's names: lookups, and creating, linking, renaming and removing entries.
 
-The tree lives in memory; every change marks rows for the next batch to the
-catalog and the directory trees above it as stale.
+The catalog holds the tree; memory holds the directories in use. A
+directory's entries load when it is first used (`_fill`), an inode asked for
+by number alone loads with the directories above it (`_fault`), and `trim`
+lets the least recently used directories' entries go once their rows are
+committed. What is loaded always has its parent directories loaded, up to
+the root: a change marks the trees above it stale without a catalog read.
+Every change marks rows for the next batch to the catalog.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
@@ -64,19 +70,23 @@ class Quick(NamedTuple):
 class Namespace:
     """The inode table and its names. Thread-safe.
 
-    `_lock` guards `_inodes`, every Inode in it, `next_ino` and the dirty
-    sets (`dirty`, `gone`, `dirents`, `unstored`).
+    `_lock` guards `_inodes`, `_listings`, every Inode in it, `next_ino` and
+    what awaits a commit (`dirty`, `gone`, `dirents`, `unstored`).
     """
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._commit_lock = threading.Lock()  # one batch to the catalog at a time
         self._inodes: dict[int, Inode] = {}
+        # Directories whose entries are loaded, the least recently used first.
+        self._listings: OrderedDict[int, None] = OrderedDict()
         self.next_ino = ROOT + 1
         self.dirty: set[int] = set()
         self.gone: set[int] = set()
         self.dirents: dict[tuple[int, bytes], int | None] = {}
-        self.unstored: set[int] = set()  # rows written while their chunks were pending
+        # Rows written while their blobs were pending: what each waits for (see persist.commit).
+        self.unstored: dict[int, tuple[bytes, bytes | None] | None] = {}
+        self.keep = 1 << 62  # inodes a long walk (a backup) trims this tree to, when its owner sets a budget
         self.used_at = time.monotonic()  # the last change began
         self.changing = 0  # changes running now
         self.unloaded = False
@@ -97,6 +107,17 @@ class Namespace:
     def _release_spool(self, inode: Inode) -> None:
         """Drop an unused inode's spool file; the working tree overrides this."""
 
+    def _fault(self, ino: int) -> Inode:
+        """Load an inode that is not in memory, and the directories above it (lock held); NotFound if none.
+
+        The working tree reads the catalog; a tree of memory alone has nothing more.
+        """
+        raise NotFound(f"no inode {ino}")
+
+    def _fill(self, d: Inode) -> None:
+        """Load a directory's entries (lock held)."""
+        d.children = {}
+
     def _named(self, parent: int, name: bytes) -> None:
         """A name in directory `parent` appeared or went (lock held); the working tree tells its watchers."""
 
@@ -105,14 +126,22 @@ class Namespace:
     def _get(self, ino: int) -> Inode:
         inode = self._inodes.get(ino)
         if inode is None:
-            raise NotFound(f"no inode {ino}")
+            return self._fault(ino)
         return inode
 
     def _dir(self, ino: int) -> Inode:
-        inode = self._get(ino)
-        if inode.children is None:
-            raise NotADirectory(f"inode {ino} is not a directory")
-        return inode
+        """A directory with its entries loaded."""
+        return self._listed(self._get(ino))
+
+    def _listed(self, d: Inode) -> Inode:
+        if d.kind != Kind.DIR:
+            raise NotADirectory(f"inode {d.ino} is not a directory")
+        if d.children is None:
+            self._fill(d)
+            self._listings[d.ino] = None
+        else:
+            self._listings.move_to_end(d.ino)
+        return d
 
     def _child(self, parent: Inode, name: bytes) -> Inode:
         assert parent.children is not None
@@ -135,6 +164,19 @@ class Namespace:
             assert d.children is not None
             return [(n, self._inodes[i].stat()) for n, i in sorted(d.children.items())]
 
+    def names(self, ino: int) -> list[bytes]:
+        """A directory's names, sorted."""
+        with self._lock:
+            d = self._dir(ino)
+            assert d.children is not None
+            return sorted(d.children)
+
+    def packed(self, ino: int) -> tuple[int, bytes | None]:
+        """A node's kind and packed chunk list (None while open for writing)."""
+        with self._lock:
+            inode = self._get(ino)
+            return inode.kind, None if inode.spool is not None else inode.content
+
     def resolve(self, path: bytes) -> int:
         """The inode at a `/`-separated path below the root (symlinks not followed)."""
         with self._lock:
@@ -143,6 +185,20 @@ class Namespace:
                 if part:
                     ino = self._child(self._dir(ino), part).ino
             return ino
+
+    def path(self, ino: int) -> bytes:
+        """A path of a node (its first name), as `current/` shows it."""
+        with self._lock:
+            parts: list[bytes] = []
+            while ino != ROOT:
+                inode = self._get(ino)
+                if not inode.parents:
+                    break
+                parent = self._dir(inode.parents[0])
+                assert parent.children is not None
+                parts.append(next((n for n, c in parent.children.items() if c == ino), b"?"))
+                ino = parent.ino
+            return b"/".join(reversed(parts))
 
     def readlink(self, ino: int) -> bytes:
         with self._lock:
@@ -200,6 +256,8 @@ class Namespace:
         inode = Inode(self.next_ino, kind, mode & PERM_MASK, uid, gid, now_ns())
         self.next_ino += 1
         self._inodes[inode.ino] = inode
+        if kind == Kind.DIR:
+            self._listings[inode.ino] = None  # a new directory's entries are all in memory: none
         return inode
 
     def _free_if_unused(self, inode: Inode) -> None:
@@ -207,8 +265,69 @@ class Namespace:
             return  # still named, or freed when the last handle is released
         self._release_spool(inode)
         del self._inodes[inode.ino]
+        self._listings.pop(inode.ino, None)
         self.dirty.discard(inode.ino)
         self.gone.add(inode.ino)
+
+    # -- memory --------------------------------------------------------------
+
+    @property
+    def loaded(self) -> int:
+        """How many inodes are in memory."""
+        return len(self._inodes)
+
+    def trim(self, keep: int) -> int:
+        """Let go of the least recently used directories' entries until `keep` inodes are loaded or no
+        more can go; returns how many inodes went.
+
+        Entries go with their directory, and only clean ones: a row not yet
+        committed, a file open or lost, or a directory whose own entries are
+        loaded keeps its directory's entries in memory. A hard link goes with
+        the last loaded directory naming it; inodes loaded by number go once
+        nothing loaded names them or lies below them.
+        """
+        with self._lock:
+            before = len(self._inodes)
+            busy = {p for p, _ in self.dirents}
+            for _ in range(8):  # a pass frees leaves; their parents can go on the next one
+                if len(self._inodes) <= keep:
+                    break
+                went = self._trim_pass(keep, busy)
+                if len(self._inodes) > keep:
+                    went = self._drop_loose() or went
+                if not went:
+                    break
+            return before - len(self._inodes)
+
+    def _drop_loose(self) -> bool:
+        """Let go of inodes loaded by number that no loaded directory lists and nothing loaded is below."""
+        inodes = self._inodes
+        listed = {c for i in self._listings for c in inodes[i].children.values()}  # type: ignore[union-attr]
+        above = {p for n in inodes.values() for p in n.parents}
+        loose = [i for i, n in inodes.items() if i != ROOT and i not in listed and i not in above
+                 and not _pinned(n, self.dirty)]  # fmt: skip
+        for i in loose:
+            del inodes[i]
+        return bool(loose)
+
+    def _trim_pass(self, keep: int, busy: set[int]) -> bool:
+        inodes, pinned = self._inodes, self.dirty
+        went = False
+        for ino in list(self._listings):
+            if len(inodes) <= keep:
+                break
+            d = inodes[ino]
+            assert d.children is not None
+            if ino in busy or any(_pinned(inodes[c], pinned) for c in d.children.values()):
+                continue
+            for c in d.children.values():
+                child = inodes.get(c)  # None: a second name of a hard link here, gone already
+                if child is not None and not any(inodes[p].children is not None for p in child.parents if p != ino):
+                    del inodes[c]  # else another loaded directory names it: it goes with the last of them
+            d.children = None
+            del self._listings[ino]
+            went = True
+        return went
 
     # -- creating and removing -----------------------------------------------
 
@@ -288,7 +407,7 @@ class Namespace:
             inode = self._child(p, name)
             if not inode.is_dir:
                 raise NotADirectory(f"{name!r} is not a directory")
-            if inode.children:
+            if self._dir(inode.ino).children:
                 raise NotEmpty(f"{name!r} is not empty")
             self._remove_entry(p, name, inode)
             self._free_if_unused(inode)
@@ -301,7 +420,7 @@ class Namespace:
         """
         with self._lock:
             inode = self._child(self._dir(parent), name)
-            names = list(inode.children or ())
+            names = self.names(inode.ino) if inode.is_dir else []
         if not inode.is_dir:
             self.unlink(parent, name)
             return 1
@@ -338,7 +457,7 @@ class Namespace:
         if target.is_dir != moving.is_dir:
             raise (NotADirectory if target.is_dir is False else IsADirectory)(f"cannot replace {name!r}")
         if target.is_dir:
-            if target.children:
+            if self._dir(target.ino).children:
                 raise NotEmpty(f"{name!r} is not empty")
             self._remove_entry(parent, name, target)
         else:
@@ -377,3 +496,14 @@ class Namespace:
                 for n, i in d.children.items()
                 for c in (inodes[i],)
             }
+
+
+def _pinned(inode: Inode, dirty: set[int]) -> bool:
+    """Whether an entry must stay in memory: its row is not committed, or it is in use."""
+    return (
+        inode.ino in dirty
+        or inode.children is not None
+        or inode.opens > 0
+        or inode.spool is not None
+        or inode.lost is not None
+    )

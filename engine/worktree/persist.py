@@ -13,12 +13,14 @@ from __future__ import annotations
 import threading
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import Connection, bindparam, case, delete, func, select, update
 
 from ..blobstore import BlobStore
+from ..cache import check_may_block
 from ..catalog import Catalog
 from ..catalog.schema import dirents, inodes, sources
 from ..content import packed_ids, total_length
+from ..errors import NotFound
 from ..meta import Kind
 from .inode import ROOT, Inode, now_ns
 
@@ -33,7 +35,7 @@ class TreeState(Protocol):
     dirty: set[int]
     gone: set[int]
     dirents: dict[tuple[int, bytes], int | None]
-    unstored: set[int]
+    unstored: dict[int, tuple[bytes, bytes | None] | None]
 
     @property
     def lock(self) -> threading.RLock: ...
@@ -53,32 +55,85 @@ _COLUMNS = [inodes.c[name] for name in (*Inode.ROW, "pending")]
 
 
 def load(tree: TreeState) -> None:
+    """Load the root and the rows a crash left pending (repaired); the rest loads when used."""
     sid = tree.source_id
     with tree.catalog.engine.connect() as conn:
         tree.next_ino = conn.execute(select(sources.c.next_ino).where(sources.c.id == sid)).scalar_one()
-        pending: list[int] = []
-        for row in tree.catalog.fetch(conn, select(*_COLUMNS).where(inodes.c.source_id == sid)):
-            inode = Inode.from_row(row)
-            tree.inodes[inode.ino] = inode
-            if row[-1]:
-                pending.append(inode.ino)
-        query = select(dirents.c.parent, dirents.c.name, dirents.c.ino).where(dirents.c.source_id == sid)
-        for parent, name, ino in tree.catalog.fetch(conn, query):
-            p, child = tree.inodes.get(parent), tree.inodes.get(ino)
-            if p is None or child is None or p.children is None:
-                continue  # a dangling entry from a torn batch: drop it
-            p.children[bytes(name)] = ino
-            child.parents.append(parent)
-    if ROOT not in tree.inodes:
-        root = Inode(ROOT, Kind.DIR, 0o755, 0, 0, now_ns())
-        tree.inodes[ROOT] = root
+        pending = [r[0] for r in conn.execute(select(inodes.c.ino).where(inodes.c.source_id == sid, inodes.c.pending))]
+    try:
+        fault(tree, ROOT)
+    except NotFound:
+        root = tree.inodes[ROOT] = Inode(ROOT, Kind.DIR, 0o755, 0, 0, now_ns())
+        root.children = None  # loaded on first use, as every directory's entries are
         tree.dirty.add(ROOT)
     for ino in pending:
-        _repair(tree, tree.inodes[ino])
-    for inode in list(tree.inodes.values()):
-        if not inode.parents and inode.ino != ROOT:
-            del tree.inodes[inode.ino]  # orphaned by a crash before its release
-            tree.gone.add(inode.ino)
+        try:
+            _repair(tree, tree.inodes.get(ino) or fault(tree, ino))
+        except NotFound:
+            continue  # gone meanwhile
+
+
+_BY_NAME = select(dirents.c.name, *_COLUMNS).join(
+    inodes, (inodes.c.source_id == dirents.c.source_id) & (inodes.c.ino == dirents.c.ino)
+)
+
+
+def fault(tree: TreeState, ino: int) -> Inode:
+    """Load one inode by number, with the directories that name it and theirs up to the root."""
+    check_may_block()
+    sid = tree.source_id
+    with tree.catalog.engine.connect() as conn:
+        rows = tree.catalog.fetch(conn, select(*_COLUMNS).where(inodes.c.source_id == sid, inodes.c.ino == ino))
+        if not rows:
+            raise NotFound(f"no inode {ino}")
+        inode = Inode.from_row(rows[0])
+        inode.parents = _parents(tree, conn, ino)
+    tree.inodes[ino] = inode
+    for parent in set(inode.parents):
+        if parent not in tree.inodes:
+            fault(tree, parent)
+    return inode
+
+
+def fill(tree: TreeState, d: Inode) -> None:
+    """Load a directory's entries; an entry already in memory (loaded by number) is kept as it is."""
+    check_may_block()
+    sid, loaded = tree.source_id, tree.inodes
+    children: dict[bytes, int] = {}
+    linked: list[Inode] = []
+    with tree.catalog.engine.connect() as conn:
+        for row in tree.catalog.fetch(conn, _BY_NAME.where(dirents.c.source_id == sid, dirents.c.parent == d.ino)):
+            ino = row[1]
+            children[bytes(row[0])] = ino
+            if ino in loaded:
+                continue  # its parents are complete already
+            child = Inode.from_row(row[1:])
+            loaded[ino] = child
+            if child.nlink > 1 and child.kind != Kind.DIR:
+                linked.append(child)  # other names, maybe in other directories
+            else:
+                child.parents.append(d.ino)
+        for child in linked:
+            child.parents = _parents(tree, conn, child.ino)
+    d.children = children
+    for child in linked:
+        for parent in set(child.parents):
+            if parent not in loaded:
+                fault(tree, parent)
+
+
+def entries(tree: TreeState, parent: int) -> list[Any]:
+    """A directory's rows as the catalog has them: (name, *the columns Inode.from_row reads, pending)."""
+    check_may_block()
+    query = _BY_NAME.where(dirents.c.source_id == tree.source_id, dirents.c.parent == parent)
+    with tree.catalog.engine.connect() as conn:
+        return tree.catalog.fetch(conn, query)
+
+
+def _parents(tree: TreeState, conn: Connection, ino: int) -> list[int]:
+    """The directories naming an inode, once per name."""
+    query = select(dirents.c.parent).where(dirents.c.source_id == tree.source_id, dirents.c.ino == ino)
+    return [r[0] for r in tree.catalog.fetch(conn, query)]
 
 
 def _repair(tree: TreeState, inode: Inode) -> None:
@@ -109,38 +164,68 @@ def _row(tree: TreeState, inode: Inode) -> dict[str, Any]:
 def commit(tree: TreeState) -> None:
     # One commit at a time: two batches written out of order could bring back an older row.
     with tree.commit_lock:
+        commit_held(tree)
+
+
+def commit_held(tree: TreeState) -> None:
+    """`commit`, by a caller that holds `commit_lock` (and may hold `lock`)."""
+    with tree.lock:
+        # A row written while its blobs were pending has its flag cleared once they are
+        # stored: by a row update, so the inode need not stay in memory meanwhile.
+        cleared = {i: w for i, w in tree.unstored.items() if w is not None and not _waits(tree, *w)}
+        for i in cleared:
+            del tree.unstored[i]
+        loaded = [tree.inodes[i] for i in tree.dirty if i in tree.inodes]
+        # An inode without a name (unlinked, still open) has no row: nothing could load it after a crash.
+        named = [n for n in loaded if n.parents or n.ino == ROOT]
+        rows = [_row(tree, n) for n in named]
+        gone = list(tree.gone.union(n.ino for n in loaded if not n.parents and n.ino != ROOT))
+        changed = dict(tree.dirents)
+        next_ino = tree.next_ino
+        tree.dirty, tree.gone, tree.dirents = set(), set(), {}
+        for n, row in zip(named, rows, strict=True):
+            if row["pending"]:
+                tree.unstored[n.ino] = _waiting(n)
+            else:
+                tree.unstored.pop(n.ino, None)
+        for i in gone:
+            tree.unstored.pop(i, None)
+        rewritten = {n.ino for n in named}.union(gone)
+        stored = [i for i in cleared if i not in rewritten]
+    if not rows and not gone and not changed and not stored:
+        return
+    try:
+        _write(tree, rows, gone, changed, next_ino, stored)
+    except BaseException:
         with tree.lock:
-            # Rows written while their chunks were pending are written again
-            # once the chunks are stored, to clear the flag.
-            stored = {i for i in tree.unstored if i in tree.inodes and not _has_pending(tree, tree.inodes[i])}
-            tree.unstored -= stored
-            dirty = tree.dirty | stored
-            rows = [_row(tree, tree.inodes[i]) for i in dirty if i in tree.inodes]
-            gone = list(tree.gone)
-            changed = dict(tree.dirents)
-            next_ino = tree.next_ino
-            tree.dirty, tree.gone, tree.dirents = set(), set(), {}
-            tree.unstored |= {r["ino"] for r in rows if r["pending"]}
-        if not rows and not gone and not changed:
-            return
-        try:
-            _write(tree, rows, gone, changed, next_ino)
-        except BaseException:
-            with tree.lock:
-                tree.dirty |= {r["ino"] for r in rows}
-                tree.gone |= set(gone)
-                for key, value in changed.items():
-                    tree.dirents.setdefault(key, value)
-            raise
+            tree.dirty |= {r["ino"] for r in rows}
+            tree.gone |= set(gone)
+            for key, value in changed.items():
+                tree.dirents.setdefault(key, value)
+            for i, w in cleared.items():
+                tree.unstored.setdefault(i, w)
+        raise
+
+
+def _waiting(inode: Inode) -> tuple[bytes, bytes | None] | None:
+    """What a pending row waits for: its chunks and tree, or None when only a new row clears it (an open or
+    lost file)."""
+    if inode.spool is not None or inode.lost is not None:
+        return None
+    return inode.content, inode.tree_id
+
+
+def _waits(tree: TreeState, content: bytes, tree_id: bytes | None) -> bool:
+    if tree_id is not None and not tree.blobs.is_stored(tree_id):
+        return True
+    return not tree.blobs.all_stored(packed_ids(content))
 
 
 def _has_pending(tree: TreeState, inode: Inode) -> bool:
     """Whether the row refers to blobs not yet stored: chunks, or a directory's tree."""
     if inode.spool is not None or inode.lost is not None:
         return True  # a lost file's row says so: its size and content disagree, and a load sees it
-    if inode.tree_id is not None and not tree.blobs.is_stored(inode.tree_id):
-        return True
-    return not tree.blobs.all_stored(packed_ids(inode.content))
+    return _waits(tree, inode.content, inode.tree_id)
 
 
 def _write(
@@ -149,9 +234,13 @@ def _write(
     gone: list[int],
     changed: dict[tuple[int, bytes], int | None],
     next_ino: int,
+    stored: list[int],
 ) -> None:
     sid = tree.source_id
     with tree.catalog.engine.begin() as conn:
+        for i in range(0, len(stored), _BATCH):
+            done = stored[i : i + _BATCH]
+            conn.execute(update(inodes).where(inodes.c.source_id == sid, inodes.c.ino.in_(done)).values(pending=False))
         replaced = [r["ino"] for r in rows] + gone
         for i in range(0, len(replaced), _BATCH):
             conn.execute(delete(inodes).where(inodes.c.source_id == sid, inodes.c.ino.in_(replaced[i : i + _BATCH])))
@@ -166,3 +255,12 @@ def _write(
         ]
         catalog.executemany(conn, dirents.insert(), added)
         conn.execute(update(sources).where(sources.c.id == sid).values(next_ino=next_ino))
+
+
+def totals(tree: TreeState) -> tuple[int, int]:
+    """How many non-directories the committed rows hold, and their files' bytes."""
+    size = func.coalesce(func.sum(case((inodes.c.kind == Kind.FILE, inodes.c.size), else_=0)), 0)
+    query = select(func.count(), size).where(inodes.c.source_id == tree.source_id, inodes.c.kind != Kind.DIR)
+    with tree.catalog.engine.connect() as conn:
+        files, size = conn.execute(query).one()
+    return int(files), int(size)

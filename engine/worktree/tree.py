@@ -1,7 +1,8 @@
 """The working tree of a source: names (see namespace.py), attributes, content, commits.
 
-The tree lives in memory and reaches the catalog in batches (`commit`),
-so an operation never waits on a database write.
+Changes reach the catalog in batches (`commit`), so an operation never
+waits on a database write; it waits on a read only the first time it uses a
+directory that is not in memory (see namespace.py).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from ..blobstore import BlobStore
@@ -20,7 +21,7 @@ from ..errors import CairnError, Exists, InvalidArgument, IsADirectory, LostWrit
 from ..ids import HOLE
 from ..meta import ACL_ACCESS, PERM_MASK, Kind, Stat, acl_mode, kind_of
 from . import persist
-from .inode import ROOT, Inode, now_ns
+from .inode import NO_XATTRS, ROOT, Inode, now_ns
 from .namespace import RENAME_EXCHANGE, RENAME_NOREPLACE, Namespace, Quick, changes
 from .spool import SpoolFile
 
@@ -52,6 +53,12 @@ class WorkingTree(Namespace):
         self._spool_seq = 0
         self.watchers: list[NameWatcher] = []
         persist.load(self)
+
+    def _fault(self, ino: int) -> Inode:
+        return persist.fault(self, ino)
+
+    def _fill(self, d: Inode) -> None:
+        persist.fill(self, d)
 
     def _named(self, parent: int, name: bytes) -> None:
         for watch in self.watchers:
@@ -167,7 +174,7 @@ class WorkingTree(Namespace):
             if name == ACL_ACCESS:
                 # As the kernel does on a real file system: the ACL sets the mode's bits.
                 inode.mode = acl_mode(value, inode.mode)
-            inode.xattrs[name] = value
+            inode.xattrs = {**inode.xattrs, name: value}
             inode.ctime_ns = now_ns()
             self._touch(inode)
 
@@ -175,8 +182,9 @@ class WorkingTree(Namespace):
     def removexattr(self, ino: int, name: bytes) -> None:
         with self._lock:
             inode = self._get(ino)
-            if inode.xattrs.pop(name, None) is None:
+            if name not in inode.xattrs:
                 raise NotFound(f"no attribute {name!r}")
+            inode.xattrs = {k: v for k, v in inode.xattrs.items() if k != name} or NO_XATTRS
             inode.ctime_ns = now_ns()
             self._touch(inode)
 
@@ -346,22 +354,23 @@ class WorkingTree(Namespace):
                 inode.target, inode.size = target, len(target)
             elif kind in (Kind.CHR, Kind.BLK):
                 inode.rdev = st.st_rdev
-            inode.xattrs = xattrs
+            inode.xattrs = xattrs or NO_XATTRS
             inode.origin = st.st_ino
             inode.atime_ns, inode.mtime_ns, inode.ctime_ns = st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns
             return inode.ino
 
-    def xattrs(self, ino: int) -> dict[bytes, bytes]:
+    def xattrs(self, ino: int) -> Mapping[bytes, bytes]:
+        """A node's extended attributes: a mapping that is never changed (a change replaces it)."""
         with self._lock:
-            return dict(self._get(ino).xattrs)
+            return self._get(ino).xattrs
 
     @changes
-    def set_xattrs(self, ino: int, xattrs: dict[bytes, bytes]) -> None:
+    def set_xattrs(self, ino: int, xattrs: Mapping[bytes, bytes]) -> None:
         """Replace every extended attribute at once (the backup fast path)."""
         with self._lock:
             inode = self._get(ino)
             if inode.xattrs != xattrs:
-                inode.xattrs = dict(xattrs)
+                inode.xattrs = dict(xattrs) or NO_XATTRS
                 self._touch(inode)
 
     @changes
