@@ -9,6 +9,7 @@ frozen into snapshots (where they stay readable).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from typing import Any
 
 from wsgidav import xml_tools
@@ -34,15 +35,15 @@ def key(name: str) -> bytes:
     return k
 
 
-def dead(xattrs: dict[bytes, bytes]) -> dict[bytes, bytes]:
+def dead(xattrs: Mapping[bytes, bytes]) -> dict[bytes, bytes]:
     return {k: v for k, v in xattrs.items() if k.startswith(PREFIX)}
 
 
-def names(xattrs: dict[bytes, bytes]) -> list[str]:
+def names(xattrs: Mapping[bytes, bytes]) -> list[str]:
     return sorted(k[len(PREFIX) :].decode("utf-8") for k in dead(xattrs))
 
 
-def value(xattrs: dict[bytes, bytes], name: str) -> Any:
+def value(xattrs: Mapping[bytes, bytes], name: str) -> Any:
     stored = xattrs.get(key(name))
     if stored is None:
         raise DAVError(404)

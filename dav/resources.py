@@ -11,7 +11,7 @@ archives (`?format=tar.zst`) keep them.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from wsgidav import util
@@ -60,9 +60,9 @@ class Node:
         self.parent = parent
         self.raw_name = name
         # Asked for once per property in a PROPFIND: read once per resource (one request).
-        self._xattrs: dict[bytes, bytes] | None = None
+        self._xattrs: Mapping[bytes, bytes] | None = None
 
-    def xattrs(self) -> dict[bytes, bytes]:
+    def xattrs(self) -> Mapping[bytes, bytes]:
         if self._xattrs is None:
             with translated():
                 self._xattrs = self.view.xattrs(self.number)
