@@ -73,6 +73,49 @@ def test_a_deleted_key_is_not_brought_back_by_its_upload(tmp_path: Path) -> None
     spool.close()
 
 
+class Held(Filter):
+    """A pool whose uploads wait until let through."""
+
+    def __init__(self, inner: Any):
+        super().__init__(inner)
+        self.started, self.through = threading.Event(), threading.Event()
+
+    def put(self, key: str, data: bytes | memoryview) -> None:
+        self.started.set()
+        assert self.through.wait(WAIT)
+        self.inner.put(key, data)
+
+
+def test_an_upload_of_older_bytes_ending_during_a_new_put_keeps_the_new_bytes(tmp_path: Path) -> None:
+    pool = Held(LocalBackend(tmp_path / "pool"))
+    spool = Spool(pool, tmp_path / "spool")
+    spool.put("k", b"old bytes")
+    assert pool.started.wait(WAIT)  # the old bytes are being uploaded
+    written, go_on = threading.Event(), threading.Event()
+    real = spool.local.put
+
+    def put_then_pause(key: str, data: bytes | memoryview) -> None:
+        real(key, data)
+        written.set()
+        assert go_on.wait(WAIT)
+
+    spool.local.put = put_then_pause  # type: ignore[method-assign]
+    putter = threading.Thread(target=spool.put, args=("k", b"new"))
+    putter.start()
+    assert written.wait(WAIT)  # the new bytes are in the spool directory, not yet queued
+    pool.through.set()  # the old upload ends now
+    deadline = time.monotonic() + WAIT
+    while pool.inner.stat("k") is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)  # its drain thread finishes the round
+    go_on.set()
+    putter.join(WAIT)
+    assert spool.get("k") == b"new"
+    assert spool.wait_drained(WAIT)
+    assert pool.inner.get("k") == b"new"
+    spool.close()
+
+
 def _spooled_config(tmp_path: Path) -> dict[str, Any]:
     return {"kind": "local", "path": str(tmp_path / "remote"), "filters": {"spool": {}}}
 

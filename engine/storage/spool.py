@@ -47,6 +47,9 @@ class Spool(Filter):
         self._queue: OrderedDict[str, tuple[int, int]] = OrderedDict()  # key -> (number, size)
         self._draining: set[str] = set()
         self._deleted: set[str] = set()  # deleted while its upload ran: delete again after
+        # Keys a put is writing to the spool directory now: an upload of the key's older bytes that
+        # ends meanwhile must leave the file (it may be the new one) and its queue entry alone.
+        self._putting: dict[str, int] = {}
         self._seq = 0
         self._bytes = 0
         self.online = True
@@ -82,11 +85,23 @@ class Spool(Filter):
         with self._changed:
             while self.max_bytes is not None and self._bytes and self._bytes + len(data) > self.max_bytes:
                 self._changed.wait(1.0)  # full: wait for the drain (back-pressure, not an error)
-        self.local.put(key, data)  # durable on return; a full disk raises NoSpace
+            self._putting[key] = self._putting.get(key, 0) + 1
+        try:
+            self.local.put(key, data)  # durable on return; a full disk raises NoSpace
+        except BaseException:
+            with self._changed:
+                self._put_done(key)
+            raise
         with self._changed:
+            self._put_done(key)
             self._deleted.discard(key)
             self._enqueue(key, len(data))
             self._changed.notify_all()
+
+    def _put_done(self, key: str) -> None:
+        left = self._putting.pop(key) - 1
+        if left:
+            self._putting[key] = left
 
     def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
         # Whatever the spool directory holds, queued here or left by another process on this machine
@@ -219,7 +234,8 @@ class Spool(Filter):
             gone = key in self._deleted  # deleted while uploading: the upload must not bring it back
             self._deleted.discard(key)
             current = self._queue.get(key)
-            if not gone and current is not None and queued is not None and current[0] == queued[0]:
+            if (not gone and current is not None and queued is not None and current[0] == queued[0]
+                    and key not in self._putting):  # fmt: skip
                 del self._queue[key]
                 self._bytes -= current[1]
                 self.local.delete(key)  # under the lock: a new put of the key may not come between
