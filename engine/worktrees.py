@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 TREE_IDLE = 60.0  # seconds without a change before a long-running process lets a tree go
 TREE_CACHE = 256 << 20  # bytes of loaded inodes kept across all working trees (the `tree_cache` setting)
-INODE_BYTES = 700  # what one loaded inode costs, with its name and its place in the tables (measured)
+INODE_BYTES = 1000  # what one loaded inode costs in RSS, with its name and its place in the tables (measured)
 T = TypeVar("T")
 
 
@@ -78,9 +78,9 @@ class WorkingTrees:
         """Let go of directories' entries beyond the budget, from the least recently changed trees first."""
         trees = sorted(self.loaded(), key=lambda t: t.used_at)
         total = sum(t.loaded for t in trees)
-        excess = total - self.keep
-        if excess <= 0 or time.monotonic() < self._retry_at:
+        if total <= self.keep or time.monotonic() < self._retry_at:
             return 0  # within budget, or nothing could go a moment ago: a pass over every entry is not free
+        excess = total - self.keep * 3 // 4  # a quarter below the budget: the next trim is not due at once
         went = 0
         for tree in trees:
             if excess - went <= 0:

@@ -15,13 +15,14 @@ from ..meta import Kind
 from ..packs import TREE
 from ..tree import Entry, serialize
 from . import persist
-from .inode import ROOT, Inode
+from .inode import DIR, FILE, ROOT, Inode
 
 if TYPE_CHECKING:
     from .spool import SpoolFile
     from .tree import WorkingTree
 
 ROOT_NAME = b"."
+SYMLINK = Kind.SYMLINK  # bound once: an enum member lookup costs about 170 ns
 NAMED_AT_MOST = 10  # lost files a refused snapshot names; the rest are counted
 
 
@@ -36,16 +37,16 @@ class Frozen:
 def entry_of(name: bytes, inode: Inode, content: Extents | None = None) -> Entry:
     size = inode.size
     payload = b""
-    if inode.kind == Kind.FILE:
+    if inode.kind == FILE:
         if content is None:
             payload = inode.content
         else:
             payload = pack_extents(content)
             size = total_length(content)
-    elif inode.kind == Kind.DIR:
+    elif inode.kind == DIR:
         assert inode.tree_id is not None
         payload = inode.tree_id
-    elif inode.kind == Kind.SYMLINK:
+    elif inode.kind == SYMLINK:
         payload = inode.target or b""
     return Entry(
         name, inode.kind, inode.mode, inode.uid, inode.gid, inode.rdev, size,

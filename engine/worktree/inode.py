@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 _XATTR_HEAD = struct.Struct("<HI")
 ROOT = 1  # the root directory's inode number
+# Looking up an enum member costs about 170 ns on Python 3.11, and a load makes an inode in about 1.3 µs.
+DIR, FILE = Kind.DIR, Kind.FILE
 # What most inodes hold as xattrs: one shared, unchangeable empty mapping (an empty dict is 64 bytes).
 NO_XATTRS: Mapping[bytes, bytes] = MappingProxyType({})
 
@@ -61,14 +63,14 @@ class Inode:
         self.rdev = 0
         self.size = 0
         self.atime_ns = self.mtime_ns = self.ctime_ns = now_ns
-        self.nlink = 2 if kind == Kind.DIR else 1
+        self.nlink = 2 if kind == DIR else 1
         self.origin = 0
         self.target: bytes | None = None
         # The packed chunk list; unpacked only when needed (load time matters).
         self.content = b""
         self.xattrs: Mapping[bytes, bytes] = NO_XATTRS  # replaced whole on a change, never changed in place
         # A directory's entries once loaded (a new directory's are); None until then, and for other kinds.
-        self.children: dict[bytes, int] | None = {} if kind == Kind.DIR else None
+        self.children: dict[bytes, int] | None = {} if kind == DIR else None
         # Inode numbers of the directories that hold a name for this inode,
         # once per name (a hard link in the same directory appears twice).
         self.parents: list[int] = []
@@ -91,7 +93,7 @@ class Inode:
 
     @property
     def is_dir(self) -> bool:
-        return self.kind == Kind.DIR
+        return self.kind == DIR
 
     def stat(self) -> Stat:
         blocks = (self.stored_bytes() + 511) // 512
@@ -101,7 +103,7 @@ class Inode:
         )  # fmt: skip
 
     def stored_bytes(self) -> int:
-        if self.kind != Kind.FILE:
+        if self.kind != FILE:
             return 0
         if self.spool is not None:
             return self.spool.allocated()

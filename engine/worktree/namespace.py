@@ -134,7 +134,7 @@ class Namespace:
         return self._listed(self._get(ino))
 
     def _listed(self, d: Inode) -> Inode:
-        if d.kind != Kind.DIR:
+        if not d.is_dir:
             raise NotADirectory(f"inode {d.ino} is not a directory")
         if d.children is None:
             self._fill(d)

@@ -109,7 +109,7 @@ def fill(tree: TreeState, d: Inode) -> None:
                 continue  # its parents are complete already
             child = Inode.from_row(row[1:])
             loaded[ino] = child
-            if child.nlink > 1 and child.kind != Kind.DIR:
+            if child.nlink > 1 and not child.is_dir:
                 linked.append(child)  # other names, maybe in other directories
             else:
                 child.parents.append(d.ino)
