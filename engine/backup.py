@@ -79,6 +79,7 @@ class _Walker:
         st = os.lstat(root)
         if not stat.S_ISDIR(st.st_mode):
             raise CairnError(f"{os.fsdecode(root)} is not a directory")
+        self.tree.preload()  # the walk visits every directory
         self.sync_dir(root, ROOT)
         self.sync_meta(root, ROOT, self.tree.stat(ROOT), st)
 

@@ -161,3 +161,24 @@ def test_the_trees_of_a_process_share_one_budget(deployment: Deployment) -> None
     deployment.worktrees.trim()
     assert sum(t.loaded for t in trees) <= 1000
     assert len(trees[1].listdir(trees[1].lookup(ROOT, b"d7").ino)) == 100  # what went loads again
+
+
+def test_a_preload_joins_what_is_in_memory(deployment: Deployment) -> None:
+    deployment.add_source("h")
+    tree = deployment.working_tree("h")
+    a = tree.mkdir(ROOT, b"a", 0o755).ino
+    tree.mkdir(a, b"empty", 0o755)
+    f = tree.create(a, b"f", 0o644).ino
+    tree.link(f, ROOT, b"g")
+    _forget(tree)
+    tree.setattr(f, mode=0o600)  # loaded by number, changed, not committed
+    tree.keep = 3
+    assert not tree.preload() and tree.loaded < 6  # too big for the budget: nothing more loads
+    tree.keep = 100
+    assert tree.preload() and tree.loaded == 4
+    assert tree.names(ROOT) == [b"a", b"g"] and tree.names(a) == [b"empty", b"f"]
+    assert tree.stat(tree.lookup(ROOT, b"g").ino).mode & 0o777 == 0o600
+    tree.unlink(a, b"f")
+    assert tree.stat(f).nlink == 1 and tree.path(f) == b"g"
+    _forget(tree)
+    assert tree.loaded == 1

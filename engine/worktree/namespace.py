@@ -299,6 +299,11 @@ class Namespace:
                     break
             return before - len(self._inodes)
 
+    def _listed_now(self, dirs: list[int]) -> None:
+        """Directories whose entries were just loaded together (lock held)."""
+        for ino in dirs:
+            self._listings[ino] = None
+
     def _drop_loose(self) -> bool:
         """Let go of inodes loaded by number that no loaded directory lists and nothing loaded is below."""
         inodes = self._inodes
@@ -311,7 +316,9 @@ class Namespace:
         return bool(loose)
 
     def _trim_pass(self, keep: int, busy: set[int]) -> bool:
-        inodes, pinned = self._inodes, self.dirty
+        inodes = self._inodes
+        # Directories naming a hard link that stays in memory stay too: what is loaded has its parents loaded.
+        pinned = self.dirty.union(p for n in inodes.values() if len(n.parents) > 1 for p in n.parents)
         went = False
         for ino in list(self._listings):
             if len(inodes) <= keep:
@@ -322,7 +329,7 @@ class Namespace:
                 continue
             for c in d.children.values():
                 child = inodes.get(c)  # None: a second name of a hard link here, gone already
-                if child is not None and not any(inodes[p].children is not None for p in child.parents if p != ino):
+                if child is not None and not any(_listed(inodes.get(p)) for p in child.parents if p != ino):
                     del inodes[c]  # else another loaded directory names it: it goes with the last of them
             d.children = None
             del self._listings[ino]
@@ -498,8 +505,13 @@ class Namespace:
             }
 
 
+def _listed(d: Inode | None) -> bool:
+    return d is not None and d.children is not None
+
+
 def _pinned(inode: Inode, dirty: set[int]) -> bool:
-    """Whether an entry must stay in memory: its row is not committed, or it is in use."""
+    """Whether an entry must stay in memory: its row is not committed, it is in use, or it is in `dirty`
+    for another reason (a directory naming a hard link that stays)."""
     return (
         inode.ino in dirty
         or inode.children is not None

@@ -122,6 +122,44 @@ def fill(tree: TreeState, d: Inode) -> None:
                 fault(tree, parent)
 
 
+def load_all(tree: TreeState, at_most: int) -> list[int] | None:
+    """Load every row at once, in two scans, if the tree has at most `at_most` inodes (else None).
+
+    The caller holds `lock` and has just committed, so the rows equal memory. Returns the
+    directories whose entries this loaded.
+    """
+    check_may_block()
+    sid, loaded = tree.source_id, tree.inodes
+    with tree.catalog.engine.connect() as conn:
+        count = conn.execute(select(func.count()).where(inodes.c.source_id == sid)).scalar_one()
+        if count > at_most:
+            return None
+        fresh = {}
+        for row in tree.catalog.fetch(conn, select(*_COLUMNS).where(inodes.c.source_id == sid)):
+            if row[0] not in loaded:
+                fresh[row[0]] = Inode.from_row(row)
+        listings: dict[int, dict[bytes, int]] = {}
+        query = select(dirents.c.parent, dirents.c.name, dirents.c.ino).where(dirents.c.source_id == sid)
+        for parent, name, ino in tree.catalog.fetch(conn, query):
+            listings.setdefault(parent, {})[bytes(name)] = ino
+    loaded.update(fresh)
+    filled = []
+    for parent, children in listings.items():
+        for ino in children.values():
+            child = fresh.get(ino)
+            if child is not None:
+                child.parents.append(parent)
+        d = loaded.get(parent)
+        if d is not None and d.is_dir and d.children is None:
+            d.children = {n: i for n, i in children.items() if i in loaded}
+            filled.append(parent)
+    for ino, d in loaded.items():
+        if d.is_dir and d.children is None:  # no entries in the catalog: empty
+            d.children = {}
+            filled.append(ino)
+    return filled
+
+
 def entries(tree: TreeState, parent: int) -> list[Any]:
     """A directory's rows as the catalog has them: (name, *the columns Inode.from_row reads, pending)."""
     check_may_block()

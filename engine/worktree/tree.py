@@ -387,6 +387,18 @@ class WorkingTree(Namespace):
         """Write the changes since the last commit to the catalog."""
         persist.commit(self)
 
+    def preload(self) -> bool:
+        """Load the whole tree in two scans if it fits `keep` (for a walk of all of it, a backup).
+
+        Directory by directory, a walk reads the catalog at random: twice as long from a cold cache.
+        """
+        with self.commit_lock, self._lock:
+            persist.commit_held(self)
+            filled = persist.load_all(self, self.keep)
+            if filled is not None:
+                self._listed_now(filled)
+            return filled is not None
+
     def let_go(self, idle: float) -> bool:
         """Mark the tree unloaded if no change began for `idle` seconds and nothing is pending or open.
 
