@@ -108,7 +108,7 @@ KNOWN: dict[str, tuple[Any, Any]] = {
     "tree_idle": (60, _seconds("tree_idle")),
     # MiB of memory for the directories of working trees in use (global; read at start): the rest stays
     # in the catalog and loads when used
-    "tree_cache": (256, _mebibytes),
+    "tree_cache": (512, _mebibytes),
 }
 # key -> the fields of its object value that are secrets: never shown, only replaced
 SECRETS: dict[str, tuple[str, ...]] = {"smtp": ("password",)}

@@ -12,7 +12,7 @@ Measured, each in a fresh child process:
   working tree (the lease), the root's listing and one file's attributes,
   as a mount does when `ls` and `stat` reach it;
 - walked: peak RSS after listing every directory of every source with the
-  default `tree_cache` budget (256 MiB) and the background commit running
+  default `tree_cache` budget (512 MiB) and the background commit running
   (it trims, as in `cairn serve`), and the seconds that took.
 Medians of --runs runs; writes bench/out/tree.json.
 """

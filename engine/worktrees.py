@@ -29,7 +29,7 @@ from .worktree.tree import NameWatcher
 log = logging.getLogger(__name__)
 
 TREE_IDLE = 60.0  # seconds without a change before a long-running process lets a tree go
-TREE_CACHE = 256 << 20  # bytes of loaded inodes kept across all working trees (the `tree_cache` setting)
+TREE_CACHE = 512 << 20  # bytes of loaded inodes kept across all working trees (the `tree_cache` setting)
 INODE_BYTES = 1000  # what one loaded inode costs in RSS, with its name and its place in the tables (measured)
 T = TypeVar("T")
 

@@ -76,6 +76,10 @@ def load(tree: TreeState) -> None:
 _BY_NAME = select(dirents.c.name, *_COLUMNS).join(
     inodes, (inodes.c.source_id == dirents.c.source_id) & (inodes.c.ino == dirents.c.ino)
 )
+# The queries of a lazy load, compiled once each (see Catalog.fetch).
+_LISTING = _BY_NAME.where(dirents.c.source_id == bindparam("sid"), dirents.c.parent == bindparam("parent"))
+_ROW = select(*_COLUMNS).where(inodes.c.source_id == bindparam("sid"), inodes.c.ino == bindparam("ino"))
+_PARENTS = select(dirents.c.parent).where(dirents.c.source_id == bindparam("sid"), dirents.c.ino == bindparam("ino"))
 
 
 def fault(tree: TreeState, ino: int) -> Inode:
@@ -83,7 +87,7 @@ def fault(tree: TreeState, ino: int) -> Inode:
     check_may_block()
     sid = tree.source_id
     with tree.catalog.engine.connect() as conn:
-        rows = tree.catalog.fetch(conn, select(*_COLUMNS).where(inodes.c.source_id == sid, inodes.c.ino == ino))
+        rows = tree.catalog.fetch(conn, _ROW, {"sid": sid, "ino": ino})
         if not rows:
             raise NotFound(f"no inode {ino}")
         inode = Inode.from_row(rows[0])
@@ -102,7 +106,7 @@ def fill(tree: TreeState, d: Inode) -> None:
     children: dict[bytes, int] = {}
     linked: list[Inode] = []
     with tree.catalog.engine.connect() as conn:
-        for row in tree.catalog.fetch(conn, _BY_NAME.where(dirents.c.source_id == sid, dirents.c.parent == d.ino)):
+        for row in tree.catalog.fetch(conn, _LISTING, {"sid": sid, "parent": d.ino}):
             ino = row[1]
             children[bytes(row[0])] = ino
             if ino in loaded:
@@ -163,15 +167,13 @@ def load_all(tree: TreeState, at_most: int) -> list[int] | None:
 def entries(tree: TreeState, parent: int) -> list[Any]:
     """A directory's rows as the catalog has them: (name, *the columns Inode.from_row reads, pending)."""
     check_may_block()
-    query = _BY_NAME.where(dirents.c.source_id == tree.source_id, dirents.c.parent == parent)
     with tree.catalog.engine.connect() as conn:
-        return tree.catalog.fetch(conn, query)
+        return tree.catalog.fetch(conn, _LISTING, {"sid": tree.source_id, "parent": parent})
 
 
 def _parents(tree: TreeState, conn: Connection, ino: int) -> list[int]:
     """The directories naming an inode, once per name."""
-    query = select(dirents.c.parent).where(dirents.c.source_id == tree.source_id, dirents.c.ino == ino)
-    return [r[0] for r in tree.catalog.fetch(conn, query)]
+    return [r[0] for r in tree.catalog.fetch(conn, _PARENTS, {"sid": tree.source_id, "ino": ino})]
 
 
 def _repair(tree: TreeState, inode: Inode) -> None:
