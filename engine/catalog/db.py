@@ -100,12 +100,7 @@ class Catalog:
                 compiled = statement.compile(dialect=conn.dialect)
                 known = self._compiled[(statement, conn.dialect.name)] = (str(compiled), compiled.positiontup)
             sql, names = known
-            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            try:
-                cursor.execute(sql, tuple(params[n] for n in names) if names else params)
-                return list(cursor.fetchall())
-            finally:
-                cursor.close()
+            return list(conn.exec_driver_sql(sql, tuple(params[n] for n in names) if names else dict(params)))
         compiled = statement.compile(dialect=conn.dialect)
         names = compiled.positiontup
         params = compiled.params

@@ -93,10 +93,15 @@ def fault(tree: TreeState, ino: int) -> Inode:
         inode = Inode.from_row(rows[0])
         inode.parents = _parents(tree, conn, ino)
     tree.inodes[ino] = inode
+    _load_parents(tree, inode)
+    return inode
+
+
+def _load_parents(tree: TreeState, inode: Inode) -> None:
+    """Load the directories naming an inode that are not in memory, and theirs up to the root."""
     for parent in set(inode.parents):
         if parent not in tree.inodes:
             fault(tree, parent)
-    return inode
 
 
 def fill(tree: TreeState, d: Inode) -> None:
@@ -121,9 +126,7 @@ def fill(tree: TreeState, d: Inode) -> None:
             child.parents = _parents(tree, conn, child.ino)
     d.children = children
     for child in linked:
-        for parent in set(child.parents):
-            if parent not in loaded:
-                fault(tree, parent)
+        _load_parents(tree, child)
 
 
 def load_all(tree: TreeState, at_most: int) -> list[int] | None:
@@ -262,10 +265,12 @@ def _waits(tree: TreeState, content: bytes, tree_id: bytes | None) -> bool:
 
 
 def _has_pending(tree: TreeState, inode: Inode) -> bool:
-    """Whether the row refers to blobs not yet stored: chunks, or a directory's tree."""
-    if inode.spool is not None or inode.lost is not None:
-        return True  # a lost file's row says so: its size and content disagree, and a load sees it
-    return _waits(tree, inode.content, inode.tree_id)
+    """Whether the row refers to blobs not yet stored: chunks, or a directory's tree.
+
+    An open or lost file's row always does (a lost one's size and content disagree, and a load sees it).
+    """
+    waiting = _waiting(inode)
+    return waiting is None or _waits(tree, *waiting)
 
 
 def _write(
