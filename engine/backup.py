@@ -7,7 +7,6 @@ cost one lstat each.
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 from collections.abc import Callable
@@ -15,11 +14,13 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .blobstore import BlobStore
+from .chunker import SMALL_FILE
 from .content import Extents
 from .errors import CairnError
 from .ingest import chunk_fd
 from .meta import Kind, Stat, kind_of
 from .snapshots import SnapshotInfo
+from .walkreads import File, ReadAhead, Window, open_flags, read_xattrs
 from .worktree import WorkingTree
 from .worktree.inode import ROOT
 from .worktree.tree import Quick
@@ -50,23 +51,6 @@ class BackupStats:
     errors: list[str] = field(default_factory=list)
 
 
-def read_xattrs(path: bytes) -> dict[bytes, bytes]:
-    try:
-        names = os.listxattr(path, follow_symlinks=False)
-    except OSError as e:
-        if e.errno in (errno.ENOTSUP, errno.EPERM):
-            return {}
-        raise
-    out = {}
-    for name in names:
-        try:
-            out[name.encode("utf-8", "surrogateescape")] = os.getxattr(path, name, follow_symlinks=False)
-        except OSError as e:
-            if e.errno != errno.ENODATA:
-                raise
-    return out
-
-
 class _Walker:
     def __init__(self, tree: WorkingTree, blobs: BlobStore, progress: Progress | None):
         self.tree = tree
@@ -74,6 +58,7 @@ class _Walker:
         self.progress = progress
         self.stats = BackupStats()
         self.links: dict[tuple[int, int], int] = {}
+        self.ahead = ReadAhead()
 
     def run(self, root: bytes) -> None:
         st = os.lstat(root)
@@ -94,15 +79,28 @@ class _Walker:
         existing = self.tree.quick_list(ino)
         for name in existing.keys() - local.keys():
             self.remove(ino, name)
+        entries = []
         for name in sorted(local):
-            child = path + b"/" + name
             try:
-                st = local[name].stat(follow_symlinks=False)
-                self.sync_entry(child, ino, name, st, existing.get(name))
+                entries.append((name, local[name].stat(follow_symlinks=False)))
             except FileNotFoundError:
                 continue  # vanished while we walked
             except OSError as e:
-                self.stats.errors.append(f"{os.fsdecode(child)}: {e.strerror}")
+                self.stats.errors.append(f"{os.fsdecode(path + b'/' + name)}: {e.strerror}")
+        window = self.ahead.directory(
+            [(path + b"/" + name, st.st_size, st.st_uid) for name, st in entries if _to_read(st, existing.get(name))]
+        )
+        try:
+            for name, st in entries:
+                child = path + b"/" + name
+                try:
+                    self.sync_entry(child, ino, name, st, existing.get(name), window)
+                except FileNotFoundError:
+                    continue
+                except OSError as e:
+                    self.stats.errors.append(f"{os.fsdecode(child)}: {e.strerror}")
+        finally:
+            window.close()
         if self.tree.loaded > self.tree.keep:  # committed rows can leave memory; they load again if needed
             self.tree.commit()
             self.tree.trim(self.tree.keep // 2)
@@ -112,7 +110,9 @@ class _Walker:
     def remove(self, parent: int, name: bytes) -> None:
         self.stats.removed += self.tree.remove_tree(parent, name)
 
-    def sync_entry(self, path: bytes, parent: int, name: bytes, st: os.stat_result, cur: Quick | None) -> None:
+    def sync_entry(
+        self, path: bytes, parent: int, name: bytes, st: os.stat_result, cur: Quick | None, window: Window
+    ) -> None:
         kind = kind_of(st.st_mode)
         if kind == Kind.DIR:
             if cur is not None and cur.kind != Kind.DIR:
@@ -141,32 +141,34 @@ class _Walker:
             self.remove(parent, name)
             cur = None
         if cur is None:
-            ino = self.create(path, parent, name, st, kind)
+            ino = self.create(path, parent, name, st, kind, window.take(path))
         else:
             ino = cur.ino
-            self.tree.set_content(ino, self.read(path, st))
+            self.tree.set_content(ino, self.read(path, st, window.take(path)))
             self.sync_meta(path, ino, self.tree.stat(ino), st)
             self.tree.set_origin(ino, st.st_ino)
         if st.st_nlink > 1:
             self.links[key] = ino
         self.stats.changed += 1
 
-    def create(self, path: bytes, parent: int, name: bytes, st: os.stat_result, kind: Kind) -> int:
-        xattrs = read_xattrs(path)
+    def create(self, path: bytes, parent: int, name: bytes, st: os.stat_result, kind: Kind, ahead: File | None) -> int:
+        xattrs = ahead.xattrs if ahead is not None else read_xattrs(path)
         if kind == Kind.SYMLINK:
             return self.tree.add(parent, name, st, xattrs, target=os.readlink(path))
         if kind != Kind.FILE:
             return self.tree.add(parent, name, st, xattrs)
-        return self.tree.add(parent, name, st, xattrs, content=self.read(path, st))
+        return self.tree.add(parent, name, st, xattrs, content=self.read(path, st, ahead))
 
-    def read(self, path: bytes, st: os.stat_result) -> Extents:
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(path, flags | os.O_NOATIME if st.st_uid == os.geteuid() or os.geteuid() == 0 else flags)
-        try:
-            # lstat's size, not fstat's: what is read then matches the size and mtime recorded
-            extents = chunk_fd(fd, st.st_size, self.blobs.put)
-        finally:
-            os.close(fd)
+    def read(self, path: bytes, st: os.stat_result, ahead: File | None) -> Extents:
+        if ahead is not None and len(ahead.data) == st.st_size:  # else it changed meanwhile: read it again
+            extents = [(self.blobs.put(ahead.data), st.st_size)]
+        else:
+            fd = os.open(path, open_flags(st.st_uid))
+            try:
+                # lstat's size, not fstat's: what is read then matches the size and mtime recorded
+                extents = chunk_fd(fd, st.st_size, self.blobs.put)
+            finally:
+                os.close(fd)
         self.stats.bytes_read += st.st_size
         return extents
 
@@ -188,6 +190,16 @@ class _Walker:
             self.tree.setattr(ino, ctime_ns=st.st_ctime_ns, **changes)
 
 
+def _to_read(st: os.stat_result, cur: Quick | None) -> bool:
+    """Whether the walk will read this entry whole in one go (a new or changed small file)."""
+    return (
+        stat.S_ISREG(st.st_mode)
+        and 0 < st.st_size <= SMALL_FILE
+        and (cur is None or not _unchanged(cur, st, Kind.FILE))
+        and st.st_nlink == 1
+    )
+
+
 def _unchanged(cur: Quick, st: os.stat_result, kind: Kind) -> bool:
     return (
         cur.kind == kind
@@ -207,8 +219,11 @@ def backup(
 ) -> BackupStats:
     """Make the working tree equal to the local tree at `path`."""
     walker = _Walker(tree, blobs, progress)
-    with blobs.inflight.session():  # chunks are referenced from the tree in memory when it ends
-        walker.run(os.fsencode(path).rstrip(b"/") or b"/")
+    try:
+        with blobs.inflight.session():  # chunks are referenced from the tree in memory when it ends
+            walker.run(os.fsencode(path).rstrip(b"/") or b"/")
+    finally:
+        walker.ahead.close()
     return walker.stats
 
 
