@@ -219,11 +219,8 @@ def backup(
 ) -> BackupStats:
     """Make the working tree equal to the local tree at `path`."""
     walker = _Walker(tree, blobs, progress)
-    try:
-        with blobs.inflight.session():  # chunks are referenced from the tree in memory when it ends
-            walker.run(os.fsencode(path).rstrip(b"/") or b"/")
-    finally:
-        walker.ahead.close()
+    with blobs.inflight.session():  # chunks are referenced from the tree in memory when it ends
+        walker.run(os.fsencode(path).rstrip(b"/") or b"/")
     return walker.stats
 
 

@@ -115,6 +115,7 @@ class BlobStore(BlobReader):
         self._batch: list[tuple[bytes, bytes, int]] = []
         self._batch_since = time.monotonic()
         self._batch_bytes = 0
+        self.packs_stored = 0  # counts up as packs are stored: what was pending may be stored now
         self.stats = {"new_blobs": 0, "new_trees": 0, "new_bytes": 0, "stored_bytes": 0, "dedup_hits": 0}
 
     def _ids(self) -> KnownIds:
@@ -321,6 +322,7 @@ class BlobStore(BlobReader):
                 self.catalog.executemany(conn, _REPOINT, [{f"b_{k}": v for k, v in r.items()} for r in stored_again])
         known = self._ids()
         with self._lock:
+            self.packs_stored += 1
             for e in entries:
                 known.add(e.blob_id, e.raw_length)
                 self._pending.pop(e.blob_id, None)

@@ -22,43 +22,39 @@ def _files(root: Path, n: int, size: int) -> list[tuple[bytes, int, int]]:
     return out
 
 
-def test_a_window_gives_each_file_its_bytes_and_xattrs_within_the_budget(tmp_path: Path) -> None:
+def test_a_window_gives_each_file_its_bytes_and_xattrs_within_the_limit(tmp_path: Path) -> None:
     files = _files(tmp_path, 50, 100)
     os.setxattr(files[7][0], "user.tag", b"seven")
-    ahead = ReadAhead(readers=3, budget=250)  # two files in flight at most
-    try:
-        window = ahead.directory(files)
-        assert len(window._reads) == 2
-        for i, (path, _, _) in enumerate(files):
-            got = window.take(path)
-            assert got is not None and got.data == bytes([i % 251]) * 100
-            assert got.xattrs == ({b"user.tag": b"seven"} if i == 7 else {})
-            assert len(window._reads) <= 2
-        window.close()
-        assert ahead._free == 250
-    finally:
-        ahead.close()
+    ahead = ReadAhead(open_max=2)
+    window = ahead.directory(files)
+    assert len(window._open) == 2
+    for i, (path, _, _) in enumerate(files):
+        got = window.take(path)
+        assert got is not None and got.data == bytes([i % 251]) * 100
+        assert got.xattrs == ({b"user.tag": b"seven"} if i == 7 else {})
+        assert len(window._open) <= 2
+    window.close()
+    assert ahead.free == 2
 
 
-def test_a_file_gone_before_its_read_is_left_to_the_walk_and_the_budget_comes_back(tmp_path: Path) -> None:
+def test_a_file_gone_before_its_read_is_left_to_the_walk_and_the_files_are_closed(tmp_path: Path) -> None:
     files = _files(tmp_path, 5, 10)
     os.unlink(files[0][0])
-    ahead = ReadAhead(readers=1, budget=1000)
-    try:
-        window = ahead.directory(files)
-        assert window.take(files[0][0]) is None  # the walk reads it again and reports what it finds
-        assert window.take(b"/not/asked/for") is None
-        assert window.take(files[1][0]) is not None
-        window.close()  # three files never taken: linked or skipped by the walk
-        assert ahead._free == 1000
-    finally:
-        ahead.close()
+    before = sorted(os.listdir("/proc/self/fd"))
+    ahead = ReadAhead()
+    window = ahead.directory(files)
+    assert window.take(files[0][0]) is None  # the walk reads it again and reports what it finds
+    assert window.take(b"/not/asked/for") is None
+    assert window.take(files[1][0]) is not None
+    window.close()  # three files never taken: linked or skipped by the walk
+    assert ahead.free == walkreads.OPEN_MAX
+    assert sorted(os.listdir("/proc/self/fd")) == before
 
 
-def test_a_backup_of_more_files_than_its_window_and_budget_records_each(
+def test_a_backup_of_more_files_than_its_window_and_limit_records_each(
     deployment: Deployment, tmp_path: Path, monkeypatch
 ) -> None:
-    monkeypatch.setattr(walkreads, "BUDGET", 4096)  # the parent's window holds it while a subdirectory is walked
+    monkeypatch.setattr(walkreads, "OPEN_MAX", 40)  # the parent's window holds most while a subdirectory is walked
     src = tmp_path / "src"
     for i in range(walkreads.WINDOW * 3):
         (src / "d").mkdir(parents=True, exist_ok=True)

@@ -86,6 +86,7 @@ class Namespace:
         self.dirents: dict[tuple[int, bytes], int | None] = {}
         # Rows written while their blobs were pending: what each waits for (see persist.commit).
         self.unstored: dict[int, tuple[bytes, bytes | None] | None] = {}
+        self.unstored_checked = -1
         self.keep = 1 << 62  # inodes a long walk (a backup) trims this tree to, when its owner sets a budget
         self.used_at = time.monotonic()  # the last change began
         self.changing = 0  # changes running now

@@ -36,6 +36,7 @@ class TreeState(Protocol):
     gone: set[int]
     dirents: dict[tuple[int, bytes], int | None]
     unstored: dict[int, tuple[bytes, bytes | None] | None]
+    unstored_checked: int  # the store's `packs_stored` when `unstored` was last checked
 
     @property
     def lock(self) -> threading.RLock: ...
@@ -215,7 +216,12 @@ def commit_held(tree: TreeState) -> None:
     with tree.lock:
         # A row written while its blobs were pending has its flag cleared once they are
         # stored: by a row update, so the inode need not stay in memory meanwhile.
-        cleared = {i: w for i, w in tree.unstored.items() if w is not None and not _waits(tree, *w)}
+        # Checked again only once a pack was stored since: a first backup leaves a row per file pending.
+        cleared: dict[int, tuple[bytes, bytes | None] | None] = {}
+        stored_now = tree.blobs.packs_stored
+        if stored_now != tree.unstored_checked:
+            cleared = {i: w for i, w in tree.unstored.items() if w is not None and not _waits(tree, *w)}
+            tree.unstored_checked = stored_now
         for i in cleared:
             del tree.unstored[i]
         loaded = [tree.inodes[i] for i in tree.dirty if i in tree.inodes]
@@ -247,6 +253,7 @@ def commit_held(tree: TreeState) -> None:
                 tree.dirents.setdefault(key, value)
             for i, w in cleared.items():
                 tree.unstored.setdefault(i, w)
+            tree.unstored_checked = -1
         raise
 
 
