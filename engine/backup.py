@@ -23,6 +23,7 @@ from .snapshots import SnapshotInfo
 from .walkreads import File, ReadAhead, Window, open_flags, read_xattrs
 from .worktree import WorkingTree
 from .worktree.inode import ROOT
+from .worktree.residency import trim_target
 from .worktree.tree import Quick
 
 Progress = Callable[["BackupStats"], None]
@@ -103,7 +104,7 @@ class _Walker:
             window.close()
         if self.tree.loaded > self.tree.keep:  # committed rows can leave memory; they load again if needed
             self.tree.commit()
-            self.tree.trim(self.tree.keep // 2)
+            self.tree.trim(trim_target(self.tree.keep))
         if self.progress is not None:
             self.progress(self.stats)
 

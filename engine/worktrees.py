@@ -24,6 +24,7 @@ from .cache import check_may_block
 from .catalog import Catalog
 from .errors import InUse
 from .worktree import WorkingTree
+from .worktree.residency import trim_target
 from .worktree.tree import NameWatcher
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ class WorkingTrees:
         total = sum(t.loaded for t in trees)
         if total <= self.keep or time.monotonic() < self._retry_at:
             return 0  # within budget, or nothing could go a moment ago: a pass over every entry is not free
-        excess = total - self.keep * 3 // 4  # a quarter below the budget: the next trim is not due at once
+        excess = total - trim_target(self.keep)
         went = 0
         for tree in trees:
             if excess - went <= 0:

@@ -4,7 +4,7 @@ The catalog holds the tree; memory holds the directories in use. A
 directory's entries load when it is first used (`_fill`), an inode asked for
 by number alone loads with the directories above it (`_fault`), and `trim`
 lets the least recently used directories' entries go once their rows are
-committed. What is loaded always has its parent directories loaded, up to
+committed (residency.py). What is loaded always has its parent directories loaded, up to
 the root: a change marks the trees above it stale without a catalog read.
 Every change marks rows for the next batch to the catalog.
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
@@ -29,6 +28,7 @@ from ..errors import (
 )
 from ..meta import PERM_MASK, Kind, Stat, check_name, kind_of
 from .inode import ROOT, Inode, now_ns
+from .residency import Residency
 
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
@@ -70,7 +70,7 @@ class Quick(NamedTuple):
 class Namespace:
     """The inode table and its names. Thread-safe.
 
-    `_lock` guards `_inodes`, `_listings`, every Inode in it, `next_ino` and
+    `_lock` guards `_inodes`, `_residency`, every Inode in it, `next_ino` and
     what awaits a commit (`dirty`, `gone`, `dirents`, `unstored`).
     """
 
@@ -78,8 +78,7 @@ class Namespace:
         self._lock = threading.RLock()
         self._commit_lock = threading.Lock()  # one batch to the catalog at a time
         self._inodes: dict[int, Inode] = {}
-        # Directories whose entries are loaded, the least recently used first.
-        self._listings: OrderedDict[int, None] = OrderedDict()
+        self._residency = Residency()  # which directories' entries are loaded
         self.next_ino = ROOT + 1
         self.dirty: set[int] = set()
         self.gone: set[int] = set()
@@ -139,9 +138,9 @@ class Namespace:
             raise NotADirectory(f"inode {d.ino} is not a directory")
         if d.children is None:
             self._fill(d)
-            self._listings[d.ino] = None
+            self._residency.listed(d.ino)
         else:
-            self._listings.move_to_end(d.ino)
+            self._residency.used(d.ino)
         return d
 
     def _child(self, parent: Inode, name: bytes) -> Inode:
@@ -258,7 +257,7 @@ class Namespace:
         self.next_ino += 1
         self._inodes[inode.ino] = inode
         if kind == Kind.DIR:
-            self._listings[inode.ino] = None  # a new directory's entries are all in memory: none
+            self._residency.listed(inode.ino)  # a new directory's entries are all in memory: none
         return inode
 
     def _free_if_unused(self, inode: Inode) -> None:
@@ -266,7 +265,7 @@ class Namespace:
             return  # still named, or freed when the last handle is released
         self._release_spool(inode)
         del self._inodes[inode.ino]
-        self._listings.pop(inode.ino, None)
+        self._residency.forget(inode.ino)
         self.dirty.discard(inode.ino)
         self.gone.add(inode.ino)
 
@@ -279,63 +278,9 @@ class Namespace:
 
     def trim(self, keep: int) -> int:
         """Let go of the least recently used directories' entries until `keep` inodes are loaded or no
-        more can go; returns how many inodes went.
-
-        Entries go with their directory, and only clean ones: a row not yet
-        committed, a file open or lost, or a directory whose own entries are
-        loaded keeps its directory's entries in memory. A hard link goes with
-        the last loaded directory naming it; inodes loaded by number go once
-        nothing loaded names them or lies below them.
-        """
+        more can go (see residency.py); returns how many inodes went."""
         with self._lock:
-            before = len(self._inodes)
-            busy = {p for p, _ in self.dirents}
-            for _ in range(8):  # a pass frees leaves; their parents can go on the next one
-                if len(self._inodes) <= keep:
-                    break
-                went = self._trim_pass(keep, busy)
-                if len(self._inodes) > keep:
-                    went = self._drop_loose() or went
-                if not went:
-                    break
-            return before - len(self._inodes)
-
-    def _listed_now(self, dirs: list[int]) -> None:
-        """Directories whose entries were just loaded together (lock held)."""
-        for ino in dirs:
-            self._listings[ino] = None
-
-    def _drop_loose(self) -> bool:
-        """Let go of inodes loaded by number that no loaded directory lists and nothing loaded is below."""
-        inodes = self._inodes
-        listed = {c for i in self._listings for c in inodes[i].children.values()}  # type: ignore[union-attr]
-        above = {p for n in inodes.values() for p in n.parents}
-        loose = [i for i, n in inodes.items() if i != ROOT and i not in listed and i not in above
-                 and not _pinned(n, self.dirty)]  # fmt: skip
-        for i in loose:
-            del inodes[i]
-        return bool(loose)
-
-    def _trim_pass(self, keep: int, busy: set[int]) -> bool:
-        inodes = self._inodes
-        # Directories naming a hard link that stays in memory stay too: what is loaded has its parents loaded.
-        pinned = self.dirty.union(p for n in inodes.values() if len(n.parents) > 1 for p in n.parents)
-        went = False
-        for ino in list(self._listings):
-            if len(inodes) <= keep:
-                break
-            d = inodes[ino]
-            assert d.children is not None
-            if ino in busy or any(_pinned(inodes[c], pinned) for c in d.children.values()):
-                continue
-            for c in d.children.values():
-                child = inodes.get(c)  # None: a second name of a hard link here, gone already
-                if child is not None and not any(_listed(inodes.get(p)) for p in child.parents if p != ino):
-                    del inodes[c]  # else another loaded directory names it: it goes with the last of them
-            d.children = None
-            del self._listings[ino]
-            went = True
-        return went
+            return self._residency.trim(self._inodes, self.dirty, {p for p, _ in self.dirents}, keep)
 
     # -- creating and removing -----------------------------------------------
 
@@ -504,19 +449,3 @@ class Namespace:
                 for n, i in d.children.items()
                 for c in (inodes[i],)
             }
-
-
-def _listed(d: Inode | None) -> bool:
-    return d is not None and d.children is not None
-
-
-def _pinned(inode: Inode, dirty: set[int]) -> bool:
-    """Whether an entry must stay in memory: its row is not committed, it is in use, or it is in `dirty`
-    for another reason (a directory naming a hard link that stays)."""
-    return (
-        inode.ino in dirty
-        or inode.children is not None
-        or inode.opens > 0
-        or inode.spool is not None
-        or inode.lost is not None
-    )

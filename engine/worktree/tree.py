@@ -396,7 +396,7 @@ class WorkingTree(Namespace):
             persist.commit_held(self)
             filled = persist.load_all(self, self.keep)
             if filled is not None:
-                self._listed_now(filled)
+                self._residency.listed(*filled)
             return filled is not None
 
     def let_go(self, idle: float) -> bool:
