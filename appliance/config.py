@@ -97,19 +97,21 @@ KNOWN: dict[str, tuple[Any, Any]] = {
     "retention": ({}, _retention),  # which snapshots to keep (restic's forget rules)
     "notify_email": (None, _email),  # where job failures and digests go
     "notify_success": (False, _boolean),  # also mail when a job succeeds
-    "smtp": (None, _smtp),  # the mail server (global)
-    "digest_schedule": (None, _schedule),  # when to mail the summary of the last day's jobs (global)
+    "smtp": (None, _smtp),  # the mail server
+    "digest_schedule": (None, _schedule),  # when to mail the summary of the last day's jobs
     "snapshot_after_session": (True, _boolean),  # a backup session that ends well takes a snapshot
     "snapshot_unchanged": (False, _boolean),  # a scheduled snapshot is taken even when nothing changed
     "stale_after": (26, _hours),  # hours without a successful backup before the source is stale and mailed
     "smb_idle": (120, _seconds("smb_idle")),  # seconds after an SMB client that wrote leaves before its session ends
-    # seconds without a change before a running appliance lets a source's working tree and lease go (global;
-    # read at start): `cairn backup` or `pool gc` beside it wait for that
+    # seconds without a change before a running appliance lets a source's working tree and lease go (read
+    # at start): `cairn backup` or `pool gc` beside it wait for that
     "tree_idle": (60, _seconds("tree_idle")),
-    # MiB of memory for the directories of working trees in use (global; read at start): the rest stays
-    # in the catalog and loads when used
+    # MiB of memory for the directories of working trees in use (read at start): the rest stays in the
+    # catalog and loads when used
     "tree_cache": (512, _mebibytes),
 }
+# Settings of the whole appliance: a group or a source cannot have its own.
+GLOBAL = frozenset({"smtp", "digest_schedule", "tree_idle", "tree_cache"})
 # key -> the fields of its object value that are secrets: never shown, only replaced
 SECRETS: dict[str, tuple[str, ...]] = {"smtp": ("password",)}
 KEPT = {"set": True}  # what a secret shows as, and what keeps it when written back
@@ -140,6 +142,8 @@ class Config:
             raise InvalidArgument(f"unknown setting {key!r}; known: {', '.join(KNOWN)}")
         row_key = f"cfg/{_level(group, source)}/{key}"
         removed = value is None and bool(group or source)
+        if key in GLOBAL and (group or source) and not removed:  # removing one stored before is allowed
+            raise InvalidArgument(f"{key} is a setting of the whole appliance: set it without a group or source")
         if not removed:
             value = KNOWN[key][1](self._keep_secrets(key, value, row_key))
         self.catalog.set_setting(row_key, None if removed else json.dumps(value))
@@ -179,7 +183,7 @@ class Config:
         out = {}
         for key, (default, _) in KNOWN.items():
             out[key] = {"value": default, "from": "default"}
-            for level in levels:
+            for level in levels[:1] if key in GLOBAL else levels:
                 value = rows.get(f"cfg/{level}/{key}")
                 if value is not None:
                     parsed = json.loads(value)

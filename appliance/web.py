@@ -22,7 +22,7 @@ from .accounts import User
 from .api import check_may_configure, readable_level, visible_job, visible_jobs
 from .api_base import allowed_source, parse_json, require_admin, services
 from .api_sources import changes, submit_restore, visible_sources
-from .config import Config
+from .config import GLOBAL, Config
 from .status import SourceStatus, statuses
 
 web = Blueprint("web", __name__, template_folder="templates", static_folder="static")
@@ -162,8 +162,9 @@ def settings_page() -> str:
     except auth.Forbidden:
         editable = False
     shown = Config(services().deployment.catalog).effective(source_name, group)
-    return page("settings.html", shown=shown, editable=editable, at=at, group=group, source=source_name,
-                groups=groups, sources=[s["name"] for s in visible_sources(user)],
+    settable = [k for k in shown if not (group or source_name) or k not in GLOBAL]
+    return page("settings.html", shown=shown, settable=settable, editable=editable, at=at, group=group,
+                source=source_name, groups=groups, sources=[s["name"] for s in visible_sources(user)],
                 error=request.args.get("error"))  # fmt: skip
 
 

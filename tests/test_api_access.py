@@ -31,6 +31,10 @@ def test_secrets_are_write_only(appliance: World) -> None:
     root, mia = w.headers("admin"), w.headers("owner")
     client = w.app.test_client()
     smtp = {"host": "mail.example.org", "user": "cairn", "password": SECRET}
+    # a marker where no password is stored is a clear error
+    marker = {"key": "smtp", "value": {**smtp, "password": {"set": True}}}
+    reply = client.put("/api/v1/config", json=marker, headers=root)
+    assert reply.status_code == 400 and "no smtp.password is stored" in reply.json["error"]  # type: ignore[index]
     put = client.put("/api/v1/config", json={"key": "smtp", "value": smtp}, headers=root)
     assert put.status_code == 200 and SECRET not in put.get_data(as_text=True)
     for who in ("admin", "owner", "member_other"):
@@ -44,10 +48,10 @@ def test_secrets_are_write_only(appliance: World) -> None:
     kept = {**smtp, "host": "mail2.example.org", "password": {"set": True}}
     assert client.put("/api/v1/config", json={"key": "smtp", "value": kept}, headers=root).status_code == 200
     assert Config(w.dep.catalog).value("smtp") == {**smtp, "host": "mail2.example.org"}
-    # a marker where no password is stored is a clear error; a password is a string
-    at_group = {"key": "smtp", "value": kept, "group": "g1"}
+    # the mail server is the whole appliance's: a group cannot have its own; a password is a string
+    at_group = {"key": "smtp", "value": smtp, "group": "g1"}
     reply = client.put("/api/v1/config", json=at_group, headers=root)
-    assert reply.status_code == 400 and "no smtp.password is stored" in reply.json["error"]  # type: ignore[index]
+    assert reply.status_code == 400 and "whole appliance" in reply.json["error"]  # type: ignore[index]
     wrong = {"key": "smtp", "value": {**smtp, "password": 7}}
     assert client.put("/api/v1/config", json=wrong, headers=root).status_code == 400
     assert Config(w.dep.catalog).value("smtp")["password"] == SECRET

@@ -343,6 +343,13 @@ def test_settings_page_at_each_level(app: Flask) -> None:
     assert set_at("ops", "source:a", "retention", '{"daily": 7}') == 302
     assert set_at("mia", "source:b", "retention", '{"daily": 1}') == 403  # owning a source is not configuring it
     assert set_at("boss", "source:c", "retention", '{"daily": 1}') == 404  # g2's source: not even seen
+    # a setting of the whole appliance is not offered at a source, and refused there in words
+    form = people["ops"][0].get("/settings?at=source:a").get_data(as_text=True)
+    assert "<option>retention</option>" in form and "<option>tree_cache</option>" not in form
+    client, csrf = people["root"]
+    refused = client.post("/settings", data={"csrf": csrf, "at": "source:a", "key": "tree_cache", "value": "64"},
+                          follow_redirects=True)  # fmt: skip
+    assert "whole appliance" in refused.get_data(as_text=True)
     page = people["ops"][0].get("/settings?at=source:a").get_data(as_text=True)
     assert "<td>group:g1</td>" in page and "<td>source:a</td>" in page and "0 5 * * *" in page
     assert 'id="set-setting"' in page

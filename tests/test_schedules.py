@@ -68,6 +68,17 @@ def test_settings_in_levels(tmp_path: Path) -> None:
         assert config.effective("h2", None)["schedule"] == {"value": "0 2 * * *", "from": "global"}
         config.set("schedule", None, group="g1")  # removed there: the global value shows again
         assert config.effective("h1", "g1")["schedule"]["from"] == "global"
+        # Settings of the whole appliance are refused at a level; one stored there before is not read.
+        whole = {"tree_cache": 64, "tree_idle": 30, "smtp": {"host": "mail"}, "digest_schedule": "0 7 * * *"}
+        for key, value in whole.items():
+            with pytest.raises(InvalidArgument, match="whole appliance"):
+                config.set(key, value, source="h1")
+            with pytest.raises(InvalidArgument, match="whole appliance"):
+                config.set(key, value, group="g1")
+        dep.catalog.set_setting("cfg/source:h1/tree_cache", "64")
+        assert config.effective("h1", "g1")["tree_cache"] == {"value": 512, "from": "default"}
+        config.set("tree_cache", None, source="h1")  # and can be removed
+        assert dep.catalog.setting("cfg/source:h1/tree_cache") is None
         for key, value in [("schedule", "every day"), ("retention", {"daily": -2}), ("nope", 1),
                            ("notify_email", "not-an-address")]:  # fmt: skip
             with pytest.raises(InvalidArgument):
