@@ -27,6 +27,7 @@ from .worktree.residency import trim_target
 from .worktree.tree import Quick
 
 Progress = Callable[["BackupStats"], None]
+COMMIT_ROWS = 50_000  # rows a walk leaves to commit at most (about 1 KB of memory each while committed)
 
 
 class SnapshotMaker(Protocol):
@@ -105,6 +106,8 @@ class _Walker:
         if self.tree.loaded > self.tree.keep:  # committed rows can leave memory; they load again if needed
             self.tree.commit()
             self.tree.trim(trim_target(self.tree.keep))
+        elif len(self.tree.dirty) > COMMIT_ROWS:  # a commit builds every row at once: bound it
+            self.tree.commit()
         if self.progress is not None:
             self.progress(self.stats)
 

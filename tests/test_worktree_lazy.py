@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from engine import backup as backup_module
 from engine import errors
 from engine.backup import backup
 from engine.catalog.schema import inodes
@@ -182,3 +183,26 @@ def test_a_preload_joins_what_is_in_memory(deployment: Deployment) -> None:
     assert tree.stat(f).nlink == 1 and tree.path(f) == b"g"
     _forget(tree)
     assert tree.loaded == 1
+
+
+def test_a_backup_commits_as_it_walks(deployment: Deployment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A commit builds all its rows at once: a walk does not leave more than COMMIT_ROWS (and a directory) to it."""
+    monkeypatch.setattr(backup_module, "COMMIT_ROWS", 30)
+    src = tmp_path / "src"
+    for i in range(12):
+        (src / f"d{i}").mkdir(parents=True)
+        for j in range(10):
+            (src / f"d{i}" / f"f{j}").write_bytes(b"%d.%d" % (i, j))
+    deployment.add_source("s")
+    tree = deployment.working_tree("s")
+    most = 0
+
+    def watch(_stats: object) -> None:
+        nonlocal most
+        most = max(most, len(tree.dirty))
+
+    backup(tree, deployment.blobs, src, watch)
+    assert 0 < most <= 30 + 11
+    snap = deployment.create_snapshot("s")
+    view = SnapshotView(TreeCache(deployment.blobs), snap.root)
+    assert snap.files == 120 and view.read(b"d7/f3") == b"7.3"
