@@ -83,18 +83,18 @@ class _Walker:
             self.remove(ino, name)
         entries = []
         for name in sorted(local):
+            child = path + b"/" + name
             try:
-                entries.append((name, local[name].stat(follow_symlinks=False)))
+                entries.append((name, child, local[name].stat(follow_symlinks=False)))
             except FileNotFoundError:
                 continue  # vanished while we walked
             except OSError as e:
-                self.stats.errors.append(f"{os.fsdecode(path + b'/' + name)}: {e.strerror}")
+                self.stats.errors.append(f"{os.fsdecode(child)}: {e.strerror}")
         window = self.ahead.directory(
-            [(path + b"/" + name, st.st_size, st.st_uid) for name, st in entries if _to_read(st, existing.get(name))]
+            [(child, st.st_size, st.st_uid) for name, child, st in entries if _to_read(st, existing.get(name))]
         )
         try:
-            for name, st in entries:
-                child = path + b"/" + name
+            for name, child, st in entries:
                 try:
                     self.sync_entry(child, ino, name, st, existing.get(name), window)
                 except FileNotFoundError:

@@ -21,8 +21,8 @@ OPEN_MAX = 256  # files opened ahead across all directories (a walk holds a wind
 
 def open_flags(st_uid: int) -> int:
     """O_NOATIME where the kernel allows it (the file's owner, or root): reading must not change the source."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-    return flags | os.O_NOATIME if st_uid == os.geteuid() or os.geteuid() == 0 else flags
+    flags, euid = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, os.geteuid()
+    return flags | os.O_NOATIME if euid in (st_uid, 0) else flags
 
 
 def read_xattrs(target: bytes | int) -> dict[bytes, bytes]:

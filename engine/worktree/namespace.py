@@ -4,8 +4,9 @@ The catalog holds the tree; memory holds the directories in use. A
 directory's entries load when it is first used (`_fill`), an inode asked for
 by number alone loads with the directories above it (`_fault`), and `trim`
 lets the least recently used directories' entries go once their rows are
-committed (residency.py). What is loaded always has its parent directories loaded, up to
-the root: a change marks the trees above it stale without a catalog read.
+committed (residency.py). What is loaded always has its parent directories
+loaded, up to the root: a change marks the trees above it stale without a
+catalog read.
 Every change marks rows for the next batch to the catalog.
 """
 
