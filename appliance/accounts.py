@@ -51,6 +51,7 @@ class BadLogin(InvalidArgument):
     """Wrong name or password (which one is not said)."""
 
     errno = 13
+    status = 401
 
 
 @dataclass(frozen=True)

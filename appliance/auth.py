@@ -19,6 +19,7 @@ from flask import Response, after_this_request, current_app, g, request
 
 from dav.auth import Limiter as LoginLimiter
 from dav.auth import TooManyAttempts
+from engine.errors import CairnError, NotPermitted
 
 from .accounts import Accounts, User
 from .websessions import LIFETIME, WebSession
@@ -28,12 +29,14 @@ SAFE = {"GET", "HEAD", "OPTIONS"}
 COOKIE = "cairn_session"
 
 
-class Unauthorized(Exception):
-    """No valid credentials (401)."""
+class Unauthorized(CairnError):
+    """No valid credentials."""
+
+    status = 401
 
 
-class Forbidden(Exception):
-    """Signed in, but not allowed (403)."""
+class Forbidden(NotPermitted):
+    """Signed in, but not allowed."""
 
 
 def accounts() -> Accounts:

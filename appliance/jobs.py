@@ -20,7 +20,7 @@ from sqlalchemy import select, update
 
 from engine.catalog import Catalog
 from engine.catalog.schema import jobs
-from engine.errors import CairnError, InUse, NotFound
+from engine.errors import CairnError, Conflict, NotFound
 from engine.leases import dead_here, new_owner
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ class JobQueue:
         return self.get(job_id)
 
     def cancel(self, job_id: int, by: str) -> Job:
-        """Cancel a job that has not started; one that runs or has ended is left as it is (InUse)."""
+        """Cancel a job that has not started; one that runs or has ended is left as it is (Conflict)."""
         with self.catalog.engine.begin() as conn:
             cancelled = conn.execute(
                 update(jobs).where(jobs.c.id == job_id, jobs.c.state == "queued")
@@ -106,7 +106,7 @@ class JobQueue:
             )  # fmt: skip
         job = self.get(job_id)
         if not cancelled.rowcount:
-            raise InUse(f"job {job_id} is {job.state}: only a queued job can be cancelled")
+            raise Conflict(f"job {job_id} is {job.state}: only a queued job can be cancelled")
         return job
 
     def report(self, job_id: int, progress: dict[str, Any]) -> None:

@@ -26,11 +26,11 @@ from vfs.writers import Writers
 
 from .access import can, manages
 from .accounts import Accounts
+from .app import create_app
 from .doors import Doors, Listen
 from .doors.ssh import USER
 from .scheduler import Scheduler
 from .services import DoorsInfo, Services
-from .webapp import create_app
 
 log = logging.getLogger(__name__)
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]

@@ -2,8 +2,8 @@
 it, back up into it with robocopy and restore from its Previous Versions, and a Task Scheduler task that runs
 the backup every night.
 
-The source page (web_doors.py) and the API (`/sources/<name>/smb`) show the same texts. The host is the one
-web_doors.client_host checked: the commands are pasted into cmd.exe, the task runs them as an administrator.
+The source page (web/doors.py) and the API (`/sources/<name>/smb`) show the same texts. The host is the one
+request.client_host checked: the commands are pasted into cmd.exe, the task runs them as an administrator.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ class WindowsShare:
 
 def windows_share(svc: Services, user: User, source: str, group: str | None, owner: str | None,
                   host: str) -> WindowsShare:  # fmt: skip
-    """The share of `source` for `user`, who may see it, reached at `host` (already checked: web_doors)."""
+    """The share of `source` for `user`, who may see it, reached at `host` (already checked: request.client_host)."""
     dep = svc.deployment
     names = [s.name for s in dep.list_sources()]  # in the order the shares are made: the first twin wins
     snaps = [(source, s.name, s.created) for s in dep.list_snapshots(source)]

@@ -42,9 +42,10 @@ KEYS_MAX = 10_000
 
 
 class TooManyAttempts(CairnError):
-    """Too many failed sign-ins from one client address (429)."""
+    """Too many failed sign-ins from one client address."""
 
     errno = errno.EAGAIN
+    status = 429
 
 
 class Limiter:

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from . import leases
 from .catalog import Catalog
 from .catalog.schema import leases as lease_rows
-from .errors import InUse, ReadOnly
+from .errors import InUse, Maintenance
 
 KEY = "maintenance"
 LIVE = "live/"  # + owner: {"expires": t, "seen": the `since` of the flag the process follows, or null}
@@ -47,7 +47,9 @@ def write(catalog: Catalog, reason: str | None) -> dict[str, Any] | None:
 
 def refuse(flag: dict[str, Any] | None) -> None:
     if flag is not None:
-        raise ReadOnly(f"the deployment is in maintenance mode ({flag.get('reason') or 'no reason given'}): read-only")
+        raise Maintenance(
+            f"the deployment is in maintenance mode ({flag.get('reason') or 'no reason given'}): read-only"
+        )
 
 
 def seen(flag: dict[str, Any] | None) -> float | None:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from flask import Flask
 
+from appliance.app import create_app
 from appliance.services import Services
-from appliance.webapp import create_app
 from engine.backup import backup_and_snapshot
 from engine.deployment import Deployment
 

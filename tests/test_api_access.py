@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from appliance.cli.client import Client, RemoteError
 from appliance.config import Config
-from appliance.remote import Client, RemoteError
 
 from .appliance_world import World, world
 
@@ -119,7 +119,7 @@ def test_pages_and_api_answers_carry_the_security_headers(appliance: World) -> N
 
 def test_templates_hold_no_inline_script() -> None:
     """The policy refuses inline script: every script is a static file, every handler set from one."""
-    for template in (Path(__file__).parent.parent / "appliance" / "templates").glob("*.html"):
+    for template in (Path(__file__).parent.parent / "appliance" / "web" / "templates").glob("*.html"):
         text = template.read_text()
         assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", text), template.name
         assert not re.search(r"\son[a-z]+\s*=", text), template.name

@@ -9,8 +9,8 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
+from appliance.app import create_app
 from appliance.services import Services
-from appliance.webapp import create_app
 from engine.backup import backup_and_snapshot
 from engine.deployment import Deployment
 

@@ -12,8 +12,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from appliance.app import create_app
 from appliance.services import Services
-from appliance.webapp import create_app
 from engine.backup import backup_and_snapshot
 from engine.deployment import Deployment
 

@@ -11,8 +11,8 @@ import pytest
 from werkzeug.test import Client
 
 from appliance import server
+from appliance.app import create_app
 from appliance.services import Services
-from appliance.webapp import create_app
 from engine.deployment import Deployment
 
 PASSWORD = "correct horse"

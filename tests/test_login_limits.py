@@ -13,9 +13,9 @@ import pytest
 from werkzeug.test import Client
 
 from appliance import server
+from appliance.app import create_app
 from appliance.auth import LoginLimiter
 from appliance.services import Services
-from appliance.webapp import create_app
 from engine.deployment import Deployment
 
 from .davshare import USER, basic, share

@@ -164,8 +164,8 @@ def test_in_place_restore_onto_what_exists_needs_overwrite(tmp_path: Path) -> No
 
 
 def test_the_api_and_the_web_form_refuse_a_restore_onto_what_exists_unless_asked(tmp_path: Path) -> None:
+    from appliance.app import create_app
     from appliance.services import Services
-    from appliance.webapp import create_app
     from engine.backup import backup_and_snapshot
 
     src = tmp_path / "src"

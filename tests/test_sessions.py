@@ -13,8 +13,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from appliance.accounts import Accounts
+from appliance.app import create_app
 from appliance.services import Services
-from appliance.webapp import create_app
 from dav.auth import hash_password
 from engine.catalog import db
 from engine.catalog.schema import jobs, memberships, source_access, tokens, users

@@ -22,9 +22,9 @@ from engine.pool import check_identity
 from engine.rebuild import rebuild, rebuild_image_pool
 from engine.storage import open_backend
 
-from . import cli_remote as remote_cmd
 from . import output
-from .cli_base import EXIT_PARTIAL, Context, command, main
+from . import remote as remote_cmd
+from .base import EXIT_PARTIAL, Context, command, main
 
 
 @main.group()

@@ -16,13 +16,12 @@ from flask import Response, jsonify, request
 
 from engine.errors import NotFound
 
-from . import auth
-from .api_base import allowed_source, api, body, int_arg, opt_text, services, text
-from .api_sources import visible_sources
-from .doors.rsyncd import SECRET, new_secret, set_secret
-from .status import statuses
-from .web_doors import client_host
-from .windows_client import windows_share
+from .. import auth
+from ..doors.rsyncd import SECRET, new_secret, set_secret
+from ..request import allowed_source, client_host, services, visible_sources
+from ..status import statuses
+from ..windows_client import windows_share
+from .base import api, body, int_arg, opt_text, text
 
 
 def _visible() -> set[str]:

@@ -19,8 +19,8 @@ from image.pool import BLOCK_SIZE, BLOCK_SIZES, ImageInfo, ImagePool
 from image.push import push
 
 from . import output
-from .cli_base import Context, command, main
-from .cli_pool import _pool_config
+from .base import Context, command, main
+from .pool import _pool_config
 
 
 @main.group("image")

@@ -6,43 +6,22 @@ import logging
 import secrets
 import time
 
-from flask import Flask, Response, jsonify, render_template, request
+from flask import Flask, Response, jsonify, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
-from engine.errors import (
-    CairnError,
-    CorruptBlob,
-    Exists,
-    InUse,
-    InvalidArgument,
-    NotEmpty,
-    NotFound,
-    NotPermitted,
-    ReadOnly,
-)
+from engine.errors import CairnError
 
-from . import api as _account_routes  # noqa: F401  (importing a route module registers its routes)
-from . import api_doors as _door_routes  # noqa: F401
-from . import api_sources as _source_routes  # noqa: F401
-from . import auth
-from .accounts import BadLogin
-from .api_base import api
-from .output import human_bytes
+from .api import api
 from .services import Services
 from .web import web
-from .web_doors import source as _source_page  # noqa: F401  (registers the source page and its clients on `web`)
+from .words import human_bytes
 
 log = logging.getLogger(__name__)
 MAX_BODY = 1 << 20  # API and form bodies; uploads go through WebDAV
-_STATUS: list[tuple[type[Exception], int]] = [
-    (auth.Unauthorized, 401), (BadLogin, 401), (auth.Forbidden, 403), (NotPermitted, 403),
-    (auth.TooManyAttempts, 429), (NotFound, 404), (Exists, 409), (NotEmpty, 409), (InUse, 409),
-    (ReadOnly, 503), (InvalidArgument, 400), (CorruptBlob, 500), (CairnError, 400),
-]  # fmt: skip
 
 
 def create_app(services: Services) -> Flask:
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # static files are the web blueprint's, at /static
     app.config.update(
         # Sign-in never reads Flask's signed session (auth.py keeps web sessions in the catalog); its key
         # is random per process and kept nowhere, so nothing stored anywhere can forge a session.
@@ -60,12 +39,16 @@ def create_app(services: Services) -> Flask:
     def failed(e: Exception) -> Response | tuple[Response, int] | tuple[str, int]:
         status, message = _status(e)
         if request.path.startswith("/api/"):
-            return jsonify({"error": message}), status
-        if status == 401:
-            from flask import redirect, url_for
-
-            return redirect(url_for("web.login", next=request.path))  # type: ignore[return-value]
-        return render_template("error.html", status=status, message=message), status
+            answer = jsonify({"error": message})
+        elif status == 401:  # back to this page after signing in; a form's POST-only path, to the dashboard
+            target = request.full_path.rstrip("?") if request.method == "GET" else "/"
+            return redirect(url_for("web.login", next=target))  # type: ignore[return-value]
+        else:
+            answer = Response(render_template("error.html", status=status, message=message), mimetype="text/html")
+        retry = getattr(e, "retry_after", None)
+        if retry is not None:
+            answer.headers["Retry-After"] = str(max(1, round(retry)))
+        return answer, status
 
     return app
 
@@ -89,10 +72,12 @@ def _when(value: float | None) -> str:
 
 
 def _status(e: Exception) -> tuple[int, str]:
+    """The status and words for a failed request: each error class carries its own status (engine/errors.py)."""
     if isinstance(e, HTTPException):
         return e.code or 500, e.description or e.name
-    for kind, status in _STATUS:
-        if isinstance(e, kind):
-            return status, str(e) or kind.__name__
+    if isinstance(e, CairnError):
+        if e.status >= 500:  # raised on purpose, and said in words: logged without a traceback
+            log.warning("%s %s: %s: %s", request.method, request.path, type(e).__name__, e)
+        return e.status, str(e) or type(e).__name__
     log.error("unexpected error in a request", exc_info=e)
     return 500, "internal error (logged)"

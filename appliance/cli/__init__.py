@@ -17,9 +17,9 @@ from engine.pool import POOL_FILE
 from engine.reader import diff
 from engine.restore import restore
 
-from . import cli_remote as remote_cmd
 from . import output
-from .cli_base import EXIT_PARTIAL, Context, command, main, source
+from . import remote as remote_cmd
+from .base import EXIT_PARTIAL, Context, command, main, source
 
 __all__ = ["main"]
 
@@ -102,9 +102,9 @@ def snapshot_create(ctx: Context, source_name: str, name: str | None, as_json: b
     if ctx.remote:
         doc = remote_cmd.snapshot_create(ctx.client(), source_name, name, as_json)
     else:
-        from .accounts import Accounts
-        from .config import Config
-        from .services import take_snapshot
+        from ..accounts import Accounts
+        from ..config import Config
+        from ..services import take_snapshot
 
         with ctx.open() as dep:
             doc = take_snapshot(dep, Accounts(dep.catalog), Config(dep.catalog), source_name, name, lambda p: None)
@@ -352,4 +352,4 @@ def dav_user(ctx: Context, users: Path, name: str, password_stdin: bool, as_json
 
 
 # The other command modules register themselves on `main` when imported.
-from . import cli_admin, cli_doors, cli_pool, imagecli  # noqa: E402, F401
+from . import admin, doors, image, pool  # noqa: E402, F401

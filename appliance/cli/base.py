@@ -1,7 +1,7 @@
 """The `cairn` command's frame: the top-level group, its options and context, the subcommand wrapper.
 
-Command modules (cli.py, cli_admin.py, cli_pool.py, cli_remote.py, imagecli.py)
-import this and register themselves on `main`; cli.py imports them all.
+Command modules (the package itself, admin.py, doors.py, pool.py, remote.py, image.py)
+import this and register themselves on `main`; the package imports them all.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from engine.deployment import Deployment
 from engine.errors import CairnError
 from engine.keyring import Unlock
 
+from ..config import Config
 from . import output
-from .config import Config
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_ERROR = 1
@@ -41,7 +41,7 @@ class Context:
         self.remote = remote  # commands that know it talk to that appliance's API instead
 
     def client(self) -> Any:
-        from .remote import client
+        from .client import client
 
         assert self.remote is not None
         return client(self.remote)

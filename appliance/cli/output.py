@@ -13,6 +13,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol
 
+from ..words import human_bytes as human_bytes  # the CLI's commands reach it as output.human_bytes
+
 
 def emit_json(doc: Any) -> None:
     sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
@@ -44,14 +46,6 @@ def _cell(value: Any) -> str:
     if isinstance(value, float) and value > 1e9:
         return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
     return str(value)
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    raise AssertionError("unreachable")
 
 
 class Update(Protocol):

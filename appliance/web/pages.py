@@ -16,14 +16,24 @@ from engine.meta import Kind
 from engine.sessions import RUNNING, Session
 from engine.snapshots import check_name
 
-from . import auth, usage
-from .access import can
-from .accounts import User
-from .api import check_may_configure, readable_level, visible_job, visible_jobs
-from .api_base import allowed_source, parse_json, require_admin, services
-from .api_sources import changes, submit_restore, visible_sources
-from .config import GLOBAL, Config
-from .status import SourceStatus, statuses
+from .. import auth, usage
+from ..access import can
+from ..accounts import User
+from ..config import GLOBAL, Config
+from ..request import (
+    allowed_source,
+    changes,
+    check_may_configure,
+    parse_json,
+    readable_level,
+    require_admin,
+    services,
+    submit_restore,
+    visible_job,
+    visible_jobs,
+    visible_sources,
+)
+from ..status import SourceStatus, statuses
 
 web = Blueprint("web", __name__, template_folder="templates", static_folder="static")
 

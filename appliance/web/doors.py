@@ -1,14 +1,13 @@
 """The web UI's front doors: a source's page with its backup status, its clients (SSH keys, the rsync daemon's
 password) and copy-paste instructions for Linux, macOS, NAS and Windows clients (windows_client.py).
 
-Registered on the `web` blueprint (web.py imports this module). A generated
+Registered on the `web` blueprint (the package imports this module). A generated
 private key and a generated password go to the browser once, in the answer
 to the POST that made them, and are kept nowhere.
 """
 
 from __future__ import annotations
 
-import re
 import time
 
 from flask import Response, redirect, request, url_for
@@ -17,18 +16,15 @@ from werkzeug.wrappers import Response as BaseResponse
 from engine.errors import Exists, InvalidArgument, NotFound
 from engine.sessions import Session
 
-from .access import can
-from .api_base import allowed_source, services
-from .doors.rsyncd import SECRET, new_secret, set_secret
-from .services import DoorsInfo
-from .status import statuses
-from .web import page, web
-from .windows_client import SWITCHES, task_file, task_xml, windows_share
+from ..access import can
+from ..doors.rsyncd import SECRET, new_secret, set_secret
+from ..request import allowed_source, client_host, services
+from ..services import DoorsInfo
+from ..status import statuses
+from ..windows_client import SWITCHES, task_file, task_xml, windows_share
+from .pages import page, web
 
 EXCLUDES = ("/proc", "/sys", "/dev", "/run", "/tmp", "/mnt", "/media")  # kernel, devices and mounts: not data
-# A name or address as DNS and URLs spell them: the Host header is the browser's to set, and the
-# commands below are pasted into root shells, so anything else is shown as a placeholder instead.
-_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]{2,45}\]")
 DOORS = {"ssh": "rsync over SSH", "rsyncd": "rsync daemon", "smb": "SMB"}
 LABELS = {"green": "ok", "amber": "failing", "red": "stale"}
 
@@ -155,13 +151,6 @@ def robocopy_task(name: str) -> Response:
 
 def key_file(source: str) -> str:
     return f"cairn-{source}-key"  # source names are ASCII letters, digits, '.', '_' and '-'
-
-
-def client_host() -> str:
-    """The appliance's name as the browser reached it, without the port (a placeholder if it looks odd)."""
-    host = request.host
-    name = host[: host.find("]") + 1] if host.startswith("[") else host.split(":")[0]
-    return name if _HOST.fullmatch(name) else "APPLIANCE"
 
 
 def client_setup(source: str, host: str, doors: DoorsInfo | None, snapshot: str | None,

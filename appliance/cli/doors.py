@@ -9,10 +9,10 @@ from typing import TextIO
 
 import click
 
+from ..doors.keys import SourceKeys
+from ..doors.rsyncd import new_secret, set_secret
 from . import output
-from .cli_base import Context, command, main, source
-from .doors.keys import SourceKeys
-from .doors.rsyncd import new_secret, set_secret
+from .base import Context, command, main, source
 
 
 @source.group("key")
@@ -102,8 +102,8 @@ def source_secret(ctx: Context, name: str, secret_file: TextIO | None, remove: b
 @command(source, "status")
 def source_status(ctx: Context, as_json: bool) -> None:
     """Each source's last successful backup, its age against stale_after, and its last session."""
-    from .services import Services
-    from .status import statuses
+    from ..services import Services
+    from ..status import statuses
 
     with ctx.open() as dep:
         rows = [s.to_json() for s in statuses(Services.build(dep, workers=1))]

@@ -11,10 +11,10 @@ import click
 
 from engine.errors import CairnError
 
+from ..jobs import ENDED
 from . import output
-from .cli_base import Context, command, main
-from .jobs import ENDED
-from .remote import Client, RemoteError, load, save
+from .base import Context, command, main
+from .client import Client, RemoteError, load, save
 
 JOB_WAIT = 3600.0  # seconds `--wait` follows a job
 

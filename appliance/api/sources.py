@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Any
 
 from flask import Response, jsonify, request
 
@@ -12,29 +11,14 @@ from dav.archive import FORMATS, attachment, tar_zst, zip_archive
 from dav.session import Session
 from engine.errors import CorruptBlob, InvalidArgument
 from engine.meta import Kind
-from engine.recover import refuse_existing
 from engine.snapshots import check_name
 
-from . import auth
-from .access import can, manages
-from .accounts import User
-from .api_base import allowed_source, api, body, int_arg, opt_text, services, snapshot_json, text, visible_group
-from .jobs import Job
+from .. import auth
+from ..access import manages
+from ..request import allowed_source, changes, services, submit_restore, visible_group, visible_sources
+from .base import api, body, int_arg, opt_text, snapshot_json, text
 
 # -- sources and snapshots ---------------------------------------------------
-
-
-def visible_sources(user: User) -> list[dict[str, Any]]:
-    """The sources a user may see, with their group, owner, and whether the user may run them."""
-    access = services().accounts.source_access()
-    out = []
-    for s in services().deployment.list_sources():
-        group, owner = access.get(s.name, (None, None))
-        if can(user, "see", group, owner):
-            out.append({"name": s.name, "group": group, "owner": owner, "created": s.created,
-                        "snapshots": s.snapshots, "last_snapshot": s.last_snapshot,
-                        "run": can(user, "run", group, owner)})  # fmt: skip
-    return out
 
 
 @api.get("/sources")
@@ -98,19 +82,6 @@ def diff_snapshots(name: str) -> Response:
                            int_arg("limit", 1000, 1, 100_000)))  # fmt: skip
 
 
-def changes(name: str, old: str, new: str, limit: int) -> list[dict[str, Any]]:
-    from engine.reader import diff
-
-    dep = services().deployment
-    out = []
-    for c in diff(dep.snapshot(name, old), dep.snapshot(name, new)):
-        entry = c.new or c.old
-        out.append({"path": os.fsdecode(c.path), "change": c.change, "size": entry.size if entry else 0})
-        if len(out) >= limit:
-            break
-    return out
-
-
 @api.delete("/sources/<name>/snapshots/<snap>")
 def delete_snapshot(name: str, snap: str) -> Response:
     allowed_source(name, "configure")
@@ -131,21 +102,6 @@ def restore_path(name: str, snap: str) -> Response:
         raise InvalidArgument("overwrite must be true or false")
     job = submit_restore(name, snap, text(doc, "path"), opt_text(doc, "to"), opt_text(doc, "into"), overwrite)
     return jsonify(job.to_json()), 202  # type: ignore[return-value]
-
-
-def submit_restore(
-    name: str, snap: str, path: str, to: str | None, into: str | None, overwrite: bool = False
-) -> Job:  # fmt: skip
-    """The restore job, once the user may restore from `name` (and into `into`) and the snapshot exists."""
-    user, _, _ = allowed_source(name, "restore")
-    if into is not None and into != name:
-        allowed_source(into, "restore")
-    dep = services().deployment
-    dep.snapshot_info(name, snap)  # 404 now rather than a failed job later
-    if not overwrite:  # 409 now; the job checks again
-        refuse_existing(dep.working_tree(into or name), to or path, into or name)
-    params = {"source": name, "snapshot": snap, "path": path, "to": to, "into": into, "overwrite": overwrite}
-    return services().jobs.submit("restore", params, source_id=services().deployment.source(name).id, user_id=user.id)
 
 
 @api.get("/sources/<name>/snapshots/<snap>/entries")

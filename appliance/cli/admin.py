@@ -10,10 +10,10 @@ import click
 
 from engine.errors import CairnError
 
-from . import cli_remote as remote_cmd
+from ..accounts import ROLES, Accounts
 from . import output
-from .accounts import ROLES, Accounts
-from .cli_base import Context, command, main
+from . import remote as remote_cmd
+from .base import Context, command, main
 
 
 @main.command("serve")
@@ -27,7 +27,7 @@ from .cli_base import Context, command, main
 def serve_cmd(ctx: Context, listen: str, mountpoint: Path | None, workers: int, ssh: str | None,
               rsyncd: str | None, smb: str | None) -> None:  # fmt: skip
     """Run the appliance: web UI at /, REST API at /api/v1, job workers, the mount and front doors if asked."""
-    from .server import Doorways, serve
+    from ..server import Doorways, serve
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -170,7 +170,7 @@ def config_set(ctx: Context, key: str, value: str, group: str | None, source: st
     """Set KEY to VALUE (JSON: '"0 2 * * *"', '{"daily": 7}', null to remove a group or source value)."""
     import json
 
-    from .config import Config
+    from ..config import Config
 
     try:
         parsed = json.loads(value)
@@ -188,7 +188,7 @@ def config_set(ctx: Context, key: str, value: str, group: str | None, source: st
 @click.option("--source", help="As seen by one source (in its group).")
 def config_show(ctx: Context, group: str | None, source: str | None, as_json: bool) -> None:
     """The effective settings, and where each value comes from."""
-    from .config import Config
+    from ..config import Config
 
     if ctx.remote:
         shown = ctx.client().call("GET", "/config", group=group, source=source)

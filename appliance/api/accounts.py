@@ -1,8 +1,4 @@
-"""The REST API at /api/v1: JSON in and out, described by /api/v1/openapi.json.
-
-Routes live here (signing in, pool, jobs, maintenance, users, groups,
-settings) and in api_sources.py (sources and snapshots), on one blueprint.
-"""
+"""The REST API's signing in, tokens, pool, jobs, maintenance, users, groups and settings."""
 
 from __future__ import annotations
 
@@ -13,25 +9,23 @@ from typing import Any
 
 from flask import Response, jsonify, request
 
-from engine.errors import InvalidArgument, NotFound
+from engine.errors import InvalidArgument
 
-from . import auth
-from .access import manages
-from .accounts import User
-from .api_base import (
+from .. import auth
+from ..access import manages
+from ..config import Config, hide_secrets
+from ..jobs import ENDED
+from ..request import (
     allowed_source,
-    api,
-    body,
-    int_arg,
-    opt_text,
+    check_may_configure,
+    readable_level,
     require_admin,
     services,
-    text,
-    user_json,
     visible_group,
+    visible_job,
+    visible_jobs,
 )
-from .config import Config, hide_secrets
-from .jobs import ENDED, Job
+from .base import api, body, int_arg, opt_text, text, user_json
 from .openapi import SPEC
 
 EVENT_EVERY = 0.5  # seconds between looks at a job whose events are streamed
@@ -131,24 +125,6 @@ def pool_job(kind: str) -> Response:
 @api.get("/jobs")
 def jobs() -> Response:
     return jsonify([j.to_json() for j in visible_jobs(int_arg("limit", 100, 1, 1000))])
-
-
-def _sees(user: User, job: Job) -> bool:
-    return user.admin or job.requested_by == user.id
-
-
-def visible_jobs(limit: int) -> list[Job]:
-    """Of the last `limit` jobs, those the user may see: their own, or all for an administrator."""
-    user = auth.require_user()
-    return [j for j in services().jobs.list(limit=limit) if _sees(user, j)]
-
-
-def visible_job(job_id: int) -> Job:
-    """A job the user may see (others' do not exist for them)."""
-    found = services().jobs.get(job_id)
-    if not _sees(auth.require_user(), found):
-        raise NotFound(f"no job {job_id}")
-    return found
 
 
 @api.get("/jobs/<int(max=9223372036854775807):job_id>")
@@ -270,33 +246,6 @@ def config_view() -> Response:
     source_name = request.args.get("source") or None
     group = readable_level(request.args.get("group") or None, source_name)
     return jsonify(Config(services().deployment.catalog).effective(source_name, group))
-
-
-def readable_level(group: str | None, source_name: str | None) -> str | None:
-    """The group whose settings the user may read at this level (a source's own group when a source is given).
-
-    Global settings are every signed-in user's to read; a group's, its members' and the administrators'
-    (other groups do not exist for them); a source's, of whoever may see the source.
-    """
-    user = auth.require_user()
-    if source_name is not None:
-        return allowed_source(source_name, "see")[1]
-    if group is not None:
-        visible_group(user, group)
-    return group
-
-
-def check_may_configure(group: str | None, source_name: str | None) -> User:
-    """Settings of a source are its configurers'; a group's are its administrators'; global ones, admins'."""
-    user = auth.require_user()
-    if source_name is not None:
-        allowed_source(source_name, "configure")
-        return user
-    if group is not None:
-        visible_group(user, group)
-    if not manages(user, group):
-        raise auth.Forbidden("only an administrator may change global or group settings")
-    return user
 
 
 @api.put("/config")
