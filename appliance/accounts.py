@@ -144,6 +144,11 @@ class Accounts:
         roles = {g: r for g, r in conn.execute(q.where(memberships.c.user_id == uid))}
         return User(uid, name, admin, roles)
 
+    def names(self) -> dict[int, str]:
+        """Every user's name by id, in one query (who requested each job of a table)."""
+        with self.catalog.engine.connect() as conn:
+            return {int(i): str(n) for i, n in conn.execute(select(users.c.id, users.c.name))}
+
     def list_users(self) -> list[User]:
         with self.catalog.engine.connect() as conn:
             rows = conn.execute(select(users.c.id, users.c.name, users.c.admin).order_by(users.c.name)).all()

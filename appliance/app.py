@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import logging
 import secrets
-import time
 
-from flask import Flask, Response, jsonify, redirect, render_template, request, url_for
+from flask import Flask, Response, jsonify, redirect, request, url_for
 from werkzeug.exceptions import HTTPException
 
 from engine.errors import CairnError
@@ -14,7 +13,7 @@ from engine.errors import CairnError
 from .api import api
 from .services import Services
 from .web import web
-from .words import human_bytes
+from .web.base import error_page
 
 log = logging.getLogger(__name__)
 MAX_BODY = 1 << 20  # API and form bodies; uploads go through WebDAV
@@ -29,8 +28,6 @@ def create_app(services: Services) -> Flask:
         SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
     )  # fmt: skip
     app.extensions["cairn"] = services
-    app.jinja_env.filters["when"] = _when
-    app.jinja_env.filters["size"] = human_bytes
     app.register_blueprint(api)
     app.register_blueprint(web)
     app.after_request(_security_headers)
@@ -44,7 +41,7 @@ def create_app(services: Services) -> Flask:
             target = request.full_path.rstrip("?") if request.method == "GET" else "/"
             return redirect(url_for("web.login", next=target))  # type: ignore[return-value]
         else:
-            answer = Response(render_template("error.html", status=status, message=message), mimetype="text/html")
+            answer = Response(error_page(status, message), mimetype="text/html")
         retry = getattr(e, "retry_after", None)
         if retry is not None:
             answer.headers["Retry-After"] = str(max(1, round(retry)))
@@ -65,10 +62,6 @@ def _security_headers(response: Response) -> Response:
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "same-origin")
     return response
-
-
-def _when(value: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(value)) if value else "never"
 
 
 def _status(e: Exception) -> tuple[int, str]:

@@ -120,7 +120,10 @@ def job_handlers(dep: Deployment, accounts: Accounts, config: Config, sessions: 
         return dataclasses.asdict(report)
 
     def scrub_pool(job: Job, progress: Progress) -> dict[str, Any]:
-        report, summary = scrub(dep, lambda r: progress({"packs": r.packs, "blobs": r.blobs, "bytes": r.bytes}))
+        report, summary = scrub(
+            dep,
+            lambda r: progress({"packs": r.packs, "blobs": r.blobs, "bytes": r.bytes, "total_bytes": r.total_bytes}),
+        )
         return {**summary, "damage": damage_doc(report.damage)}
 
     return {"snapshot": snapshot, "restore": restore, "forget": forget_job, "gc": collect, "scrub": scrub_pool}
@@ -138,13 +141,14 @@ def take_snapshot(dep: Deployment, accounts: Accounts, config: Config, source: s
     """Freeze a source's working tree, then apply its retention policy: the CLI's and the job's one body.
 
     `if_changed`: nothing is taken when nothing changed since the newest snapshot (`unchanged` says so).
+    The last progress report comes before the freeze: a job asked to stop stops at a report, and after
+    the freeze the snapshot is taken and its retention must follow.
     """
     progress({"step": "freezing the working tree"})
     started = time.time()
     info = dep.create_snapshot(source, name, if_changed=if_changed)
     if info.created < started:  # an older snapshot came back: nothing changed since it
         return {"source": source, "snapshot": info.name, "unchanged": True, "deleted": []}
-    progress({"step": "applying the retention policy"})
     deleted = forget(dep, accounts, config, source)
     return {"source": source, "snapshot": info.name, "uuid": info.uuid, "created": info.created,
             "files": info.files, "bytes": info.bytes, "state": info.state, "deleted": deleted}  # fmt: skip

@@ -23,6 +23,7 @@ from engine.mount import MountView
 
 from .auth import Limiter, UserList
 from .guard import HTTPServer
+from .listing import Listing
 from .locks import Storage
 from .provider import CairnProvider
 from .scope import Scope, ScopeOf, source_of
@@ -56,7 +57,7 @@ def make_app(
         "provider_mapping": {"/": CairnProvider(view, _breaker(scope))},
         "mount_path": mount_path or None,
         # Streams before ErrorPrinter, which would hold back the start of a streamed response.
-        "middleware_stack": [HTTPAuthenticator, Scope, Streams, ErrorPrinter, RequestResolver],
+        "middleware_stack": [HTTPAuthenticator, Scope, Streams, ErrorPrinter, Listing, RequestResolver],
         "http_authenticator": {
             "domain_controller": UserList,
             "accept_basic": True,

@@ -14,7 +14,8 @@ log = logging.getLogger(__name__)
 
 
 def dav_error(e: errors.CairnError) -> DAVError:
-    if e.status >= 500 and not e.temporary and not isinstance(e, errors.LostWrites):  # LostWrites: logged already
+    # The server's own faults (a full disk or a busy backend is not one); LostWrites was logged when it happened.
+    if e.status in (500, 502) and not e.temporary and not isinstance(e, errors.LostWrites):
         log.error("engine error in a WebDAV request: %s: %s", type(e).__name__, e)
     return DAVError(e.status, context_info=str(e))
 

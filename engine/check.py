@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import blake3
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from .blobstore import BlobStore
 from .catalog import Catalog
@@ -50,6 +50,7 @@ class CheckReport:
     packs: int = 0
     blobs: int = 0
     bytes: int = 0
+    total_bytes: int = 0  # of every pack to read, where known (a scrub's progress bar)
     damage: list[Damage] = field(default_factory=list)
 
     @property
@@ -220,6 +221,10 @@ def scrub(dep: Deployment, progress: Progress | None = None) -> tuple[CheckRepor
     """
     start = time.monotonic()
     report = CheckReport()
+    with dep.catalog.engine.connect() as conn:
+        pools = [store.pool_id for store in dep.stores]
+        total = conn.execute(select(func.sum(packs.c.size)).where(packs.c.pool_id.in_(pools))).scalar()
+    report.total_bytes = int(total or 0)
     for store in dep.stores:
         check_pool(store, progress, report)
     locate(dep.trees, dep.list_snapshots(), report.damage)

@@ -5,6 +5,12 @@ REST API, the web pages and the WebDAV share all answer with `status`, so they c
 from __future__ import annotations
 
 import errno
+import os
+
+
+def quoted(name: bytes | str) -> str:
+    """A name for an error message: quoted as text, never as Python's b'...' (odd bytes as escapes)."""
+    return repr(os.fsdecode(name))
 
 
 class CairnError(Exception):

@@ -7,7 +7,7 @@ import stat
 import struct
 from enum import IntEnum
 
-from .errors import InvalidArgument, InvalidName, NameTooLong
+from .errors import InvalidArgument, InvalidName, NameTooLong, quoted
 
 NAME_MAX = 255
 
@@ -55,9 +55,9 @@ def kind_of(mode: int) -> Kind:
 def check_name(name: bytes) -> bytes:
     """A directory entry name: any bytes but `/` and NUL, at most 255 of them."""
     if not name or name in (b".", b".."):
-        raise InvalidName(f"invalid name {name!r}")
+        raise InvalidName(f"invalid name {quoted(name)}")
     if b"/" in name or b"\0" in name:
-        raise InvalidName(f"a name cannot hold '/' or NUL: {name!r}")
+        raise InvalidName(f"a name cannot hold '/' or NUL: {quoted(name)}")
     if len(name) > NAME_MAX:
         raise NameTooLong(f"name is {len(name)} bytes, more than {NAME_MAX}")
     return name
@@ -89,7 +89,7 @@ def check_source_name(name: str) -> str:
     check_label(name, "source")
     if not _SOURCE_NAME.fullmatch(name):
         raise InvalidName(
-            f"invalid source name {name!r}: use ASCII letters, digits, '.', '_' and '-', "
+            f"invalid source name {quoted(name)}: use ASCII letters, digits, '.', '_' and '-', "
             "starting with a letter or digit"
         )
     return name

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from .blobstore import BlobStore
 from .cache import check_may_block
 from .content import ContentReader, unpack_extents
-from .errors import CorruptBlob, InvalidArgument, NotADirectory, NotFound
+from .errors import CorruptBlob, InvalidArgument, NotADirectory, NotFound, quoted
 from .meta import Kind
 from .tree import Entry, deserialize
 from .worktree.freeze import ROOT_NAME
@@ -79,7 +79,7 @@ class SnapshotView:
 
     def listing(self, entry: Entry) -> dict[bytes, Entry]:
         if entry.kind != Kind.DIR:
-            raise NotADirectory(f"{entry.name!r} is not a directory")
+            raise NotADirectory(f"{quoted(entry.name)} is not a directory")
         return self.trees.get(entry.payload)
 
     def lookup(self, path: bytes) -> Entry:
@@ -89,7 +89,7 @@ class SnapshotView:
                 continue
             child = self.listing(entry).get(part)
             if child is None:
-                raise NotFound(f"no {path!r} in this snapshot")
+                raise NotFound(f"no {quoted(path)} in this snapshot")
             entry = child
         return entry
 
@@ -105,7 +105,7 @@ class SnapshotView:
 
     def reader(self, entry: Entry) -> ContentReader:
         if entry.kind != Kind.FILE:
-            raise InvalidArgument(f"{entry.name!r} is not a regular file")
+            raise InvalidArgument(f"{quoted(entry.name)} is not a regular file")
         return ContentReader(self.trees.blobs, unpack_extents(entry.payload))
 
     def read(self, path: bytes, offset: int = 0, size: int = -1) -> bytes:

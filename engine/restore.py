@@ -32,7 +32,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .content import Extents, unpack_extents
-from .errors import BackendError, CairnError, CorruptBlob, Exists
+from .errors import BackendError, CairnError, CorruptBlob, Exists, quoted
 from .ids import HOLE
 from .meta import Kind
 from .reader import SnapshotView, walk_tree
@@ -410,5 +410,5 @@ def _apply_meta(target: bytes | int, e: Entry, note: Callable[[str], None], show
             if err.errno not in (errno.ENOTSUP, errno.EPERM):
                 raise
             where = os.fsdecode(shown if shown is not None else target)  # type: ignore[arg-type]
-            note(f"{where}: xattr {name!r} not restored: {err.strerror}")
+            note(f"{where}: xattr {quoted(name)} not restored: {err.strerror}")
     os.utime(target, ns=(e.atime_ns, e.mtime_ns), follow_symlinks=not by_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import time
 from collections.abc import Iterator
@@ -69,7 +70,7 @@ def finished(client: FlaskClient, job_id: int) -> Any:
     """A job's document once it has ended (or after 15 s)."""
     for _ in range(300):
         done = client.get(f"/api/v1/jobs/{job_id}").json
-        if done["state"] in ("done", "failed"):  # type: ignore[index]
+        if done["state"] in ("done", "failed", "cancelled"):  # type: ignore[index]
             break
         time.sleep(0.05)
     return done
@@ -192,6 +193,23 @@ def test_web_ui_pages(app: Flask) -> None:
     assert client.post("/sources/a/snapshots", data={"name": "from-ui"}).status_code == 403  # no CSRF
     wrong = app.test_client().post("/login", data={"name": "ops", "password": "nope"})
     assert "wrong name or password" in wrong.get_data(as_text=True)
+
+
+def test_error_pages_keep_the_navigation_and_say_what_failed_in_words(app: Flask) -> None:
+    client = app.test_client()
+    client.post("/login", data={"name": "ops", "password": PASSWORD, "next": "/"})
+    missing = client.get("/sources/a/snapshots/s1/?path=/no/such%FF")
+    text = missing.get_data(as_text=True)
+    assert missing.status_code == 404 and "<h1>Not found</h1>" in text
+    assert "no '/no/such" in html.unescape(text) and "b'" not in html.unescape(text) and "Traceback" not in text
+    assert 'href="/jobs"' in text and "Sign out" in text  # the navigation of whoever is signed in
+    refused = client.get("/users")
+    assert refused.status_code == 403 and "<h1>Not allowed</h1>" in refused.get_data(as_text=True)
+    assert 'href="/jobs"' in refused.get_data(as_text=True)
+    assert "Sign out" not in app.test_client().get("/no/such/page").get_data(as_text=True)
+    # Signed out, a form's POST-only path leads to the dashboard after signing in; a page, back to itself.
+    assert app.test_client().post("/sources/a/snapshots").headers["Location"] == "/login?next=/"
+    assert app.test_client().get("/jobs?limit=5").headers["Location"] == "/login?next=/jobs?limit%3D5"
 
 
 def test_storage_users_settings_pages_and_the_usage_chart(app: Flask) -> None:
@@ -415,6 +433,47 @@ def test_cancel_a_queued_job(tmp_path: Path) -> None:
         assert [s.name for s in dep.list_snapshots("a")] == ["three"]  # the cancelled ones never ran
         assert client.delete(f"/api/v1/jobs/{third['id']}", headers=csrf).status_code == 409
         assert 'id="cancel"' not in client.get(f"/jobs/{third['id']}").get_data(as_text=True)
+    finally:
+        dep.close()
+
+
+def test_a_running_job_stops_when_asked_where_it_can_and_logs_its_steps(tmp_path: Path) -> None:
+    """A snapshot waiting for a backup session stops when asked (no snapshot taken); a running restore cannot."""
+    dep = Deployment.open(tmp_path / "data")
+    services = Services.build(dep, workers=1)
+    try:
+        services.accounts.add_user("root", PASSWORD, admin=True)
+        dep.add_source("a")
+        app = create_app(services)
+        client, csrf = signed_in(app, "root")
+        session = services.sessions.begin("a", "ssh", "127.0.0.1", "laptop")  # a backup still writing
+        job = client.post("/api/v1/sources/a/snapshots", json={"name": "one"}, headers=csrf).json
+        assert services.runner is not None
+        services.runner.start()
+        try:
+            deadline = time.monotonic() + 30
+            while "waiting" not in (services.jobs.get(job["id"]).progress or {}).get("step", ""):  # type: ignore[index]
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            asked = client.delete(f"/api/v1/jobs/{job['id']}", headers=csrf)  # type: ignore[index]
+            assert asked.status_code == 200 and asked.json["state"] == "running"  # type: ignore[index]
+            assert asked.json["stop_by"] == "root"  # type: ignore[index]
+            ended = finished(client, job["id"])  # type: ignore[index]
+        finally:
+            services.runner.stop()
+        assert ended["state"] == "cancelled" and ended["error"] == "stopped while running, as root asked"
+        assert [text for _, text in ended["log"]] == [
+            "started", "waiting for 1 backup session(s) to end", "root asked it to stop",
+            "stopped while running, as root asked",
+        ]  # fmt: skip
+        assert dep.list_snapshots("a") == []
+        page = client.get(f"/jobs/{job['id']}").get_data(as_text=True)  # type: ignore[index]
+        assert "root asked it to stop" in page and "<time" in page
+        services.sessions.end(session.id, reason=None)
+        restore = services.jobs.submit("restore", {"source": "a", "snapshot": "x", "path": "/"})
+        assert services.jobs.claim("elsewhere") is not None  # running, on another worker
+        refused = client.delete(f"/api/v1/jobs/{restore.id}", headers=csrf)
+        assert refused.status_code == 409 and "cannot stop cleanly" in refused.json["error"]  # type: ignore[index]
     finally:
         dep.close()
 

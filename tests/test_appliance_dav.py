@@ -83,3 +83,24 @@ def test_a_percent_in_a_source_name_is_not_decoded_twice(tmp_path: Path) -> None
         assert share.open("/dav/aA/current/f", headers=into, method="COPY").status_code == 404
         back = _as("mia", Destination="http://localhost/dav/a%41/current/g")  # %41 is A: source aA, allowed
         assert share.open("/dav/aA/current/f", headers=back, method="COPY").status_code in (201, 204)
+
+
+def test_a_folder_opened_in_a_browser_says_how_to_connect_and_lists_its_names(share: Client) -> None:
+    """A GET of a folder is a browser's: a plain page with the address to connect to, never the library's hint."""
+    odd = "%3Cb%3E%26x%20%C3%A9"  # markup, a space and an accent in a name: escaped, and its link leads to it
+    put = share.open(f"/dav/a/current/{odd}", headers=_as("ops"), data=b"x", method="PUT")
+    assert put.status_code in (201, 204)
+    page = share.get("/dav/", headers=_as("ops"))
+    text = page.get_data(as_text=True)
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    assert "Map network drive" in text and "http://localhost/dav/" in text and 'href="/"' in text
+    assert re.findall(r'<li><a href="(/dav/[^"]*)">', text) == ["/dav/a/", "/dav/b/"]  # what ops may see
+    assert "not enabled" not in text and "dir_browser" not in text
+    inside = share.get("/dav/a/current/", headers=_as("ops")).get_data(as_text=True)
+    assert "&lt;b&gt;&amp;x é" in inside and "<b>" not in inside
+    link = re.findall(r'<li><a href="(/dav/a/current/[^"]+)">', inside)
+    assert link == [f"/dav/a/current/{odd}"]
+    assert share.get(link[0], headers=_as("ops")).get_data() == b"x"
+    assert share.head("/dav/a/", headers=_as("ops")).status_code == 200
+    assert share.get("/dav/c/", headers=_as("ops")).status_code == 404  # what one may not see, as before
+    assert share.get("/dav/", headers=_as("ops")).headers["Content-Security-Policy"] == "default-src 'none'; sandbox"

@@ -22,7 +22,7 @@ from appliance.doors.keys import parse_public_key
 from appliance.doors.rsyncd import SECRET
 from appliance.doors.smb import GMT
 from appliance.services import DoorsInfo
-from appliance.web.doors import ago
+from appliance.words import ago
 
 from .appliance_world import PASSWORD, World, world
 from .test_web_ui import browser as browser  # the same headless Chromium, started per test

@@ -25,6 +25,7 @@ from ..request import (
     visible_job,
     visible_jobs,
 )
+from ..words import job_percent, job_summary
 from .base import api, body, int_arg, opt_text, text, user_json
 from .openapi import SPEC
 
@@ -141,7 +142,7 @@ def cancel_job(job_id: int) -> Response:
 
 @api.get("/jobs/<int(max=9223372036854775807):job_id>/events")
 def job_events(job_id: int) -> Response:
-    """Server-sent events: the job's state and progress whenever they change, until it ends."""
+    """Server-sent events: the job's state, progress and summary in words whenever they change, until it ends."""
     visible_job(job_id)
     queue = services().jobs
 
@@ -149,7 +150,11 @@ def job_events(job_id: int) -> Response:
         last = None
         for _ in range(int(EVENTS_FOR / EVENT_EVERY)):
             job = queue.get(job_id)
-            doc = json.dumps({"state": job.state, "progress": job.progress, "error": job.error})
+            doc = json.dumps({
+                "state": job.state, "progress": job.progress, "error": job.error,
+                "summary": job_summary(job.kind, job.params, job.state, job.progress, job.error),
+                "percent": job_percent(job.kind, job.state, job.progress),
+            })  # fmt: skip
             if doc != last:
                 yield f"data: {doc}\n\n"
                 last = doc

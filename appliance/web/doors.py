@@ -8,8 +8,6 @@ to the POST that made them, and are kept nowhere.
 
 from __future__ import annotations
 
-import time
-
 from flask import Response, redirect, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -22,41 +20,19 @@ from ..request import allowed_source, client_host, services
 from ..services import DoorsInfo
 from ..status import statuses
 from ..windows_client import SWITCHES, task_file, task_xml, windows_share
-from .pages import page, web
+from ..words import span
+from .base import page, web
 
 EXCLUDES = ("/proc", "/sys", "/dev", "/run", "/tmp", "/mnt", "/media")  # kernel, devices and mounts: not data
 DOORS = {"ssh": "rsync over SSH", "rsyncd": "rsync daemon", "smb": "SMB"}
 LABELS = {"green": "ok", "amber": "failing", "red": "stale"}
 
 
-@web.app_template_filter("ago")
-def ago(seconds: float | None) -> str:
-    """An age for people: "just now", "12 min ago", "3 h ago", "4 d ago"."""
-    if seconds is None:
-        return "never"
-    if seconds < 60:
-        return "just now"
-    if seconds < 3600:
-        return f"{seconds // 60:.0f} min ago"
-    if seconds < 48 * 3600:
-        return f"{seconds // 3600:.0f} h ago"
-    return f"{seconds // 86400:.0f} d ago"
-
-
-@web.app_template_filter("exact")
-def exact(value: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(value)) if value else "never"
-
-
 @web.app_template_filter("duration")
 def duration(session: Session) -> str:
     if session.ended is None:
         return "running"
-    seconds = max(0.0, session.ended - session.started)
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, seconds = divmod(int(seconds), 60)
-    return f"{minutes} min {seconds} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
+    return span(session.ended - session.started)
 
 
 @web.app_template_filter("door")

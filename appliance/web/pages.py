@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from typing import Any
 
-from flask import Blueprint, Response, redirect, render_template, request, url_for
+from flask import Response, redirect, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
 from engine.check import last_scrub
@@ -29,17 +28,12 @@ from ..request import (
     require_admin,
     services,
     submit_restore,
-    visible_job,
     visible_jobs,
     visible_sources,
 )
 from ..status import SourceStatus, statuses
-
-web = Blueprint("web", __name__, template_folder="templates", static_folder="static")
-
-
-def page(template: str, **context: Any) -> str:
-    return render_template(template, user=auth.current_user(), csrf=auth.csrf_token(), **context)
+from .base import page, web
+from .jobs import job_views
 
 
 @web.get("/login")
@@ -82,7 +76,7 @@ def dashboard() -> str:
     status = visible_statuses(user)
     counts = Counter(s.colour for s in status.values())
     return page("dashboard.html", sources=visible_sources(user), status=status, counts=counts, pool=dep.pool_usage(),
-                jobs=running[:10], sessions=visible_sessions(user, 100, RUNNING),
+                jobs=job_views(running[:10]), sessions=visible_sessions(user, 100, RUNNING),
                 chart=usage.chart(usage.history(dep)))  # fmt: skip
 
 
@@ -235,19 +229,7 @@ def restore_path(name: str, snap: str) -> BaseResponse:
 
 @web.get("/jobs")
 def jobs() -> str:
-    return page("jobs.html", jobs=visible_jobs(100), sessions=visible_sessions(auth.require_user(), 100))
-
-
-@web.get("/jobs/<int(max=9223372036854775807):job_id>")
-def job(job_id: int) -> str:
-    return page("job.html", job=visible_job(job_id))
-
-
-@web.post("/jobs/<int(max=9223372036854775807):job_id>/cancel")
-def cancel_job(job_id: int) -> BaseResponse:
-    visible_job(job_id)
-    services().jobs.cancel(job_id, auth.require_user().name)
-    return redirect(url_for("web.job", job_id=job_id))
+    return page("jobs.html", jobs=job_views(visible_jobs(100)), sessions=visible_sessions(auth.require_user(), 100))
 
 
 @web.get("/healthz")

@@ -225,6 +225,8 @@ jobs = Table(
     Column("worker", String(255)),
     Column("error", Text),
     Column("requested_by", Integer, ForeignKey("users.id", ondelete="SET NULL")),
+    Column("log", Text),  # JSON: [[time, text], ...]
+    Column("stop_by", String(255)),  # who asked a running job to stop
 )
 
 # Backup sessions: one client connection that wrote into a source through a front door.

@@ -14,7 +14,7 @@ import hashlib
 from collections.abc import Iterator, Sequence
 
 from ..content import Extents, chunk_ids, unpack_extents
-from ..errors import InvalidArgument, InvalidName, IsADirectory, NotFound
+from ..errors import InvalidArgument, InvalidName, IsADirectory, NotFound, quoted
 from ..meta import Kind, Stat, check_name
 from .nodes import LATEST, ROOT, SNAPSHOT, VIRTUAL, WORKING, node_of
 from .view import PREFETCH_BYTES, PREFETCH_FILE, _wt
@@ -123,9 +123,9 @@ def copy_file(view: MountView, number: int, parent: int, name: bytes) -> Stat:
         existing = view.create(parent, name, src.mode, src.uid, src.gid)
         view.release(existing.ino)
     if existing.kind == Kind.DIR:
-        raise IsADirectory(f"{name!r} is a directory")
+        raise IsADirectory(f"{quoted(name)} is a directory")
     if existing.kind != Kind.FILE:
-        raise InvalidName(f"{name!r} is not a regular file")
+        raise InvalidName(f"{quoted(name)} is not a regular file")
     ino = node_of(existing.ino).ino
     tree.set_content(ino, content)
     tree.set_xattrs(ino, xattrs)

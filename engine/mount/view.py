@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from ..cache import check_may_block
 from ..content import EXTENT_SIZE, ContentReader, packed_ids, unpack_extents
 from ..deployment import Deployment, SourceInfo
-from ..errors import CorruptBlob, InvalidArgument, NotADirectory, NotFound
+from ..errors import CorruptBlob, InvalidArgument, NotADirectory, NotFound, quoted
 from ..ids import HOLE, ID_SIZE
 from ..meta import Kind, Stat
 from ..reader import SnapshotView
@@ -164,7 +164,7 @@ class MountReader:
             entry = self._entry(parent)
             child = self._snapshot_view(node.owner).listing(entry).get(name)
             if child is None:
-                raise NotFound(f"no entry {name!r}")
+                raise NotFound(f"no entry {quoted(name)}")
             return self._remember(node.owner, child)
         return self._virtual_lookup(node, name)
 
@@ -172,7 +172,7 @@ class MountReader:
         if node == ROOT_NODE:
             source = self.sources().get(_text(name))
             if source is None:
-                raise NotFound(f"no source {name!r}")
+                raise NotFound(f"no source {quoted(name)}")
             return self._source_stat(source)
         source = self.source_by_id(node.owner)
         if node.ino == SOURCE_DIR:
@@ -193,7 +193,7 @@ class MountReader:
                     return self._remember(sid, self.snapshot_view(sid, info).root)
         else:
             raise NotADirectory(f"node {node.number} is not a directory")
-        raise NotFound(f"no entry {name!r}")
+        raise NotFound(f"no entry {quoted(name)}")
 
     def getattr(self, number: int) -> Stat:
         node = node_of(number)

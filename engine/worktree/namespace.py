@@ -26,6 +26,7 @@ from ..errors import (
     NotEmpty,
     NotFound,
     Unloaded,
+    quoted,
 )
 from ..meta import PERM_MASK, Kind, Stat, check_name, kind_of
 from .inode import ROOT, Inode, now_ns
@@ -148,7 +149,7 @@ class Namespace:
         assert parent.children is not None
         ino = parent.children.get(name)
         if ino is None:
-            raise NotFound(f"no entry {name!r}")
+            raise NotFound(f"no entry {quoted(name)}")
         return self._inodes[ino]
 
     def stat(self, ino: int) -> Stat:
@@ -289,7 +290,7 @@ class Namespace:
         p = self._dir(parent)
         assert p.children is not None
         if check_name(name) in p.children:
-            raise Exists(f"{name!r} exists")
+            raise Exists(f"{quoted(name)} exists")
         inode = self._new(kind, mode, uid, gid)
         self._add_entry(p, name, inode)
         return inode
@@ -335,7 +336,7 @@ class Namespace:
             p = self._dir(parent)
             assert p.children is not None
             if check_name(name) in p.children:
-                raise Exists(f"{name!r} exists")
+                raise Exists(f"{quoted(name)} exists")
             inode.nlink += 1
             inode.ctime_ns = now_ns()
             self._add_entry(p, name, inode)
@@ -347,7 +348,7 @@ class Namespace:
             p = self._dir(parent)
             inode = self._child(p, name)
             if inode.is_dir:
-                raise IsADirectory(f"{name!r} is a directory")
+                raise IsADirectory(f"{quoted(name)} is a directory")
             self._remove_entry(p, name, inode)
             inode.nlink -= 1
             inode.ctime_ns = now_ns()
@@ -360,9 +361,9 @@ class Namespace:
             p = self._dir(parent)
             inode = self._child(p, name)
             if not inode.is_dir:
-                raise NotADirectory(f"{name!r} is not a directory")
+                raise NotADirectory(f"{quoted(name)} is not a directory")
             if self._dir(inode.ino).children:
-                raise NotEmpty(f"{name!r} is not empty")
+                raise NotEmpty(f"{quoted(name)} is not empty")
             self._remove_entry(p, name, inode)
             self._free_if_unused(inode)
 
@@ -396,12 +397,12 @@ class Namespace:
                 return  # two names of one inode: rename(2) does nothing
             if flags & RENAME_EXCHANGE:
                 if target_ino is None:
-                    raise NotFound(f"{new_name!r} does not exist")
+                    raise NotFound(f"{quoted(new_name)} does not exist")
                 self._exchange(op, old_name, np, new_name)
                 return
             if target_ino is not None:
                 if flags & RENAME_NOREPLACE:
-                    raise Exists(f"{new_name!r} exists")
+                    raise Exists(f"{quoted(new_name)} exists")
                 self._replace(np, new_name, self._inodes[target_ino], inode)
             self._remove_entry(op, old_name, inode)
             self._add_entry(np, new_name, inode)
@@ -409,10 +410,10 @@ class Namespace:
 
     def _replace(self, parent: Inode, name: bytes, target: Inode, moving: Inode) -> None:
         if target.is_dir != moving.is_dir:
-            raise (NotADirectory if target.is_dir is False else IsADirectory)(f"cannot replace {name!r}")
+            raise (NotADirectory if target.is_dir is False else IsADirectory)(f"cannot replace {quoted(name)}")
         if target.is_dir:
             if self._dir(target.ino).children:
-                raise NotEmpty(f"{name!r} is not empty")
+                raise NotEmpty(f"{quoted(name)} is not empty")
             self._remove_entry(parent, name, target)
         else:
             self._remove_entry(parent, name, target)
