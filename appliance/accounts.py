@@ -29,13 +29,14 @@ from dav.passwords import UNKNOWN, hash_password
 from dav.passwords import check_password as _check
 from engine.catalog import Catalog
 from engine.catalog.schema import groups, memberships, settings, source_access, sources, tokens, users
-from engine.errors import Exists, InvalidArgument, NotFound
+from engine.errors import Conflict, Exists, InvalidArgument, NotFound
 
 from .websessions import WebSessions
 
 ROLES = ("admin", "operator", "member")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 PASSWORD_MIN = 8
+_USER = (users.c.id, users.c.name, users.c.admin, users.c.must_change)  # what a User is made of
 TOKEN_CACHE = 10.0  # seconds a checked token is trusted: a revocation elsewhere takes this long
 NTLM = "door/ntlm/"  # + user id: the NT hash of the user's password, for the SMB share
 
@@ -60,6 +61,7 @@ class User:
     name: str
     admin: bool
     roles: dict[str, str]  # group name -> role
+    must_change: bool = False  # signed in with a one-time password: a new one comes first
 
 
 def check_name(name: str, what: str) -> str:
@@ -79,7 +81,8 @@ class Accounts:
 
     # -- users ---------------------------------------------------------------
 
-    def add_user(self, name: str, password: str, *, admin: bool = False) -> User:
+    def add_user(self, name: str, password: str, *, admin: bool = False, one_time: bool = False) -> User:
+        """A new user; `one_time`: the password must be changed at the first sign-in."""
         check_name(name, "user")
         if not isinstance(password, str) or len(password) < PASSWORD_MIN:
             raise InvalidArgument(f"a password has at least {PASSWORD_MIN} characters")
@@ -87,23 +90,52 @@ class Accounts:
             if conn.execute(select(users.c.id).where(users.c.name == name)).first():
                 raise Exists(f"user {name!r} exists")
             conn.execute(users.insert().values(name=name, password=hash_password(password), admin=admin,
-                                               created=time.time()))  # fmt: skip
+                                               created=time.time(), must_change=one_time))  # fmt: skip
             uid = conn.execute(select(users.c.id).where(users.c.name == name)).scalar_one()
             self._set_nt_hash(conn, uid, password)
         return self.user(name)
 
-    def set_password(self, name: str, password: str, *, keep_session: int | None = None) -> None:
+    def set_password(self, name: str, password: str, *, keep_session: int | None = None,
+                     one_time: bool = False) -> None:  # fmt: skip
         """Change a password and end the user's web sessions: all of them, or all but `keep_session`
-        (the one that made the change). API tokens stay: each is a credential of its own."""
+        (the one that made the change). API tokens stay: each is a credential of its own.
+        `one_time`: the user must change it at the next sign-in (a reset)."""
         if not isinstance(password, str) or len(password) < PASSWORD_MIN:
             raise InvalidArgument(f"a password has at least {PASSWORD_MIN} characters")
         with self.catalog.engine.begin() as conn:
             uid = conn.execute(select(users.c.id).where(users.c.name == name)).scalar()
             if uid is None:
                 raise NotFound(f"no user {name!r}")
-            conn.execute(update(users).where(users.c.id == uid).values(password=hash_password(password)))
+            conn.execute(update(users).where(users.c.id == uid)
+                         .values(password=hash_password(password), must_change=one_time))  # fmt: skip
             self._set_nt_hash(conn, uid, password)
             self.sessions.end_all(conn, uid, keep=keep_session)
+
+    def reset_password(self, name: str) -> str:
+        """A new one-time password for `name` (shown once to whoever reset it); their web sessions end."""
+        password = secrets.token_urlsafe(12)
+        self.set_password(name, password, one_time=True)
+        return password
+
+    def set_admin(self, name: str, admin: bool) -> User:
+        """Make a user an administrator of the whole appliance, or no longer one (never the last one)."""
+        with self.catalog.engine.begin() as conn:
+            uid = conn.execute(select(users.c.id).where(users.c.name == name)).scalar()
+            if uid is None:
+                raise NotFound(f"no user {name!r}")
+            if not admin:
+                self._keep_an_admin(conn, uid)
+            conn.execute(update(users).where(users.c.id == uid).values(admin=admin))
+        with self._lock:
+            self._tokens.clear()  # a token's cached user carries the old flag
+        return self.user(name)
+
+    @staticmethod
+    def _keep_an_admin(conn: Connection, uid: int) -> None:
+        others = conn.execute(select(func.count()).select_from(users).where(users.c.admin, users.c.id != uid))
+        was = conn.execute(select(users.c.admin).where(users.c.id == uid)).scalar()
+        if was and not others.scalar_one():
+            raise Conflict("this is the last administrator: make another user one first")
 
     def _set_nt_hash(self, conn: Connection, uid: int, password: str) -> None:
         key = f"{NTLM}{uid}"
@@ -117,6 +149,7 @@ class Accounts:
     def remove_user(self, name: str) -> None:
         user = self.user(name)
         with self.catalog.engine.begin() as conn:
+            self._keep_an_admin(conn, user.id)
             self.sessions.end_all(conn, user.id)
             conn.execute(delete(tokens).where(tokens.c.user_id == user.id))
             conn.execute(delete(memberships).where(memberships.c.user_id == user.id))
@@ -128,21 +161,21 @@ class Accounts:
 
     def user(self, name: str) -> User:
         with self.catalog.engine.connect() as conn:
-            row = conn.execute(select(users.c.id, users.c.name, users.c.admin).where(users.c.name == name)).first()
+            row = conn.execute(select(*_USER).where(users.c.name == name)).first()
             if row is None:
                 raise NotFound(f"no user {name!r}")
             return self._with_roles(conn, row)
 
     def user_by_id(self, user_id: int) -> User | None:
         with self.catalog.engine.connect() as conn:
-            row = conn.execute(select(users.c.id, users.c.name, users.c.admin).where(users.c.id == user_id)).first()
+            row = conn.execute(select(*_USER).where(users.c.id == user_id)).first()
             return self._with_roles(conn, row) if row is not None else None
 
-    def _with_roles(self, conn: Connection, row: Row[Any, Any, Any]) -> User:
+    def _with_roles(self, conn: Connection, row: Row[Any, Any, Any, Any]) -> User:
         uid, name, admin = int(row[0]), str(row[1]), bool(row[2])
         q = select(groups.c.name, memberships.c.role).join(groups, groups.c.id == memberships.c.group_id)
         roles = {g: r for g, r in conn.execute(q.where(memberships.c.user_id == uid))}
-        return User(uid, name, admin, roles)
+        return User(uid, name, admin, roles, bool(row[3]))
 
     def names(self) -> dict[int, str]:
         """Every user's name by id, in one query (who requested each job of a table)."""
@@ -151,7 +184,7 @@ class Accounts:
 
     def list_users(self) -> list[User]:
         with self.catalog.engine.connect() as conn:
-            rows = conn.execute(select(users.c.id, users.c.name, users.c.admin).order_by(users.c.name)).all()
+            rows = conn.execute(select(*_USER).order_by(users.c.name)).all()
             return [self._with_roles(conn, r) for r in rows]
 
     def password_hash(self, name: str) -> str | None:
@@ -203,6 +236,16 @@ class Accounts:
             for g, u, role in conn.execute(q):
                 out[g][u] = role
         return out
+
+    def remove_group(self, name: str) -> None:
+        """Remove a group: its members lose their roles in it, its sources are held by no group."""
+        gid = self.group_id(name)
+        with self.catalog.engine.begin() as conn:
+            conn.execute(delete(memberships).where(memberships.c.group_id == gid))
+            conn.execute(update(source_access).where(source_access.c.group_id == gid).values(group_id=None))
+            conn.execute(delete(groups).where(groups.c.id == gid))
+        with self._lock:
+            self._tokens.clear()  # cached users carry their roles
 
     def set_role(self, group: str, user: str, role: str | None) -> None:
         """Give a user a role in a group, or take it away (None)."""

@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException
 
 from engine.errors import CairnError
 
+from . import auth
 from .api import api
 from .services import Services
 from .web import web
@@ -37,6 +38,8 @@ def create_app(services: Services) -> Flask:
         status, message = _status(e)
         if request.path.startswith("/api/"):
             answer = jsonify({"error": message})
+        elif isinstance(e, auth.PasswordChange):
+            return redirect(url_for("web.password"))  # type: ignore[return-value]
         elif status == 401:  # back to this page after signing in; a form's POST-only path, to the dashboard
             target = request.full_path.rstrip("?") if request.method == "GET" else "/"
             return redirect(url_for("web.login", next=target))  # type: ignore[return-value]

@@ -24,7 +24,7 @@ from engine.errors import CairnError, NotPermitted
 from .accounts import Accounts, User
 from .websessions import LIFETIME, WebSession
 
-__all__ = ["Forbidden", "LoginLimiter", "TooManyAttempts", "Unauthorized"]
+__all__ = ["Forbidden", "LoginLimiter", "PasswordChange", "TooManyAttempts", "Unauthorized"]
 SAFE = {"GET", "HEAD", "OPTIONS"}
 COOKIE = "cairn_session"
 
@@ -37,6 +37,15 @@ class Unauthorized(CairnError):
 
 class Forbidden(NotPermitted):
     """Signed in, but not allowed."""
+
+
+class PasswordChange(Forbidden):
+    """Signed in with a one-time password: choosing a new one comes before anything else."""
+
+
+# The pages a web session with a one-time password may still open. The API answers such a session (a
+# script's, `cairn remote add`) and says `must_change` in /me; the pages lead to choosing a password first.
+FIRST = {"web.password", "web.password_post", "web.logout", "web.static"}
 
 
 def accounts() -> Accounts:
@@ -131,4 +140,6 @@ def require_user() -> User:
     user = current_user()
     if user is None:
         raise Unauthorized("sign in, or send an API token")
+    if user.must_change and request.blueprint == "web" and request.endpoint not in FIRST:
+        raise PasswordChange("you signed in with a one-time password: choose your own first")
     return user

@@ -37,11 +37,11 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 def first_admin(services: Services) -> str | None:
-    """On the first start, an `admin` with a one-time password (printed once): change it after signing in."""
+    """On the first start, an `admin` with a one-time password (printed once): the web UI asks for a new one."""
     if services.accounts.count_users():
         return None
     password = secrets.token_urlsafe(12)
-    services.accounts.add_user("admin", password, admin=True)
+    services.accounts.add_user("admin", password, admin=True, one_time=True)
     return password
 
 

@@ -102,6 +102,12 @@ def doomed_user(w: World, persona: str, side: Fill) -> Fill:
     return {"name": name}
 
 
+def doomed_group(w: World, persona: str, side: Fill) -> Fill:
+    name = f"dissolved{next(_fresh)}"
+    w.services.accounts.add_group(name)
+    return {"group": name}
+
+
 def doomed_key(w: World, persona: str, side: Fill) -> Fill:
     key = w.services.keys.add(side["source"], generate_pair(f"k{next(_fresh)}")[1])
     return {"key_id": key.id}
@@ -186,6 +192,12 @@ TABLE: dict[tuple[str, str], list[Case]] = {
     ("GET", "/api/v1/users"): [Case(ADMIN, 200)],
     ("POST", "/api/v1/users"): [Case(ADMIN, 201, body=lambda f: {"name": f"u{next(_fresh)}", "password": PASSWORD})],
     ("DELETE", "/api/v1/users/{name}"): [Case(ADMIN, 200, setup=doomed_user)],
+    ("PUT", "/api/v1/users/{name}"): [Case(ADMIN, 200, setup=doomed_user, body=lambda f: {"admin": False})],
+    ("POST", "/api/v1/users/{name}/password"): [Case(ADMIN, 200, setup=doomed_user)],
+    ("DELETE", "/api/v1/groups/{group}"): [Case(ADMIN, 200, setup=doomed_group)],
+    ("PUT", "/api/v1/sources/{name}/access"): [
+        Case(ADMIN, 200, "source", setup=doomed_source, body=lambda f: {"group": f["group"], "owner": f["owner"]})
+    ],
     ("GET", "/api/v1/groups"): [Case(SIGNED_IN, 200)],
     ("POST", "/api/v1/groups"): [Case(ADMIN, 201, body=fresh("grp"))],
     ("PUT", "/api/v1/groups/{group}/members/{member}"): [

@@ -333,6 +333,47 @@ def test_users_page_forms(app: Flask) -> None:
     assert ops.post("/users", data={**add, "csrf": ops_csrf, "name": "sneaky"}).status_code == 403
 
 
+def test_administrators_manage_users_groups_and_sources_in_the_ui(app: Flask) -> None:
+    accounts = app.extensions["cairn"].accounts
+    client = app.test_client()
+    client.post("/login", data={"name": "root", "password": PASSWORD, "next": "/"})
+    csrf = client.get("/api/v1/me").json["csrf"]  # type: ignore[index]
+
+    def post(**form: str) -> Any:
+        return client.post("/users", data={"csrf": csrf, **form})
+
+    assert post(action="add-user", name="newbie", password="long enough pw").status_code == 302
+    assert accounts.user("newbie").must_change  # an administrator's password for someone else is one-time
+    reset = post(action="reset-password", name="ops")
+    one_time = html.unescape(reset.get_data(as_text=True)).split("<code>")[1].split("</code>")[0]
+    assert reset.status_code == 200 and accounts.user("ops").must_change and len(one_time) >= 12
+    assert one_time not in client.get("/users").get_data(as_text=True)  # shown once
+    assert post(action="set-admin", name="ops", admin="yes").status_code == 302 and accounts.user("ops").admin
+    assert post(action="set-admin", name="ops", admin="no").status_code == 302 and not accounts.user("ops").admin
+    assert post(action="set-admin", name="root", admin="no").status_code == 409  # the last administrator
+    assert post(action="add-group", name="g9").status_code == 302
+    assert post(action="assign-source", name="c", group="g9", owner="mia").status_code == 302
+    assert accounts.source_access()["c"] == ("g9", "mia")
+    assert post(action="remove-group", name="g9").status_code == 302
+    assert accounts.source_access()["c"] == (None, "mia") and "g9" not in accounts.list_groups()
+    assert post(action="remove-user", name="newbie", confirm="wrong").status_code == 400
+    assert post(action="remove-user", name="newbie", confirm="newbie").status_code == 302
+    assert "newbie" not in [u.name for u in accounts.list_users()]
+    # ops signs in with the one-time password: every page leads to choosing a new one first.
+    ops = app.test_client()
+    ops.post("/login", data={"name": "ops", "password": one_time, "next": "/"})
+    assert ops.get("/").headers["Location"] == "/password"
+    assert ops.get("/jobs").headers["Location"] == "/password"
+    assert ops.get("/api/v1/me").json["user"]["must_change"] is True  # type: ignore[index]
+    ops_csrf = ops.get("/api/v1/me").json["csrf"]  # type: ignore[index]
+    same = {"csrf": ops_csrf, "password": one_time, "new_password": one_time, "repeat": one_time}
+    assert "other than the one-time" in ops.post("/password", data=same).get_data(as_text=True)
+    mine = {**same, "new_password": "my own password", "repeat": "my own password"}
+    assert ops.post("/password", data=mine).headers["Location"] == "/"
+    assert ops.get("/").status_code == 200 and not accounts.user("ops").must_change
+    assert accounts.login("ops", "my own password").name == "ops"
+
+
 def test_settings_page_form(app: Flask) -> None:
     client = app.test_client()
     client.post("/login", data={"name": "root", "password": PASSWORD, "next": "/"})

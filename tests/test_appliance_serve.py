@@ -72,7 +72,7 @@ def test_user_and_group_commands(tmp_path: Path) -> None:
     cairn(data, "source", "add", "desk")
     cairn(data, "assign", "desk", "--group", "office", "--owner", "alice")
     users = cairn_json(data, "user", "list")
-    assert users == [{"name": "alice", "admin": False, "roles": {"office": "operator"}}]
+    assert users == [{"name": "alice", "admin": False, "roles": {"office": "operator"}, "must_change": False}]
     assert cairn_json(data, "group", "list") == {"office": {"alice": "operator"}}
     short = tmp_path / "short"
     short.write_text("short")
@@ -131,7 +131,7 @@ def test_cli_against_a_remote_appliance(tmp_path: Path) -> None:
         remote("--remote", "office", "group", "add", "office")
         remote("--remote", "office", "group", "member", "office", "bob", "operator")
         users = json.loads(remote("--remote", "office", "user", "list", "--json").stdout)
-        assert {"name": "bob", "admin": False, "roles": {"office": "operator"}} in users
+        assert {"name": "bob", "admin": False, "roles": {"office": "operator"}, "must_change": False} in users
         remote("--remote", "office", "config", "set", "retention", '{"last": 5}', "--source", "h1")
         shown = json.loads(remote("--remote", "office", "config", "show", "--source", "h1", "--json").stdout)
         assert shown["retention"] == {"value": {"last": 5}, "from": "source:h1"}

@@ -67,6 +67,8 @@ def change_password() -> Response:
     except Exception:
         limiter.failed(key)
         raise
+    if user.must_change and doc["new_password"] == doc["password"]:
+        raise InvalidArgument("choose a password other than the one-time one")
     session = auth.web_session()
     services().accounts.set_password(user.name, text(doc, "new_password"),
                                      keep_session=session.id if session is not None else None)  # fmt: skip
@@ -208,6 +210,23 @@ def remove_user(name: str) -> Response:
     return jsonify({})
 
 
+@api.post("/users/<name>/password")
+def reset_password(name: str) -> Response:
+    """A new one-time password for a user, in this answer only; they choose their own at the next sign-in."""
+    require_admin()
+    return jsonify({"name": name, "password": services().accounts.reset_password(name)})
+
+
+@api.put("/users/<name>")
+def change_user(name: str) -> Response:
+    """Make a user an administrator, or no longer one (never the last one)."""
+    require_admin()
+    admin = body({"admin"})["admin"]
+    if not isinstance(admin, bool):
+        raise InvalidArgument("admin must be true or false")
+    return jsonify(user_json(services().accounts.set_admin(name, admin)))
+
+
 @api.get("/groups")
 def groups() -> Response:
     user = auth.require_user()
@@ -221,6 +240,14 @@ def add_group() -> Response:
     name = text(body({"name"}), "name")
     services().accounts.add_group(name)
     return jsonify({"name": name}), 201  # type: ignore[return-value]
+
+
+@api.delete("/groups/<group>")
+def remove_group(group: str) -> Response:
+    """Remove a group: its members lose their roles in it, its sources are held by no group (administrators)."""
+    require_admin()
+    services().accounts.remove_group(group)
+    return jsonify({})
 
 
 @api.put("/groups/<group>/members/<member>")

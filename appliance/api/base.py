@@ -60,7 +60,7 @@ def text(doc: dict[str, Any], key: str) -> str:
 
 
 def user_json(u: User) -> dict[str, Any]:
-    return {"name": u.name, "admin": u.admin, "roles": u.roles}
+    return {"name": u.name, "admin": u.admin, "roles": u.roles, "must_change": u.must_change}
 
 
 def snapshot_json(s: SnapshotInfo) -> dict[str, Any]:

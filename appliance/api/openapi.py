@@ -25,6 +25,8 @@ def _op(summary: str, *, body: dict[str, Any] | None = None, ok: str = "200", pa
             "403": ERROR,
             "404": ERROR,
             "409": ERROR,
+            "423": ERROR,
+            "503": ERROR,
         },
     }
     parameters = [{"name": p, "in": "path", "required": True, "schema": NAME} for p in params]
@@ -85,6 +87,13 @@ SPEC: dict[str, Any] = {
                 body=_obj(["name"], name=NAME, group=NAME, owner=NAME),
                 ok="201",
             ),
+        },
+        "/api/v1/sources/{name}/access": {
+            "put": _op(
+                "Which group holds a source and who owns it, null for none (administrators)",
+                params=["name"],
+                body=_obj(["group", "owner"], group={"type": ["string", "null"]}, owner={"type": ["string", "null"]}),
+            )
         },
         "/api/v1/sources/{name}": {
             "get": _op("A source", params=["name"]),
@@ -229,10 +238,25 @@ SPEC: dict[str, Any] = {
                 body=_obj(["name", "password"], name=NAME, password=STR, admin={"type": "boolean"}),
             ),
         },
-        "/api/v1/users/{name}": {"delete": _op("Remove a user (administrators)", params=["name"])},
+        "/api/v1/users/{name}": {
+            "delete": _op("Remove a user (administrators; never the last administrator)", params=["name"]),
+            "put": _op(
+                "Make a user an administrator or no longer one (administrators; never the last one)",
+                params=["name"],
+                body=_obj(["admin"], admin={"type": "boolean"}),
+            ),
+        },
+        "/api/v1/users/{name}/password": {
+            "post": _op(
+                "Reset a user's password: a one-time password, in this answer only (administrators)", params=["name"]
+            )
+        },
         "/api/v1/groups": {
             "get": _op("Groups and their members"),
             "post": _op("Add a group (administrators)", body=_obj(["name"], name=NAME), ok="201"),
+        },
+        "/api/v1/groups/{group}": {
+            "delete": _op("Remove a group; its sources are then held by no group (administrators)", params=["group"])
         },
         "/api/v1/groups/{group}/members/{member}": {
             "put": _op(

@@ -15,7 +15,7 @@ from engine.snapshots import check_name
 
 from .. import auth
 from ..access import manages
-from ..request import allowed_source, changes, services, submit_restore, visible_group, visible_sources
+from ..request import allowed_source, changes, require_admin, services, submit_restore, visible_group, visible_sources
 from .base import api, body, int_arg, opt_text, snapshot_json, text
 
 # -- sources and snapshots ---------------------------------------------------
@@ -57,6 +57,17 @@ def remove_source(name: str) -> Response:
         raise auth.Forbidden(f"only an administrator of the group holding source {name!r} may remove it")
     services().deployment.remove_source(name)
     return jsonify({})
+
+
+@api.put("/sources/<name>/access")
+def set_access(name: str) -> Response:
+    """Which group holds a source and who owns it (null: none); global administrators only."""
+    allowed_source(name, "see")
+    require_admin("only an administrator may move a source between groups or give it an owner")
+    doc = body({"group", "owner"})
+    group, owner = opt_text(doc, "group"), opt_text(doc, "owner")
+    services().accounts.assign_source(name, group, owner)
+    return jsonify({"name": name, "group": group, "owner": owner})
 
 
 @api.get("/sources/<name>/snapshots")

@@ -80,7 +80,10 @@ def user_list(ctx: Context, as_json: bool) -> None:
         rows = ctx.client().call("GET", "/users")  # the same rows, from the appliance's API
     else:
         with ctx.open() as dep:
-            rows = [{"name": u.name, "admin": u.admin, "roles": u.roles} for u in Accounts(dep.catalog).list_users()]
+            rows = [
+                {"name": u.name, "admin": u.admin, "roles": u.roles, "must_change": u.must_change}
+                for u in Accounts(dep.catalog).list_users()
+            ]
     if as_json:
         output.emit_json(rows)
     else:

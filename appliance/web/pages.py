@@ -120,30 +120,6 @@ def storage_maintenance() -> BaseResponse:
     return redirect(url_for("web.storage"))
 
 
-@web.get("/users")
-def users() -> str:
-    require_admin("only an administrator may see every user")
-    return page("users.html", people=services().accounts.list_users(), groups=services().accounts.list_groups())
-
-
-@web.post("/users")
-def users_post() -> BaseResponse:
-    """The users page's forms: add a user, add a group, give a role (administrators)."""
-    require_admin("only an administrator may change users and groups")
-    accounts, form = services().accounts, request.form
-    action = form.get("action")
-    if action == "add-user":
-        accounts.add_user(form.get("name", ""), form.get("password", ""), admin=form.get("admin") == "on")
-    elif action == "add-group":
-        accounts.add_group(form.get("name", ""))
-    elif action == "set-role":
-        role = form.get("role", "none")
-        accounts.set_role(form.get("group", ""), form.get("user", ""), None if role == "none" else role)
-    else:
-        raise InvalidArgument("unknown action")
-    return redirect(url_for("web.users"))
-
-
 def _level(at: str) -> tuple[str | None, str | None]:
     """(group, source) from a level's name: "", "group:NAME" or "source:NAME"."""
     kind, _, name = at.partition(":")

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 
@@ -167,6 +168,7 @@ users = Table(
     Column("password", Text, nullable=False),  # scrypt$n$r$p$salt$hash, never the password
     Column("admin", Boolean, nullable=False),  # may do everything, in every group
     Column("created", Float, nullable=False),
+    Column("must_change", Boolean, nullable=False, server_default=false()),  # a one-time password
     sqlite_autoincrement=True,  # a removed user's id is never handed out again
 )
 

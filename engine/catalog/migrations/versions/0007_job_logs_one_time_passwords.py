@@ -1,11 +1,13 @@
-"""a job's log lines, and a request to stop a running job
+"""a job's log lines, a request to stop a running job, one-time passwords
 
 Revision ID: 0007
 Revises: 0006
 
 `log` holds a job's lines as a JSON list of [time, text]: started, each step
 it reports, how it ended. `stop_by` names who asked a running job to stop;
-the job stops at its next safe point.
+the job stops at its next safe point. `users.must_change` marks a one-time
+password (the first administrator's, a reset's): the web UI and the API ask
+for a new one before anything else.
 """
 
 import sqlalchemy as sa
@@ -21,9 +23,13 @@ def upgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("log", sa.Text()))
         batch.add_column(sa.Column("stop_by", sa.String(length=255)))
+    with op.batch_alter_table("users") as batch:
+        batch.add_column(sa.Column("must_change", sa.Boolean(), nullable=False, server_default=sa.false()))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("users") as batch:
+        batch.drop_column("must_change")
     with op.batch_alter_table("jobs") as batch:
         batch.drop_column("stop_by")
         batch.drop_column("log")
