@@ -14,10 +14,18 @@ import time
 from email.message import EmailMessage
 from typing import Any
 
+from engine.errors import CairnError
+
 from .config import Config
 from .jobs import Job, JobQueue
 
 log = logging.getLogger(__name__)
+
+
+class MailFailed(CairnError):
+    """The mail server refused or could not be reached."""
+
+    status = 502
 
 
 class Notifier:
@@ -52,10 +60,20 @@ class Notifier:
         return {"done": len(done), "failed": len(failed), "sent_to": to if recent else None}
 
     def send(self, to: str, subject: str, body: str, stored: dict[str, str] | None = None) -> None:
+        """Mail `to`; a failure is logged, never raised (a job's end is not undone by a mail server)."""
+        try:
+            self.deliver(to, subject, body, stored)
+        except MailFailed as e:
+            log.warning("%s", e)
+
+    def test(self, to: str) -> None:
+        """A test mail to `to` with the stored smtp setting; MailFailed says why it did not go."""
+        self.deliver(to, "Cairn: test mail", "The appliance can send mail to this address.\n")
+
+    def deliver(self, to: str, subject: str, body: str, stored: dict[str, str] | None = None) -> None:
         smtp = self.config.value("smtp", stored=stored)
         if not smtp:
-            log.warning("no smtp setting: cannot mail %s (%s)", to, subject)
-            return
+            raise MailFailed(f"no smtp setting: cannot mail {to} ({subject})")
         message = EmailMessage()
         message["From"], message["To"], message["Subject"] = smtp.get("from", "cairn@localhost"), to, subject
         message.set_content(body)
@@ -67,4 +85,4 @@ class Notifier:
                     server.login(smtp["user"], smtp.get("password", ""))
                 server.send_message(message)
         except (OSError, smtplib.SMTPException) as e:
-            log.warning("cannot mail %s (%s): %s", to, subject, e)
+            raise MailFailed(f"cannot mail {to} ({subject}): {e}") from e

@@ -3,6 +3,7 @@ the pages' security headers, and the remote CLI's token staying with its applian
 
 from __future__ import annotations
 
+import html
 import http.server
 import json
 import re
@@ -48,6 +49,12 @@ def test_secrets_are_write_only(appliance: World) -> None:
     kept = {**smtp, "host": "mail2.example.org", "password": {"set": True}}
     assert client.put("/api/v1/config", json={"key": "smtp", "value": kept}, headers=root).status_code == 200
     assert Config(w.dep.catalog).value("smtp") == {**smtp, "host": "mail2.example.org"}
+    # The settings page's SMTP form: the password field is empty and says one is stored; leaving it empty keeps it.
+    page = client.get("/settings", headers=root).get_data(as_text=True)
+    assert "stored: empty keeps it" in page and SECRET not in page
+    form = {"key": "smtp", "host": "mail3.example.org", "port": "587", "user": "cairn", "keep_password": "1"}
+    assert client.post("/settings", data=form, headers=root).status_code == 302
+    assert Config(w.dep.catalog).value("smtp") == {**smtp, "host": "mail3.example.org", "port": 587}
     # the mail server is the whole appliance's: a group cannot have its own; a password is a string
     at_group = {"key": "smtp", "value": smtp, "group": "g1"}
     reply = client.put("/api/v1/config", json=at_group, headers=root)
@@ -94,9 +101,9 @@ def test_deeply_nested_json_is_a_clear_400(appliance: World, depth: int) -> None
     raw = '{"key": "retention", "value": ' + nested + "}"
     reply = client.put("/api/v1/config", data=raw, content_type="application/json", headers=w.headers("admin"))
     assert reply.status_code == 400 and "nested at most 32 levels" in reply.json["error"]  # type: ignore[index]
-    form = {"key": "retention", "value": nested}
+    form = {"key": "retention", "daily": nested}  # the page's typed fields: a number or a clear error
     page = client.post("/settings", data=form, headers=w.headers("admin"), follow_redirects=True)
-    assert page.status_code == 200 and "nested at most 32 levels" in page.get_data(as_text=True)
+    assert page.status_code == 200 and "retention daily is a number" in html.unescape(page.get_data(as_text=True))
 
 
 def test_pages_and_api_answers_carry_the_security_headers(appliance: World) -> None:

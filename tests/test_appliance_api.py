@@ -14,6 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from appliance.app import create_app
+from appliance.config import Config
 from appliance.services import Services
 from engine.backup import backup_and_snapshot
 from engine.deployment import Deployment
@@ -378,10 +379,22 @@ def test_settings_page_form(app: Flask) -> None:
     client = app.test_client()
     client.post("/login", data={"name": "root", "password": PASSWORD, "next": "/"})
     csrf = client.get("/api/v1/me").json["csrf"]  # type: ignore[index]
-    assert client.post("/settings", data={"csrf": csrf, "key": "schedule", "value": '"0 3 * * *"'}).status_code == 302
-    assert "0 3 * * *" in client.get("/settings").get_data(as_text=True)
-    bad = client.post("/settings", data={"csrf": csrf, "key": "schedule", "value": '"often"'}, follow_redirects=True)
+    assert client.post("/settings", data={"csrf": csrf, "key": "schedule", "value": "0 3 * * *"}).status_code == 302
+    page = client.get("/settings").get_data(as_text=True)
+    assert 'value="0 3 * * *"' in page and page.count("03:00</time>") == 5  # the next five runs
+    bad = client.post("/settings", data={"csrf": csrf, "key": "schedule", "value": "often"}, follow_redirects=True)
     assert "cron expression" in bad.get_data(as_text=True)
+    days = {"csrf": csrf, "key": "retention", "last": "3", "daily": "7", "weekly": "0", "monthly": "", "hourly": "0",
+            "yearly": "0"}  # fmt: skip
+    assert client.post("/settings", data=days).status_code == 302
+    services = app.extensions["cairn"]
+    assert Config(services.deployment.catalog).value("retention") == {"last": 3, "daily": 7}
+    assert client.post("/settings", data={"csrf": csrf, "key": "stale_after", "value": "1.5"}).status_code == 302
+    assert Config(services.deployment.catalog).value("stale_after") == 1.5
+    assert client.post("/settings", data={"csrf": csrf, "key": "notify_success", "value": "yes"}).status_code == 302
+    assert Config(services.deployment.catalog).value("notify_success") is True
+    odd = client.post("/settings", data={"csrf": csrf, "key": "tree_cache", "value": "lots"}, follow_redirects=True)
+    assert "tree_cache is a number" in html.unescape(odd.get_data(as_text=True))
 
 
 def test_settings_page_at_each_level(app: Flask) -> None:
@@ -392,31 +405,31 @@ def test_settings_page_at_each_level(app: Flask) -> None:
         client.post("/login", data={"name": name, "password": PASSWORD, "next": "/"})
         people[name] = (client, client.get("/api/v1/me").json["csrf"])  # type: ignore[index]
 
-    def set_at(name: str, at: str, key: str, value: str) -> int:
+    def set_at(name: str, at: str, key: str, **fields: str) -> int:
         client, csrf = people[name]
-        return client.post("/settings", data={"csrf": csrf, "at": at, "key": key, "value": value}).status_code
+        return client.post("/settings", data={"csrf": csrf, "at": at, "key": key, **fields}).status_code
 
-    assert set_at("root", "", "schedule", '"0 1 * * *"') == 302
-    assert set_at("boss", "group:g1", "schedule", '"0 5 * * *"') == 302  # boss administers g1
-    assert set_at("ops", "group:g1", "schedule", '"0 4 * * *"') == 403  # an operator configures sources, not groups
-    assert set_at("ops", "source:a", "retention", '{"daily": 7}') == 302
-    assert set_at("mia", "source:b", "retention", '{"daily": 1}') == 403  # owning a source is not configuring it
-    assert set_at("boss", "source:c", "retention", '{"daily": 1}') == 404  # g2's source: not even seen
+    assert set_at("root", "", "schedule", value="0 1 * * *") == 302
+    assert set_at("boss", "group:g1", "schedule", value="0 5 * * *") == 302  # boss administers g1
+    assert set_at("ops", "group:g1", "schedule", value="0 4 * * *") == 403  # an operator configures sources only
+    assert set_at("ops", "source:a", "retention", daily="7") == 302
+    assert set_at("mia", "source:b", "retention", daily="1") == 403  # owning a source is not configuring it
+    assert set_at("boss", "source:c", "retention", daily="1") == 404  # g2's source: not even seen
     # a setting of the whole appliance is not offered at a source, and refused there in words
     form = people["ops"][0].get("/settings?at=source:a").get_data(as_text=True)
-    assert "<option>retention</option>" in form and "<option>tree_cache</option>" not in form
+    assert 'id="set-retention"' in form and 'id="set-tree_cache"' not in form
     client, csrf = people["root"]
     refused = client.post("/settings", data={"csrf": csrf, "at": "source:a", "key": "tree_cache", "value": "64"},
                           follow_redirects=True)  # fmt: skip
     assert "whole appliance" in refused.get_data(as_text=True)
     page = people["ops"][0].get("/settings?at=source:a").get_data(as_text=True)
     assert "<td>group:g1</td>" in page and "<td>source:a</td>" in page and "0 5 * * *" in page
-    assert 'id="set-setting"' in page
+    assert 'id="set-schedule"' in page
     page = people["mia"][0].get("/settings?at=source:b").get_data(as_text=True)
-    assert "0 5 * * *" in page and 'id="set-setting"' not in page  # seen, not changed
+    assert "0 5 * * *" in page and 'id="set-schedule"' not in page  # seen, not changed
     assert people["mia"][0].get("/settings?at=group:g2").status_code == 404
     assert people["mia"][0].get("/settings?at=nonsense:x").status_code == 400
-    assert set_at("boss", "group:g1", "schedule", "") == 302  # empty: removed at the group, the global value shows
+    assert set_at("boss", "group:g1", "schedule", clear="1") == 302  # removed at the group: the global value shows
     page = people["ops"][0].get("/settings?at=source:a").get_data(as_text=True)
     assert "0 1 * * *" in page and "0 5 * * *" not in page
 
@@ -527,3 +540,36 @@ def test_a_reserved_snapshot_name_is_refused_before_a_job_is_queued(app: Flask) 
     page = client.post("/sources/a/snapshots", data={"name": "Latest", "csrf": csrf["X-CSRF-Token"]})
     assert page.status_code == 400 and b"reserved" in page.data
     assert len(client.get("/api/v1/jobs").json) == before  # type: ignore[arg-type]
+
+
+def test_send_test_mail_from_the_settings_page(app: Flask) -> None:
+    """An administrator's test mail reaches the SMTP server; a dead server is said in words, and others may not."""
+    from aiosmtpd.controller import Controller
+
+    from .servers import free_port
+
+    class Inbox:
+        def __init__(self) -> None:
+            self.rcpt: list[list[str]] = []
+
+        async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+            self.rcpt.append(envelope.rcpt_tos)  # type: ignore[attr-defined]
+            return "250 OK"
+
+    inbox, port = Inbox(), free_port()
+    smtp = Controller(inbox, hostname="127.0.0.1", port=port)
+    smtp.start()
+    try:
+        Config(app.extensions["cairn"].deployment.catalog).set("smtp", {"host": "127.0.0.1", "port": port})
+        client, csrf = signed_in(app, "root")
+        form = {"csrf": csrf["X-CSRF-Token"], "to": "ops@example.org"}
+        sent = client.post("/settings/test-mail", data=form, follow_redirects=True)
+        assert "a test mail went to ops@example.org" in sent.get_data(as_text=True) and inbox.rcpt == [
+            ["ops@example.org"]
+        ]
+    finally:
+        smtp.stop()
+    dead = client.post("/settings/test-mail", data=form, follow_redirects=True).get_data(as_text=True)
+    assert "cannot mail ops@example.org" in dead and "Traceback" not in dead
+    ops, ops_csrf = signed_in(app, "ops")
+    assert ops.post("/settings/test-mail", data={"csrf": ops_csrf["X-CSRF-Token"], "to": "x@y.z"}).status_code == 403

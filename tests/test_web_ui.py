@@ -78,9 +78,8 @@ def test_sign_in_browse_download_and_watch_a_job(appliance: tuple[str, str], bro
     page.wait_for_selector("#state.state-done", timeout=60_000)
     page.goto(base + "/sources/laptop")
     page.click("#source-settings")
-    page.select_option("#set-setting select[name=key]", "retention")
-    page.fill("#set-setting input[name=value]", '{"last": 5}')
-    page.click("#set-setting button[type=submit]")
+    page.fill("#set-retention input[name=last]", "5")
+    page.click("#set-retention button[type=submit]")
     assert "source:laptop" in page.locator("#settings").inner_text()
     with page.expect_navigation():
         page.select_option("#level select[name=at]", "")  # the level switch submits itself, by script

@@ -9,7 +9,6 @@ from flask import Response, redirect, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
 from engine.check import last_scrub
-from engine.errors import InvalidArgument
 from engine.gc import last_gc
 from engine.meta import Kind
 from engine.sessions import RUNNING, Session
@@ -18,13 +17,9 @@ from engine.snapshots import check_name
 from .. import auth, usage
 from ..access import can
 from ..accounts import User
-from ..config import GLOBAL, Config
 from ..request import (
     allowed_source,
     changes,
-    check_may_configure,
-    parse_json,
-    readable_level,
     require_admin,
     services,
     submit_restore,
@@ -118,48 +113,6 @@ def storage_maintenance() -> BaseResponse:
     on = request.form.get("on") == "yes"
     services().deployment.set_maintenance((request.form.get("reason") or "maintenance") if on else None)
     return redirect(url_for("web.storage"))
-
-
-def _level(at: str) -> tuple[str | None, str | None]:
-    """(group, source) from a level's name: "", "group:NAME" or "source:NAME"."""
-    kind, _, name = at.partition(":")
-    if kind not in ("", "group", "source") or (kind and not name):
-        raise InvalidArgument(f"unknown settings level {at!r}")
-    return (name if kind == "group" else None), (name if kind == "source" else None)
-
-
-@web.get("/settings")
-def settings_page() -> str:
-    """The effective settings at one level (`at`: global, group:G, source:S), and a form for who may set them."""
-    user = auth.require_user()
-    at = request.args.get("at", "")
-    group, source_name = _level(at)
-    group = readable_level(group, source_name)
-    groups = sorted(services().accounts.list_groups() if user.admin else user.roles)
-    try:
-        check_may_configure(None if source_name else group, source_name)
-        editable = True
-    except auth.Forbidden:
-        editable = False
-    shown = Config(services().deployment.catalog).effective(source_name, group)
-    settable = [k for k in shown if not (group or source_name) or k not in GLOBAL]
-    return page("settings.html", shown=shown, settable=settable, editable=editable, at=at, group=group,
-                source=source_name, groups=groups, sources=[s["name"] for s in visible_sources(user)],
-                error=request.args.get("error"))  # fmt: skip
-
-
-@web.post("/settings")
-def settings_post() -> BaseResponse:
-    """Set a value at the form's level; the value is JSON, as `cairn config set` takes it (empty: remove it there)."""
-    at = request.form.get("at", "")
-    group, source_name = _level(at)
-    check_may_configure(group, source_name)
-    try:
-        value = parse_json(request.form.get("value") or "null", "the value must be JSON")
-        Config(services().deployment.catalog).set(request.form.get("key", ""), value, group=group, source=source_name)
-    except InvalidArgument as e:
-        return redirect(url_for("web.settings_page", at=at, error=str(e)))
-    return redirect(url_for("web.settings_page", at=at))
 
 
 @web.get("/sources/<name>/diff")
