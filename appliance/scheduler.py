@@ -30,6 +30,10 @@ class Scheduler:
         self._thread = threading.Thread(target=self._loop, name="cairn-scheduler", daemon=True)
 
     def start(self) -> None:
+        try:  # the charts start from the first start, not an hour later
+            usage.sample(self.services.deployment, self.now())
+        except Exception:
+            log.exception("cannot take a usage sample")
         self._thread.start()
 
     def stop(self) -> None:

@@ -305,6 +305,18 @@ class Deployment:
             "encrypted": self.pool.keys.encrypted, **self.pool_state(), "image_pool": images,
         }  # fmt: skip
 
+    def source_sizes(self) -> dict[str, tuple[int, int]]:
+        """Per source with snapshots: (bytes of its newest snapshot, bytes of the one before it or 0)."""
+        q = (select(sources.c.name, snapshot_rows.c.bytes).join(sources, sources.c.id == snapshot_rows.c.source_id)
+             .order_by(sources.c.name, snapshot_rows.c.created.desc(), snapshot_rows.c.id.desc()))  # fmt: skip
+        out: dict[str, list[int]] = {}
+        with self.catalog.engine.connect() as conn:
+            for name, size in conn.execute(q):
+                sizes = out.setdefault(name, [])
+                if len(sizes) < 2:
+                    sizes.append(int(size))
+        return {name: (sizes[0], sizes[1] if len(sizes) > 1 else 0) for name, sizes in out.items()}
+
     def pool_state(self) -> dict[str, Any]:
         """The file pool online or offline (and why), the write-back spool's backlog, maintenance mode."""
         return {**store_state(self.blobs, self.spool), "maintenance": self.maintenance}

@@ -181,6 +181,7 @@ TABLE: dict[tuple[str, str], list[Case]] = {
         Case(CONFIGURE, 200, "source", body=lambda f: {"key": "retention", "value": {"last": 3}, "source": f["name"]}),
     ],
     ("GET", "/api/v1/pool"): [Case(SIGNED_IN, 200)],
+    ("GET", "/api/v1/usage"): [Case(SIGNED_IN, 200, query="days=30")],
     ("POST", "/api/v1/pool/gc"): [Case(ADMIN, 202)],
     ("POST", "/api/v1/pool/scrub"): [Case(ADMIN, 202)],
     ("GET", "/api/v1/jobs"): [Case(SIGNED_IN, 200)],

@@ -218,13 +218,22 @@ def test_storage_users_settings_pages_and_the_usage_chart(app: Flask) -> None:
 
     services = app.extensions["cairn"]
     dep = services.deployment
-    start = time.time()
-    assert usage.sample(dep, start) and not usage.sample(dep, start + 60)  # one an hour
-    assert usage.sample(dep, start + 3600)
+    start = time.time() - 7200
     client = app.test_client()
     client.post("/login", data={"name": "root", "password": PASSWORD, "next": "/"})
+    assert "Not enough history yet: 0 sample" in client.get("/").get_data(as_text=True)
+    assert usage.sample(dep, start) and not usage.sample(dep, start + 60)  # one an hour
+    dep.create_snapshot("a", "grown")  # a changed source between two samples
+    assert usage.sample(dep, start + 3600)
     home = client.get("/").get_data(as_text=True)
-    assert '<svg id="usage"' in home and "<polyline" in home
+    assert 'data-usage="/api/v1/usage"' in home and "Not enough history" not in home
+    assert "Saved by dedup" in home and "Saved by compression" in home and " a day (last 7 days)" in home
+    doc = client.get("/api/v1/usage?days=7").json
+    assert len(doc["t"]) == 2 and doc["t"][0] < doc["t"][1] and len(doc["stored"]) == len(doc["ratio"]) == 2
+    assert set(doc["sources"]) == {"a", "b", "c"}  # the sources with snapshots; root sees them all
+    ops = app.test_client()
+    ops.post("/login", data={"name": "mia", "password": PASSWORD, "next": "/"})
+    assert set(ops.get("/api/v1/usage?days=365").json["sources"]) == {"b"}  # what mia may see
     storage = client.get("/storage").get_data(as_text=True)
     assert "0 disk images" in storage
     assert "Scrub now" in storage and "Last scrub" in storage and "Last garbage collection</th><td>never" in storage

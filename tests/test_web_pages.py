@@ -67,7 +67,11 @@ def test_every_page_has_a_screenshot_and_no_serious_accessibility_violation(
     check(page, "password")
     choose_password(page, password)
     page.wait_for_selector("#sources")
+    page.wait_for_selector("#chart-pool .uplot")  # drawn by script from /api/v1/usage, from the first sample on
+    assert "Not enough history yet: 1 sample" in page.inner_text("#chart-note")
     check(page, "dashboard")
+    page.click("button.range[data-days='365']")
+    page.wait_for_selector("button.range[data-days='365'][aria-pressed='true']")
     page.goto(base + "/sources/laptop")
     check(page, "source")
     page.goto(base + "/sources/laptop/snapshots/tuesday/?path=/many")

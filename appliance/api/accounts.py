@@ -11,7 +11,7 @@ from flask import Response, jsonify, request
 
 from engine.errors import InvalidArgument
 
-from .. import auth
+from .. import auth, usage
 from ..access import manages
 from ..config import Config, hide_secrets
 from ..jobs import ENDED
@@ -24,6 +24,7 @@ from ..request import (
     visible_group,
     visible_job,
     visible_jobs,
+    visible_sources,
 )
 from ..words import job_percent, job_summary
 from .base import api, body, int_arg, opt_text, text, user_json
@@ -105,6 +106,15 @@ def remove_token(token_id: int) -> Response:
 def pool() -> Response:
     auth.require_user()
     return jsonify(services().deployment.pool_usage())
+
+
+@api.get("/usage")
+def usage_series() -> Response:
+    """The pool's bytes, dedup ratio and each visible source's size over the last `days` (7, 30 or 365) days."""
+    user = auth.require_user()
+    days = int_arg("days", 7, 1, 366)
+    seen = {s["name"] for s in visible_sources(user)}
+    return jsonify(usage.series(services().deployment, days, seen))
 
 
 @api.post("/pool/<any(gc, scrub):kind>")

@@ -131,6 +131,9 @@ SPEC: dict[str, Any] = {
             "get": _op("Download a file of a snapshot", params=["name", "snap"], query=["path"])
         },
         "/api/v1/pool": {"get": _op("Pool usage and state")},
+        "/api/v1/usage": {
+            "get": _op("Pool bytes, dedup ratio and the size of each source one may see, over time", query=["days"])
+        },
         "/api/v1/pool/gc": {
             "post": {
                 **_op("Collect garbage (a job; administrators)", ok="202"),

@@ -69,10 +69,12 @@ def dashboard() -> str:
     running = visible_jobs(20)
     dep = services().deployment
     status = visible_statuses(user)
-    counts = Counter(s.colour for s in status.values())
-    return page("dashboard.html", sources=visible_sources(user), status=status, counts=counts, pool=dep.pool_usage(),
-                jobs=job_views(running[:10]), sessions=visible_sessions(user, 100, RUNNING),
-                chart=usage.chart(usage.history(dep)))  # fmt: skip
+    counts = Counter("never" if s.last_backup is None else s.colour for s in status.values())
+    pool = dep.pool_usage()
+    return page("dashboard.html", sources=visible_sources(user), status=status, counts=counts, pool=pool,
+                sizes=dep.source_sizes(), capacity=usage.capacity(dep, pool),
+                jobs=job_views([j for j in running if j.state in ("queued", "running")] or running[:5]),
+                sessions=visible_sessions(user, 100, RUNNING))  # fmt: skip
 
 
 def visible_statuses(user: User) -> dict[str, SourceStatus]:
