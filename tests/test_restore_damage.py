@@ -195,8 +195,8 @@ def test_the_api_and_the_web_form_refuse_a_restore_onto_what_exists_unless_asked
         form = {"path": "/hello.txt", "to": "", "into": "a", "csrf": csrf["X-CSRF-Token"]}
         assert client.post("/sources/a/snapshots/s1/restore", data=form).status_code == 409
         assert tree.read(ino, 0, 5) == b"HELLO"  # nothing was replaced
-        page = client.get("/sources/a/snapshots/s1/?path=/").get_data(as_text=True)
-        assert 'name="overwrite"' in page
+        page = client.get("/sources/a/snapshots/s1/restore?path=/hello.txt").get_data(as_text=True)
+        assert "a/current/hello.txt exists: a file of" in page and 'name="overwrite" value="1" required' in page
 
         done = client.post("/sources/a/snapshots/s1/restore", data=form | {"overwrite": "1"})
         assert done.status_code == 302

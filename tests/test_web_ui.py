@@ -65,7 +65,7 @@ def test_sign_in_browse_download_and_watch_a_job(appliance: tuple[str, str], bro
     page.wait_for_selector("#sources")
     page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
     assert (tmp_path / "dashboard.png").stat().st_size > 5000
-    page.click("text=laptop")
+    page.click("#sources >> text=laptop")
     page.click("text=monday")
     page.click("text=docs/")
     with page.expect_download() as download:
@@ -73,8 +73,13 @@ def test_sign_in_browse_download_and_watch_a_job(appliance: tuple[str, str], bro
     saved = tmp_path / "report.txt"
     download.value.save_as(saved)
     assert saved.read_text() == "quarterly numbers\n"
-    page.fill("#restore-to input[name=to]", "/restored/docs")  # a new location, its parents made
-    page.click("#restore-to button[type=submit]")
+    page.click("#restore-folder")  # the confirmation page first: what, where, and what it would replace
+    assert "laptop/current/docs exists: a folder" in page.inner_text("#replaced")
+    assert page.locator("#restore-confirm input[name=overwrite]").get_attribute("required") is not None
+    page.fill("#restore-where input[name=to]", "/restored/docs")  # a new location, its parents made
+    page.click("#restore-where button[type=submit]")
+    assert "nothing is replaced" in page.inner_text("#replaced")
+    page.click("#restore-confirm button[type=submit]")
     page.wait_for_selector("#state.state-done", timeout=60_000)
     page.goto(base + "/sources/laptop")
     page.click("#source-settings")

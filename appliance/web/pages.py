@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 
 from flask import Response, redirect, request, url_for
@@ -10,7 +9,6 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from engine.check import last_scrub
 from engine.gc import last_gc
-from engine.meta import Kind
 from engine.sessions import RUNNING, Session
 from engine.snapshots import check_name
 
@@ -22,7 +20,6 @@ from ..request import (
     changes,
     require_admin,
     services,
-    submit_restore,
     visible_jobs,
     visible_sources,
 )
@@ -130,31 +127,6 @@ def take_snapshot(name: str) -> BaseResponse:
     snap = request.form.get("name") or None
     job = services().jobs.submit("snapshot", {"source": name, "name": snap and check_name(snap)},
                                  source_id=services().deployment.source(name).id, user_id=user.id)  # fmt: skip
-    return redirect(url_for("web.job", job_id=job.id))
-
-
-@web.get("/sources/<name>/snapshots/<snap>/")
-def browse(name: str, snap: str) -> str:
-    user, group, owner = allowed_source(name, "see")
-    path = request.args.get("path", "/")
-    view = services().deployment.snapshot(name, snap)
-    entry = view.lookup(os.fsencode(path))
-    listing = sorted(view.listing(entry).values(), key=lambda e: (e.kind != Kind.DIR, e.name))
-    rows = [{"name": os.fsdecode(e.name), "dir": e.kind == Kind.DIR, "size": e.size,
-             "path": (path.rstrip("/") + "/" + os.fsdecode(e.name)), "kind": Kind(e.kind).name.lower()}
-            for e in listing]  # fmt: skip
-    parent = os.path.dirname(path.rstrip("/")) or "/"
-    targets = [s["name"] for s in visible_sources(user) if can(user, "restore", s["group"], s["owner"])]
-    return page("browse.html", source=name, snapshot=snap, path=path, parent=parent, rows=rows,
-                restore=can(user, "restore", group, owner), targets=targets)  # fmt: skip
-
-
-@web.post("/sources/<name>/snapshots/<snap>/restore")
-def restore_path(name: str, snap: str) -> BaseResponse:
-    """Restore a path in place, or to another path (`to`) of this or another source's current/ (`into`)."""
-    form = request.form
-    job = submit_restore(name, snap, form.get("path", "/"), form.get("to") or None, form.get("into") or None,
-                         form.get("overwrite") == "1")  # fmt: skip
     return redirect(url_for("web.job", job_id=job.id))
 
 
