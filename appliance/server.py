@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cheroot import wsgi
+from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from dav.app import parse_listen
 from dav.guard import HTTPServer
@@ -31,6 +32,7 @@ from .doors import Doors, Listen
 from .doors.ssh import USER
 from .scheduler import Scheduler
 from .services import DoorsInfo, Services
+from .tls import Tls, redirect_app
 
 log = logging.getLogger(__name__)
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -64,15 +66,32 @@ class Doorways:
 
 
 def serve(deployment: Deployment, listen: str, mountpoint: Path | None = None, workers: int = 2,
-          doorways: Doorways = Doorways()) -> None:  # fmt: skip
-    """Serve until SIGTERM or SIGINT (or, with a mount, until it is unmounted)."""
+          doorways: Doorways = Doorways(), tls: Tls | None = None, redirect: str | None = None) -> None:  # fmt: skip
+    """Serve until SIGTERM or SIGINT (or, with a mount, until it is unmounted).
+
+    `tls`: serve HTTPS with that certificate; `redirect`: HOST:PORT where plain HTTP is sent to HTTPS.
+    """
     services = Services.build(deployment, workers=workers)
     password = first_admin(services)
     if password is not None:
         print(f"first start: sign in as admin with the one-time password {password}", file=sys.stderr, flush=True)
     app = _dispatch(create_app(services), _dav(services))
     server = HTTPServer(parse_listen(listen), app)
+    if tls is not None:
+        server.ssl_adapter = BuiltinSSLAdapter(str(tls.cert), str(tls.key))
     server.prepare()  # binds now: a port in use fails here, before anything else starts
+    plain = None
+    if redirect is not None:
+        if tls is None:
+            server.stop()
+            raise ValueError("--http-redirect sends plain HTTP to HTTPS: it needs TLS on")
+        plain = HTTPServer(parse_listen(redirect), redirect_app(server.bind_addr[1]))
+        try:
+            plain.prepare()
+        except BaseException:
+            server.stop()
+            raise
+        threading.Thread(target=plain.serve, name="cairn-redirect", daemon=True).start()
     closed = services.sessions.close_abandoned()
     if closed:
         log.warning("%d backup session(s) ended as failed: their appliance process stopped", closed)
@@ -85,6 +104,8 @@ def serve(deployment: Deployment, listen: str, mountpoint: Path | None = None, w
         except BaseException:
             doors.stop()  # the servers it did start go with it
             server.stop()
+            if plain is not None:
+                plain.stop()
             services.close()
             raise
         services.doors = DoorsInfo(doorways.ssh.port if doorways.ssh else None,
@@ -97,8 +118,9 @@ def serve(deployment: Deployment, listen: str, mountpoint: Path | None = None, w
     scheduler.start()
     web = threading.Thread(target=server.serve, name="cairn-web", daemon=True)
     web.start()
-    log.info("serving on http://%s:%d", *server.bind_addr[:2])
-    _announce(listen, mountpoint, doors)
+    scheme = "https" if tls is not None else "http"
+    log.info("serving on %s://%s:%d", scheme, *server.bind_addr[:2])
+    _announce(f"{scheme}://{listen}", mountpoint, doors, tls, redirect)
     try:
         if mountpoint is not None:
             from vfs.mount import serve as serve_mount
@@ -109,6 +131,8 @@ def serve(deployment: Deployment, listen: str, mountpoint: Path | None = None, w
             _wait_for_signal()
     finally:
         server.stop()  # from this thread: cheroot must be stopped from outside serve()
+        if plain is not None:
+            plain.stop()
         if doors is not None:
             doors.stop()
         web.join(timeout=30)
@@ -118,9 +142,13 @@ def serve(deployment: Deployment, listen: str, mountpoint: Path | None = None, w
         services.close()
 
 
-def _announce(listen: str, mountpoint: Path | None, doors: Doors | None) -> None:
+def _announce(url: str, mountpoint: Path | None, doors: Doors | None, tls: Tls | None, redirect: str | None) -> None:
     """Each way in, printed once at start."""
-    lines = [f"serving on http://{listen}"]
+    lines = [f"serving on {url}"]
+    if tls is not None:
+        lines.append(f"  certificate {tls.cert} ({tls.fingerprint()})")
+    if redirect is not None:
+        lines.append(f"plain HTTP on {redirect} redirects to HTTPS")
     if mountpoint is not None:
         lines.append(f"mounting the sources at {mountpoint}")
     if doors is not None and doors.ssh_listen is not None:

@@ -83,8 +83,8 @@ def main() -> None:
         setup(data, trees[VERSIONS[0]])
         log = work / "serve.log"
         with open(log, "wb") as out:
-            server = subprocess.Popen([*CAIRN, "--data", str(data), "serve", "--listen", f"127.0.0.1:{port}"],
-                                      stdout=out, stderr=out)  # fmt: skip
+            server = subprocess.Popen([*CAIRN, "--data", str(data), "serve", "--listen", f"127.0.0.1:{port}",
+                                       "--no-tls"], stdout=out, stderr=out)  # fmt: skip
         while "serving on" not in log.read_text():
             time.sleep(0.1)
         password = re.search(r"one-time password (\S+)", log.read_text())

@@ -149,7 +149,7 @@ def start_serve(bench: Bench) -> None:
     log = bench.work / "serve.log"
     with open(log, "wb") as out:
         bench.procs["serve"] = proc = subprocess.Popen(
-            [*CAIRN, "--data", str(bench.data), "serve", "--listen", f"127.0.0.1:{p['web']}", "--mount",
+            [*CAIRN, "--data", str(bench.data), "serve", "--listen", f"127.0.0.1:{p['web']}", "--no-tls", "--mount",
              str(bench.mnt), "--ssh", f"127.0.0.1:{p['ssh']}", "--rsyncd", f"127.0.0.1:{p['rsyncd']}"],
             stdout=out, stderr=out)  # fmt: skip
     wait_until(lambda: "mounted at" in log.read_text(errors="replace"), proc, log, "cairn serve")

@@ -123,8 +123,8 @@ def start_serve(bench: Bench) -> Path:
     p, log = bench.ports, bench.work / "serve.log"
     with open(log, "wb") as out:
         bench.procs["serve"] = proc = subprocess.Popen(
-            [*CAIRN, "--data", str(bench.data), "serve", "--listen", f"{HOST}:{p['web']}", "--mount", str(bench.mnt),
-             "--smb", f"{HOST}:{p['cairn']}"], stdout=out, stderr=out)  # fmt: skip
+            [*CAIRN, "--data", str(bench.data), "serve", "--listen", f"{HOST}:{p['web']}", "--no-tls",
+             "--mount", str(bench.mnt), "--smb", f"{HOST}:{p['cairn']}"], stdout=out, stderr=out)  # fmt: skip
     conf = bench.data / "doors" / "smb" / "smb.conf"
     last = f"[put-{bench.runs}]"
 

@@ -23,11 +23,15 @@ class Served:
 
 
 @contextmanager
-def served(data: Path, log: Path, *extra: str, ready: str = "serving on") -> Iterator[Served]:
-    """Run `cairn serve` until the block ends; it must then stop cleanly (exit 0, no traceback)."""
+def served(data: Path, log: Path, *extra: str, ready: str = "serving on", tls: bool = False) -> Iterator[Served]:
+    """Run `cairn serve` until the block ends; it must then stop cleanly (exit 0, no traceback).
+
+    Plain HTTP on loopback unless `tls` (then the certificate is the one made in DATA/tls/).
+    """
     port = free_port()
+    plain = [] if tls else ["--no-tls"]
     with open(log, "wb") as out:
-        proc = subprocess.Popen([*CAIRN, "--data", str(data), "serve", "--listen", f"127.0.0.1:{port}", *extra],
+        proc = subprocess.Popen([*CAIRN, "--data", str(data), "serve", "--listen", f"127.0.0.1:{port}", *plain, *extra],
                                 stdout=out, stderr=out)  # fmt: skip
     try:
         deadline = time.monotonic() + 60
@@ -35,7 +39,7 @@ def served(data: Path, log: Path, *extra: str, ready: str = "serving on") -> Ite
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.1)
         found = re.search(r"one-time password (\S+)", log.read_text())
-        yield Served(f"http://127.0.0.1:{port}", found.group(1) if found else "", log)
+        yield Served(f"{'https' if tls else 'http'}://127.0.0.1:{port}", found.group(1) if found else "", log)
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0, log.read_text()

@@ -191,7 +191,16 @@ def test_a_taken_port_stops_the_start_with_a_hint(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        serve = ["serve", "--listen", f"127.0.0.1:{free_port()}", "--mount", str(app.mnt), "--smb", f"127.0.0.1:{port}"]
+        serve = [
+            "serve",
+            "--listen",
+            f"127.0.0.1:{free_port()}",
+            "--no-tls",
+            "--mount",
+            str(app.mnt),
+            "--smb",
+            f"127.0.0.1:{port}",
+        ]
         proc = subprocess.run([*CAIRN, "--data", str(app.data), *serve], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stderr
     assert f"cannot start smbd: port {port} is in use (the machine's own Samba?" in proc.stderr

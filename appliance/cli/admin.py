@@ -23,17 +23,39 @@ from .base import Context, command, main
 @click.option("--ssh", metavar="HOST:PORT", help="Serve rsync over SSH here (needs --mount; run as root).")
 @click.option("--rsyncd", metavar="HOST:PORT", help="Serve the rsync daemon here (needs --mount; run as root).")
 @click.option("--smb", metavar="HOST:PORT", help="Serve the SMB shares here (needs --mount; run as root).")
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Serve HTTPS with this certificate (PEM; else one made for this data directory).",
+)
+@click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="Its key (PEM).")
+@click.option("--no-tls", is_flag=True, help="Plain HTTP (behind a proxy that does TLS, or on loopback).")
+@click.option("--http-redirect", metavar="HOST:PORT", help="Also listen here with plain HTTP, redirecting to HTTPS.")
 @click.pass_obj
 def serve_cmd(ctx: Context, listen: str, mountpoint: Path | None, workers: int, ssh: str | None,
-              rsyncd: str | None, smb: str | None) -> None:  # fmt: skip
-    """Run the appliance: web UI at /, REST API at /api/v1, job workers, the mount and front doors if asked."""
+              rsyncd: str | None, smb: str | None, tls_cert: Path | None, tls_key: Path | None, no_tls: bool,
+              http_redirect: str | None) -> None:  # fmt: skip
+    """Run the appliance: web UI at /, REST API at /api/v1, job workers, the mount and front doors if asked.
+
+    HTTPS by default, with a self-signed certificate made on the first start unless one is given.
+    """
     from ..server import Doorways, serve
+    from ..tls import Tls, ensure_certificate
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         doorways = Doorways.parse(ssh, rsyncd, smb, mountpoint)
+        if (tls_cert is None) != (tls_key is None):
+            raise ValueError("give --tls-cert and --tls-key together")
+        if no_tls and tls_cert is not None:
+            raise ValueError("--no-tls and --tls-cert contradict each other")
         with ctx.open() as dep:
-            serve(dep, listen, mountpoint, workers, doorways)
+            tls = None
+            if tls_cert is not None and tls_key is not None:
+                tls = Tls(tls_cert, tls_key)
+            elif not no_tls:
+                tls = ensure_certificate(dep.data_dir, listen.rsplit(":", 1)[0].strip("[]"))
+            serve(dep, listen, mountpoint, workers, doorways, tls, http_redirect)
     except (CairnError, ValueError, OSError) as e:
         output.warn(str(e), "error")
         sys.exit(1)

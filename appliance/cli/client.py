@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -64,11 +65,15 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
 class Client:
     """A small JSON client of /api/v1. Not thread-safe (one CLI command at a time)."""
 
-    def __init__(self, url: str, token: str | None = None):
+    def __init__(self, url: str, token: str | None = None, ca: str | None = None):
+        """`ca`: a certificate file to trust for this appliance (its self-signed one, DATA/tls/cert.pem)."""
         self.url = url.rstrip("/")
         self.token = token
         self.headers: dict[str, str] = {}
-        self._opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(), _NoRedirects())
+        handlers: list[Any] = [urllib.request.HTTPCookieProcessor(), _NoRedirects()]
+        if ca is not None:
+            handlers.append(urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=ca)))
+        self._opener = urllib.request.build_opener(*handlers)
 
     def _open(self, method: str, endpoint: str, body: Any, query: dict[str, Any]) -> Any:
         """Send one request; the appliance's errors become RemoteError (NotFound for a 404) with its message."""
@@ -112,4 +117,4 @@ def client(name: str) -> Client:
     remotes = load()
     if name not in remotes:
         raise CairnError(f"no remote {name!r}; add it with `cairn remote add {name} URL`")
-    return Client(remotes[name]["url"], remotes[name]["token"])
+    return Client(remotes[name]["url"], remotes[name]["token"], remotes[name].get("ca"))

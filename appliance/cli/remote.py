@@ -29,7 +29,13 @@ def remote_group() -> None:
 @click.argument("url")
 @click.option("--user", prompt=True, help="Who signs in (once: an API token is kept, not the password).")
 @click.option("--password-file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
-def remote_add(ctx: Context, name: str, url: str, user: str, password_file: Path | None, as_json: bool) -> None:
+@click.option(
+    "--ca-cert",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Trust this certificate for the appliance (its self-signed one: DATA/tls/cert.pem).",
+)
+def remote_add(ctx: Context, name: str, url: str, user: str, password_file: Path | None, ca_cert: Path | None,
+               as_json: bool) -> None:  # fmt: skip
     """Sign in to the appliance at URL once and keep an API token under NAME."""
     if password_file is not None:
         password = password_file.read_text().rstrip("\r\n")
@@ -37,9 +43,10 @@ def remote_add(ctx: Context, name: str, url: str, user: str, password_file: Path
         password = str(click.prompt("Password", hide_input=True))
     import socket
 
-    token = Client(url).login_for_token(user, password, f"cli on {socket.gethostname()}")
+    ca = str(ca_cert.resolve()) if ca_cert is not None else None
+    token = Client(url, ca=ca).login_for_token(user, password, f"cli on {socket.gethostname()}")
     remotes = load()
-    remotes[name] = {"url": url.rstrip("/"), "user": user, "token": token}
+    remotes[name] = {"url": url.rstrip("/"), "user": user, "token": token, **({"ca": ca} if ca else {})}
     save(remotes)
     output.emit_json({"name": name, "url": url, "user": user}) if as_json else output.say(f"remote {name} added")
 
