@@ -235,7 +235,7 @@ def test_the_dashboard_colours_sources_by_their_last_backup(doors_world: World) 
     assert "never backed up" in element(page, "source-fresh")
     assert "status-green" in element(page, "source-b")
     counts = re.sub(r"<[^>]+>|\s+", " ", element(page, "source-counts"))
-    assert "2 ok" in counts and "1 stale" in counts and "0 failing" in counts
+    assert "2 ok" in counts and "0 stale" in counts and "0 failing" in counts and "1 never backed up" in counts
 
     dep.create_snapshot("fresh", "first")
     page = html(client, "/")

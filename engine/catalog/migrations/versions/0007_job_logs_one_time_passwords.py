@@ -20,15 +20,15 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("jobs") as batch:
-        batch.add_column(sa.Column("log", sa.Text()))
-        batch.add_column(sa.Column("stop_by", sa.String(length=255)))
-    with op.batch_alter_table("users") as batch:
-        batch.add_column(sa.Column("must_change", sa.Boolean(), nullable=False, server_default=sa.false()))
+    # Plain ADD COLUMN, never a batch copy: on SQLite a copied `users` would lose AUTOINCREMENT, and a
+    # removed user's id could be handed out again.
+    op.add_column("jobs", sa.Column("log", sa.Text()))
+    op.add_column("jobs", sa.Column("stop_by", sa.String(length=255)))
+    op.add_column("users", sa.Column("must_change", sa.Boolean(), nullable=False, server_default=sa.false()))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("users") as batch:
+    with op.batch_alter_table("users", table_kwargs={"sqlite_autoincrement": True}) as batch:
         batch.drop_column("must_change")
     with op.batch_alter_table("jobs") as batch:
         batch.drop_column("stop_by")
