@@ -19,6 +19,7 @@ knows the images' blocks are elsewhere.
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,15 +64,33 @@ def image_pool_note(file_pool: Backend) -> dict[str, str] | None:
 
 
 def pool_counts(catalog: Catalog, pool_id: int) -> dict[str, int]:
-    """A pool's packs, blobs, stored bytes (packs) and unique bytes (blobs before the codecs)."""
+    """A pool's packs, blobs, stored bytes (packs) and unique bytes (blobs before the codecs).
+
+    Counting the blobs reads every blob row (1.2 s for a million on SQLite), so the blob figures are kept
+    per pool and counted again only when its packs changed: a blob row comes and goes with its pack's
+    (stored, repacked, collected), so the packs' count, newest id and bytes say when they may have.
+    """
     with catalog.engine.connect() as conn:
-        n_packs, stored = conn.execute(
-            select(func.count(), func.coalesce(func.sum(packs.c.size), 0)).where(packs.c.pool_id == pool_id)
-        ).one()
-        n_blobs, unique = conn.execute(
-            select(func.count(), func.coalesce(func.sum(blobs.c.raw_length), 0)).where(blobs.c.pool_id == pool_id)
-        ).one()
-    return {"packs": n_packs, "blobs": n_blobs, "stored_bytes": int(stored), "unique_bytes": int(unique)}
+        n_packs, stored, newest = conn.execute(
+            select(func.count(), func.coalesce(func.sum(packs.c.size), 0), func.max(packs.c.id))
+            .where(packs.c.pool_id == pool_id)
+        ).one()  # fmt: skip
+        uuid = conn.execute(select(pools.c.uuid).where(pools.c.id == pool_id)).scalar()
+        key, mark = (str(catalog.engine.url), pool_id, uuid), (n_packs, int(stored), newest)
+        with _COUNTED_LOCK:
+            counted = _COUNTED.get(key)
+        if counted is None or counted[0] != mark:
+            n_blobs, unique = conn.execute(
+                select(func.count(), func.coalesce(func.sum(blobs.c.raw_length), 0)).where(blobs.c.pool_id == pool_id)
+            ).one()
+            counted = (mark, int(n_blobs), int(unique))
+            with _COUNTED_LOCK:
+                _COUNTED[key] = counted
+    return {"packs": n_packs, "blobs": counted[1], "stored_bytes": int(stored), "unique_bytes": counted[2]}
+
+
+_COUNTED: dict[tuple[str, int, Any], tuple[tuple[int, int, int | None], int, int]] = {}  # (catalog, pool) -> figures
+_COUNTED_LOCK = threading.Lock()
 
 
 def image_pool_usage(
