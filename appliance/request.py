@@ -21,6 +21,7 @@ from .access import can, manages
 from .accounts import User
 from .jobs import Job
 from .services import Services
+from .shapes import source_doc
 
 MAX_DEPTH = 32  # levels of JSON nesting a client may send: no setting or body needs more than 4
 # A name or address as DNS and URLs spell them: the Host header is the browser's to set, and the
@@ -85,9 +86,7 @@ def visible_sources(user: User) -> list[dict[str, Any]]:
     for s in services().deployment.list_sources():
         group, owner = access.get(s.name, (None, None))
         if can(user, "see", group, owner):
-            out.append({"name": s.name, "group": group, "owner": owner, "created": s.created,
-                        "snapshots": s.snapshots, "last_snapshot": s.last_snapshot,
-                        "run": can(user, "run", group, owner)})  # fmt: skip
+            out.append({**source_doc(s, group, owner), "run": can(user, "run", group, owner)})
     return out
 
 

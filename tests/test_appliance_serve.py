@@ -14,6 +14,7 @@ from typing import Any
 
 from .served import served
 from .test_backup_restore import CAIRN, cairn, cairn_json
+from .test_cli_target import SNAPSHOT_KEYS, SOURCE_KEYS
 from .test_read_ahead import eventually
 
 
@@ -117,6 +118,9 @@ def test_cli_against_a_remote_appliance(tmp_path: Path) -> None:
         assert made["snapshot"] == "first"
         listed = json.loads(remote("--remote", "office", "snapshot", "list", "--json").stdout)
         assert [(s["source"], s["name"]) for s in listed] == [("h1", "first"), ("h2", "s1")]
+        assert all(set(s) == SNAPSHOT_KEYS for s in listed)  # the local command's shapes, too
+        sources = json.loads(remote("--remote", "office", "source", "list", "--json").stdout)
+        assert [s["name"] for s in sources] == ["h1", "h2"] and all(set(s) == SOURCE_KEYS for s in sources)
         jobs = json.loads(remote("--remote", "office", "job", "list", "--json").stdout)
         assert jobs[0]["kind"] == "snapshot" and jobs[0]["state"] == "done"
         assert json.loads(remote("--remote", "office", "pool", "list", "--json").stdout)[0]["state"] == "online"

@@ -7,7 +7,6 @@ from typing import Any
 from flask import Blueprint, request
 
 from engine.errors import InvalidArgument
-from engine.snapshots import SnapshotInfo
 
 from ..accounts import User
 from ..request import parse_json
@@ -61,8 +60,3 @@ def text(doc: dict[str, Any], key: str) -> str:
 
 def user_json(u: User) -> dict[str, Any]:
     return {"name": u.name, "admin": u.admin, "roles": u.roles, "must_change": u.must_change}
-
-
-def snapshot_json(s: SnapshotInfo) -> dict[str, Any]:
-    return {"name": s.name, "source": s.source, "created": s.created, "files": s.files, "bytes": s.bytes,
-            "state": s.state, "uuid": s.uuid}  # fmt: skip

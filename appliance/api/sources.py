@@ -16,7 +16,8 @@ from engine.snapshots import check_name
 from .. import auth
 from ..access import manages
 from ..request import allowed_source, changes, require_admin, services, submit_restore, visible_group, visible_sources
-from .base import api, body, int_arg, opt_text, snapshot_json, text
+from ..shapes import snapshot_doc, source_doc
+from .base import api, body, int_arg, opt_text, text
 
 # -- sources and snapshots ---------------------------------------------------
 
@@ -38,16 +39,15 @@ def add_source() -> Response:
     name = text(doc, "name")
     if owner is not None:
         services().accounts.user(owner)
-    services().deployment.add_source(name)
+    info = services().deployment.add_source(name)
     services().accounts.assign_source(name, group, owner)
-    return jsonify({"name": name, "group": group, "owner": owner}), 201  # type: ignore[return-value]
+    return jsonify(source_doc(info, group, owner)), 201  # type: ignore[return-value]
 
 
 @api.get("/sources/<name>")
 def source(name: str) -> Response:
-    allowed_source(name, "see")
-    s = services().deployment.source(name)
-    return jsonify({"name": s.name, "created": s.created, "snapshots": s.snapshots, "last_snapshot": s.last_snapshot})
+    _, group, owner = allowed_source(name, "see")
+    return jsonify(source_doc(services().deployment.source(name), group, owner))
 
 
 @api.delete("/sources/<name>")
@@ -73,7 +73,7 @@ def set_access(name: str) -> Response:
 @api.get("/sources/<name>/snapshots")
 def snapshots(name: str) -> Response:
     allowed_source(name, "see")
-    return jsonify([snapshot_json(s) for s in services().deployment.list_snapshots(name)])
+    return jsonify([snapshot_doc(s) for s in services().deployment.list_snapshots(name)])
 
 
 @api.post("/sources/<name>/snapshots")

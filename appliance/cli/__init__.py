@@ -17,9 +17,11 @@ from engine.pool import POOL_FILE
 from engine.reader import diff
 from engine.restore import restore
 
+from ..shapes import snapshot_doc
 from . import output
 from . import remote as remote_cmd
 from .base import EXIT_PARTIAL, Context, command, main, source
+from .target import target
 
 __all__ = ["main"]
 
@@ -39,38 +41,24 @@ def init(ctx: Context, encrypt: bool, as_json: bool) -> None:
     )
 
 
-def _source_row(s: Any) -> dict[str, Any]:
-    return {
-        "name": s.name,
-        "uuid": s.uuid,
-        "created": s.created,
-        "snapshots": s.snapshots,
-        "last_snapshot": s.last_snapshot,
-    }
-
-
 @command(source, "add")
 @click.argument("name")
 def source_add(ctx: Context, name: str, as_json: bool) -> None:
     """Add a source."""
-    if ctx.remote:
-        return remote_cmd.source_add(ctx.client(), name, as_json)
-    with ctx.open() as dep:
-        info = dep.add_source(name)
-    output.emit_json(_source_row(info)) if as_json else output.say(f"source {name} added")
+    with target(ctx) as t:
+        doc = t.add_source(name)
+    output.emit_json(doc) if as_json else output.say(f"source {name} added")
 
 
 @command(source, "list")
 def source_list(ctx: Context, as_json: bool) -> None:
     """List sources."""
-    if ctx.remote:
-        return remote_cmd.source_list(ctx.client(), as_json)
-    with ctx.open() as dep:
-        rows = [_source_row(s) for s in dep.list_sources()]
+    with target(ctx) as t:
+        rows = t.sources()
     if as_json:
         output.emit_json(rows)
     else:
-        output.table(rows, ["name", "snapshots", "last_snapshot", "created"])
+        output.table(rows, ["name", "group", "owner", "snapshots", "last_snapshot", "created"])
 
 
 @command(source, "remove")
@@ -87,27 +75,13 @@ def snapshot() -> None:
     """Snapshots: frozen, read-only trees of a source."""
 
 
-def _snap_row(s: Any) -> dict[str, Any]:
-    return {
-        "source": s.source, "name": s.name, "uuid": s.uuid, "created": s.created,
-        "files": s.files, "bytes": s.bytes, "state": s.state, "root": s.root.hex(),
-    }  # fmt: skip
-
-
 @command(snapshot, "create")
 @click.argument("source_name", metavar="SOURCE")
 @click.argument("name", required=False)
 def snapshot_create(ctx: Context, source_name: str, name: str | None, as_json: bool) -> None:
-    """Freeze SOURCE's working tree as a snapshot."""
-    if ctx.remote:
-        doc = remote_cmd.snapshot_create(ctx.client(), source_name, name, as_json)
-    else:
-        from ..accounts import Accounts
-        from ..config import Config
-        from ..services import take_snapshot
-
-        with ctx.open() as dep:
-            doc = take_snapshot(dep, Accounts(dep.catalog), Config(dep.catalog), source_name, name, lambda p: None)
+    """Freeze SOURCE's working tree as a snapshot (once no backup session writes into it)."""
+    with target(ctx) as t:
+        doc = t.take_snapshot(source_name, name, not as_json)
     if as_json:
         output.emit_json(doc)
         return
@@ -120,16 +94,13 @@ def snapshot_create(ctx: Context, source_name: str, name: str | None, as_json: b
 @click.argument("source_name", metavar="[SOURCE]", required=False)
 def snapshot_list(ctx: Context, source_name: str | None, as_json: bool) -> None:
     """List snapshots, of one source or all."""
-    if ctx.remote:
-        return remote_cmd.snapshot_list(ctx.client(), source_name, as_json)
-    with ctx.open() as dep:
-        rows = [_snap_row(s) for s in dep.list_snapshots(source_name)]
+    with target(ctx) as t:
+        rows = t.snapshots(source_name)
     if as_json:
         output.emit_json(rows)
         return
-    for r in rows:
-        r["size"] = output.human_bytes(r["bytes"])
-    output.table(rows, ["source", "name", "created", "files", "size", "state"])
+    output.table([{**r, "size": output.human_bytes(r["bytes"])} for r in rows],
+                 ["source", "name", "created", "files", "size", "state"])  # fmt: skip
 
 
 def _entry_row(path: bytes, e: Any) -> dict[str, Any]:
@@ -153,7 +124,7 @@ def snapshot_show(ctx: Context, source_name: str, name: str, path: str, as_json:
         entries = view.listdir(rel) if entry.is_dir else [entry]
         rows = [_entry_row(e.name, e) for e in entries]
     if as_json:
-        output.emit_json({"snapshot": _snap_row(info), "entries": rows})
+        output.emit_json({"snapshot": snapshot_doc(info), "entries": rows})
         return
     output.say(f"snapshot {info.name} of {info.source}: {info.files} files, {output.human_bytes(info.bytes)}")
     output.table(rows, ["kind", "mode", "uid", "gid", "size", "path"])
@@ -204,7 +175,7 @@ def backup_cmd(ctx: Context, source_name: str, path: str, name: str | None, as_j
             bar(f"{stats.files} files, {stats.changed} changed, {output.human_bytes(stats.bytes_read)} read")
 
         info, stats = backup_and_snapshot(dep, source_name, path, name, show)
-    doc = {"snapshot": _snap_row(info), "files": stats.files, "dirs": stats.dirs, "changed": stats.changed,
+    doc = {"snapshot": snapshot_doc(info), "files": stats.files, "dirs": stats.dirs, "changed": stats.changed,
            "removed": stats.removed, "bytes_read": stats.bytes_read, "errors": stats.errors}  # fmt: skip
     if as_json:
         output.emit_json(doc)

@@ -134,31 +134,6 @@ def run_job(client: Client, endpoint: str, body: Any, show: bool) -> Any:
 # -- the --remote branches of local commands ---------------------------------
 
 
-def source_list(client: Client, as_json: bool) -> None:
-    rows = client.call("GET", "/sources")
-    output.emit_json(rows) if as_json else output.table(rows, ["name", "group", "owner", "snapshots"])
-
-
-def source_add(client: Client, name: str, as_json: bool) -> None:
-    doc = client.call("POST", "/sources", {"name": name})
-    output.emit_json(doc) if as_json else output.say(f"source {name} added")
-
-
-def snapshot_list(client: Client, source: str | None, as_json: bool) -> None:
-    names = [source] if source else [s["name"] for s in client.call("GET", "/sources")]
-    rows = [snap for name in names for snap in client.call("GET", f"/sources/{name}/snapshots")]
-    if as_json:
-        output.emit_json(rows)
-    else:
-        output.table([{**r, "size": output.human_bytes(r["bytes"])} for r in rows],
-                     ["source", "name", "created", "files", "size", "state"])  # fmt: skip
-
-
-def snapshot_create(client: Client, source: str, name: str | None, as_json: bool) -> dict[str, Any]:
-    """The snapshot job's result: the same document the local command makes."""
-    return run_job(client, f"/sources/{source}/snapshots", {"name": name} if name else {}, not as_json)  # type: ignore[no-any-return]
-
-
 def snapshot_delete(client: Client, source: str, name: str, as_json: bool) -> None:
     client.call("DELETE", f"/sources/{source}/snapshots/{name}")
     output.emit_json({"deleted": name}) if as_json else output.say(f"snapshot {name} of {source} deleted")

@@ -1,0 +1,85 @@
+"""What a CLI command acts on: this machine's data directory or an appliance's REST API, one interface.
+
+A command written over a Target has one body: `target(ctx)` gives the local one, or the remote one
+with `--remote NAME`. Both answer in the API's JSON shapes (shapes.py), so `--json` prints the same
+either way, and the local one does what the appliance's job does (a snapshot waits for the backup
+sessions writing into its source). Commands move onto it one group at a time; the others still
+branch on `ctx.remote`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+from engine.deployment import Deployment
+
+from ..accounts import Accounts
+from ..shapes import snapshot_doc, source_doc
+from .base import Context
+from .client import Client
+from .remote import run_job
+
+
+class Target(Protocol):
+    def sources(self) -> list[dict[str, Any]]: ...
+
+    def add_source(self, name: str) -> dict[str, Any]: ...
+
+    def snapshots(self, source: str | None) -> list[dict[str, Any]]: ...
+
+    def take_snapshot(self, source: str, name: str | None, show: bool) -> dict[str, Any]: ...
+
+
+class Local:
+    def __init__(self, dep: Deployment):
+        self.dep = dep
+        self.accounts = Accounts(dep.catalog)
+
+    def sources(self) -> list[dict[str, Any]]:
+        access = self.accounts.source_access()
+        return [source_doc(s, *access.get(s.name, (None, None))) for s in self.dep.list_sources()]
+
+    def add_source(self, name: str) -> dict[str, Any]:
+        return source_doc(self.dep.add_source(name), None, None)
+
+    def snapshots(self, source: str | None) -> list[dict[str, Any]]:
+        return [snapshot_doc(s) for s in self.dep.list_snapshots(source)]
+
+    def take_snapshot(self, source: str, name: str | None, show: bool) -> dict[str, Any]:
+        from engine.sessions import Sessions
+
+        from ..config import Config
+        from ..services import take_snapshot, wait_for_sessions  # the jobs' wiring: only when a snapshot is taken
+
+        self.dep.source(source)  # a clear "no source" before any waiting
+        wait_for_sessions(Sessions(self.dep.catalog, self.dep.owner), source, lambda p: None)
+        return take_snapshot(self.dep, self.accounts, Config(self.dep.catalog), source, name, lambda p: None)
+
+
+class Remote:
+    def __init__(self, client: Client):
+        self.client = client
+
+    def sources(self) -> list[dict[str, Any]]:
+        return [{k: v for k, v in s.items() if k != "run"} for s in self.client.call("GET", "/sources")]
+
+    def add_source(self, name: str) -> dict[str, Any]:
+        return self.client.call("POST", "/sources", {"name": name})  # type: ignore[no-any-return]
+
+    def snapshots(self, source: str | None) -> list[dict[str, Any]]:
+        names = [source] if source else [s["name"] for s in self.sources()]
+        return [snap for name in names for snap in self.client.call("GET", f"/sources/{name}/snapshots")]
+
+    def take_snapshot(self, source: str, name: str | None, show: bool) -> dict[str, Any]:
+        return run_job(self.client, f"/sources/{source}/snapshots", {"name": name} if name else {}, show)  # type: ignore[no-any-return]
+
+
+@contextmanager
+def target(ctx: Context) -> Iterator[Target]:
+    if ctx.remote:
+        yield Remote(ctx.client())
+        return
+    with ctx.open() as dep:
+        yield Local(dep)

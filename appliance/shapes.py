@@ -1,0 +1,18 @@
+"""The JSON shapes of sources and snapshots, one for the REST API and the CLI (local or remote) alike."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.deployment import SourceInfo
+from engine.snapshots import SnapshotInfo
+
+
+def source_doc(s: SourceInfo, group: str | None, owner: str | None) -> dict[str, Any]:
+    return {"name": s.name, "uuid": s.uuid, "group": group, "owner": owner, "created": s.created,
+            "snapshots": s.snapshots, "last_snapshot": s.last_snapshot}  # fmt: skip
+
+
+def snapshot_doc(s: SnapshotInfo) -> dict[str, Any]:
+    return {"name": s.name, "source": s.source, "created": s.created, "files": s.files, "bytes": s.bytes,
+            "state": s.state, "uuid": s.uuid}  # fmt: skip

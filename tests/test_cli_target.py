@@ -1,0 +1,50 @@
+"""The CLI's commands over one interface: the same JSON shapes locally and remotely, and a local snapshot
+that waits for the backup sessions writing into its source, as the appliance's job does."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+from engine.deployment import Deployment
+from engine.sessions import Sessions
+
+from .test_backup_restore import CAIRN, cairn
+
+SOURCE_KEYS = {"name", "uuid", "group", "owner", "created", "snapshots", "last_snapshot"}
+SNAPSHOT_KEYS = {"name", "source", "created", "files", "bytes", "state", "uuid"}
+
+
+def test_local_answers_have_the_api_shapes(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    added = json.loads(cairn(data, "source", "add", "h1", "--json").stdout)
+    assert set(added) == SOURCE_KEYS and added["group"] is None
+    taken = json.loads(cairn(data, "snapshot", "create", "h1", "one", "--json").stdout)
+    assert taken["snapshot"] == "one"
+    (listed,) = json.loads(cairn(data, "source", "list", "--json").stdout)
+    assert set(listed) == SOURCE_KEYS and listed["snapshots"] == 1
+    (snap,) = json.loads(cairn(data, "snapshot", "list", "h1", "--json").stdout)
+    assert set(snap) == SNAPSHOT_KEYS and snap["name"] == "one"
+
+
+def test_a_local_snapshot_waits_for_the_sessions_writing_into_its_source(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    cairn(data, "source", "add", "h1")
+    with Deployment.open(data) as dep:
+        sessions = Sessions(dep.catalog, dep.owner)
+        session = sessions.begin("h1", "ssh", "127.0.0.1", "laptop")
+        waiting = subprocess.Popen([*CAIRN, "--data", str(data), "snapshot", "create", "h1", "after", "--json"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        try:
+            time.sleep(2.5)
+            assert waiting.poll() is None and dep.list_snapshots("h1") == []  # still waiting for the session
+            sessions.end(session.id, reason=None)
+            out, err = waiting.communicate(timeout=60)
+        finally:
+            if waiting.poll() is None:
+                waiting.kill()
+                waiting.communicate()
+        assert waiting.returncode == 0, err
+        assert json.loads(out)["snapshot"] == "after" and [s.name for s in dep.list_snapshots("h1")] == ["after"]
