@@ -7,6 +7,8 @@ from typing import Any
 from engine.deployment import SourceInfo
 from engine.snapshots import SnapshotInfo
 
+from .accounts import User
+
 
 def source_doc(s: SourceInfo, group: str | None, owner: str | None) -> dict[str, Any]:
     return {"name": s.name, "uuid": s.uuid, "group": group, "owner": owner, "created": s.created,
@@ -16,3 +18,7 @@ def source_doc(s: SourceInfo, group: str | None, owner: str | None) -> dict[str,
 def snapshot_doc(s: SnapshotInfo) -> dict[str, Any]:
     return {"name": s.name, "source": s.source, "created": s.created, "files": s.files, "bytes": s.bytes,
             "state": s.state, "uuid": s.uuid}  # fmt: skip
+
+
+def user_doc(u: User) -> dict[str, Any]:
+    return {"name": u.name, "admin": u.admin, "roles": u.roles, "must_change": u.must_change}

@@ -48,3 +48,18 @@ def test_a_local_snapshot_waits_for_the_sessions_writing_into_its_source(tmp_pat
                 waiting.communicate()
         assert waiting.returncode == 0, err
         assert json.loads(out)["snapshot"] == "after" and [s.name for s in dep.list_snapshots("h1")] == ["after"]
+
+
+def test_config_set_never_prints_a_secret_and_group_member_says_none_as_the_api_does(tmp_path: Path) -> None:
+    data, secret = tmp_path / "data", "smtp-secret-1f2e"
+    smtp = json.dumps({"host": "mail.example.org", "password": secret})
+    shown = cairn(data, "config", "set", "smtp", smtp, "--json").stdout
+    assert secret not in shown and json.loads(shown)["value"]["password"] == {"set": True}
+    assert secret not in cairn(data, "config", "show", "--json").stdout
+    cairn(data, "group", "add", "office")
+    pw = tmp_path / "pw"
+    pw.write_text("long enough password\n")
+    added = json.loads(cairn(data, "user", "add", "bob", "--password-file", str(pw), "--json").stdout)
+    assert added == {"name": "bob", "admin": False, "roles": {}, "must_change": False}
+    member = json.loads(cairn(data, "group", "member", "office", "bob", "none", "--json").stdout)
+    assert member == {"group": "office", "user": "bob", "role": None}

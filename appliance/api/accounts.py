@@ -26,8 +26,9 @@ from ..request import (
     visible_jobs,
     visible_sources,
 )
+from ..shapes import user_doc
 from ..words import job_percent, job_summary
-from .base import api, body, int_arg, opt_text, text, user_json
+from .base import api, body, int_arg, opt_text, text
 from .openapi import SPEC
 
 EVENT_EVERY = 0.5  # seconds between looks at a job whose events are streamed
@@ -46,7 +47,7 @@ def openapi() -> Response:
 def login() -> Response:
     doc = body({"name", "password"})
     user, session = auth.login(text(doc, "name"), text(doc, "password"))
-    return jsonify({"user": user_json(user), "csrf": session.csrf})
+    return jsonify({"user": user_doc(user), "csrf": session.csrf})
 
 
 @api.post("/logout")
@@ -78,7 +79,7 @@ def change_password() -> Response:
 
 @api.get("/me")
 def me() -> Response:
-    return jsonify({"user": user_json(auth.require_user()), "csrf": auth.csrf_token()})
+    return jsonify({"user": user_doc(auth.require_user()), "csrf": auth.csrf_token()})
 
 
 @api.get("/tokens")
@@ -200,7 +201,7 @@ def set_maintenance() -> Response:
 @api.get("/users")
 def users() -> Response:
     require_admin()
-    return jsonify([user_json(u) for u in services().accounts.list_users()])
+    return jsonify([user_doc(u) for u in services().accounts.list_users()])
 
 
 @api.post("/users")
@@ -208,7 +209,7 @@ def add_user() -> Response:
     require_admin()
     doc = body({"name", "password"}, {"admin"})
     user = services().accounts.add_user(text(doc, "name"), text(doc, "password"), admin=doc.get("admin") is True)
-    return jsonify(user_json(user)), 201  # type: ignore[return-value]
+    return jsonify(user_doc(user)), 201  # type: ignore[return-value]
 
 
 @api.delete("/users/<name>")
@@ -234,7 +235,7 @@ def change_user(name: str) -> Response:
     admin = body({"admin"})["admin"]
     if not isinstance(admin, bool):
         raise InvalidArgument("admin must be true or false")
-    return jsonify(user_json(services().accounts.set_admin(name, admin)))
+    return jsonify(user_doc(services().accounts.set_admin(name, admin)))
 
 
 @api.get("/groups")

@@ -12,8 +12,8 @@ from engine.errors import CairnError
 
 from ..accounts import ROLES, Accounts
 from . import output
-from . import remote as remote_cmd
 from .base import Context, command, main
+from .target import target
 
 
 @main.command("serve")
@@ -78,11 +78,10 @@ def _password(password_file: Path | None) -> str:
 @click.option("--password-file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 def user_add(ctx: Context, name: str, admin: bool, password_file: Path | None, as_json: bool) -> None:
     """Add a user (asks for the password unless --password-file is given)."""
-    if ctx.remote:
-        return remote_cmd.user_add(ctx.client(), name, _password(password_file), admin, as_json)
-    with ctx.open() as dep:
-        user = Accounts(dep.catalog).add_user(name, _password(password_file), admin=admin)
-    output.emit_json({"name": user.name, "admin": user.admin}) if as_json else output.say(f"user {name} added")
+    password = _password(password_file)
+    with target(ctx) as t:
+        doc = t.add_user(name, password, admin)
+    output.emit_json(doc) if as_json else output.say(f"user {name} added")
 
 
 @command(user_group, "passwd")
@@ -98,14 +97,8 @@ def user_passwd(ctx: Context, name: str, password_file: Path | None, as_json: bo
 @command(user_group, "list")
 def user_list(ctx: Context, as_json: bool) -> None:
     """List users and their roles."""
-    if ctx.remote:
-        rows = ctx.client().call("GET", "/users")  # the same rows, from the appliance's API
-    else:
-        with ctx.open() as dep:
-            rows = [
-                {"name": u.name, "admin": u.admin, "roles": u.roles, "must_change": u.must_change}
-                for u in Accounts(dep.catalog).list_users()
-            ]
+    with target(ctx) as t:
+        rows = t.users()
     if as_json:
         output.emit_json(rows)
     else:
@@ -131,11 +124,9 @@ def group_group() -> None:
 @click.argument("name")
 def group_add(ctx: Context, name: str, as_json: bool) -> None:
     """Add a group."""
-    if ctx.remote:
-        return remote_cmd.group_add(ctx.client(), name, as_json)
-    with ctx.open() as dep:
-        Accounts(dep.catalog).add_group(name)
-    output.emit_json({"name": name}) if as_json else output.say(f"group {name} added")
+    with target(ctx) as t:
+        doc = t.add_group(name)
+    output.emit_json(doc) if as_json else output.say(f"group {name} added")
 
 
 @command(group_group, "member")
@@ -144,23 +135,16 @@ def group_add(ctx: Context, name: str, as_json: bool) -> None:
 @click.argument("role", type=click.Choice([*ROLES, "none"]))
 def group_member(ctx: Context, group: str, user: str, role: str, as_json: bool) -> None:
     """Give USER a ROLE in GROUP (admin, operator, member), or none."""
-    if ctx.remote:
-        return remote_cmd.group_member(ctx.client(), group, user, None if role == "none" else role, as_json)
-    with ctx.open() as dep:
-        Accounts(dep.catalog).set_role(group, user, None if role == "none" else role)
-    output.emit_json({"group": group, "user": user, "role": role}) if as_json else output.say(
-        f"{user}: {role} in {group}"
-    )
+    with target(ctx) as t:
+        doc = t.set_member(group, user, None if role == "none" else role)
+    output.emit_json(doc) if as_json else output.say(f"{user}: {role} in {group}")
 
 
 @command(group_group, "list")
 def group_list(ctx: Context, as_json: bool) -> None:
     """List groups and their members."""
-    if ctx.remote:
-        found = ctx.client().call("GET", "/groups")
-    else:
-        with ctx.open() as dep:
-            found = Accounts(dep.catalog).list_groups()
+    with target(ctx) as t:
+        found = t.groups()
     if as_json:
         output.emit_json(found)
     else:
@@ -195,17 +179,13 @@ def config_set(ctx: Context, key: str, value: str, group: str | None, source: st
     """Set KEY to VALUE (JSON: '"0 2 * * *"', '{"daily": 7}', null to remove a group or source value)."""
     import json
 
-    from ..config import Config
-
     try:
         parsed = json.loads(value)
     except ValueError as e:
         raise CairnError(f"VALUE must be JSON (a string in quotes): {e}") from e
-    if ctx.remote:
-        return remote_cmd.config_set(ctx.client(), key, parsed, group, source, as_json)
-    with ctx.open() as dep:
-        Config(dep.catalog).set(key, parsed, group=group, source=source)
-    output.emit_json({"key": key, "value": parsed}) if as_json else output.say(f"{key} set")
+    with target(ctx) as t:
+        doc = t.set_config(key, parsed, group, source)  # a secret in it comes back as the marker
+    output.emit_json(doc) if as_json else output.say(f"{key} set")
 
 
 @command(config_group, "show")
@@ -213,15 +193,8 @@ def config_set(ctx: Context, key: str, value: str, group: str | None, source: st
 @click.option("--source", help="As seen by one source (in its group).")
 def config_show(ctx: Context, group: str | None, source: str | None, as_json: bool) -> None:
     """The effective settings, and where each value comes from."""
-    from ..config import Config
-
-    if ctx.remote:
-        shown = ctx.client().call("GET", "/config", group=group, source=source)
-    else:
-        with ctx.open() as dep:
-            if source and not group:
-                group = Accounts(dep.catalog).source_access().get(source, (None, None))[0]
-            shown = Config(dep.catalog).effective(source, group)
+    with target(ctx) as t:
+        shown = t.config(group, source)
     if as_json:
         output.emit_json(shown)
     else:

@@ -221,26 +221,6 @@ class Frame:
         return out
 
 
-def user_add(client: Client, name: str, password: str, admin: bool, as_json: bool) -> None:
-    doc = client.call("POST", "/users", {"name": name, "password": password, "admin": admin})
-    output.emit_json(doc) if as_json else output.say(f"user {name} added")
-
-
-def group_add(client: Client, name: str, as_json: bool) -> None:
-    client.call("POST", "/groups", {"name": name})
-    output.emit_json({"name": name}) if as_json else output.say(f"group {name} added")
-
-
-def group_member(client: Client, group: str, user: str, role: str | None, as_json: bool) -> None:
-    doc = client.call("PUT", f"/groups/{group}/members/{user}", {"role": role})
-    output.emit_json(doc) if as_json else output.say(f"{user}: {role or 'none'} in {group}")
-
-
-def config_set(client: Client, key: str, value: Any, group: str | None, source: str | None, as_json: bool) -> None:
-    doc = client.call("PUT", "/config", {"key": key, "value": value, "group": group, "source": source})
-    output.emit_json(doc) if as_json else output.say(f"{key} set")
-
-
 def maintenance(client: Client, on: bool | None, reason: str | None, as_json: bool) -> None:
     if on is None:
         doc = client.call("GET", "/maintenance")

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from engine.deployment import Deployment
 
 from ..accounts import Accounts
-from ..shapes import snapshot_doc, source_doc
+from ..shapes import snapshot_doc, source_doc, user_doc
 from .base import Context
 from .client import Client
 from .remote import run_job
@@ -30,6 +30,20 @@ class Target(Protocol):
     def snapshots(self, source: str | None) -> list[dict[str, Any]]: ...
 
     def take_snapshot(self, source: str, name: str | None, show: bool) -> dict[str, Any]: ...
+
+    def users(self) -> list[dict[str, Any]]: ...
+
+    def add_user(self, name: str, password: str, admin: bool) -> dict[str, Any]: ...
+
+    def groups(self) -> dict[str, dict[str, str]]: ...
+
+    def add_group(self, name: str) -> dict[str, Any]: ...
+
+    def set_member(self, group: str, user: str, role: str | None) -> dict[str, Any]: ...
+
+    def config(self, group: str | None, source: str | None) -> dict[str, dict[str, Any]]: ...
+
+    def set_config(self, key: str, value: Any, group: str | None, source: str | None) -> dict[str, Any]: ...
 
 
 class Local:
@@ -57,6 +71,36 @@ class Local:
         wait_for_sessions(Sessions(self.dep.catalog, self.dep.owner), source, lambda p: None)
         return take_snapshot(self.dep, self.accounts, Config(self.dep.catalog), source, name, lambda p: None)
 
+    def users(self) -> list[dict[str, Any]]:
+        return [user_doc(u) for u in self.accounts.list_users()]
+
+    def add_user(self, name: str, password: str, admin: bool) -> dict[str, Any]:
+        return user_doc(self.accounts.add_user(name, password, admin=admin))
+
+    def groups(self) -> dict[str, dict[str, str]]:
+        return self.accounts.list_groups()
+
+    def add_group(self, name: str) -> dict[str, Any]:
+        self.accounts.add_group(name)
+        return {"name": name}
+
+    def set_member(self, group: str, user: str, role: str | None) -> dict[str, Any]:
+        self.accounts.set_role(group, user, role)
+        return {"group": group, "user": user, "role": role}
+
+    def config(self, group: str | None, source: str | None) -> dict[str, dict[str, Any]]:
+        from ..config import Config
+
+        if source and not group:
+            group = self.accounts.source_access().get(source, (None, None))[0]
+        return Config(self.dep.catalog).effective(source, group)
+
+    def set_config(self, key: str, value: Any, group: str | None, source: str | None) -> dict[str, Any]:
+        from ..config import Config, hide_secrets
+
+        Config(self.dep.catalog).set(key, value, group=group, source=source)
+        return {"key": key, "value": hide_secrets(key, value), "group": group, "source": source}
+
 
 class Remote:
     def __init__(self, client: Client):
@@ -74,6 +118,27 @@ class Remote:
 
     def take_snapshot(self, source: str, name: str | None, show: bool) -> dict[str, Any]:
         return run_job(self.client, f"/sources/{source}/snapshots", {"name": name} if name else {}, show)  # type: ignore[no-any-return]
+
+    def users(self) -> list[dict[str, Any]]:
+        return self.client.call("GET", "/users")  # type: ignore[no-any-return]
+
+    def add_user(self, name: str, password: str, admin: bool) -> dict[str, Any]:
+        return self.client.call("POST", "/users", {"name": name, "password": password, "admin": admin})  # type: ignore[no-any-return]
+
+    def groups(self) -> dict[str, dict[str, str]]:
+        return self.client.call("GET", "/groups")  # type: ignore[no-any-return]
+
+    def add_group(self, name: str) -> dict[str, Any]:
+        return self.client.call("POST", "/groups", {"name": name})  # type: ignore[no-any-return]
+
+    def set_member(self, group: str, user: str, role: str | None) -> dict[str, Any]:
+        return self.client.call("PUT", f"/groups/{group}/members/{user}", {"role": role})  # type: ignore[no-any-return]
+
+    def config(self, group: str | None, source: str | None) -> dict[str, dict[str, Any]]:
+        return self.client.call("GET", "/config", group=group, source=source)  # type: ignore[no-any-return]
+
+    def set_config(self, key: str, value: Any, group: str | None, source: str | None) -> dict[str, Any]:
+        return self.client.call("PUT", "/config", {"key": key, "value": value, "group": group, "source": source})  # type: ignore[no-any-return]
 
 
 @contextmanager
