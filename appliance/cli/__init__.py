@@ -154,11 +154,9 @@ def snapshot_diff(ctx: Context, source_name: str, old: str, new: str, as_json: b
 @click.argument("name")
 def snapshot_delete(ctx: Context, source_name: str, name: str, as_json: bool) -> None:
     """Delete a snapshot (its space returns after garbage collection)."""
-    if ctx.remote:
-        return remote_cmd.snapshot_delete(ctx.client(), source_name, name, as_json)
-    with ctx.open() as dep:
-        dep.delete_snapshot(source_name, name)
-    output.emit_json({"deleted": name}) if as_json else output.say(f"snapshot {name} of {source_name} deleted")
+    with target(ctx) as t:
+        doc = t.delete_snapshot(source_name, name)
+    output.emit_json(doc) if as_json else output.say(f"snapshot {name} of {source_name} deleted")
 
 
 @command(main, "backup")

@@ -25,6 +25,7 @@ from engine.storage import open_backend
 from . import output
 from . import remote as remote_cmd
 from .base import EXIT_PARTIAL, Context, command, main
+from .target import target
 
 
 @main.group()
@@ -212,33 +213,27 @@ def maintenance_group() -> None:
 @click.option("--reason", default="maintenance", help="Shown to clients whose writes are refused.")
 def maintenance_on(ctx: Context, reason: str, as_json: bool) -> None:
     """Refuse writes (mount, WebDAV, backups); reads, scrub and gc go on."""
-    if ctx.remote:
-        return remote_cmd.maintenance(ctx.client(), True, reason, as_json)
-    with ctx.open() as dep:
-        dep.set_maintenance(reason)
-        flag = dep.maintenance
-    output.emit_json({"maintenance": flag}) if as_json else output.say(f"maintenance mode on: {reason}")
+    _maintenance(ctx, True, reason, as_json)
 
 
 @command(maintenance_group, "off")
 def maintenance_off(ctx: Context, as_json: bool) -> None:
     """Take writes again."""
-    if ctx.remote:
-        return remote_cmd.maintenance(ctx.client(), False, None, as_json)
-    with ctx.open() as dep:
-        dep.set_maintenance(None)
-    output.emit_json({"maintenance": None}) if as_json else output.say("maintenance mode off")
+    _maintenance(ctx, False, None, as_json)
 
 
 @command(maintenance_group, "status")
 def maintenance_status(ctx: Context, as_json: bool) -> None:
     """Whether the deployment is in maintenance mode."""
-    if ctx.remote:
-        return remote_cmd.maintenance(ctx.client(), None, None, as_json)
-    with ctx.open() as dep:
-        flag = dep.maintenance
+    _maintenance(ctx, None, None, as_json)
+
+
+def _maintenance(ctx: Context, on: bool | None, reason: str | None, as_json: bool) -> None:
+    with target(ctx) as t:
+        doc = t.maintenance(on, reason)
+    flag = doc["maintenance"]
     if as_json:
-        output.emit_json({"maintenance": flag})
+        output.emit_json(doc)
     else:
         output.say(f"maintenance mode on: {flag['reason']}" if flag else "maintenance mode off")
 

@@ -134,11 +134,6 @@ def run_job(client: Client, endpoint: str, body: Any, show: bool) -> Any:
 # -- the --remote branches of local commands ---------------------------------
 
 
-def snapshot_delete(client: Client, source: str, name: str, as_json: bool) -> None:
-    client.call("DELETE", f"/sources/{source}/snapshots/{name}")
-    output.emit_json({"deleted": name}) if as_json else output.say(f"snapshot {name} of {source} deleted")
-
-
 def restore(client: Client, source: str, snap: str, path: str, dest: str, overwrite: bool, as_json: bool) -> None:
     """Download PATH of a snapshot to DEST: a folder as a tar.zst unpacked on the fly, or one file.
 
@@ -219,16 +214,6 @@ class Frame:
         out = bytes(self.buffer[:n])
         del self.buffer[:n]
         return out
-
-
-def maintenance(client: Client, on: bool | None, reason: str | None, as_json: bool) -> None:
-    if on is None:
-        doc = client.call("GET", "/maintenance")
-    else:
-        doc = client.call("PUT", "/maintenance", {"on": on, "reason": reason})
-    flag = doc["maintenance"]
-    output.emit_json(doc) if as_json else output.say(f"maintenance mode on: {flag['reason']}" if flag
-                                                     else "maintenance mode off")  # fmt: skip
 
 
 def pool_job(client: Client, kind: str, params: dict[str, Any], as_json: bool) -> dict[str, Any]:

@@ -31,6 +31,10 @@ class Target(Protocol):
 
     def take_snapshot(self, source: str, name: str | None, show: bool) -> dict[str, Any]: ...
 
+    def delete_snapshot(self, source: str, name: str) -> dict[str, Any]: ...
+
+    def maintenance(self, on: bool | None, reason: str | None) -> dict[str, Any]: ...
+
     def users(self) -> list[dict[str, Any]]: ...
 
     def add_user(self, name: str, password: str, admin: bool) -> dict[str, Any]: ...
@@ -70,6 +74,16 @@ class Local:
         self.dep.source(source)  # a clear "no source" before any waiting
         wait_for_sessions(Sessions(self.dep.catalog, self.dep.owner), source, lambda p: None)
         return take_snapshot(self.dep, self.accounts, Config(self.dep.catalog), source, name, lambda p: None)
+
+    def delete_snapshot(self, source: str, name: str) -> dict[str, Any]:
+        self.dep.delete_snapshot(source, name)
+        return {"deleted": name}
+
+    def maintenance(self, on: bool | None, reason: str | None) -> dict[str, Any]:
+        """Turn maintenance mode on or off (None: only ask); the flag as it then is."""
+        if on is not None:
+            self.dep.set_maintenance((reason or "maintenance") if on else None)
+        return {"maintenance": self.dep.maintenance}
 
     def users(self) -> list[dict[str, Any]]:
         return [user_doc(u) for u in self.accounts.list_users()]
@@ -118,6 +132,15 @@ class Remote:
 
     def take_snapshot(self, source: str, name: str | None, show: bool) -> dict[str, Any]:
         return run_job(self.client, f"/sources/{source}/snapshots", {"name": name} if name else {}, show)  # type: ignore[no-any-return]
+
+    def delete_snapshot(self, source: str, name: str) -> dict[str, Any]:
+        self.client.call("DELETE", f"/sources/{source}/snapshots/{name}")
+        return {"deleted": name}
+
+    def maintenance(self, on: bool | None, reason: str | None) -> dict[str, Any]:
+        if on is None:
+            return self.client.call("GET", "/maintenance")  # type: ignore[no-any-return]
+        return self.client.call("PUT", "/maintenance", {"on": on, "reason": reason})  # type: ignore[no-any-return]
 
     def users(self) -> list[dict[str, Any]]:
         return self.client.call("GET", "/users")  # type: ignore[no-any-return]
