@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import sys
@@ -13,17 +12,16 @@ from typing import Any, cast
 import click
 
 from engine.catalog import open_catalog
-from engine.check import damage_doc, describe, last_scrub, locate, missing_doc, missing_packs, scrub
+from engine.check import describe, last_scrub, locate, missing_doc, missing_packs
 from engine.codec import FORMATS, CodecConfig
 from engine.deployment import Deployment, default_db_url
 from engine.errors import CairnError
-from engine.gc import REPACK_BELOW, collect
+from engine.gc import REPACK_BELOW
 from engine.pool import check_identity
 from engine.rebuild import rebuild, rebuild_image_pool
 from engine.storage import open_backend
 
 from . import output
-from . import remote as remote_cmd
 from .base import EXIT_PARTIAL, Context, command, main
 from .target import target
 
@@ -65,11 +63,8 @@ pool.add_command(cast(click.Command, pool_create), "add")  # the same command by
 @command(pool, "list")
 def pool_list(ctx: Context, as_json: bool) -> None:
     """Show the pool: where it is, what it holds, how well it deduplicates."""
-    if ctx.remote:
-        usage = ctx.client().call("GET", "/pool")  # the same report, from the served deployment
-    else:
-        with ctx.open() as dep:
-            usage = dep.pool_usage()
+    with target(ctx) as t:
+        usage = t.pool_usage()
     show_pools(pool_entries(usage), as_json)
 
 
@@ -129,15 +124,8 @@ def pool_configure(
 @click.option("--dry-run", is_flag=True, help="Report what would be freed; change nothing.")
 def pool_gc(ctx: Context, repack_below: float, dry_run: bool, as_json: bool) -> None:
     """Delete blobs no snapshot or working tree uses; repack sparse packs."""
-    if ctx.remote:
-        params = {"repack_below": repack_below, "dry_run": dry_run}
-        report = remote_cmd.pool_job(ctx.client(), "gc", params, as_json)
-    else:
-        with ctx.open() as dep, output.progress_bar(not as_json, "gc") as bar:
-            report = dataclasses.asdict(collect(
-                dep, repack_below=repack_below, dry_run=dry_run,
-                progress=lambda r: bar(f"{r.packs} packs, {output.human_bytes(r.bytes_freed)} freed"),
-            ))  # fmt: skip
+    with target(ctx) as t:
+        report = t.gc(repack_below, dry_run, not as_json)
     if as_json:
         output.emit_json(report)
     else:
@@ -181,14 +169,8 @@ def pool_check(ctx: Context, as_json: bool) -> None:
 @command(pool, "scrub")
 def pool_scrub(ctx: Context, as_json: bool) -> None:
     """Read every pack and verify every blob; say what any damage affects."""
-    if ctx.remote:
-        doc = remote_cmd.pool_job(ctx.client(), "scrub", {}, as_json)
-    else:
-        with ctx.open() as dep, output.progress_bar(not as_json, "scrub") as bar:
-            report, summary = scrub(
-                dep, lambda r: bar(f"{r.packs} packs, {r.blobs} blobs, {output.human_bytes(r.bytes)}")
-            )
-        doc = {**summary, "damage": damage_doc(report.damage)}
+    with target(ctx) as t:
+        doc = t.scrub(not as_json)
     doc["ok"] = not doc["damage"]
     if as_json:
         output.emit_json(doc)

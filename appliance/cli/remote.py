@@ -214,8 +214,3 @@ class Frame:
         out = bytes(self.buffer[:n])
         del self.buffer[:n]
         return out
-
-
-def pool_job(client: Client, kind: str, params: dict[str, Any], as_json: bool) -> dict[str, Any]:
-    """Run gc or scrub on the appliance; its report, as the local command makes it."""
-    return run_job(client, f"/pool/{kind}", params, not as_json)  # type: ignore[no-any-return]

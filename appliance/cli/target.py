@@ -17,6 +17,7 @@ from engine.deployment import Deployment
 
 from ..accounts import Accounts
 from ..shapes import snapshot_doc, source_doc, user_doc
+from . import output
 from .base import Context
 from .client import Client
 from .remote import run_job
@@ -32,6 +33,12 @@ class Target(Protocol):
     def take_snapshot(self, source: str, name: str | None, show: bool) -> dict[str, Any]: ...
 
     def delete_snapshot(self, source: str, name: str) -> dict[str, Any]: ...
+
+    def pool_usage(self) -> dict[str, Any]: ...
+
+    def gc(self, repack_below: float, dry_run: bool, show: bool) -> dict[str, Any]: ...
+
+    def scrub(self, show: bool) -> dict[str, Any]: ...
 
     def maintenance(self, on: bool | None, reason: str | None) -> dict[str, Any]: ...
 
@@ -78,6 +85,30 @@ class Local:
     def delete_snapshot(self, source: str, name: str) -> dict[str, Any]:
         self.dep.delete_snapshot(source, name)
         return {"deleted": name}
+
+    def pool_usage(self) -> dict[str, Any]:
+        return self.dep.pool_usage()
+
+    def gc(self, repack_below: float, dry_run: bool, show: bool) -> dict[str, Any]:
+        import dataclasses
+
+        from engine.gc import collect
+
+        with output.progress_bar(show, "gc") as bar:
+            report = collect(
+                self.dep, repack_below=repack_below, dry_run=dry_run,
+                progress=lambda r: bar(f"{r.packs} packs, {output.human_bytes(r.bytes_freed)} freed"),
+            )  # fmt: skip
+        return dataclasses.asdict(report)
+
+    def scrub(self, show: bool) -> dict[str, Any]:
+        from engine.check import damage_doc, scrub
+
+        with output.progress_bar(show, "scrub") as bar:
+            report, summary = scrub(
+                self.dep, lambda r: bar(f"{r.packs} packs, {r.blobs} blobs, {output.human_bytes(r.bytes)}")
+            )
+        return {**summary, "damage": damage_doc(report.damage)}
 
     def maintenance(self, on: bool | None, reason: str | None) -> dict[str, Any]:
         """Turn maintenance mode on or off (None: only ask); the flag as it then is."""
@@ -136,6 +167,15 @@ class Remote:
     def delete_snapshot(self, source: str, name: str) -> dict[str, Any]:
         self.client.call("DELETE", f"/sources/{source}/snapshots/{name}")
         return {"deleted": name}
+
+    def pool_usage(self) -> dict[str, Any]:
+        return self.client.call("GET", "/pool")  # type: ignore[no-any-return]
+
+    def gc(self, repack_below: float, dry_run: bool, show: bool) -> dict[str, Any]:
+        return run_job(self.client, "/pool/gc", {"repack_below": repack_below, "dry_run": dry_run}, show)  # type: ignore[no-any-return]
+
+    def scrub(self, show: bool) -> dict[str, Any]:
+        return run_job(self.client, "/pool/scrub", {}, show)  # type: ignore[no-any-return]
 
     def maintenance(self, on: bool | None, reason: str | None) -> dict[str, Any]:
         if on is None:
