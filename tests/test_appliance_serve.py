@@ -136,11 +136,19 @@ def test_cli_against_a_remote_appliance(tmp_path: Path) -> None:
         remote("--remote", "office", "group", "member", "office", "bob", "operator")
         users = json.loads(remote("--remote", "office", "user", "list", "--json").stdout)
         assert {"name": "bob", "admin": False, "roles": {"office": "operator"}, "must_change": False} in users
+        moved = remote("--remote", "office", "assign", "h1", "--group", "office", "--owner", "bob", "--json").stdout
+        assert json.loads(moved) == {"name": "h1", "group": "office", "owner": "bob"}
+        sources = json.loads(remote("--remote", "office", "source", "list", "--json").stdout)
+        assert [(s["group"], s["owner"]) for s in sources if s["name"] == "h1"] == [("office", "bob")]
         remote("--remote", "office", "config", "set", "retention", '{"last": 5}', "--source", "h1")
         shown = json.loads(remote("--remote", "office", "config", "show", "--source", "h1", "--json").stdout)
         assert shown["retention"] == {"value": {"last": 5}, "from": "source:h1"}
         assert "on: upgrade" in remote("--remote", "office", "maintenance", "on", "--reason", "upgrade").stdout
         assert "off" in remote("--remote", "office", "maintenance", "off").stdout
+        remote("--remote", "office", "user", "remove", "bob")
+        assert "bob" not in [
+            u["name"] for u in json.loads(remote("--remote", "office", "user", "list", "--json").stdout)
+        ]
         back = tmp_path / "back"
         restored = json.loads(remote("--remote", "office", "restore", "h2", "s1", str(back), "--json").stdout)
         assert restored["files"] == 2 and (back / "docs" / "a.txt").read_text() == "alpha\n"

@@ -109,10 +109,10 @@ def user_list(ctx: Context, as_json: bool) -> None:
 @command(user_group, "remove")
 @click.argument("name")
 def user_remove(ctx: Context, name: str, as_json: bool) -> None:
-    """Remove a user (their sources stay, without an owner)."""
-    with ctx.open() as dep:
-        Accounts(dep.catalog).remove_user(name)
-    output.emit_json({}) if as_json else output.say(f"user {name} removed")
+    """Remove a user (their sources stay, without an owner; never the last administrator)."""
+    with target(ctx) as t:
+        doc = t.remove_user(name)
+    output.emit_json(doc) if as_json else output.say(f"user {name} removed")
 
 
 @main.group("group")
@@ -158,11 +158,9 @@ def group_list(ctx: Context, as_json: bool) -> None:
 @click.option("--owner", help="The user who owns it (a member sees and restores what they own).")
 def assign(ctx: Context, source: str, group: str | None, owner: str | None, as_json: bool) -> None:
     """Say which group holds SOURCE and who owns it."""
-    with ctx.open() as dep:
-        Accounts(dep.catalog).assign_source(source, group, owner)
-    output.emit_json({"source": source, "group": group, "owner": owner}) if as_json else output.say(
-        f"{source} assigned"
-    )
+    with target(ctx) as t:
+        doc = t.assign(source, group, owner)
+    output.emit_json(doc) if as_json else output.say(f"{source} assigned")
 
 
 @main.group("config")

@@ -46,6 +46,10 @@ class Target(Protocol):
 
     def add_user(self, name: str, password: str, admin: bool) -> dict[str, Any]: ...
 
+    def remove_user(self, name: str) -> dict[str, Any]: ...
+
+    def assign(self, source: str, group: str | None, owner: str | None) -> dict[str, Any]: ...
+
     def groups(self) -> dict[str, dict[str, str]]: ...
 
     def add_group(self, name: str) -> dict[str, Any]: ...
@@ -122,6 +126,14 @@ class Local:
     def add_user(self, name: str, password: str, admin: bool) -> dict[str, Any]:
         return user_doc(self.accounts.add_user(name, password, admin=admin))
 
+    def remove_user(self, name: str) -> dict[str, Any]:
+        self.accounts.remove_user(name)
+        return {}
+
+    def assign(self, source: str, group: str | None, owner: str | None) -> dict[str, Any]:
+        self.accounts.assign_source(source, group, owner)
+        return {"name": source, "group": group, "owner": owner}
+
     def groups(self) -> dict[str, dict[str, str]]:
         return self.accounts.list_groups()
 
@@ -187,6 +199,12 @@ class Remote:
 
     def add_user(self, name: str, password: str, admin: bool) -> dict[str, Any]:
         return self.client.call("POST", "/users", {"name": name, "password": password, "admin": admin})  # type: ignore[no-any-return]
+
+    def remove_user(self, name: str) -> dict[str, Any]:
+        return self.client.call("DELETE", f"/users/{name}")  # type: ignore[no-any-return]
+
+    def assign(self, source: str, group: str | None, owner: str | None) -> dict[str, Any]:
+        return self.client.call("PUT", f"/sources/{source}/access", {"group": group, "owner": owner})  # type: ignore[no-any-return]
 
     def groups(self) -> dict[str, dict[str, str]]:
         return self.client.call("GET", "/groups")  # type: ignore[no-any-return]
