@@ -24,8 +24,8 @@ from .services import Services
 from .shapes import source_doc
 
 MAX_DEPTH = 32  # levels of JSON nesting a client may send: no setting or body needs more than 4
-# A name or address as DNS and URLs spell them: the Host header is the browser's to set, and the
-# commands on a source's page are pasted into root shells, so anything else is shown as a placeholder.
+# A name or address as DNS and URLs spell them: the Host header is the client's to set, the commands on a
+# source's page are pasted into root shells, and a redirect must not lead elsewhere; nothing else is taken.
 _HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]{2,45}\]")
 
 
@@ -118,6 +118,22 @@ def submit_restore(
     return services().jobs.submit("restore", params, source_id=services().deployment.source(name).id, user_id=user.id)
 
 
+def change_own_password(user: User, current: str, new: str) -> None:
+    """The signed-in user's new password: the current one is asked for and counted as a sign-in, a one-time
+    one cannot be kept, and every other web session of theirs ends (the one that made the change stays)."""
+    limiter, key = services().logins, auth.limiter_key(user.name)
+    limiter.check(key)
+    try:
+        services().accounts.login(user.name, current)
+    except Exception:
+        limiter.failed(key)
+        raise
+    if user.must_change and new == current:
+        raise InvalidArgument("choose a password other than the one-time one")
+    session = auth.web_session()
+    services().accounts.set_password(user.name, new, keep_session=session.id if session is not None else None)
+
+
 def _sees(user: User, job: Job) -> bool:
     return user.admin or job.requested_by == user.id
 
@@ -165,6 +181,10 @@ def check_may_configure(group: str | None, source_name: str | None) -> User:
 
 def client_host() -> str:
     """The appliance's name as the browser reached it, without the port (a placeholder if it looks odd)."""
-    host = request.host
+    return host_name(request.host) or "APPLIANCE"
+
+
+def host_name(host: str) -> str | None:
+    """The name or address in a Host header, without the port; None if it is anything else."""
     name = host[: host.find("]") + 1] if host.startswith("[") else host.split(":")[0]
-    return name if _HOST.fullmatch(name) else "APPLIANCE"
+    return name if _HOST.fullmatch(name) else None

@@ -11,7 +11,6 @@ import datetime
 import hashlib
 import ipaddress
 import os
-import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +22,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from .request import host_name
+
 VALID_DAYS = 825  # the longest a browser accepts for a server certificate
-_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]{2,45}\]")
 
 
 @dataclass(frozen=True)
@@ -77,10 +77,7 @@ def redirect_app(https_port: int) -> Any:
     """A WSGI app that sends every plain-HTTP request to the same path over HTTPS."""
 
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "localhost")
-        name = host[: host.find("]") + 1] if host.startswith("[") else host.split(":")[0]
-        if not _NAME.fullmatch(name):  # the Host header is the client's to set: only a name or an address
-            name = "localhost"
+        name = host_name(environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")) or "localhost"
         path = quote(environ.get("PATH_INFO", "/"), safe="/%:@!$&'()*+,;=-._~")
         query = environ.get("QUERY_STRING")
         target = f"https://{name}:{https_port}{path}" + (f"?{query}" if query else "")

@@ -64,7 +64,8 @@ def capacity(dep: Deployment, usage: dict[str, Any], now: float | None = None) -
     """Used and free bytes, growth per day over the last week, and days until full at that rate (where known)."""
     now = time.time() if now is None else now
     free = dep.free_bytes() or None  # object storage cannot tell
-    window = [s for s in history(dep) if s[0] >= now - GROWTH_DAYS * DAY]
+    samples = history(dep)
+    window = [s for s in samples if s[0] >= now - GROWTH_DAYS * DAY]
     growth = None
     if len(window) >= 2 and window[-1][0] - window[0][0] >= EVERY:
         growth = (window[-1][1] - window[0][1]) / ((window[-1][0] - window[0][0]) / DAY)
@@ -73,5 +74,5 @@ def capacity(dep: Deployment, usage: dict[str, Any], now: float | None = None) -
     return {
         "used": stored, "free": free, "growth_per_day": growth, "days_until_full": full,
         "dedup_saved": max(0, logical - unique), "compression_saved": max(0, unique - stored),
-        "samples": len(history(dep)),
+        "samples": len(samples),
     }  # fmt: skip

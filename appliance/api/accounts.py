@@ -17,6 +17,7 @@ from ..config import Config, hide_secrets
 from ..jobs import ENDED
 from ..request import (
     allowed_source,
+    change_own_password,
     check_may_configure,
     readable_level,
     require_admin,
@@ -62,18 +63,7 @@ def change_password() -> Response:
     Every other web session of theirs ends; the one that made the change stays signed in."""
     user = auth.require_user()
     doc = body({"password", "new_password"})
-    limiter, key = services().logins, auth.limiter_key(user.name)
-    limiter.check(key)
-    try:
-        services().accounts.login(user.name, text(doc, "password"))
-    except Exception:
-        limiter.failed(key)
-        raise
-    if user.must_change and doc["new_password"] == doc["password"]:
-        raise InvalidArgument("choose a password other than the one-time one")
-    session = auth.web_session()
-    services().accounts.set_password(user.name, text(doc, "new_password"),
-                                     keep_session=session.id if session is not None else None)  # fmt: skip
+    change_own_password(user, text(doc, "password"), text(doc, "new_password"))
     return jsonify({})
 
 

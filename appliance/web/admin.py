@@ -12,7 +12,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from engine.errors import InvalidArgument
 
 from .. import auth
-from ..request import require_admin, services
+from ..request import change_own_password, require_admin, services
 from .base import page, web
 
 ROLES = ("member", "operator", "admin")
@@ -28,21 +28,11 @@ def password() -> str:
 def password_post() -> str | BaseResponse:
     user = auth.require_user()
     form = request.form
-    current, new = form.get("password", ""), form.get("new_password", "")
-    limiter, key = services().logins, auth.limiter_key(user.name)
+    new = form.get("new_password", "")
     try:
         if new != form.get("repeat", ""):
             raise InvalidArgument("the two new passwords differ")
-        if user.must_change and new == current:
-            raise InvalidArgument("choose a password other than the one-time one")
-        limiter.check(key)
-        try:
-            services().accounts.login(user.name, current)
-        except Exception:
-            limiter.failed(key)
-            raise
-        session = auth.web_session()
-        services().accounts.set_password(user.name, new, keep_session=session.id if session is not None else None)
+        change_own_password(user, form.get("password", ""), new)
     except Exception as e:  # said on the form
         return page("password.html", forced=user.must_change, error=str(e) or "wrong password")
     return redirect(url_for("web.dashboard"))
@@ -51,10 +41,14 @@ def password_post() -> str | BaseResponse:
 @web.get("/users")
 def users() -> str:
     require_admin("only an administrator may see every user")
+    return _users_page()
+
+
+def _users_page(reset: tuple[str, str] | None = None) -> str:
+    """The users page; `reset`: a user and the one-time password just made for them, shown this once."""
     accounts = services().accounts
-    access = accounts.source_access()
     return page("users.html", people=accounts.list_users(), groups=accounts.list_groups(), roles=ROLES,
-                sources=sorted(access.items()), reset=None)  # fmt: skip
+                sources=sorted(accounts.source_access().items()), reset=reset)  # fmt: skip
 
 
 @web.post("/users")
@@ -72,10 +66,7 @@ def users_post() -> str | BaseResponse:
             raise InvalidArgument(f"type the user's name, {name}, to remove them")
         accounts.remove_user(name)
     elif action == "reset-password":
-        one_time = accounts.reset_password(name)
-        access = accounts.source_access()
-        return page("users.html", people=accounts.list_users(), groups=accounts.list_groups(), roles=ROLES,
-                    sources=sorted(access.items()), reset=(name, one_time))  # fmt: skip
+        return _users_page(reset=(name, accounts.reset_password(name)))
     elif action == "set-admin":
         accounts.set_admin(name, form.get("admin") == "yes")
     elif action == "add-group":

@@ -63,15 +63,16 @@ def history(name: str) -> str:
         raise InvalidArgument("give the path of a file or folder")
     dep = services().deployment
     versions: list[dict[str, Any]] = []
+    before = None  # what the path was in the last snapshot that held it
     for info in sorted(dep.list_snapshots(name), key=lambda s: s.created)[-HISTORY:]:
         try:
             e = dep.snapshot(name, info.name).lookup(os.fsencode(path))
         except CairnError:
             continue  # not in that snapshot
-        key = (e.kind, e.size, e.mtime_ns, e.payload)
+        now = (e.kind, e.size, e.mtime_ns, e.payload)
         versions.append({"snapshot": info.name, "created": info.created, "size": e.size, "mtime": e.mtime_ns / 1e9,
-                         "kind": Kind(e.kind).name.lower(), "changed": not versions or versions[-1]["key"] != key,
-                         "key": key})  # fmt: skip
+                         "kind": Kind(e.kind).name.lower(), "changed": now != before})  # fmt: skip
+        before = now
     if not versions:
         raise NotFound(f"{path} is in no snapshot of {name}")
     return page("history.html", source=name, path=path, versions=versions[::-1], crumbs=crumbs(path),
