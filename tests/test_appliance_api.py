@@ -541,6 +541,16 @@ def test_a_running_job_stops_when_asked_where_it_can_and_logs_its_steps(tmp_path
         dep.close()
 
 
+def test_the_jobs_page_says_who_asked_for_each_job(app: Flask) -> None:
+    jobs = app.extensions["cairn"].jobs
+    jobs.submit("snapshot", {"source": "a", "name": None, "session": 7})
+    jobs.submit("snapshot", {"source": "a", "name": None, "scheduled": True})
+    client, _ = signed_in(app, "root")
+    rows = [r for r in client.get("/jobs").get_data(as_text=True).split("<tr") if "snapshot" in r]
+    assert ["a backup session" in r for r in rows[:2]] == [False, True]  # newest first
+    assert "the scheduler" in rows[0]
+
+
 def test_a_reserved_snapshot_name_is_refused_before_a_job_is_queued(app: Flask) -> None:
     client, csrf = signed_in(app, "root")
     before = len(client.get("/api/v1/jobs").json)  # type: ignore[arg-type]

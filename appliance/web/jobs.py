@@ -31,12 +31,17 @@ def _view(j: Job, names: dict[int, str]) -> dict[str, Any]:
     end = j.finished if j.finished is not None else (time.time() if j.started is not None else None)
     return {
         "job": j, "id": j.id, "kind": j.kind, "state": j.state, "source": j.params.get("source"),
-        "by": names.get(j.requested_by, "a removed user") if j.requested_by is not None else "the scheduler",
+        "by": names.get(j.requested_by, "a removed user") if j.requested_by is not None else _asked_by_itself(j),
         "duration": span(end - j.started) if j.started is not None and end is not None else "",
         "summary": job_summary(j.kind, j.params, j.state, j.progress, j.error),
         "percent": job_percent(j.kind, j.state, j.progress),
         "can_cancel": j.state == "queued" or (j.state == "running" and j.kind in STOPPABLE and not j.stop_by),
     }  # fmt: skip
+
+
+def _asked_by_itself(j: Job) -> str:
+    """Who asked for a job no user asked for: a backup session that ended well, or the scheduler."""
+    return "a backup session" if j.params.get("session") is not None else "the scheduler"
 
 
 @web.get("/jobs/<int(max=9223372036854775807):job_id>")
