@@ -14,6 +14,7 @@ from typing import Any
 from flask import current_app, request
 
 from engine.errors import InvalidArgument, NotFound
+from engine.nameindex import Found
 from engine.recover import refuse_existing
 
 from . import auth
@@ -101,6 +102,15 @@ def changes(name: str, old: str, new: str, limit: int) -> list[dict[str, Any]]:
         if len(out) >= limit:
             break
     return out
+
+
+def find_names(name: str, query: str, limit: int = 100) -> tuple[list[Found], bool]:
+    """A search of a source's snapshots by name, once there is something to search for."""
+    if not query.strip():
+        raise InvalidArgument("type a name, or a part of one, to search for")
+    if len(query) > 255:
+        raise InvalidArgument("a name to search for has at most 255 characters")
+    return services().deployment.search(name, query.strip(), limit)
 
 
 def submit_restore(

@@ -42,6 +42,8 @@ PAGES = {
     "browse a folder of 1,000 (big source)": "/sources/big/snapshots/s1/?path=/d0500",
     "browse the root of the big source": "/sources/big/snapshots/s1/?path=/",
     "filter a folder of 1,000": "/sources/big/snapshots/s1/?path=/d0500&q=f09",
+    "search the big source (limit 100)": "/sources/big/search?q=f0500",
+    "search 100 snapshots, one file": "/sources/host00/search?q=file0.txt",
     "versions of a file (100 snapshots)": "/sources/host00/history?path=/f/file0.txt",
     "restore confirmation": "/sources/host00/snapshots/s050/restore?path=/f/file0.txt",
     "settings": "/settings",

@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, update
 
-from . import leases, maintenance, private, snapshots
+from . import leases, maintenance, nameindex, private, snapshots
 from .blobstore import BlobStore
 from .catalog import Catalog, open_catalog
 from .catalog.schema import dirents, images, inodes, pools, sources
@@ -39,6 +39,7 @@ from .snapshots import SnapshotInfo
 from .storage.filter import find_layer
 from .storage.local import LocalBackend
 from .storage.spool import Spool
+from .tree import deserialize
 from .worktree import WorkingTree
 from .worktree.freeze import freeze
 from .worktrees import WorkingTrees
@@ -94,6 +95,8 @@ class Deployment:
         # One snapshot of a source at a time in this process: two (a session's and a schedule's,
         # say) would pick the same default name, and the second would fail on it.
         self._snapshotting: dict[str, threading.Lock] = {}
+        # One indexing of a source's names at a time, and no snapshot of it deleted meanwhile (nameindex.py).
+        self._indexing: dict[str, threading.Lock] = {}
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
         # Called with a source's name before it is snapshotted: the image pool commits that source's images.
@@ -385,6 +388,7 @@ class Deployment:
             if snapshots.list_rows(conn, name):
                 raise NotEmpty(f"source {name!r} has snapshots; delete them first")
             leases.acquire(conn, sid, name, self.owner)
+            nameindex.drop(conn, sid)
             for table in (dirents, inodes, images, lease_rows):
                 conn.execute(delete(table).where(table.c.source_id == sid))
             conn.execute(delete(sources).where(sources.c.id == sid))
@@ -442,7 +446,33 @@ class Deployment:
                 self._committed[info.uuid] = self._spool_marks()
         tree.commit()
         log.info("snapshot %s of %s: %d trees written", name, source, frozen.trees_written)
+        try:
+            self.index_names(source)
+        except Exception:  # the snapshot stands; a search indexes it later
+            log.exception("indexing the names of snapshot %s of %s", name, source)
         return info
+
+    def _index_lock(self, source: str) -> threading.Lock:
+        with self._lock:
+            return self._indexing.setdefault(source, threading.Lock())
+
+    def index_names(self, source: str) -> int:
+        """Bring the source's name index up to its newest snapshot; the snapshots it indexed."""
+        with self._index_lock(source):
+            with self.catalog.engine.connect() as conn:
+                sid = Catalog.source_id(conn, source)
+            started = time.monotonic()
+            count = nameindex.update_index(self.catalog, sid, lambda tree_id: deserialize(self.blobs.get(tree_id)))
+        if count:
+            log.info("name index of %s: %d snapshots in %.1f s", source, count, time.monotonic() - started)
+        return count
+
+    def search(self, source: str, query: str, limit: int = nameindex.RESULTS) -> tuple[list[nameindex.Found], bool]:
+        """Paths in any snapshot of the source whose name matches `query` (nameindex.pattern), and whether
+        there were more than `limit`."""
+        self.index_names(source)
+        with self.catalog.engine.connect() as conn:
+            return nameindex.search(conn, Catalog.source_id(conn, source), query, limit)
 
     def list_snapshots(self, source: str | None = None) -> list[SnapshotInfo]:
         with self.catalog.engine.connect() as conn:
@@ -463,7 +493,7 @@ class Deployment:
     def delete_snapshot(self, source: str, name: str) -> None:
         self.check_writable()
         info = self.snapshot_info(source, name)
-        with self.catalog.engine.begin() as conn:
+        with self._index_lock(source), self.catalog.engine.begin() as conn:
             snapshots.delete_row(conn, info.uuid)
         # After the row: a crash between the two leaves an object that a
         # rebuild would bring back, never a row without its object.

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Integer, cast, delete, func, insert, select
 
+from . import nameindex
 from .catalog.schema import image_versions, images, settings, snapshots, sources
 from .codec import Codec
 from .errors import CorruptBlob, InvalidName
@@ -123,8 +124,10 @@ def delete_row(conn: Connection, snapshot_uuid: str) -> None:
     snapshot_id = conn.execute(select(snapshots.c.id).where(snapshots.c.uuid == snapshot_uuid)).scalar()
     if snapshot_id is None:
         return
+    source_id = conn.execute(select(snapshots.c.source_id).where(snapshots.c.id == snapshot_id)).scalar_one()
     drop_images(conn, snapshot_uuid)
     conn.execute(delete(snapshots).where(snapshots.c.id == snapshot_id))
+    nameindex.forget(conn, source_id, snapshot_id)
     if conn.dialect.name == "sqlite":
         stored = conn.execute(select(settings.c.value).where(settings.c.key == HIGHEST_DELETED)).scalar()
         if stored is None or int(stored) < snapshot_id:

@@ -145,6 +145,7 @@ TABLE: dict[tuple[str, str], list[Case]] = {
     ("GET", "/api/v1/sources/{name}/snapshots"): [Case(SEE, 200, "source")],
     ("POST", "/api/v1/sources/{name}/snapshots"): [Case(RUN, 202, "source", body=fresh("snap"))],
     ("GET", "/api/v1/sources/{name}/diff"): [Case(SEE, 200, "source", query="old=s1&new=s1")],
+    ("GET", "/api/v1/sources/{name}/search"): [Case(SEE, 200, "source", query="q=f")],
     ("DELETE", "/api/v1/sources/{name}/snapshots/{snap}"): [Case(CONFIGURE, 200, "source", setup=doomed_snapshot)],
     ("POST", "/api/v1/sources/{name}/snapshots/{snap}/restore"): [
         Case(

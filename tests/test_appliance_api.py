@@ -592,3 +592,22 @@ def test_send_test_mail_from_the_settings_page(app: Flask) -> None:
     assert "cannot mail ops@example.org" in dead and "Traceback" not in dead
     ops, ops_csrf = signed_in(app, "ops")
     assert ops.post("/settings/test-mail", data={"csrf": ops_csrf["X-CSRF-Token"], "to": "x@y.z"}).status_code == 403
+
+
+def test_search_answers_for_the_sources_one_may_see_in_the_api_and_the_page(app: Flask) -> None:
+    mia, _ = signed_in(app, "mia")
+    found = mia.get("/api/v1/sources/b/search?q=HELLO").json
+    assert found is not None and found["more"] is False
+    (hit,) = found["results"]
+    assert {k: v for k, v in hit.items() if k != "mtime"} == {"path": "/hello.txt", "kind": "file", "size": 22,
+                                                              "versions": 1, "first": "s1", "last": "s1"}  # fmt: skip
+    assert mia.get("/api/v1/sources/c/search?q=hello").status_code == 404  # not hers to see: not there
+    assert mia.get("/api/v1/sources/b/search?q=%20").status_code == 400
+    assert mia.get("/api/v1/sources/b/search?q=" + "x" * 256).status_code == 400
+    assert mia.get("/api/v1/sources/b/search?q=h&limit=0").status_code == 400
+    page = mia.get("/sources/b/search?q=*.txt").get_data(as_text=True)
+    assert "/hello.txt" in page and "1 path whose name matches" in page
+    assert "/sources/b/history?path=/hello.txt" in page
+    assert "No name in any snapshot matches." in mia.get("/sources/b/search?q=nothing-like-it").get_data(as_text=True)
+    assert mia.get("/sources/c/search?q=hello").status_code == 404
+    assert 'id="search"' in mia.get("/sources/b").get_data(as_text=True)

@@ -117,6 +117,8 @@ def test_cli_against_a_remote_appliance(tmp_path: Path) -> None:
         made = json.loads(remote("--remote", "office", "snapshot", "create", "h1", "first", "--json").stdout)
         assert made["snapshot"] == "first"
         listed = json.loads(remote("--remote", "office", "snapshot", "list", "--json").stdout)
+        found = json.loads(remote("--remote", "office", "snapshot", "search", "h1", "*", "--json").stdout)
+        assert found == {"results": [], "more": False}  # an empty source: nothing, and no error
         assert [(s["source"], s["name"]) for s in listed] == [("h1", "first"), ("h2", "s1")]
         assert all(set(s) == SNAPSHOT_KEYS for s in listed)  # the local command's shapes, too
         sources = json.loads(remote("--remote", "office", "source", "list", "--json").stdout)

@@ -63,3 +63,17 @@ def test_config_set_never_prints_a_secret_and_group_member_says_none_as_the_api_
     assert added == {"name": "bob", "admin": False, "roles": {}, "must_change": False}
     member = json.loads(cairn(data, "group", "member", "office", "bob", "none", "--json").stdout)
     assert member == {"group": "office", "user": "bob", "role": None}
+
+
+def test_search_finds_a_removed_file_in_the_snapshots_that_held_it(tmp_path: Path) -> None:
+    data, src = tmp_path / "data", tmp_path / "src"
+    (src / "docs").mkdir(parents=True)
+    (src / "docs" / "Budget 2026.xlsx").write_bytes(b"numbers")
+    cairn(data, "backup", "h1", str(src), "--snapshot", "one")
+    (src / "docs" / "Budget 2026.xlsx").unlink()
+    cairn(data, "backup", "h1", str(src), "--snapshot", "two")
+    found = json.loads(cairn(data, "snapshot", "search", "h1", "budget", "--json").stdout)
+    assert [(r["path"], r["first"], r["last"]) for r in found["results"]] == [("/docs/Budget 2026.xlsx", "one", "one")]
+    table = cairn(data, "snapshot", "search", "h1", "*.XLSX").stdout
+    assert "/docs/Budget 2026.xlsx" in table and "one" in table
+    assert cairn(data, "snapshot", "search", "h1", "  ", check=False).returncode == 2

@@ -83,7 +83,14 @@ def test_every_page_has_a_screenshot_and_no_serious_accessibility_violation(
     page.fill("#filter input[name=q]", "FILE-29")
     page.click("#filter button")
     assert "10 entries matching" in page.inner_text("#count")  # file-290 … file-299, whatever the case
-    page.goto(base + "/sources/laptop/history?path=/docs/report.txt")
+    page.goto(base + "/sources/laptop")
+    page.fill("#search input[name=q]", "REPORT")
+    page.click("#search button")
+    check(page, "search")
+    assert "1 path whose name matches" in page.inner_text("#count")
+    assert "monday to tuesday (2 versions)" in page.inner_text("#results")
+    page.click("#results a:text('versions')")
+    page.wait_for_url("**/history?path=/docs/report.txt")
     check(page, "history")
     rows = page.locator("#versions tbody tr")
     assert rows.count() == 2 and [rows.nth(i).locator("td").nth(4).inner_text() for i in (0, 1)] == [

@@ -108,6 +108,13 @@ SPEC: dict[str, Any] = {
         "/api/v1/sources/{name}/diff": {
             "get": _op("What changed between two snapshots", params=["name"], query=["old", "new", "limit"])
         },
+        "/api/v1/sources/{name}/search": {
+            "get": _op(
+                "Paths in any snapshot whose name holds `q` (with * or ?: matches it)",
+                params=["name"],
+                query=["q", "limit"],
+            )
+        },
         "/api/v1/sources/{name}/snapshots/{snap}": {"delete": _op("Delete a snapshot", params=["name", "snap"])},
         "/api/v1/sources/{name}/snapshots/{snap}/restore": {
             "post": _op(

@@ -1,4 +1,4 @@
-"""The REST API's sources and snapshots: list, take, delete, browse, download, archive, restore, diff."""
+"""The REST API's sources and snapshots: list, take, delete, browse, search, download, archive, restore, diff."""
 
 from __future__ import annotations
 
@@ -15,8 +15,17 @@ from engine.snapshots import check_name
 
 from .. import auth
 from ..access import manages
-from ..request import allowed_source, changes, require_admin, services, submit_restore, visible_group, visible_sources
-from ..shapes import snapshot_doc, source_doc
+from ..request import (
+    allowed_source,
+    changes,
+    find_names,
+    require_admin,
+    services,
+    submit_restore,
+    visible_group,
+    visible_sources,
+)
+from ..shapes import found_doc, snapshot_doc, source_doc
 from .base import api, body, int_arg, opt_text, text
 
 # -- sources and snapshots ---------------------------------------------------
@@ -91,6 +100,13 @@ def diff_snapshots(name: str) -> Response:
     allowed_source(name, "see")
     return jsonify(changes(name, request.args.get("old", ""), request.args.get("new", ""),
                            int_arg("limit", 1000, 1, 100_000)))  # fmt: skip
+
+
+@api.get("/sources/<name>/search")
+def search(name: str) -> Response:
+    """Paths in any snapshot of the source whose name holds `q` (or matches it, with * and ?)."""
+    allowed_source(name, "see")
+    return jsonify(found_doc(*find_names(name, request.args.get("q", ""), int_arg("limit", 100, 1, 1000))))
 
 
 @api.delete("/sources/<name>/snapshots/<snap>")

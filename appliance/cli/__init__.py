@@ -149,6 +149,27 @@ def snapshot_diff(ctx: Context, source_name: str, old: str, new: str, as_json: b
         output.say(f"{marks[c['change']]} {c['path']}")
 
 
+@command(snapshot, "search")
+@click.argument("source_name", metavar="SOURCE")
+@click.argument("query")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 1000), help="Paths to show at most.")
+def snapshot_search(ctx: Context, source_name: str, query: str, limit: int, as_json: bool) -> None:
+    """Find paths in any snapshot of SOURCE whose name holds QUERY (with * or ?: matches it)."""
+    if not query.strip():
+        raise click.UsageError("give a name, or a part of one, to search for")
+    with target(ctx) as t:
+        doc = t.search(source_name, query.strip(), limit)
+    if as_json:
+        output.emit_json(doc)
+        return
+    rows = [{**r, "size": "" if r["kind"] == "dir" else output.human_bytes(r["size"]),
+             "snapshots": r["first"] if r["first"] == r["last"] else f"{r['first']} to {r['last']}"}
+            for r in doc["results"]]  # fmt: skip
+    output.table(rows, ["kind", "size", "versions", "snapshots", "path"])
+    if doc["more"]:
+        output.say(f"(more than {limit} paths match; type more of the name, or raise --limit)")
+
+
 @command(snapshot, "delete")
 @click.argument("source_name", metavar="SOURCE")
 @click.argument("name")

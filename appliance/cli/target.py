@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from engine.deployment import Deployment
 
 from ..accounts import Accounts
-from ..shapes import snapshot_doc, source_doc, user_doc
+from ..shapes import found_doc, snapshot_doc, source_doc, user_doc
 from . import output
 from .base import Context
 from .client import Client
@@ -33,6 +33,8 @@ class Target(Protocol):
     def take_snapshot(self, source: str, name: str | None, show: bool) -> dict[str, Any]: ...
 
     def delete_snapshot(self, source: str, name: str) -> dict[str, Any]: ...
+
+    def search(self, source: str, query: str, limit: int) -> dict[str, Any]: ...
 
     def pool_usage(self) -> dict[str, Any]: ...
 
@@ -89,6 +91,9 @@ class Local:
     def delete_snapshot(self, source: str, name: str) -> dict[str, Any]:
         self.dep.delete_snapshot(source, name)
         return {"deleted": name}
+
+    def search(self, source: str, query: str, limit: int) -> dict[str, Any]:
+        return found_doc(*self.dep.search(source, query, limit))
 
     def pool_usage(self) -> dict[str, Any]:
         return self.dep.pool_usage()
@@ -179,6 +184,9 @@ class Remote:
     def delete_snapshot(self, source: str, name: str) -> dict[str, Any]:
         self.client.call("DELETE", f"/sources/{source}/snapshots/{name}")
         return {"deleted": name}
+
+    def search(self, source: str, query: str, limit: int) -> dict[str, Any]:
+        return self.client.call("GET", f"/sources/{source}/search", q=query, limit=limit)  # type: ignore[no-any-return]
 
     def pool_usage(self) -> dict[str, Any]:
         return self.client.call("GET", "/pool")  # type: ignore[no-any-return]

@@ -1,5 +1,5 @@
-"""The web UI's snapshots: browsing a folder (breadcrumbs, paged, filtered), a file's versions across the
-snapshots, and restores that say what they will do before they do it.
+"""The web UI's snapshots: browsing a folder (breadcrumbs, paged, filtered), searching every snapshot by
+name, a file's versions across the snapshots, and restores that say what they will do before they do it.
 
 Seeing a source lets one browse it; restoring from it lets one download, restore, and see the
 restore's confirmation page. A restore names its path (never the whole tree by default), and what it
@@ -18,7 +18,7 @@ from engine.errors import CairnError, InvalidArgument, NotFound
 from engine.meta import Kind, kind_of
 
 from ..access import can
-from ..request import allowed_source, services, submit_restore, visible_sources
+from ..request import allowed_source, find_names, services, submit_restore, visible_sources
 from ..words import human_bytes
 from .base import page, web
 
@@ -77,6 +77,18 @@ def history(name: str) -> str:
         raise NotFound(f"{path} is in no snapshot of {name}")
     return page("history.html", source=name, path=path, versions=versions[::-1], crumbs=crumbs(path),
                 restore=can(user, "restore", group, owner))  # fmt: skip
+
+
+@web.get("/sources/<name>/search")
+def search(name: str) -> str:
+    """Paths in any snapshot of the source whose name holds what was typed, each with its versions."""
+    allowed_source(name, "see")
+    wanted = request.args.get("q", "").strip()
+    found, more = find_names(name, wanted) if wanted else ([], False)
+    rows = [{"path": os.fsdecode(f.path), "folder": os.path.dirname(os.fsdecode(f.path)) or "/",
+             "kind": Kind(f.kind).name.lower(), "size": f.size, "mtime": f.mtime_ns / 1e9, "versions": f.versions,
+             "first": f.first, "last": f.last} for f in found]  # fmt: skip
+    return page("search.html", source=name, q=wanted, rows=rows, more=more)
 
 
 @web.get("/sources/<name>/snapshots/<snap>/restore")

@@ -288,3 +288,54 @@ image_versions = Table(
     Column("root", LargeBinary(32), nullable=False),
     UniqueConstraint("snapshot_id", "name"),
 )
+
+# -- the name index: every path of a source's snapshots, for searching by name (engine/nameindex.py) --
+
+# A folder's path in a source's snapshots (b"" is the top), and each distinct name, with the name
+# case-folded as text for searching.
+index_dirs = Table(
+    "index_dirs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("source_id", Integer, ForeignKey("sources.id", ondelete="CASCADE"), nullable=False),
+    Column("path", LargeBinary, nullable=False),
+    UniqueConstraint("source_id", "path"),
+)
+
+index_names = Table(
+    "index_names",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("source_id", Integer, ForeignKey("sources.id", ondelete="CASCADE"), nullable=False),
+    Column("name", LargeBinary, nullable=False),
+    Column("folded", Text, nullable=False),
+    UniqueConstraint("source_id", "name"),
+)
+
+# One version of one path: it is in every snapshot of the source whose id is from `first_id` to
+# `last_id` (NULL: to the newest indexed one). Unchanged paths add no rows from one snapshot to the next.
+index_versions = Table(
+    "index_versions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("source_id", Integer, ForeignKey("sources.id", ondelete="CASCADE"), nullable=False),
+    Column("dir_id", Integer, nullable=False),
+    Column("name_id", Integer, nullable=False),
+    Column("kind", SmallInteger, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("mtime_ns", BigInteger, nullable=False),
+    Column("first_id", Integer, nullable=False),
+    Column("last_id", Integer),
+    Index("ix_index_versions_path", "source_id", "dir_id", "name_id"),
+    Index("ix_index_versions_name", "name_id"),
+    Index("ix_index_versions_last", "source_id", "last_id"),
+)
+
+# The newest snapshot of each source that the index holds, and its root tree (the next one is compared with it).
+index_heads = Table(
+    "index_heads",
+    metadata,
+    Column("source_id", Integer, ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True),
+    Column("snapshot_id", Integer, nullable=False),
+    Column("root", LargeBinary(32), nullable=False),
+)
