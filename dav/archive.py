@@ -9,12 +9,23 @@ An entry that cannot be read (a damaged or missing blob, a pool that does
 not answer) ends the archive there, unfinished: a tar.zst without the end
 of its zstd frame, a zip without its central directory. The response has
 long been sent as a success by then, so that is how a client learns the
-archive is incomplete (`cairn restore --remote` checks it); it is never a
-well-formed archive with a file cut short.
+archive is incomplete; it is never a well-formed archive with a file cut
+short. A client that can take a list instead (`cairn --remote … restore`
+asks with `damaged=list`) gets every other entry: a file that cannot be
+read is padded with zeros to its size and named in a pax global record
+right after it (DAMAGED: every path so far, a JSON list) for the client to
+drop it; a folder that cannot be listed is named (with a trailing `/`) and
+passed over.
+
+A tar entry carries mode (with setuid, setgid and sticky), owner, times,
+link target, device numbers and extended attributes (POSIX ACLs among
+them) as `SCHILY.xattr.NAME` pax records, as GNU tar and bsdtar write them.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import logging
 import stat as st
 import tarfile
@@ -27,7 +38,7 @@ from urllib.parse import quote
 
 import zstandard
 
-from engine.errors import CairnError
+from engine.errors import CairnError, CorruptBlob
 from engine.meta import Kind, Stat
 from engine.mount import MountView
 
@@ -38,6 +49,8 @@ log = logging.getLogger(__name__)
 PIECE = 1 << 20  # bytes read and encoded per step
 ZSTD_LEVEL = 3  # ~300 MB/s on one core here; higher levels cost more than they save for a restore
 FORMATS = {"zip": "application/zip", "tar.zst": "application/zstd"}
+XATTR = "SCHILY.xattr."  # pax record of an extended attribute
+DAMAGED = "CAIRN.damaged"  # pax global record: what could not be read so far, a JSON list (`damaged=list`)
 
 
 def attachment(filename: str) -> str:
@@ -51,14 +64,21 @@ class Item:
     stat: Stat
 
 
-def walk(session: Session, number: int, prefix: str) -> Iterator[Item]:
-    """Every entry below a directory, depth first, in name order."""
-    for page in session.pages(number):
-        for name, stat in page:
-            path = f"{prefix}/{name.decode('utf-8', 'surrogateescape')}"
-            yield Item(path, stat)
-            if stat.kind == Kind.DIR:
-                yield from walk(session, stat.ino, path)
+def walk(session: Session, number: int, prefix: str, damaged: list[str] | None = None) -> Iterator[Item]:
+    """Every entry below a directory, depth first, in name order. `damaged`: a folder that cannot be
+    listed is added to it (with a trailing `/`) and passed over, instead of ending the walk."""
+    try:
+        for page in session.pages(number):
+            for name, stat in page:
+                path = f"{prefix}/{name.decode('utf-8', 'surrogateescape')}"
+                yield Item(path, stat)
+                if stat.kind == Kind.DIR:
+                    yield from walk(session, stat.ino, path, damaged)
+    except CorruptBlob as e:
+        if damaged is None:
+            raise
+        log.warning("archive: %s/ not listed: %s", prefix, e)
+        damaged.append(prefix + "/")
 
 
 def pieces(view: MountView, item: Item) -> Iterator[bytes]:
@@ -99,26 +119,47 @@ def _unfinished_on_error(parts: Iterator[bytes], name: str) -> Iterator[bytes]:
         log.warning("archive %s ends unfinished: %s", name, e)
 
 
-def tar_zst(session: Session, top: Stat, name: str) -> Iterator[bytes]:
-    return _unfinished_on_error(_tar_zst(session, top, name), name)
+def tar_zst(session: Session, top: Stat, name: str, list_damaged: bool = False) -> Iterator[bytes]:
+    return _unfinished_on_error(_tar_zst(session, top, name, [] if list_damaged else None), name)
 
 
 def zip_archive(session: Session, top: Stat, name: str) -> Iterator[bytes]:
     return _unfinished_on_error(_zip_archive(session, top, name), name)
 
 
-def _tar_zst(session: Session, top: Stat, name: str) -> Iterator[bytes]:
+def _tar_zst(session: Session, top: Stat, name: str, damaged: list[str] | None) -> Iterator[bytes]:
+    """A folder and everything below it, or one entry. `damaged`: None ends the archive at an unreadable
+    file or folder; a list takes its path, and the archive goes on."""
     sink = Sink()
     out = zstandard.ZstdCompressor(level=ZSTD_LEVEL).stream_writer(cast(IO[bytes], sink), closefd=False)
-    out.write(_tar_header(session.view, Item(name, top)))
-    for item in walk(session, top.ino, name):
+    below = walk(session, top.ino, name, damaged) if top.kind == Kind.DIR else iter(())
+    told = 0
+    for item in itertools.chain([Item(name, top)], below):
+        if damaged is not None and len(damaged) > told:  # a folder that could not be listed
+            out.write(tarfile.TarInfo.create_pax_global_header({DAMAGED: json.dumps(damaged)}))
+            told = len(damaged)
         out.write(_tar_header(session.view, item))
         if item.stat.kind == Kind.FILE:
-            for data in pieces(session.view, item):
-                out.write(data)
-                yield sink.take()
+            sent = 0
+            try:
+                for data in pieces(session.view, item):
+                    out.write(data)
+                    sent += len(data)
+                    yield sink.take()
+            except CorruptBlob as e:
+                if damaged is None:
+                    raise
+                log.warning("archive %s: %s not sent: %s", name, item.path, e)
+                damaged.append(item.path)
+                out.write(bytes(item.stat.size - sent + -item.stat.size % tarfile.BLOCKSIZE))  # it keeps its size
+                # Named right after it, so the client drops it before it takes its name.
+                out.write(tarfile.TarInfo.create_pax_global_header({DAMAGED: json.dumps(damaged)}))
+                told = len(damaged)
+                continue
             out.write(bytes(-item.stat.size % tarfile.BLOCKSIZE))
         yield sink.take()
+    if damaged is not None and len(damaged) > told:
+        out.write(tarfile.TarInfo.create_pax_global_header({DAMAGED: json.dumps(damaged)}))
     out.write(bytes(2 * tarfile.BLOCKSIZE))  # the end-of-archive marker
     out.close()  # type: ignore[no-untyped-call]
     yield sink.take()
@@ -142,6 +183,12 @@ def _tar_header(view: MountView, item: Item) -> bytes:
         info.devmajor, info.devminor = s.rdev >> 8, s.rdev & 0xFF
     else:
         return b""  # sockets have no place in a tar
+    # Bytes as surrogates: tarfile writes them back as the same bytes (a BINARY pax header). The time
+    # exactly, to the nanosecond (tarfile's own is a float).
+    seconds, ns = divmod(s.mtime_ns, 1_000_000_000)
+    info.pax_headers = {"mtime": f"{seconds}.{ns:09d}"}
+    info.pax_headers |= {XATTR + k.decode("utf-8", "surrogateescape"): v.decode("utf-8", "surrogateescape")
+                        for k, v in view.xattrs(s.ino).items()}  # fmt: skip
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 

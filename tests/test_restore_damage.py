@@ -213,10 +213,13 @@ def test_the_api_and_the_web_form_refuse_a_restore_onto_what_exists_unless_asked
         dep.close()
 
 
-def test_a_remote_restore_of_a_damaged_snapshot_fails_clearly(tmp_path: Path) -> None:
-    """The appliance cannot finish the archive: the CLI says so, exits 1 and leaves no file cut short."""
+def test_a_remote_restore_of_a_damaged_snapshot_lists_what_it_could_not_bring(tmp_path: Path) -> None:
+    """As locally: every other file comes back, the damaged ones are listed (exit 3) and none is left cut short
+    or as zeros; a damaged file asked for by name exits 1."""
     _, data, contents = _deployment_with_two_packs(tmp_path)
     _flip_a_byte(data, b"new/b1")
+    pack, _, _ = _pack_file(data, b"top1")
+    pack.unlink()  # old/'s tree and top1 with it
     env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config")}
 
     def remote(*args: str) -> subprocess.CompletedProcess[str]:
@@ -229,10 +232,14 @@ def test_a_remote_restore_of_a_damaged_snapshot_fails_clearly(tmp_path: Path) ->
         )
         assert added.returncode == 0, added.stderr
         out = tmp_path / "out"
-        cut = remote("--remote", "office", "restore", "h1", "two", str(out))
-        assert cut.returncode == 1 and "ended unfinished" in cut.stderr, cut.stderr
-        assert "new/b1" not in _files_below(out)  # whatever arrived, never b1 cut short
-        assert all(contents[k] == v for k, v in _files_below(out).items())
-        whole = remote("--remote", "office", "restore", "h1", "two", "old", str(tmp_path / "old"))
-        assert whole.returncode == 0, whole.stderr  # an undamaged folder comes back as before
-        assert _files_below(tmp_path / "old") == {"a1": contents["old/a1"], "a2": contents["old/a2"]}
+        partial = remote("--remote", "office", "restore", "h1", "two", str(out), "--json")
+        assert partial.returncode == 3, partial.stderr
+        assert sorted(json.loads(partial.stdout)["damaged"]) == ["new/b1", "old/", "top1"]  # as a local restore says
+        assert _files_below(out) == {k: v for k, v in contents.items() if k in ("new/b2", "top2")}
+        assert sorted(os.listdir(out / "new")) == ["b2"]  # no b1, and no temporary file left
+        one = remote("--remote", "office", "restore", "h1", "two", "new/b1", str(tmp_path / "b1"))
+        assert one.returncode == 1 and "could not be read" in one.stderr, one.stderr
+        assert not (tmp_path / "b1").exists() and not any(n.startswith(".cairn-restore") for n in os.listdir(tmp_path))
+        whole = remote("--remote", "office", "restore", "h1", "two", "new/b2", str(tmp_path / "b2"))
+        assert whole.returncode == 0, whole.stderr  # an undamaged file comes back as before
+        assert (tmp_path / "b2").read_bytes() == contents["new/b2"]

@@ -129,9 +129,10 @@ SPEC: dict[str, Any] = {
         },
         "/api/v1/sources/{name}/snapshots/{snap}/archive": {
             "get": _op(
-                "Download a directory of a snapshot as zip or tar.zst",
+                "Download a directory of a snapshot as zip or tar.zst (`damaged=list`: list unreadable files "
+                "at the end of a tar.zst instead of ending it there)",
                 params=["name", "snap"],
-                query=["path", "format"],
+                query=["path", "format", "damaged"],
             )
         },
         "/api/v1/sources/{name}/snapshots/{snap}/file": {

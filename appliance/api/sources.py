@@ -168,7 +168,10 @@ def download(name: str, snap: str) -> Response:
 
 @api.get("/sources/<name>/snapshots/<snap>/archive")
 def archive(name: str, snap: str) -> Response:
-    """A directory of a snapshot as a streamed zip or tar.zst (the WebDAV share's archives)."""
+    """A directory of a snapshot as a streamed zip or tar.zst (the WebDAV share's archives).
+
+    `damaged=list` (tar.zst): a file that cannot be read is listed at the end instead of ending the archive.
+    """
 
     allowed_source(name, "restore")
     kind = request.args.get("format", "zip")
@@ -177,14 +180,18 @@ def archive(name: str, snap: str) -> Response:
     path = request.args.get("path", "/")
     session = Session(services().view)
     top = session.resolve(f"/{name}/snapshots/{snap}/{path.strip('/')}")[-1]
-    if top.kind != Kind.DIR:
+    if top.kind != Kind.DIR and kind != "tar.zst":
         session.release()
-        raise InvalidArgument("not a directory: download files one by one")
+        raise InvalidArgument("not a directory: download files one by one, or as tar.zst")
     label = os.path.basename(path.rstrip("/")) or f"{name}-{snap}"
+    list_damaged = request.args.get("damaged") == "list" and kind == "tar.zst"
 
     def stream() -> Iterator[bytes]:
         try:
-            yield from (tar_zst if kind == "tar.zst" else zip_archive)(session, top, label)
+            if kind == "tar.zst":
+                yield from tar_zst(session, top, label, list_damaged)
+            else:
+                yield from zip_archive(session, top, label)
         finally:
             session.release()
 

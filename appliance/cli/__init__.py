@@ -15,11 +15,9 @@ from engine.errors import CairnError
 from engine.meta import Kind
 from engine.pool import POOL_FILE
 from engine.reader import diff
-from engine.restore import restore
 
 from ..shapes import snapshot_doc
 from . import output
-from . import remote as remote_cmd
 from .base import EXIT_PARTIAL, Context, command, main, source
 from .target import target
 
@@ -234,27 +232,17 @@ def restore_cmd(
     if len(args) > 2:
         raise click.UsageError("expected [PATH] DEST")
     path, dest = (args[0], args[1]) if len(args) == 2 else ("", args[0])
-    if ctx.remote:
-        return remote_cmd.restore(ctx.client(), source_name, snapshot_name, path, dest, overwrite, as_json)
-    with ctx.open() as dep, output.progress_bar(not as_json, "restore") as bar:
-        view = dep.snapshot(source_name, snapshot_name)
-
-        def show(stats: Any) -> None:
-            bar(f"{stats.files} of {stats.total_files} files, {output.human_bytes(stats.bytes)}", stats.bytes,
-                stats.total_bytes or None)  # fmt: skip
-
-        stats = restore(view, os.fsencode(path), dest, show, overwrite=overwrite)
-    doc = {"files": stats.files, "dirs": stats.dirs, "bytes": stats.bytes, "errors": stats.errors,
-           "damaged": stats.damaged}  # fmt: skip
+    with target(ctx) as t:
+        doc = t.restore(source_name, snapshot_name, path, dest, overwrite, not as_json)
     if as_json:
         output.emit_json(doc)
     else:
-        for e in stats.errors:
+        for e in doc["errors"]:
             output.warn(e)
-        output.say(f"restored {stats.files} files, {output.human_bytes(stats.bytes)} to {dest}")
-        if stats.damaged:
-            output.warn(f"{len(stats.damaged)} paths not restored: their data could not be read from the pool")
-    if stats.errors:
+        output.say(f"restored {doc['files']} files, {output.human_bytes(doc['bytes'])} to {dest}")
+        if doc["damaged"]:
+            output.warn(f"{len(doc['damaged'])} paths not restored: their data could not be read from the pool")
+    if doc["errors"] or doc["damaged"]:
         sys.exit(EXIT_PARTIAL)
 
 
@@ -263,14 +251,8 @@ def in_place_restore(
     as_json: bool,
 ) -> None:  # fmt: skip
     """PATH of a snapshot back into a working tree: no bytes copied, as the web UI's restore does."""
-    if ctx.remote:
-        body = {"path": path, "to": to, "into": into, "overwrite": overwrite}
-        doc = remote_cmd.run_job(ctx.client(), f"/sources/{source}/snapshots/{snap}/restore", body, not as_json)
-    else:
-        from engine.recover import restore_in_place
-
-        with ctx.open() as dep:
-            doc = restore_in_place(dep, source, snap, path, to, into, overwrite)
+    with target(ctx) as t:
+        doc = t.restore_in_place(source, snap, path, to, into, overwrite, not as_json)
     if as_json:
         output.emit_json(doc)
     else:
@@ -342,4 +324,4 @@ def dav_user(ctx: Context, users: Path, name: str, password_stdin: bool, as_json
 
 
 # The other command modules register themselves on `main` when imported.
-from . import admin, doors, image, pool  # noqa: E402, F401
+from . import admin, doors, image, pool, remote  # noqa: E402, F401

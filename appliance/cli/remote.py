@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any
 
 import click
 
@@ -14,7 +14,7 @@ from engine.errors import CairnError
 from ..jobs import ENDED
 from . import output
 from .base import Context, command, main
-from .client import Client, RemoteError, load, save
+from .client import Client, load, save
 
 JOB_WAIT = 3600.0  # seconds `--wait` follows a job
 
@@ -129,88 +129,3 @@ def run_job(client: Client, endpoint: str, body: Any, show: bool) -> Any:
     if done["state"] != "done":
         raise CairnError(f"the {job['kind']} job failed: {done.get('error')}")
     return done["progress"]
-
-
-# -- the --remote branches of local commands ---------------------------------
-
-
-def restore(client: Client, source: str, snap: str, path: str, dest: str, overwrite: bool, as_json: bool) -> None:
-    """Download PATH of a snapshot to DEST: a folder as a tar.zst unpacked on the fly, or one file.
-
-    As the local restore: DEST must not exist (an empty directory may) unless `overwrite`.
-    """
-    import http.client
-    import os
-    import shutil
-    import tarfile
-
-    import zstandard
-
-    if not overwrite and os.path.lexists(dest) and not (os.path.isdir(dest) and not os.listdir(dest)):
-        raise CairnError(f"{dest} exists; restore elsewhere, or give --overwrite to replace what is there")
-    base = f"/sources/{source}/snapshots/{snap}"
-    try:
-        reply = client.stream(f"{base}/archive", path=path or "/", format="tar.zst")
-    except RemoteError as e:
-        if "not a directory" not in str(e):
-            raise
-        target = os.path.join(dest, os.path.basename(path)) if os.path.isdir(dest) else dest
-        with client.stream(f"{base}/file", path=path) as one, open(target, "wb") as out:
-            shutil.copyfileobj(one, out, 1 << 20)
-        size = os.path.getsize(target)
-        output.emit_json({"files": 1, "bytes": size}) if as_json else output.say(f"restored 1 file to {target}")
-        return
-    files = size = 0
-    os.makedirs(dest, exist_ok=True)
-    frame, writing = Frame(reply), None
-    try:
-        with reply, tarfile.open(fileobj=cast(IO[bytes], frame), mode="r|") as tar:
-            for member in tar:
-                inner = member.name.split("/", 1)[1] if "/" in member.name else ""
-                if not inner:
-                    continue  # the folder itself: DEST stands for it
-                member.name = inner
-                writing = os.path.join(dest, inner) if member.isfile() else None
-                tar.extract(member, dest, filter="tar")
-                writing = None
-                files += member.isfile()
-                size += member.size if member.isfile() else 0
-            while frame.read(1 << 16):  # the frame's end, after the end-of-archive blocks
-                pass
-    except (tarfile.ReadError, http.client.HTTPException, zstandard.ZstdError):
-        pass  # a cut archive: said below
-    if not frame.complete:
-        if writing is not None and os.path.isfile(writing):
-            os.unlink(writing)  # never a file cut short under its real name
-        raise CairnError(
-            f"the archive of {source} @ {snap} ended unfinished after {files} files: the appliance could not "
-            f"read everything (its log names the path; `cairn pool scrub` finds damage). What arrived is in {dest}"
-        )
-    doc = {"files": files, "bytes": size}
-    output.emit_json(doc) if as_json else output.say(f"restored {files} files, {output.human_bytes(size)} to {dest}")
-
-
-class Frame:
-    """A zstd stream decompressed as it is read, which says whether its frame ended (a finished archive)."""
-
-    def __init__(self, raw: Any):
-        import zstandard
-
-        self.raw = raw
-        self.frame = zstandard.ZstdDecompressor().decompressobj()
-        self.buffer = bytearray()
-
-    @property
-    def complete(self) -> bool:
-        return bool(self.frame.eof)
-
-    def read(self, size: int = -1) -> bytes:
-        while (size < 0 or len(self.buffer) < size) and not self.frame.eof:
-            data = self.raw.read(1 << 16)
-            if not data:
-                break
-            self.buffer += self.frame.decompress(data)
-        n = len(self.buffer) if size < 0 else min(size, len(self.buffer))
-        out = bytes(self.buffer[:n])
-        del self.buffer[:n]
-        return out

@@ -3,8 +3,8 @@
 A command written over a Target has one body: `target(ctx)` gives the local one, or the remote one
 with `--remote NAME`. Both answer in the API's JSON shapes (shapes.py), so `--json` prints the same
 either way, and the local one does what the appliance's job does (a snapshot waits for the backup
-sessions writing into its source). Commands move onto it one group at a time; the others still
-branch on `ctx.remote`.
+sessions writing into its source). Commands that only make sense on the appliance's own machine
+(backup from a local folder, mount, pool create) say so with --remote.
 """
 
 from __future__ import annotations
@@ -35,6 +35,11 @@ class Target(Protocol):
     def delete_snapshot(self, source: str, name: str) -> dict[str, Any]: ...
 
     def search(self, source: str, query: str, limit: int) -> dict[str, Any]: ...
+
+    def restore(self, source: str, snap: str, path: str, dest: str, overwrite: bool, show: bool) -> dict[str, Any]: ...
+
+    def restore_in_place(self, source: str, snap: str, path: str, to: str | None, into: str | None,
+                         overwrite: bool, show: bool) -> dict[str, Any]: ...  # fmt: skip
 
     def pool_usage(self) -> dict[str, Any]: ...
 
@@ -94,6 +99,31 @@ class Local:
 
     def search(self, source: str, query: str, limit: int) -> dict[str, Any]:
         return found_doc(*self.dep.search(source, query, limit))
+
+    def restore(self, source: str, snap: str, path: str, dest: str, overwrite: bool, show: bool) -> dict[str, Any]:
+        import os
+
+        from engine.restore import restore
+
+        view = self.dep.snapshot(source, snap)
+        with output.progress_bar(show, "restore") as bar:
+            stats = restore(
+                view,
+                os.fsencode(path),
+                dest,
+                overwrite=overwrite,
+                progress=lambda s: bar(
+                    f"{s.files} of {s.total_files} files, {output.human_bytes(s.bytes)}", s.bytes, s.total_bytes or None
+                ),
+            )
+        return {"files": stats.files, "dirs": stats.dirs, "bytes": stats.bytes, "errors": stats.errors,
+                "damaged": stats.damaged}  # fmt: skip
+
+    def restore_in_place(self, source: str, snap: str, path: str, to: str | None, into: str | None,
+                         overwrite: bool, show: bool) -> dict[str, Any]:  # fmt: skip
+        from engine.recover import restore_in_place
+
+        return restore_in_place(self.dep, source, snap, path, to, into, overwrite)
 
     def pool_usage(self) -> dict[str, Any]:
         return self.dep.pool_usage()
@@ -187,6 +217,16 @@ class Remote:
 
     def search(self, source: str, query: str, limit: int) -> dict[str, Any]:
         return self.client.call("GET", f"/sources/{source}/search", q=query, limit=limit)  # type: ignore[no-any-return]
+
+    def restore(self, source: str, snap: str, path: str, dest: str, overwrite: bool, show: bool) -> dict[str, Any]:
+        from . import unpack
+
+        return unpack.restore(self.client, source, snap, path, dest, overwrite)
+
+    def restore_in_place(self, source: str, snap: str, path: str, to: str | None, into: str | None,
+                         overwrite: bool, show: bool) -> dict[str, Any]:  # fmt: skip
+        body = {"path": path, "to": to, "into": into, "overwrite": overwrite}
+        return run_job(self.client, f"/sources/{source}/snapshots/{snap}/restore", body, show)  # type: ignore[no-any-return]
 
     def pool_usage(self) -> dict[str, Any]:
         return self.client.call("GET", "/pool")  # type: ignore[no-any-return]
