@@ -17,7 +17,8 @@ def dav_error(e: errors.CairnError) -> DAVError:
     # The server's own faults (a full disk or a busy backend is not one); LostWrites was logged when it happened.
     if e.status in (500, 502) and not e.temporary and not isinstance(e, errors.LostWrites):
         log.error("engine error in a WebDAV request: %s: %s", type(e).__name__, e)
-    return DAVError(e.status, context_info=str(e))
+    retry = [("Retry-After", str(round(e.retry_after)))] if e.retry_after else None  # maintenance, a busy backend
+    return DAVError(e.status, context_info=str(e), add_headers=retry)
 
 
 @contextmanager

@@ -611,3 +611,19 @@ def test_search_answers_for_the_sources_one_may_see_in_the_api_and_the_page(app:
     assert "No name in any snapshot matches." in mia.get("/sources/b/search?q=nothing-like-it").get_data(as_text=True)
     assert mia.get("/sources/c/search?q=hello").status_code == 404
     assert 'id="search"' in mia.get("/sources/b").get_data(as_text=True)
+
+
+def test_the_api_adds_a_user_with_a_one_time_password(app: Flask) -> None:
+    root, csrf = signed_in(app, "root")
+    made = root.post("/api/v1/users", json={"name": "temp", "password": "long enough pw", "one_time": True},
+                     headers=csrf)  # fmt: skip
+    assert made.status_code == 201 and made.json["must_change"] is True  # type: ignore[index]
+    kept = root.post("/api/v1/users", json={"name": "kept", "password": "long enough pw"}, headers=csrf)
+    assert kept.json["must_change"] is False  # type: ignore[index]
+    odd = root.post("/api/v1/users", json={"name": "odd", "password": "long enough pw", "one_time": "yes"},
+                    headers=csrf)  # fmt: skip
+    assert odd.status_code == 400 and "one_time must be true or false" in odd.json["error"]  # type: ignore[index]
+    temp = app.test_client()
+    assert temp.post("/api/v1/login", json={"name": "temp", "password": "long enough pw"}).status_code == 200
+    assert temp.get("/api/v1/me").json["user"]["must_change"] is True  # type: ignore[index]
+    assert temp.get("/").headers["Location"].endswith("/password")  # the web asks for a new one first

@@ -104,3 +104,20 @@ def test_a_folder_opened_in_a_browser_says_how_to_connect_and_lists_its_names(sh
     assert share.head("/dav/a/", headers=_as("ops")).status_code == 200
     assert share.get("/dav/c/", headers=_as("ops")).status_code == 404  # what one may not see, as before
     assert share.get("/dav/", headers=_as("ops")).headers["Content-Security-Policy"] == "default-src 'none'; sandbox"
+
+
+def test_in_maintenance_a_write_is_503_with_retry_after(tmp_path: Path) -> None:
+    with Deployment.open(tmp_path / "data") as dep:
+        services = Services.build(dep)
+        services.accounts.add_user("root", PASSWORD, admin=True)
+        dep.add_source("a")
+        share = Client(server._dispatch(create_app(services), server._dav(services)))
+        dep.set_maintenance("disk swap")
+        put = share.open("/dav/a/current/f", headers=_as("root"), data=b"x", method="PUT")
+        assert put.status_code == 503 and put.headers["Retry-After"] == "60"
+        assert "disk swap" in put.get_data(as_text=True) or "maintenance" in put.get_data(as_text=True)
+        assert (
+            share.open("/dav/a/", method="PROPFIND", headers=_as("root", Depth="1")).status_code == 207
+        )  # reads go on
+        dep.set_maintenance(None)
+        assert share.open("/dav/a/current/f", headers=_as("root"), data=b"x", method="PUT").status_code in (201, 204)

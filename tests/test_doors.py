@@ -51,6 +51,13 @@ def test_rsync_over_ssh_arrives_as_through_the_mount_and_ends_in_a_snapshot(app:
     back = app.rsync_ssh("laptop", f"cairn@127.0.0.1:snapshots/{session['snapshot']}/odd/", str(tree.parent / "back"))
     assert back.returncode == 0, back.stderr
     assert rsync_differences(tree / "odd", tree.parent / "back") == []
+    # As the web UI's restore page says to: back where it was, keeping what it replaces beside it.
+    (tree.parent / "back" / "with space").write_bytes(b"changed on the client since")
+    again = app.rsync_ssh("laptop", f"cairn@127.0.0.1:snapshots/{session['snapshot']}/odd/", str(tree.parent / "back"),
+                          "--backup", "--suffix=.before-restore")  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert (tree.parent / "back" / "with space").read_bytes() == b"with space"
+    assert (tree.parent / "back" / "with space.before-restore").read_bytes() == b"changed on the client since"
     assert len(app.sessions("laptop")) == 1  # reading is no session
     for path in (app.data / "doors").rglob("*"):  # host keys, configs, passwords, logs: root's alone
         assert path.stat().st_mode & 0o077 == 0, path

@@ -192,6 +192,24 @@ def test_the_instructions_name_the_host_the_ports_and_the_files(doors_world: Wor
     assert 'id="nas-rsync"' in page
 
 
+def test_the_restore_page_says_how_to_bring_a_path_back_onto_the_client(doors_world: World) -> None:
+    client, _ = signed_in(doors_world, "root")
+    page = unescaped(html(client, "/sources/b/snapshots/s1/restore?path=/hello.txt"))
+    keep = "--backup --suffix=.before-restore"
+    assert element(page, "onto-client-ssh") == (
+        f"rsync -aHAXS --numeric-ids {keep} -e 'ssh -p 2222 -i /root/.ssh/cairn-b-key' \\\n"
+        "  cairn@backup.example:snapshots/s1/hello.txt /hello.txt"
+    )
+    assert element(page, "onto-client-rsyncd") == (
+        f"rsync -aHAXS --numeric-ids {keep} --password-file=/root/cairn-b.secret \\\n"
+        "  rsync://b@backup.example:8873/b@snapshots/s1/hello.txt /hello.txt"
+    )
+    assert "\\\\backup.example\\b\\hello.txt" in element(page, "onto-client-smb")
+    doors_world.services.doors = None
+    page = html(client, "/sources/b/snapshots/s1/restore?path=/hello.txt")
+    assert "front doors are off" in element(page, "onto-client-off") and 'id="onto-client-ssh"' not in page
+
+
 def test_with_the_doors_off_the_page_says_how_to_open_them(doors_world: World) -> None:
     doors_world.services.doors = None
     client, _ = signed_in(doors_world, "root")

@@ -197,8 +197,12 @@ def users() -> Response:
 @api.post("/users")
 def add_user() -> Response:
     require_admin()
-    doc = body({"name", "password"}, {"admin"})
-    user = services().accounts.add_user(text(doc, "name"), text(doc, "password"), admin=doc.get("admin") is True)
+    doc = body({"name", "password"}, {"admin", "one_time"})
+    for flag in ("admin", "one_time"):
+        if not isinstance(doc.get(flag, False), bool):
+            raise InvalidArgument(f"{flag} must be true or false")
+    user = services().accounts.add_user(text(doc, "name"), text(doc, "password"), admin=doc.get("admin") is True,
+                                        one_time=doc.get("one_time") is True)  # fmt: skip
     return jsonify(user_doc(user)), 201  # type: ignore[return-value]
 
 

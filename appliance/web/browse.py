@@ -18,9 +18,10 @@ from engine.errors import CairnError, InvalidArgument, NotFound
 from engine.meta import Kind, kind_of
 
 from ..access import can
-from ..request import allowed_source, find_names, services, submit_restore, visible_sources
+from ..request import allowed_source, client_host, find_names, services, submit_restore, visible_sources
 from ..words import human_bytes
 from .base import page, web
+from .doors import client_restore
 
 PAGE = 200  # entries a page of a folder shows
 HISTORY = 1000  # snapshots a file's history looks through
@@ -102,8 +103,10 @@ def confirm_restore(name: str, snap: str) -> str:
     allowed_source(into, "restore")
     entry = services().deployment.snapshot(name, snap).lookup(os.fsencode(path))
     targets = [s["name"] for s in visible_sources(user) if can(user, "restore", s["group"], s["owner"])]
+    onto_client = client_restore(name, client_host(), services().doors, snap, path, entry.kind == Kind.DIR)
     return page("restore.html", source=name, snapshot=snap, path=path, to=to, into=into, targets=targets,
-                kind=Kind(entry.kind).name.lower(), size=entry.size, replaced=_there(into, to))  # fmt: skip
+                kind=Kind(entry.kind).name.lower(), size=entry.size, replaced=_there(into, to),
+                onto_client=onto_client)  # fmt: skip
 
 
 @web.post("/sources/<name>/snapshots/<snap>/restore")

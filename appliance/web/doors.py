@@ -8,6 +8,8 @@ to the POST that made them, and are kept nowhere.
 
 from __future__ import annotations
 
+import shlex
+
 from flask import Response, redirect, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -148,6 +150,32 @@ def client_setup(source: str, host: str, doors: DoorsInfo | None, snapshot: str 
         texts["nas_restore"] = (
             f"rsync -aHAXS --numeric-ids --password-file={secret_file} {where}@snapshots/{snap}/ /volume1/restore/"
         )
+    return texts
+
+
+KEEP = "--backup --suffix=.before-restore"  # a restore onto the client keeps what it replaces, beside it
+
+
+def client_restore(source: str, host: str, doors: DoorsInfo | None, snap: str, path: str,
+                   is_dir: bool) -> dict[str, str]:  # fmt: skip
+    """Commands that bring PATH of a snapshot back onto the client machine, to where it was, through the
+    front doors that are open: the client reads from the appliance with its own key or password."""
+    if doors is None:
+        return {}
+    rel, slash = path.strip("/"), "/" if is_dir else ""
+    back = shlex.quote(f"/{rel}{slash}")
+    texts: dict[str, str] = {}
+    if doors.ssh_port is not None:
+        ssh = f"ssh -p {doors.ssh_port} -i /root/.ssh/{key_file(source)}"
+        there = shlex.quote(f"{doors.ssh_user}@{host}:snapshots/{snap}/{rel}{slash}")
+        texts["ssh"] = f"rsync -aHAXS --numeric-ids {KEEP} -e '{ssh}' \\\n  {there} {back}"
+    if doors.rsyncd_port is not None:
+        there = shlex.quote(f"rsync://{source}@{host}:{doors.rsyncd_port}/{source}@snapshots/{snap}/{rel}{slash}")
+        texts["rsyncd"] = (
+            f"rsync -aHAXS --numeric-ids {KEEP} --password-file=/root/cairn-{source}.secret \\\n  {there} {back}"
+        )
+    if doors.smb_port is not None:
+        texts["smb"] = "\\\\" + host + "\\" + source + "\\" + rel.replace("/", "\\")
     return texts
 
 
