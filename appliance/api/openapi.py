@@ -246,8 +246,13 @@ SPEC: dict[str, Any] = {
             "post": _op(
                 "Add a user (administrators); `one_time`: the password must be changed at the first sign-in",
                 ok="201",
-                body=_obj(["name", "password"], name=NAME, password=STR, admin={"type": "boolean"},
-                          one_time={"type": "boolean"}),
+                body=_obj(
+                    ["name", "password"],
+                    name=NAME,
+                    password=STR,
+                    admin={"type": "boolean"},
+                    one_time={"type": "boolean"},
+                ),
             ),
         },
         "/api/v1/users/{name}": {
