@@ -31,6 +31,19 @@ def _schedule(value: Any) -> Any:
     return value
 
 
+NEXT_RUNS = 5  # runs a schedule's preview shows
+
+
+def next_runs(schedule: Any, count: int = NEXT_RUNS) -> list[float]:
+    """The next `count` times a schedule comes round (fewer, or none, if it does not)."""
+    out: list[float] = []
+    after = None
+    while len(out) < count and (t := next_run(schedule, after)) is not None:
+        out.append(t)
+        after = t
+    return out
+
+
 def next_run(schedule: Any, after: float | None = None) -> float | None:
     """When `schedule` next comes round after `after` (now), or None if it is no cron expression or never does.
 

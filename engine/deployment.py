@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import queue
 import shutil
 import threading
 import time
@@ -97,6 +98,8 @@ class Deployment:
         self._snapshotting: dict[str, threading.Lock] = {}
         # One indexing of a source's names at a time, and no snapshot of it deleted meanwhile (nameindex.py).
         self._indexing: dict[str, threading.Lock] = {}
+        self._index_queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._indexer: threading.Thread | None = None  # started with the first snapshot; close() lets it finish
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
         # Called with a source's name before it is snapshotted: the image pool commits that source's images.
@@ -266,6 +269,9 @@ class Deployment:
         self._stop.set()
         if self._flusher is not None:
             self._flusher.join()
+        if self._indexer is not None:
+            self._index_queue.put(None)
+            self._indexer.join()
         try:
             trees = self.worktrees.take_all()
             for tree in trees:
@@ -446,15 +452,27 @@ class Deployment:
                 self._committed[info.uuid] = self._spool_marks()
         tree.commit()
         log.info("snapshot %s of %s: %d trees written", name, source, frozen.trees_written)
-        try:
-            self.index_names(source)
-        except Exception:  # the snapshot stands; a search indexes it later
-            log.exception("indexing the names of snapshot %s of %s", name, source)
+        self._index_later(source)
         return info
 
     def _index_lock(self, source: str) -> threading.Lock:
         with self._lock:
             return self._indexing.setdefault(source, threading.Lock())
+
+    def _index_later(self, source: str) -> None:
+        """Index the source's new snapshots on the indexing thread: a snapshot does not wait for it."""
+        with self._lock:
+            if self._indexer is None:
+                self._indexer = threading.Thread(target=self._index_loop, name="name index", daemon=True)
+                self._indexer.start()
+        self._index_queue.put(source)
+
+    def _index_loop(self) -> None:
+        while (source := self._index_queue.get()) is not None:
+            try:
+                self.index_names(source)
+            except Exception:  # the snapshots stand; the next one, or a search, indexes them
+                log.exception("indexing the names of the snapshots of %s", source)
 
     def index_names(self, source: str) -> int:
         """Bring the source's name index up to its newest snapshot; the snapshots it indexed."""
@@ -462,7 +480,11 @@ class Deployment:
             with self.catalog.engine.connect() as conn:
                 sid = Catalog.source_id(conn, source)
             started = time.monotonic()
-            count = nameindex.update_index(self.catalog, sid, lambda tree_id: deserialize(self.blobs.get(tree_id)))
+            read = lambda tree_id: deserialize(self.blobs.get(tree_id))  # noqa: E731
+            try:
+                count = nameindex.update_index(self.catalog, sid, read)
+            except nameindex.Moved:  # another process changed it meanwhile: once more, from where it is now
+                count = nameindex.update_index(self.catalog, sid, read)
         if count:
             log.info("name index of %s: %d snapshots in %.1f s", source, count, time.monotonic() - started)
         return count

@@ -24,6 +24,7 @@ from sqlalchemy import Connection, bindparam, delete, func, insert, select, upda
 
 from .catalog import Catalog
 from .catalog.schema import index_dirs, index_heads, index_names, index_versions, snapshots
+from .errors import CairnError
 from .meta import Kind
 from .tree import Entry
 from .worktree.freeze import ROOT_NAME
@@ -33,6 +34,13 @@ CHUNK = 500  # names looked up in one statement
 RESULTS = 100  # paths a search returns
 
 ReadTree = Callable[[bytes], list[Entry]]
+
+
+class Moved(CairnError):
+    """Another writer changed the index (dropped it, say) while a snapshot was indexed: that indexing is
+    left, to be done again from what the index now holds."""
+
+    temporary = True
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,8 @@ def _index_one(catalog: Catalog, source_id: int, head: tuple[int, bytes] | None,
     for change in _changes(read_tree, _top(read_tree, prev_root), _top(read_tree, root), b""):
         writer.add(change)
     with catalog.engine.begin() as conn:
+        if _head(conn, source_id) != head:
+            raise Moved(f"the name index of source {source_id} changed while snapshot {snapshot_id} was indexed")
         writer.flush(conn)
         conn.execute(delete(index_heads).where(index_heads.c.source_id == source_id))
         conn.execute(insert(index_heads).values(source_id=source_id, snapshot_id=snapshot_id, root=root))

@@ -171,6 +171,7 @@ TABLE: dict[tuple[str, str], list[Case]] = {
     ("GET", "/api/v1/sessions"): [Case(SIGNED_IN, 200), Case(SEE, 200, "source", query="source={name}")],
     ("GET", "/api/v1/status"): [Case(SIGNED_IN, 200)],
     ("GET", "/api/v1/doors"): [Case(SIGNED_IN, 200)],
+    ("GET", "/api/v1/schedule"): [Case(SIGNED_IN, 200, query="cron=0%202%20*%20*%20*")],
     ("GET", "/api/v1/config"): [
         Case(SIGNED_IN, 200),  # global settings: anyone signed in, as on the settings page
         Case(MEMBER, 200, "group", query="group={group}"),

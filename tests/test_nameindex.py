@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -125,12 +126,12 @@ def test_snapshots_before_the_index_are_indexed_at_the_first_search(deployment: 
     _snap(deployment, src, "a")
     _snap(deployment, src, "b")
     sid = deployment.source("s").id
+    deployment.index_names("s")  # what the background started, done
     with deployment.catalog.engine.begin() as conn:  # as a catalog from before the index has it
         nameindex.drop(conn, sid)
     assert _paths(deployment.search("s", "kept")[0]) == {"/kept.txt": ("a", "b", 1)}
 
 
-@pytest.mark.logs_errors("indexing the names of snapshot b of s")
 def test_a_stopped_indexing_is_taken_back(deployment: Deployment, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     src = tmp_path / "src"
@@ -139,9 +140,12 @@ def test_a_stopped_indexing_is_taken_back(deployment: Deployment, tmp_path: Path
         (src / f"old{i}").write_bytes(b"o")
     deployment.add_source("s")
     _snap(deployment, src, "a")
+    deployment.index_names("s")
     for i in range(30):
         (src / f"old{i}").unlink()
         (src / f"new{i}").write_bytes(b"n")
+    monkeypatch.setattr(deployment, "_index_later", lambda source: None)  # indexed below, by hand
+    _snap(deployment, src, "b")
     monkeypatch.setattr(nameindex, "BATCH", 7)  # some batches are written before it stops
     real = nameindex._Writer.add
     calls = 0
@@ -154,7 +158,8 @@ def test_a_stopped_indexing_is_taken_back(deployment: Deployment, tmp_path: Path
         real(self, change)
 
     monkeypatch.setattr(nameindex._Writer, "add", stop_half_way)
-    _snap(deployment, src, "b")  # the snapshot stands; its indexing failed and is logged
+    with pytest.raises(OSError, match="stopped"):
+        deployment.index_names("s")
     monkeypatch.setattr(nameindex._Writer, "add", real)
     with deployment.catalog.engine.connect() as conn:
         written = conn.execute(index_versions.select().where(index_versions.c.first_id > 0)).all()
@@ -163,6 +168,23 @@ def test_a_stopped_indexing_is_taken_back(deployment: Deployment, tmp_path: Path
     found = _paths(deployment.search("s", "*", limit=1000)[0])
     assert found == _truth(deployment)
     assert found["/old0"] == ("a", "a", 1) and found["/new0"] == ("b", "b", 1)
+
+
+def test_a_snapshot_is_indexed_in_the_background(deployment: Deployment, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(b"x")
+    deployment.add_source("s")
+    _snap(deployment, src, "a")
+    sid = deployment.source("s").id
+    for _ in range(200):
+        with deployment.catalog.engine.connect() as conn:
+            if conn.execute(index_heads.select().where(index_heads.c.source_id == sid)).first() is not None:
+                break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("snapshot a was not indexed in 10 s")
+    assert deployment.index_names("s") == 0  # nothing left for a search to do
 
 
 def test_removing_a_source_drops_its_index(deployment: Deployment, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from axe_playwright_python.sync_playwright import Axe
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser, Page, expect
 
 from .served import served
 from .test_backup_restore import cairn
@@ -117,6 +117,13 @@ def test_every_page_has_a_screenshot_and_no_serious_accessibility_violation(
     check(page, "users")
     page.goto(base + "/settings")
     check(page, "settings")
+    cron = page.locator("#set-schedule input[name=value]")
+    cron.fill("30 4 * * 1")  # Mondays at 04:30: the next runs follow as one types, before anything is set
+    expect(page.locator("#runs-schedule")).to_contain_text("04:30")
+    assert page.locator("#runs-schedule time").count() == 5
+    cron.fill("0 2 * *")
+    page.wait_for_selector("#runs-schedule .error")
+    assert "not a schedule" in page.inner_text("#runs-schedule")
     page.goto(base + "/no/such/page")
     check(page, "not-found")
     assert "Back to the dashboard" in page.inner_text("main")

@@ -13,7 +13,7 @@ from engine.errors import InvalidArgument
 
 from .. import auth, usage
 from ..access import manages
-from ..config import Config, hide_secrets
+from ..config import Config, hide_secrets, next_runs
 from ..jobs import ENDED
 from ..request import (
     allowed_source,
@@ -28,7 +28,7 @@ from ..request import (
     visible_sources,
 )
 from ..shapes import user_doc
-from ..words import job_percent, job_summary
+from ..words import exact, job_percent, job_summary, when
 from .base import api, body, int_arg, opt_text, text
 from .openapi import SPEC
 
@@ -283,6 +283,17 @@ def config_view() -> Response:
     source_name = request.args.get("source") or None
     group = readable_level(request.args.get("group") or None, source_name)
     return jsonify(Config(services().deployment.catalog).effective(source_name, group))
+
+
+@api.get("/schedule")
+def schedule_preview() -> Response:
+    """When a cron expression (`cron`) next comes round, in the appliance's local time: for a form, as one types."""
+    auth.require_user()
+    cron = request.args.get("cron", "")
+    runs = next_runs(cron)
+    if not runs:
+        raise InvalidArgument(f"not a schedule that comes round: {cron!r} (five fields, such as '0 2 * * *')")
+    return jsonify({"cron": cron, "next": [{"at": t, "local": when(t), "exact": exact(t)} for t in runs]})
 
 
 @api.put("/config")

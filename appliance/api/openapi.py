@@ -231,6 +231,11 @@ SPEC: dict[str, Any] = {
         },
         "/api/v1/status": {"get": _op("Each source's last successful backup and its colour against stale_after")},
         "/api/v1/doors": {"get": _op("Where the front doors (SSH, rsync daemon, SMB) listen, and the SSH host keys")},
+        "/api/v1/schedule": {
+            "get": _op(
+                "When a cron expression (`cron`) next comes round, in local time (anyone signed in)", query=["cron"]
+            )
+        },
         "/api/v1/config": {
             "get": _op(
                 "Effective settings: global, a group's or a source's (secrets show as {\"set\": true})",

@@ -16,7 +16,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from engine.errors import InvalidArgument
 
 from .. import auth
-from ..config import GLOBAL, KEPT, Config, next_run
+from ..config import GLOBAL, KEPT, Config, next_runs
 from ..request import check_may_configure, readable_level, require_admin, services, visible_sources
 from ..retention import RULES
 from .base import page, web
@@ -41,7 +41,6 @@ HELP = {
     "tree_cache": "MiB of memory for the directories of working trees in use (read at start).",
     "smtp": "The mail server.",
 }
-NEXT_RUNS = 5
 
 
 def _level(at: str) -> tuple[str | None, str | None]:
@@ -50,15 +49,6 @@ def _level(at: str) -> tuple[str | None, str | None]:
     if kind not in ("", "group", "source") or (kind and not name):
         raise InvalidArgument(f"unknown settings level {at!r}")
     return (name if kind == "group" else None), (name if kind == "source" else None)
-
-
-def next_runs(schedule: Any, count: int = NEXT_RUNS) -> list[float]:
-    out: list[float] = []
-    after = None
-    while len(out) < count and (t := next_run(schedule, after)) is not None:
-        out.append(t)
-        after = t
-    return out
 
 
 @web.get("/settings")
