@@ -89,8 +89,13 @@ def _done(kind: str, params: dict[str, Any], p: dict[str, Any]) -> str:
         return f"retention deleted {plural(len(p.get('deleted') or []), 'snapshot')} of {params.get('source')}"
     if kind == "gc":
         verb = "would free" if p.get("dry_run") else "freed"
-        return (f"examined {plural(p.get('packs', 0), 'pack')} ({human_bytes(p.get('pack_bytes', 0))}), "
+        took = f" in {p['seconds']:.1f} s" if "seconds" in p else ""
+        line = (f"examined {plural(p.get('packs', 0), 'pack')} ({human_bytes(p.get('pack_bytes', 0))}){took}, "
                 f"{verb} {human_bytes(p.get('bytes_freed', 0))}")  # fmt: skip
+        if "dead_blobs" in p:
+            line += (f": {plural(p['dead_blobs'], 'dead blob')}, {plural(p.get('packs_deleted', 0), 'pack')} "
+                     f"deleted, {p.get('packs_written', 0)} written")  # fmt: skip
+        return line
     if kind == "scrub":
         damage = len(p.get("damage") or [])
         found = f"{plural(damage, 'damaged blob')} found" if damage else "no damage"

@@ -77,3 +77,19 @@ def test_search_finds_a_removed_file_in_the_snapshots_that_held_it(tmp_path: Pat
     table = cairn(data, "snapshot", "search", "h1", "*.XLSX").stdout
     assert "/docs/Budget 2026.xlsx" in table and "one" in table
     assert cairn(data, "snapshot", "search", "h1", "  ", check=False).returncode == 2
+
+
+def test_gc_scrub_and_restore_say_what_they_did_in_the_words_of_the_jobs_page(tmp_path: Path) -> None:
+    from appliance.words import job_summary
+
+    data, src = tmp_path / "data", tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_bytes(b"x" * 3000)
+    cairn(data, "backup", "h1", str(src), "--snapshot", "one")
+    gc = json.loads(cairn(data, "pool", "gc", "--json").stdout)
+    assert cairn(data, "pool", "gc").stdout.strip().startswith("examined 1 pack")
+    assert job_summary("gc", {}, "done", gc, None).startswith("examined 1 pack (")
+    scrub = cairn(data, "pool", "scrub").stdout
+    assert scrub.startswith("checked 1 pack, ") and scrub.rstrip().endswith(": no damage")
+    restored = cairn(data, "restore", "h1", "one", str(tmp_path / "out")).stdout
+    assert restored.strip() == f"restored 1 file, 2.9 KiB to {tmp_path / 'out'}"

@@ -17,6 +17,7 @@ from engine.pool import POOL_FILE
 from engine.reader import diff
 
 from ..shapes import snapshot_doc
+from ..words import job_summary
 from . import output
 from .base import EXIT_PARTIAL, Context, command, main, source
 from .target import target
@@ -239,7 +240,7 @@ def restore_cmd(
     else:
         for e in doc["errors"]:
             output.warn(e)
-        output.say(f"restored {doc['files']} files, {output.human_bytes(doc['bytes'])} to {dest}")
+        output.say(job_summary("restore", {}, "done", {**doc, "to": dest}, None))
         if doc["damaged"]:
             output.warn(f"{len(doc['damaged'])} paths not restored: their data could not be read from the pool")
     if doc["errors"] or doc["damaged"]:
@@ -256,7 +257,7 @@ def in_place_restore(
     if as_json:
         output.emit_json(doc)
     else:
-        output.say(f"restored {doc['files']} files, {output.human_bytes(doc['bytes'])} to {doc['to']}")
+        output.say(job_summary("restore", {}, "done", doc, None))
 
 
 @command(main, "mount")

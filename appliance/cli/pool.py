@@ -21,6 +21,7 @@ from engine.pool import check_identity
 from engine.rebuild import rebuild, rebuild_image_pool
 from engine.storage import open_backend
 
+from ..words import job_summary
 from . import output
 from .base import EXIT_PARTIAL, Context, command, main
 from .target import target
@@ -129,13 +130,7 @@ def pool_gc(ctx: Context, repack_below: float, dry_run: bool, as_json: bool) -> 
     if as_json:
         output.emit_json(report)
     else:
-        verb = "would free" if report["dry_run"] else "freed"
-        output.say(
-            f"{report['packs']} packs examined ({output.human_bytes(report['pack_bytes'])}) in "
-            f"{report['seconds']:.1f} s: {report['dead_blobs']} dead blobs, "
-            f"{verb} {output.human_bytes(report['bytes_freed'])}; "
-            f"{report['packs_deleted']} packs deleted, {report['packs_written']} written"
-        )
+        output.say(job_summary("gc", {}, "done", report, None))  # the words of the web UI's jobs page
 
 
 @command(pool, "check")
@@ -177,8 +172,7 @@ def pool_scrub(ctx: Context, as_json: bool) -> None:
     else:
         for d in doc["damage"]:
             output.warn(describe(d), "damaged")
-        state = "ok" if doc["ok"] else f"{len(doc['damage'])} damaged"
-        output.say(f"{doc['packs']} packs, {doc['blobs']} blobs, {output.human_bytes(doc['bytes'])}: {state}")
+        output.say(job_summary("scrub", {}, "done", doc, None))
         if doc["filesystem_checksums"]:
             output.say(f"the pool is on {doc['filesystem']}, which checksums the disks beneath: "
                        f"run `{doc['filesystem_checksums']}` too")  # fmt: skip
