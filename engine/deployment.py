@@ -28,7 +28,7 @@ from .catalog.schema import dirents, images, inodes, pools, sources
 from .catalog.schema import leases as lease_rows
 from .catalog.schema import snapshots as snapshot_rows
 from .codec import Codec, CodecConfig
-from .errors import Exists, NoSpace, NotEmpty, NotFound
+from .errors import CairnError, Exists, NoSpace, NotEmpty, NotFound
 from .ids import IdKey
 from .imagestore import image_pool_usage, open_image_pool, pool_counts, store_state
 from .keyring import Sealer, Unlock
@@ -40,7 +40,7 @@ from .snapshots import SnapshotInfo
 from .storage.filter import find_layer
 from .storage.local import LocalBackend
 from .storage.spool import Spool
-from .tree import deserialize
+from .tree import entry_bytes
 from .worktree import WorkingTree
 from .worktree.freeze import freeze
 from .worktrees import WorkingTrees
@@ -471,8 +471,11 @@ class Deployment:
         while (source := self._index_queue.get()) is not None:
             try:
                 self.index_names(source)
-            except Exception:  # the snapshots stand; the next one, or a search, indexes them
-                log.exception("indexing the names of the snapshots of %s", source)
+            except Exception as e:  # the snapshots stand; the next one, or a search, indexes them
+                if isinstance(e, CairnError) and e.temporary:  # the pool does not answer, say
+                    log.warning("the names of %s's new snapshots wait to be indexed: %s", source, e)
+                else:
+                    log.exception("indexing the names of the snapshots of %s", source)
 
     def index_names(self, source: str) -> int:
         """Bring the source's name index up to its newest snapshot; the snapshots it indexed."""
@@ -480,7 +483,8 @@ class Deployment:
             with self.catalog.engine.connect() as conn:
                 sid = Catalog.source_id(conn, source)
             started = time.monotonic()
-            read = lambda tree_id: deserialize(self.blobs.get(tree_id))  # noqa: E731
+            # Read past the cache, not into it: indexing must not push out what the mount's readers use.
+            read = lambda tree_id: entry_bytes(self.blobs.cache.get(tree_id) or self.blobs.read_one(tree_id))  # noqa: E731
             try:
                 count = nameindex.update_index(self.catalog, sid, read)
             except nameindex.Moved:  # another process changed it meanwhile: once more, from where it is now
@@ -492,7 +496,12 @@ class Deployment:
     def search(self, source: str, query: str, limit: int = nameindex.RESULTS) -> tuple[list[nameindex.Found], bool]:
         """Paths in any snapshot of the source whose name matches `query` (nameindex.pattern), and whether
         there were more than `limit`."""
-        self.index_names(source)
+        try:
+            self.index_names(source)
+        except CairnError as e:
+            if not e.temporary:
+                raise
+            log.warning("searching %s without its newest snapshots: %s", source, e)  # the pool is unreachable
         with self.catalog.engine.connect() as conn:
             return nameindex.search(conn, Catalog.source_id(conn, source), query, limit)
 

@@ -26,14 +26,14 @@ from .catalog import Catalog
 from .catalog.schema import index_dirs, index_heads, index_names, index_versions, snapshots
 from .errors import CairnError
 from .meta import Kind
-from .tree import Entry
+from .tree import Entry, parse_entry
 from .worktree.freeze import ROOT_NAME
 
 BATCH = 20_000  # changes written in one transaction: short enough not to hold up the working trees' commits
 CHUNK = 500  # names looked up in one statement
 RESULTS = 100  # paths a search returns
 
-ReadTree = Callable[[bytes], list[Entry]]
+ReadTree = Callable[[bytes], dict[bytes, bytes]]  # a tree's entries by name, as tree.entry_bytes gives them
 
 
 class Moved(CairnError):
@@ -102,20 +102,25 @@ def _top(read_tree: ReadTree, root: bytes | None) -> bytes | None:
     """The tree of a snapshot's top folder (its root tree holds the top folder's own entry)."""
     if root is None:
         return None
-    return next(e.payload for e in read_tree(root) if e.name == ROOT_NAME)
+    return parse_entry(read_tree(root)[ROOT_NAME]).payload
 
 
 Change = tuple[bytes, bytes, Entry | None]  # folder, name, the new version (None: the path is gone)
 
 
 def _changes(read_tree: ReadTree, old: bytes | None, new: bytes | None, folder: bytes) -> Iterator[Change]:
-    """What differs between two trees, depth first; a subtree whose id did not change is not read."""
+    """What differs between two trees, depth first; a subtree whose id did not change is not read, and an
+    entry whose bytes did not change is not parsed."""
     if old == new:
         return
-    before = {e.name: e for e in read_tree(old)} if old is not None else {}
-    after = {e.name: e for e in read_tree(new)} if new is not None else {}
+    before = read_tree(old) if old is not None else {}
+    after = read_tree(new) if new is not None else {}
     for name in sorted(before.keys() | after.keys()):
-        o, n = before.get(name), after.get(name)
+        raw_o, raw_n = before.get(name), after.get(name)
+        if raw_o == raw_n:
+            continue  # the same entry (a folder's: the same subtree)
+        o = parse_entry(raw_o) if raw_o is not None else None
+        n = parse_entry(raw_n) if raw_n is not None else None
         path = folder + b"/" + name
         if o is not None and n is not None and _same(o, n):
             if o.is_dir:

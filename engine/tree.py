@@ -72,6 +72,46 @@ def serialize(entries: list[Entry]) -> bytes:
     return b"".join(parts)
 
 
+def entry_bytes(data: bytes) -> dict[bytes, bytes]:
+    """Each entry's serialized bytes by name, not parsed: two trees' entries compare as bytes (see `parse_entry`)."""
+    try:
+        return _entry_bytes(memoryview(data))
+    except (struct.error, ValueError) as e:
+        raise CorruptBlob(f"tree does not parse: {e}") from e
+
+
+def parse_entry(raw: bytes) -> Entry:
+    """One entry as `entry_bytes` gives it."""
+    return deserialize(MAGIC + _COUNT.pack(1) + raw)[0]
+
+
+def _entry_bytes(buf: memoryview) -> dict[bytes, bytes]:
+    if bytes(buf[:4]) != MAGIC:
+        raise CorruptBlob("tree has a wrong magic")
+    (count,) = _COUNT.unpack_from(buf, 4)
+    pos = 4 + _COUNT.size
+    out = {}
+    u16, u32, fixed = _U16.unpack_from, _U32.unpack_from, _FIXED.size
+    for _ in range(count):
+        start = pos
+        (n,) = u16(buf, pos)
+        name = bytes(buf[pos + 2 : pos + 2 + n])
+        pos += 2 + n + fixed
+        (nx,) = u16(buf, pos)
+        pos += 2
+        for _ in range(nx):
+            (kn,) = u16(buf, pos)
+            pos += 2 + kn
+            (vn,) = u32(buf, pos)
+            pos += 4 + vn
+        (pn,) = u32(buf, pos)
+        pos += 4 + pn
+        out[name] = bytes(buf[start:pos])
+    if pos != len(buf):
+        raise CorruptBlob("tree has trailing bytes")
+    return out
+
+
 def deserialize(data: bytes) -> list[Entry]:
     try:
         return _deserialize(memoryview(data))
