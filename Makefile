@@ -12,11 +12,13 @@ RSYNCD ?= 0.0.0.0:873
 SMB ?= 0.0.0.0:445
 BIN := $(VENV)/bin
 PYFUSE3 := 3.5.0
+# What building and booting the disk image takes (make image, and its test in make test).
+IMAGE_PACKAGES := debootstrap gdisk dosfstools mtools xxd grub-common grub-pc-bin grub-efi-amd64-bin qemu-utils qemu-system-x86 ovmf
 APT_PACKAGES := python3 python3-venv python3-dev gcc pkg-config fuse3 libfuse3-dev patch \
 	postgresql redis-server rsync attr acl restic litmus curl chromium qemu-utils e2fsprogs \
 	openssh-server openssh-client bubblewrap samba smbclient libnss-wrapper
 
-.PHONY: run test setup system lint unit bench bench-s3 bench-image bench-doors bench-smb bench-restore bench-scale bench-trees bench-pages bench-search pyfuse3
+.PHONY: run test setup system image image-tools lint unit bench bench-s3 bench-image bench-doors bench-smb bench-restore bench-scale bench-trees bench-pages bench-search pyfuse3
 
 # The whole appliance: web UI, API and WebDAV on LISTEN; the mount at MOUNT; rsync over SSH
 # on SSH, the rsync daemon on RSYNCD and the SMB shares on SMB (empty keeps that door shut).
@@ -24,7 +26,12 @@ run: setup
 	$(BIN)/cairn --data $(DATA) serve --listen $(LISTEN) --mount $(MOUNT) \
 		$(if $(SSH),--ssh $(SSH)) $(if $(RSYNCD),--rsyncd $(RSYNCD)) $(if $(SMB),--smb $(SMB))
 
-test: setup lint unit
+test: setup image-tools lint unit
+
+# The bootable disk image (appliance/system/build-image.sh): OUT/cairn.raw and OUT/cairn.qcow2.
+IMAGE_OUT ?= build/image
+image: setup image-tools
+	appliance/system/build-image.sh $(IMAGE_OUT)
 
 setup: system $(VENV)/.installed
 
@@ -43,6 +50,17 @@ $(VENV)/.system: Makefile
 			systemctl disable --now smbd nmbd samba-ad-dc >/dev/null 2>&1 || true; \
 		fi; \
 	else echo "not root or no apt-get: install $(APT_PACKAGES) yourself"; fi
+	mkdir -p $(VENV) && touch $@
+
+image-tools: $(VENV)/.image-tools
+
+$(VENV)/.image-tools: Makefile
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		missing=$$(for p in $(IMAGE_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+		if [ -n "$$missing" ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+		fi; \
+	else echo "not root or no apt-get: install $(IMAGE_PACKAGES) yourself"; fi
 	mkdir -p $(VENV) && touch $@
 
 $(VENV)/.installed: pyproject.toml vfs/pyfuse3-fallocate.patch vfs/pyfuse3-noflush.patch $(VENV)/.system

@@ -76,11 +76,13 @@ def _password(password_file: Path | None) -> str:
 @click.argument("name")
 @click.option("--admin", is_flag=True, help="May do everything, in every group.")
 @click.option("--password-file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
-def user_add(ctx: Context, name: str, admin: bool, password_file: Path | None, as_json: bool) -> None:
+@click.option("--one-time", is_flag=True, help="The user must choose a new password at the first sign-in.")
+def user_add(ctx: Context, name: str, admin: bool, password_file: Path | None, one_time: bool,
+             as_json: bool) -> None:  # fmt: skip
     """Add a user (asks for the password unless --password-file is given)."""
     password = _password(password_file)
     with target(ctx) as t:
-        doc = t.add_user(name, password, admin)
+        doc = t.add_user(name, password, admin, one_time)
     output.emit_json(doc) if as_json else output.say(f"user {name} added")
 
 

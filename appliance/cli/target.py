@@ -51,7 +51,7 @@ class Target(Protocol):
 
     def users(self) -> list[dict[str, Any]]: ...
 
-    def add_user(self, name: str, password: str, admin: bool) -> dict[str, Any]: ...
+    def add_user(self, name: str, password: str, admin: bool, one_time: bool = False) -> dict[str, Any]: ...
 
     def remove_user(self, name: str) -> dict[str, Any]: ...
 
@@ -158,8 +158,8 @@ class Local:
     def users(self) -> list[dict[str, Any]]:
         return [user_doc(u) for u in self.accounts.list_users()]
 
-    def add_user(self, name: str, password: str, admin: bool) -> dict[str, Any]:
-        return user_doc(self.accounts.add_user(name, password, admin=admin))
+    def add_user(self, name: str, password: str, admin: bool, one_time: bool = False) -> dict[str, Any]:
+        return user_doc(self.accounts.add_user(name, password, admin=admin, one_time=one_time))
 
     def remove_user(self, name: str) -> dict[str, Any]:
         self.accounts.remove_user(name)
@@ -245,8 +245,9 @@ class Remote:
     def users(self) -> list[dict[str, Any]]:
         return self.client.call("GET", "/users")  # type: ignore[no-any-return]
 
-    def add_user(self, name: str, password: str, admin: bool) -> dict[str, Any]:
-        return self.client.call("POST", "/users", {"name": name, "password": password, "admin": admin})  # type: ignore[no-any-return]
+    def add_user(self, name: str, password: str, admin: bool, one_time: bool = False) -> dict[str, Any]:
+        body = {"name": name, "password": password, "admin": admin, "one_time": one_time}
+        return self.client.call("POST", "/users", body)  # type: ignore[no-any-return]
 
     def remove_user(self, name: str) -> dict[str, Any]:
         return self.client.call("DELETE", f"/users/{name}")  # type: ignore[no-any-return]

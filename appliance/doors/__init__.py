@@ -34,6 +34,7 @@ from .ssh import USER, SshDoor
 
 log = logging.getLogger(__name__)
 RUN = Path("/run/cairn")
+RELAY_PYTHON = "/usr/bin/python3"  # the system's: root's, and what sshd checks is root's (not a checkout's venv)
 REFRESH = 2.0  # seconds between looks at the catalog for the rsync daemon's modules and Samba's shares
 STARTUP = 10.0  # seconds a server may take to listen
 PORT_HINTS = {
@@ -137,7 +138,9 @@ class Doors:
         self.mount, self.ssh_listen, self.rsyncd_listen, self.smb_listen = mount, ssh, rsyncd, smb
         self.folder = data_dir / "doors"
         self.run = run_dir(data_dir)
-        self.relay = str(self.run / "cairn-door")
+        self.relay_file = self.run / "cairn-door"
+        # Run through the interpreter, not exec'ed: /run may be mounted noexec (Debian's initramfs does that).
+        self.relay = f"{RELAY_PYTHON} -I {self.relay_file}"
         self.ssh = SshDoor(services.keys, services.backups, mount, self.folder / "logs", self.ssh_hint(), self.relay)
         self.modules = Modules(services.deployment, mount, self.folder, self.relay)
         self.transfers = RsyncdSessions(services.backups, self.modules.logfile, mount)
@@ -257,7 +260,7 @@ class Doors:
         tmp = self.run / ".cairn-door.tmp"
         tmp.write_text("#!/usr/bin/python3 -I\n" + script)
         os.chmod(tmp, 0o755)
-        os.replace(tmp, self.relay)
+        os.replace(tmp, self.relay_file)
 
     def _refresh(self) -> None:
         while not self._stopping.wait(REFRESH):
