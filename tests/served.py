@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,3 +45,16 @@ def served(data: Path, log: Path, *extra: str, ready: str = "serving on", tls: b
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0, log.read_text()
     assert "Traceback" not in log.read_text(), log.read_text()
+
+
+def remote_cli(tmp: Path, server: Served) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """`cairn --remote office …` against `server`, signed in as admin (its config in tmp/config)."""
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp / "config")}
+
+    def remote(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*CAIRN, *args], capture_output=True, text=True, env=env, timeout=300)
+
+    (tmp / "pw").write_text(server.password)
+    added = remote("remote", "add", "office", server.url, "--user", "admin", "--password-file", str(tmp / "pw"))
+    assert added.returncode == 0, added.stderr
+    return lambda *args: remote("--remote", "office", *args)

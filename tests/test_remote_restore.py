@@ -4,12 +4,10 @@ and holes."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
-from .served import served
-from .test_backup_restore import CAIRN, cairn
+from .served import remote_cli, served
+from .test_backup_restore import cairn
 from .trees import make_tree, rsync_differences
 
 
@@ -17,19 +15,10 @@ def test_a_remote_restore_keeps_modes_owners_times_links_devices_and_xattrs(tmp_
     src, data = tmp_path / "src", tmp_path / "data"
     make_tree(src)
     cairn(data, "backup", "h1", str(src), "--snapshot", "one")
-    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config")}
-
-    def remote(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*CAIRN, *args], capture_output=True, text=True, env=env, timeout=300)
-
     with served(data, tmp_path / "serve.log") as server:
-        (tmp_path / "pw").write_text(server.password)
-        added = remote(
-            "remote", "add", "office", server.url, "--user", "admin", "--password-file", str(tmp_path / "pw")
-        )
-        assert added.returncode == 0, added.stderr
+        remote = remote_cli(tmp_path, server)
         out = tmp_path / "out"
-        done = remote("--remote", "office", "restore", "h1", "one", str(out), "--json")
+        done = remote("restore", "h1", "one", str(out), "--json")
         assert done.returncode == 0, done.stderr
         doc = json.loads(done.stdout)
         assert doc["damaged"] == [] and doc["errors"] == [] and doc["files"] >= 30

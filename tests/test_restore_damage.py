@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
 import time
 from pathlib import Path
 
@@ -20,8 +19,7 @@ from engine.content import chunk_ids, unpack_extents
 from engine.deployment import Deployment
 from engine.packs import pack_key
 
-from .served import served
-from .test_backup_restore import CAIRN
+from .served import remote_cli, served
 
 MiB = 1 << 20
 
@@ -220,26 +218,17 @@ def test_a_remote_restore_of_a_damaged_snapshot_lists_what_it_could_not_bring(tm
     _flip_a_byte(data, b"new/b1")
     pack, _, _ = _pack_file(data, b"top1")
     pack.unlink()  # old/'s tree and top1 with it
-    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config")}
-
-    def remote(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*CAIRN, *args], capture_output=True, text=True, env=env, timeout=120)
-
     with served(data, tmp_path / "serve.log") as server:
-        (tmp_path / "pw").write_text(server.password)
-        added = remote(
-            "remote", "add", "office", server.url, "--user", "admin", "--password-file", str(tmp_path / "pw")
-        )
-        assert added.returncode == 0, added.stderr
+        remote = remote_cli(tmp_path, server)
         out = tmp_path / "out"
-        partial = remote("--remote", "office", "restore", "h1", "two", str(out), "--json")
+        partial = remote("restore", "h1", "two", str(out), "--json")
         assert partial.returncode == 3, partial.stderr
         assert sorted(json.loads(partial.stdout)["damaged"]) == ["new/b1", "old/", "top1"]  # as a local restore says
         assert _files_below(out) == {k: v for k, v in contents.items() if k in ("new/b2", "top2")}
         assert sorted(os.listdir(out / "new")) == ["b2"]  # no b1, and no temporary file left
-        one = remote("--remote", "office", "restore", "h1", "two", "new/b1", str(tmp_path / "b1"))
+        one = remote("restore", "h1", "two", "new/b1", str(tmp_path / "b1"))
         assert one.returncode == 1 and "could not be read" in one.stderr, one.stderr
         assert not (tmp_path / "b1").exists() and not any(n.startswith(".cairn-restore") for n in os.listdir(tmp_path))
-        whole = remote("--remote", "office", "restore", "h1", "two", "new/b2", str(tmp_path / "b2"))
+        whole = remote("restore", "h1", "two", "new/b2", str(tmp_path / "b2"))
         assert whole.returncode == 0, whole.stderr  # an undamaged file comes back as before
         assert (tmp_path / "b2").read_bytes() == contents["new/b2"]

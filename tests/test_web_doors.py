@@ -195,6 +195,7 @@ def test_the_instructions_name_the_host_the_ports_and_the_files(doors_world: Wor
 def test_the_restore_page_says_how_to_bring_a_path_back_onto_the_client(doors_world: World) -> None:
     client, _ = signed_in(doors_world, "root")
     page = unescaped(html(client, "/sources/b/snapshots/s1/restore?path=/hello.txt"))
+    assert "<title>Restore /hello.txt · Cairn</title>" in page and page.count('id="onto-client-ssh"') == 1
     keep = "--backup --suffix=.before-restore"
     assert element(page, "onto-client-ssh") == (
         f"rsync -aHAXS --numeric-ids {keep} -e 'ssh -p 2222 -i /root/.ssh/cairn-b-key' \\\n"
