@@ -147,6 +147,7 @@ rm -rf "$ROOT"/var/lib/apt/lists/* "$ROOT"/var/cache/debconf/*-old "$ROOT"/var/l
     "$ROOT"/var/cache/ldconfig/aux-cache
 find "$ROOT" -xdev -newermt "@$SOURCE_DATE_EPOCH" -print0 | xargs -0 -r touch -h -d "@$SOURCE_DATE_EPOCH"
 du -sh --exclude=proc --exclude=sys --exclude=dev "$ROOT" | sed 's/^/root file system: /'
+sync -f "$ROOT"  # the journal commits the deletions: only then are their blocks free to trim
 fstrim -v "$ROOT"  # deleted files' blocks become holes: the qcow2 compresses what is left
 
 for m in dev/pts dev proc sys run; do umount "$ROOT/$m"; done
