@@ -289,11 +289,13 @@ def search(conn: Connection, source_id: int, query: str, limit: int = RESULTS) -
         select(snapshots.c.id, snapshots.c.name).where(snapshots.c.source_id == source_id).order_by(snapshots.c.id)
     ).all()
     ids, names = [r[0] for r in numbered], [r[1] for r in numbered]
+    head = _head(conn, source_id)
+    through = head[0] if head is not None else 0  # an open row: to the newest indexed snapshot, not beyond
     found = []
     for rows in kept.values():
         newest = max(rows, key=lambda r: r.first_id)
         first = min(r.first_id for r in rows)
-        last = max(ids[-1] if r.last_id is None else r.last_id for r in rows) if ids else 0
+        last = max(through if r.last_id is None else r.last_id for r in rows)
         held = (bisect.bisect_left(ids, first), bisect.bisect_right(ids, last) - 1)
         if held[0] > held[1]:
             continue  # its snapshots were deleted while the search ran
