@@ -1,5 +1,6 @@
 """The disk image: built (`make image`), booted under qemu (software emulation), signed in to over HTTPS with
-the password its console prints, backed up into over the SSH door, restored from, powered off, booted again.
+the password its console prints, backed up into over the SSH door, restored from, powered off, booted again
+(the first boot under BIOS, the second under UEFI).
 
 The image is built once per content of its inputs (appliance/system/ and Cairn's sources) into
 IMAGE_CACHE; a run with the same inputs boots the one built before; CAIRN_IMAGE=FILE boots that one.
@@ -33,6 +34,7 @@ IMAGE_CACHE = Path(os.environ.get("CAIRN_IMAGE_CACHE", "/var/cache/cairn-image")
 READY = re.compile(
     r"cairn ready: (?P<urls>.*?)fingerprint (?P<fp>[0-9A-F:]{95})(?: admin one-time password (?P<pw>\S+))?"
 )
+OVMF = "/usr/share/ovmf/OVMF.fd"  # UEFI firmware (Debian's ovmf); without it, SeaBIOS
 BOOT_WAIT = 300  # seconds to the console's "cairn ready" line; a boot takes about a minute under TCG here
 
 
@@ -66,13 +68,14 @@ def image() -> Path:
 class Machine:
     """One boot of the image: its console, and the appliance's HTTPS and SSH ports on loopback."""
 
-    def __init__(self, tmp: Path, disk: Path, data: Path, seed: Path, boot: int):
+    def __init__(self, tmp: Path, disk: Path, data: Path, seed: Path, boot: int, uefi: bool = False):
         self.console = tmp / f"console-{boot}.log"
         self.https, self.ssh = free_port(), free_port()
         self.qmp = tmp / f"qmp-{boot}.sock"
         forwards = f"hostfwd=tcp:127.0.0.1:{self.https}-:443,hostfwd=tcp:127.0.0.1:{self.ssh}-:22"
         self.proc = subprocess.Popen([
             "qemu-system-x86_64", "-machine", "pc", "-cpu", "max", "-smp", "2", "-m", "1536", "-nographic",
+            *(["-bios", OVMF] if uefi else []),
             "-serial", f"file:{self.console}", "-qmp", f"unix:{self.qmp},server,nowait",
             "-drive", f"file={disk},if=virtio,format=qcow2", "-drive", f"file={data},if=virtio,format=qcow2",
             "-drive", f"file={seed},if=virtio,format=raw,readonly=on",
@@ -212,9 +215,11 @@ def test_the_image_boots_serves_https_takes_a_backup_and_keeps_it_across_a_reboo
     finally:
         first.kill()
 
-    second = Machine(tmp_path, disk, data, seed, 2)
+    second = Machine(tmp_path, disk, data, seed, 2, uefi=True)  # the same disk boots under UEFI too
     try:
         ready = second.ready()
+        print(f"second boot (UEFI) to a web page answering: {time.monotonic() - second.started:.0f} s")
+        assert "BdsDxe: starting" in second.console.read_text(errors="replace")  # OVMF started GRUB's EFI image
         assert not ready["pw"]  # changed: the console no longer shows it
         web = Web(second.https, ready["fp"])
         web.sign_in(new)
