@@ -65,7 +65,7 @@ def update_index(catalog: Catalog, source_id: int, read_tree: ReadTree) -> int:
         head = _head(conn, source_id)
         if head is not None and not _exists(conn, head[0]):
             head = None  # deleted behind the index's back (another process): start again
-            _drop(conn, source_id)
+            drop(conn, source_id)
             conn.commit()
         after = 0 if head is None else head[0]
         pending = conn.execute(
@@ -94,8 +94,7 @@ def _index_one(catalog: Catalog, source_id: int, head: tuple[int, bytes] | None,
         if _head(conn, source_id) != head:
             raise Moved(f"the name index of source {source_id} changed while snapshot {snapshot_id} was indexed")
         writer.flush(conn)
-        conn.execute(delete(index_heads).where(index_heads.c.source_id == source_id))
-        conn.execute(insert(index_heads).values(source_id=source_id, snapshot_id=snapshot_id, root=root))
+        _set_head(conn, source_id, snapshot_id, root)
 
 
 def _top(read_tree: ReadTree, root: bytes | None) -> bytes | None:
@@ -223,23 +222,17 @@ def forget(conn: Connection, source_id: int, snapshot_id: int) -> None:
         # The one before becomes the head: what began after it goes, what it holds is open again.
         conn.execute(delete(index_versions).where(mine, v.first_id > before))
         conn.execute(update(index_versions).where(mine, v.last_id >= before).values(last_id=None))
-        conn.execute(delete(index_heads).where(index_heads.c.source_id == source_id))
         if before:
-            root = conn.execute(select(s.root).where(s.id == before)).scalar_one()
-            conn.execute(insert(index_heads).values(source_id=source_id, snapshot_id=before, root=root))
+            _set_head(conn, source_id, before, conn.execute(select(s.root).where(s.id == before)).scalar_one())
         else:
-            _drop(conn, source_id)
+            drop(conn, source_id)
         return
     after = conn.execute(select(func.min(s.id)).where(s.source_id == source_id, s.id > snapshot_id)).scalar_one()
     conn.execute(delete(index_versions).where(mine, v.first_id > before, v.last_id < after))
 
 
 def drop(conn: Connection, source_id: int) -> None:
-    """Forget a source's index (the source is being removed)."""
-    _drop(conn, source_id)
-
-
-def _drop(conn: Connection, source_id: int) -> None:
+    """Forget a source's index (the source is being removed, or the index is to be made again)."""
     for table in (index_versions, index_heads, index_names, index_dirs):
         conn.execute(delete(table).where(table.c.source_id == source_id))
 
@@ -249,6 +242,11 @@ def _head(conn: Connection, source_id: int) -> tuple[int, bytes] | None:
         select(index_heads.c.snapshot_id, index_heads.c.root).where(index_heads.c.source_id == source_id)
     ).first()
     return None if row is None else (row[0], bytes(row[1]))
+
+
+def _set_head(conn: Connection, source_id: int, snapshot_id: int, root: bytes) -> None:
+    conn.execute(delete(index_heads).where(index_heads.c.source_id == source_id))
+    conn.execute(insert(index_heads).values(source_id=source_id, snapshot_id=snapshot_id, root=root))
 
 
 def _exists(conn: Connection, snapshot_id: int) -> bool:

@@ -121,10 +121,10 @@ def insert_row(conn: Connection, source_id: int, info: SnapshotInfo) -> None:
 
 def delete_row(conn: Connection, snapshot_uuid: str) -> None:
     """Delete a snapshot's row (its image versions first), keeping its id from being given out again."""
-    snapshot_id = conn.execute(select(snapshots.c.id).where(snapshots.c.uuid == snapshot_uuid)).scalar()
-    if snapshot_id is None:
+    row = conn.execute(select(snapshots.c.id, snapshots.c.source_id).where(snapshots.c.uuid == snapshot_uuid)).first()
+    if row is None:
         return
-    source_id = conn.execute(select(snapshots.c.source_id).where(snapshots.c.id == snapshot_id)).scalar_one()
+    snapshot_id, source_id = row
     drop_images(conn, snapshot_uuid)
     conn.execute(delete(snapshots).where(snapshots.c.id == snapshot_id))
     nameindex.forget(conn, source_id, snapshot_id)

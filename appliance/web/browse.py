@@ -19,6 +19,7 @@ from engine.meta import Kind, kind_of
 
 from ..access import can
 from ..request import allowed_source, client_host, find_names, services, submit_restore, visible_sources
+from ..shapes import found_doc
 from ..words import human_bytes
 from .base import page, web
 from .doors import client_restore
@@ -85,11 +86,9 @@ def search(name: str) -> str:
     """Paths in any snapshot of the source whose name holds what was typed, each with its versions."""
     allowed_source(name, "see")
     wanted = request.args.get("q", "").strip()
-    found, more = find_names(name, wanted) if wanted else ([], False)
-    rows = [{"path": os.fsdecode(f.path), "folder": os.path.dirname(os.fsdecode(f.path)) or "/",
-             "kind": Kind(f.kind).name.lower(), "size": f.size, "mtime": f.mtime_ns / 1e9, "versions": f.versions,
-             "first": f.first, "last": f.last} for f in found]  # fmt: skip
-    return page("search.html", source=name, q=wanted, rows=rows, more=more)
+    doc: dict[str, Any] = found_doc(*find_names(name, wanted)) if wanted else {"results": [], "more": False}
+    rows = [{**r, "folder": os.path.dirname(r["path"]) or "/"} for r in doc["results"]]  # the API's shape
+    return page("search.html", source=name, q=wanted, rows=rows, more=doc["more"])
 
 
 @web.get("/sources/<name>/snapshots/<snap>/restore")
