@@ -170,7 +170,7 @@ def download(name: str, snap: str) -> Response:
 def archive(name: str, snap: str) -> Response:
     """A directory of a snapshot as a streamed zip or tar.zst (the WebDAV share's archives).
 
-    `damaged=list` (tar.zst): a file that cannot be read is listed at the end instead of ending the archive.
+    `damaged=list` (tar.zst): a file that cannot be read is named right after it instead of ending the archive.
     """
 
     allowed_source(name, "restore")
