@@ -13,7 +13,7 @@ SMB ?= 0.0.0.0:445
 BIN := $(VENV)/bin
 PYFUSE3 := 3.5.0
 # What building and booting the disk image takes (make image, and its test in make test).
-IMAGE_PACKAGES := debootstrap gdisk dosfstools mtools xxd grub-common grub-pc-bin grub-efi-amd64-bin qemu-utils qemu-system-x86 ovmf
+IMAGE_PACKAGES := mmdebstrap gdisk dosfstools mtools xxd grub-common grub-pc-bin grub-efi-amd64-bin qemu-utils qemu-system-x86 ovmf
 APT_PACKAGES := python3 python3-venv python3-dev gcc pkg-config fuse3 libfuse3-dev patch \
 	postgresql redis-server rsync attr acl restic litmus curl chromium qemu-utils e2fsprogs \
 	openssh-server openssh-client bubblewrap samba smbclient libnss-wrapper

@@ -11,6 +11,9 @@ Each password also gets its NT hash (MD4 of the UTF-16 password), the only
 form Samba checks an SMB sign-in against: a secret setting `door/ntlm/<id>`,
 sealed in an encrypted deployment, set with the password and removed with
 the user.
+The first administrator's one-time password also waits in the data
+directory (FIRST_PASSWORD) for the appliance's console to show; it goes
+once that password is set otherwise or its user goes.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Row, delete, func, select, update
@@ -29,6 +33,7 @@ from dav.passwords import UNKNOWN, hash_password
 from dav.passwords import check_password as _check
 from engine.catalog import Catalog
 from engine.catalog.schema import groups, memberships, settings, source_access, sources, tokens, users
+from engine.deployment import Deployment
 from engine.errors import Conflict, Exists, InvalidArgument, NotFound
 
 from .websessions import WebSessions
@@ -36,6 +41,8 @@ from .websessions import WebSessions
 ROLES = ("admin", "operator", "member")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 PASSWORD_MIN = 8
+FIRST_ADMIN = "admin"  # made with a one-time password at the first start (server.first_admin)
+FIRST_PASSWORD = "first-password"  # in the data directory, 0600: that password, until it is changed
 _USER = (users.c.id, users.c.name, users.c.admin, users.c.must_change)  # what a User is made of
 TOKEN_CACHE = 10.0  # seconds a checked token is trusted: a revocation elsewhere takes this long
 NTLM = "door/ntlm/"  # + user id: the NT hash of the user's password, for the SMB share
@@ -73,11 +80,16 @@ def check_name(name: str, what: str) -> str:
 class Accounts:
     """Thread-safe: every call uses its own catalog connection; `_lock` guards the token cache."""
 
-    def __init__(self, catalog: Catalog):
+    def __init__(self, catalog: Catalog, first_password: Path | None = None):
         self.catalog = catalog
+        self.first_password = first_password  # the file FIRST_PASSWORD, when there is a data directory
         self._lock = threading.Lock()  # guards `_tokens`
         self._tokens: dict[bytes, tuple[User, float]] = {}  # token digest -> (user, checked at)
         self.sessions = WebSessions(catalog)
+
+    @classmethod
+    def of(cls, dep: Deployment) -> Accounts:
+        return cls(dep.catalog, dep.data_dir / FIRST_PASSWORD)
 
     # -- users ---------------------------------------------------------------
 
@@ -110,6 +122,7 @@ class Accounts:
                          .values(password=hash_password(password), must_change=one_time))  # fmt: skip
             self._set_nt_hash(conn, uid, password)
             self.sessions.end_all(conn, uid, keep=keep_session)
+        self._first_password_gone(name)
 
     def reset_password(self, name: str) -> str:
         """A new one-time password for `name` (shown once to whoever reset it); their web sessions end."""
@@ -156,8 +169,14 @@ class Accounts:
             conn.execute(delete(settings).where(settings.c.key == f"{NTLM}{user.id}"))
             conn.execute(update(source_access).where(source_access.c.owner_id == user.id).values(owner_id=None))
             conn.execute(delete(users).where(users.c.id == user.id))
+        self._first_password_gone(name)
         with self._lock:
             self._tokens.clear()  # the user's tokens end now in this process, in others within TOKEN_CACHE
+
+    def _first_password_gone(self, name: str) -> None:
+        """The console's one-time password no longer signs in: the console stops showing it."""
+        if name == FIRST_ADMIN and self.first_password is not None:
+            self.first_password.unlink(missing_ok=True)
 
     def user(self, name: str) -> User:
         with self.catalog.engine.connect() as conn:

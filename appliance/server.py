@@ -23,10 +23,11 @@ from dav.app import parse_listen
 from dav.guard import HTTPServer
 from engine.deployment import Deployment
 from engine.errors import NotFound
+from engine.private import replace_file
 from vfs.writers import Writers
 
 from .access import can, manages
-from .accounts import Accounts
+from .accounts import FIRST_ADMIN, Accounts
 from .app import create_app
 from .doors import Doors, Listen
 from .doors.ssh import USER
@@ -39,11 +40,14 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 def first_admin(services: Services) -> str | None:
-    """On the first start, an `admin` with a one-time password (printed once): the web UI asks for a new one."""
+    """On the first start, an `admin` with a one-time password: the web UI asks for a new one. It is printed
+    once, and kept in DATA/first-password (0600) for the appliance's console until it is changed."""
     if services.accounts.count_users():
         return None
     password = secrets.token_urlsafe(12)
-    services.accounts.add_user("admin", password, admin=True, one_time=True)
+    if services.accounts.first_password is not None:
+        replace_file(services.accounts.first_password, password.encode() + b"\n")
+    services.accounts.add_user(FIRST_ADMIN, password, admin=True, one_time=True)
     return password
 
 

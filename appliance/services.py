@@ -64,7 +64,7 @@ class Services:
 
     @classmethod
     def build(cls, deployment: Deployment, *, workers: int = 2) -> Services:
-        services = cls(deployment, Accounts(deployment.catalog), JobQueue(deployment.catalog), LoginLimiter())
+        services = cls(deployment, Accounts.of(deployment), JobQueue(deployment.catalog), LoginLimiter())
         config = Config(deployment.catalog)
         notifier = services.notifier = Notifier(config, services.jobs, services.source_of)
         services.backups = BackupSessions(deployment, services.sessions, services.jobs, config, services.accounts,

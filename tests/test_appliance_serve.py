@@ -12,6 +12,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from appliance.accounts import FIRST_ADMIN, FIRST_PASSWORD
+from appliance.server import first_admin
+from appliance.services import Services
+from engine.deployment import Deployment
+
 from .served import served
 from .test_backup_restore import CAIRN, cairn, cairn_json
 from .test_cli_target import SNAPSHOT_KEYS, SOURCE_KEYS
@@ -57,6 +62,12 @@ def test_serve_first_start_login_and_stop(tmp_path: Path) -> None:
         propfind.add_header("Authorization", f"Basic {basic}")
         with dav.open(propfind, timeout=30) as reply:
             assert reply.status == 207 and b"/dav/h1/" in reply.read()
+        # The console's copy of the one-time password: private, and gone once the password is changed.
+        kept = data / "first-password"
+        assert kept.read_text() == server.password + "\n" and kept.stat().st_mode & 0o777 == 0o600
+        new = {"password": server.password, "new_password": "the administrator's own"}
+        assert _call(opener, f"{base}/me/password", new, csrf)[0] == 200
+        assert not kept.exists()
     # The next start prints no password: the admin exists.
     refused = subprocess.run([*CAIRN, "--data", str(data), "serve", "--listen", "127.0.0.1:not-a-port"],
                              capture_output=True, text=True, timeout=60)  # fmt: skip
@@ -207,3 +218,20 @@ def test_serve_with_the_mount(tmp_path: Path) -> None:
     finally:
         subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
     assert not os.path.ismount(mnt)
+
+
+def test_the_first_password_file_goes_when_that_password_no_longer_signs_in(tmp_path: Path, db_url: str) -> None:
+    with Deployment.open(tmp_path / "data", db_url) as dep:
+        services = Services.build(dep)
+        kept = dep.data_dir / FIRST_PASSWORD
+        password = first_admin(services)
+        assert password and kept.read_text() == password + "\n" and kept.stat().st_mode & 0o777 == 0o600
+        assert first_admin(services) is None and kept.exists()  # a later start makes no other admin
+        services.accounts.add_user("ops", "a password of ops", admin=True)
+        services.accounts.set_password("ops", "another password of ops")
+        assert kept.exists()  # not the first administrator's
+        services.accounts.reset_password(FIRST_ADMIN)  # a new one-time password, shown to whoever reset it
+        assert not kept.exists()
+        kept.write_text("left by an older version\n")
+        services.accounts.remove_user(FIRST_ADMIN)
+        assert not kept.exists()

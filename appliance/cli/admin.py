@@ -92,7 +92,7 @@ def user_add(ctx: Context, name: str, admin: bool, password_file: Path | None, o
 def user_passwd(ctx: Context, name: str, password_file: Path | None, as_json: bool) -> None:
     """Set a user's password."""
     with ctx.open() as dep:
-        Accounts(dep.catalog).set_password(name, _password(password_file))
+        Accounts.of(dep).set_password(name, _password(password_file))
     output.emit_json({"name": name}) if as_json else output.say(f"password of {name} set")
 
 

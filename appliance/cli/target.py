@@ -71,7 +71,7 @@ class Target(Protocol):
 class Local:
     def __init__(self, dep: Deployment):
         self.dep = dep
-        self.accounts = Accounts(dep.catalog)
+        self.accounts = Accounts.of(dep)
 
     def sources(self) -> list[dict[str, Any]]:
         access = self.accounts.source_access()

@@ -66,9 +66,10 @@ mkfs.ext4 -q -L cairn-root -U "$ROOT_UUID" -E hash_seed="$ROOT_UUID" "$DEV"
 mkdir -p "$ROOT"
 mount "$DEV" "$ROOT"
 
-echo "== Debian 12 (debootstrap from $MIRROR)"
-debootstrap --variant=minbase --include="$PACKAGES" bookworm "$ROOT" "$MIRROR" >"$WORK/debootstrap.log" \
-    || { tail -30 "$WORK/debootstrap.log"; exit 1; }
+echo "== Debian 12 (mmdebstrap from $MIRROR)"
+# mmdebstrap rather than debootstrap: apt fetches in parallel and dpkg skips its fsyncs (57 s, not 90 s).
+mmdebstrap --variant=minbase --include="$PACKAGES" bookworm "$ROOT" "$MIRROR" >"$WORK/mmdebstrap.log" 2>&1 \
+    || { tail -30 "$WORK/mmdebstrap.log"; exit 1; }
 for m in dev dev/pts proc sys run; do mount --bind "/$m" "$ROOT/$m"; done
 in_root() { chroot "$ROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C \
     DEBIAN_FRONTEND=noninteractive SOURCE_DATE_EPOCH="$SOURCE_DATE_EPOCH" "$@"; }
@@ -82,7 +83,9 @@ rm -rf "$ROOT/tmp/wheels"
 echo "== the system: units, first boot, console, network"
 install -m 0755 "$HERE/cairn-firstboot.sh" "$ROOT/usr/local/sbin/cairn-firstboot"
 install -m 0755 "$HERE/cairn-ready.sh" "$ROOT/usr/local/sbin/cairn-ready"
-for unit in cairn.service cairn-firstboot.service cairn-scrub.service cairn-scrub.timer; do
+install -m 0755 "$HERE/seed_network.py" "$ROOT/usr/local/sbin/cairn-seed-network"
+for unit in cairn.service cairn-seed.service cairn-firstboot.service cairn-ready.service cairn-ready.path \
+        cairn-scrub.service cairn-scrub.timer; do
     install -m 0644 "$HERE/$unit" "$ROOT/etc/systemd/system/$unit"
 done
 install -m 0644 "$HERE/interfaces" "$ROOT/etc/network/interfaces"
@@ -91,7 +94,8 @@ printf '127.0.0.1\tlocalhost\n127.0.1.1\tcairn\n::1\tlocalhost ip6-localhost ip6
 printf 'UUID=%s\t/\text4\terrors=remount-ro\t0\t1\n' "$ROOT_UUID" >"$ROOT/etc/fstab"
 mkdir -p "$ROOT/var/lib/cairn" "$ROOT/srv/cairn"
 chmod 0700 "$ROOT/var/lib/cairn"
-in_root systemctl enable -q cairn-firstboot.service cairn.service cairn-scrub.timer
+in_root systemctl enable -q cairn-seed.service cairn-firstboot.service cairn.service cairn-ready.path \
+    cairn-scrub.timer
 # The appliance runs its own sshd, rsync daemon and smbd on its doors: the packages' own services stay off.
 in_root systemctl disable -q ssh.service smbd.service nmbd.service rsync.service 2>/dev/null || true
 in_root systemctl mask -q ssh.socket samba-ad-dc.service 2>/dev/null || true
@@ -137,6 +141,8 @@ for dir in sound media gpu/drm/amd gpu/drm/nouveau gpu/drm/i915 gpu/drm/radeon n
 done
 rm -rf "$MODULES_DIR/kernel/net/wireless" "$MODULES_DIR/kernel/net/mac80211" "$MODULES_DIR/kernel/net/bluetooth"
 in_root depmod "$(basename "$MODULES_DIR")"
+# No floppy: probing the empty drive a virtual machine offers costs each disk scan a read error.
+echo "blacklist floppy" >"$ROOT/etc/modprobe.d/cairn.conf"
 in_root update-initramfs -u -k all >/dev/null
 
 echo "== what is made per machine goes; the rest is dated $SOURCE_DATE_EPOCH"

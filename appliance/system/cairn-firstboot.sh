@@ -1,13 +1,19 @@
 #!/bin/bash
-# Before cairn.service, at every boot; the first boot of a machine does the work:
-#  - the data disk: a second disk labelled cairn-data is mounted at /var/lib/cairn; a blank one is
-#    formatted first when the kernel command line says cairn.format_data=yes, the NoCloud seed says
-#    `format_data: yes`, or someone at the console answers yes (else the data stays on the root disk);
-#  - NoCloud (a disk labelled CIDATA, as cloud-init reads it): `local-hostname` of meta-data, and
-#    `hostname`, `admin_password` and `format_data` of user-data;
-#  - the first administrator, `admin`: the seed's password, or a one-time one that the console shows
-#    until it is changed (cairn-ready). The TLS certificate and the doors' SSH host keys are made by
-#    `cairn serve` on its first start, for this machine alone.
+# At every boot; the first boot of a machine does the work. Two steps, each its own unit:
+#
+#   cairn-firstboot seed   (cairn-seed.service, before the network starts)
+#     the NoCloud seed (a disk labelled CIDATA, as cloud-init reads it): `local-hostname` of meta-data,
+#     `hostname` of user-data, and network-config (cairn-seed-network writes /etc/network/interfaces);
+#   cairn-firstboot        (cairn-firstboot.service, before cairn.service)
+#     the data disk: a second disk labelled cairn-data is mounted at /var/lib/cairn; a blank one is
+#     formatted first when the kernel command line says cairn.format_data=yes, the seed's user-data says
+#     `format_data: yes`, or someone at the console answers yes (else the data stays on the root disk).
+#     A data disk made by an earlier image is found by its label: the new one takes it up as it is.
+#     The first administrator, `admin`, gets the seed's `admin_password`; without one, `cairn serve`
+#     makes `admin` with a one-time password that the console shows until it is changed (cairn-ready).
+#
+# The TLS certificate and the doors' SSH host keys are made by `cairn serve` on its first start, in the
+# data directory: made for this machine alone, and kept across an upgrade of the image.
 set -euo pipefail
 DATA=/var/lib/cairn
 CAIRN=/opt/cairn/bin/cairn
@@ -51,9 +57,20 @@ set_hostname() {
 root_disk() { lsblk -no PKNAME "$(findmnt -no SOURCE /)"; }
 
 data_disk() {
-    if blkid -t LABEL=cairn-data -o device >/dev/null 2>&1; then
-        return 0  # formatted before: fstab mounts it
+    if ! blkid -t LABEL=cairn-data -o device >/dev/null 2>&1; then
+        format_blank_disk || return 0
     fi
+    if [ -n "$(ls -A "$DATA" 2>/dev/null)" ] && ! mountpoint -q "$DATA"; then
+        say "the data disk hides what is in $DATA on the root disk: it stays there, unused"
+    fi
+    if ! grep -q 'LABEL=cairn-data' /etc/fstab; then  # a new disk, or a new image on the disk of an older one
+        printf 'LABEL=cairn-data\t%s\text4\tdefaults,nofail\t0\t2\n' "$DATA" >>/etc/fstab
+        systemctl daemon-reload
+    fi
+    mountpoint -q "$DATA" || mount "$DATA"
+}
+
+format_blank_disk() {  # returns 1 when no disk was formatted
     local root disk size answer
     root=$(root_disk)
     # Disks of 1 GiB and more that may be written (not a floppy, a CD or the NoCloud seed).
@@ -72,45 +89,54 @@ data_disk() {
         fi
         if [ "$answer" != yes ]; then
             say "$disk ($size) left blank: the backups stay on the root disk"
-            return 0
+            return 1
         fi
         say "formatting $disk ($size) for the backups"
         mkfs.ext4 -q -L cairn-data "$disk"
-        break
+        return 0
     done
-    blkid -t LABEL=cairn-data -o device >/dev/null 2>&1 || return 0
-    if [ -n "$(ls -A "$DATA" 2>/dev/null)" ]; then
-        say "the data disk hides what is in $DATA on the root disk: it stays there, unused"
-    fi
-    grep -q 'LABEL=cairn-data' /etc/fstab \
-        || printf 'LABEL=cairn-data\t%s\text4\tdefaults,nofail\t0\t2\n' "$DATA" >>/etc/fstab
-    systemctl daemon-reload
-    mount "$DATA"
+    return 1
 }
 
 first_admin() {
     [ -f "$DATA/catalog.db" ] && return 0  # not the first start
     chmod 0700 "$DATA"
-    local password one_time file
+    local password file
     password=$(seed_value admin_password)
-    one_time=
-    if [ -z "$password" ]; then
-        password=$(head -c 12 /dev/urandom | base64 | tr -d '/+=')
-        one_time=--one-time
-    fi
+    [ -n "$password" ] || return 0  # cairn serve makes admin with a one-time password
     file=$(mktemp)
     printf '%s\n' "$password" >"$file"
-    say "making the catalog and the first administrator"
-    "$CAIRN" --data "$DATA" user add admin --admin --password-file "$file" $one_time >/dev/null
-    if [ -n "$one_time" ]; then
-        install -m 0600 "$file" "$DATA/first-password"  # shown on the console until it is changed
+    say "making the catalog and the first administrator, admin, with the seed's password"
+    if ! "$CAIRN" --data "$DATA" user add admin --admin --password-file "$file" >/dev/null; then
+        say "the seed's admin_password is refused (above): admin gets a one-time password instead"
     fi
     rm -f "$file"
-    say "the first administrator is admin${one_time:+ (one-time password on the console)}"
 }
 
-read_seed
-set_hostname
-data_disk
-mountpoint -q "$DATA" && say "the backups are on $(findmnt -no SOURCE "$DATA")" || say "the backups are on the root disk"
-first_admin
+network() {
+    [ -f "$SEED/network-config" ] || return 0
+    local said
+    if said=$(/usr/local/sbin/cairn-seed-network "$SEED/network-config" 2>&1); then
+        [ -z "$said" ] || echo "$said" | while read -r line; do say "network: $line"; done
+    else
+        say "$said; the network stays as it was"
+    fi
+}
+
+case "${1:-}" in
+seed)
+    read_seed
+    set_hostname
+    network
+    ;;
+"")
+    read_seed
+    data_disk
+    mountpoint -q "$DATA" && say "the backups are on $(findmnt -no SOURCE "$DATA")" || say "the backups are on the root disk"
+    first_admin
+    ;;
+*)
+    echo "usage: cairn-firstboot [seed]" >&2
+    exit 2
+    ;;
+esac

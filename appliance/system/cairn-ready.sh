@@ -1,10 +1,11 @@
 #!/bin/bash
-# After `cairn serve` starts: wait until the web UI answers, then say where to sign in on the console
-# (the getty's issue text, and one line), and in the journal. The first administrator's one-time
-# password is shown until it has been changed; then its file is removed.
+# After `cairn serve` starts, and again when the first administrator's one-time password is changed
+# (cairn-ready.path): wait until the web UI answers, then say where to sign in on the console (the
+# getty's issue text, and a line when that text changed) and in the journal. The one-time password is
+# shown while its file, DATA/first-password, is there: `cairn serve` removes it once it is changed.
 set -euo pipefail
+umask 077  # the issue text may hold the password
 DATA=/var/lib/cairn
-CAIRN=/opt/cairn/bin/cairn
 PY=/opt/cairn/bin/python
 
 for _ in $(seq 600); do
@@ -25,16 +26,10 @@ EOF
 )
 addresses=$(ip -o addr show scope global | awk '{split($4, a, "/"); print a[1]}')
 urls=$(for a in $addresses; do [[ $a == *:* ]] && echo "https://[$a]/" || echo "https://$a/"; done)
+exec 9>/run/cairn-ready.lock
+flock 9  # one writer at a time: the service's start and the path unit may ask at once
 password=
-if [ -f "$DATA/first-password" ]; then
-    if "$CAIRN" --data "$DATA" user list --json | "$PY" -c \
-        'import json, sys; sys.exit(0 if any(u["name"] == "admin" and u["must_change"] for u in json.load(sys.stdin)) else 1)'; then
-        password=$(cat "$DATA/first-password")
-    else
-        rm -f "$DATA/first-password"
-    fi
-fi
-
+[ -f "$DATA/first-password" ] && password=$(cat "$DATA/first-password")
 {
     echo "Cairn backup appliance on $(hostname)"
     echo "Web UI: ${urls:-no address yet (no network?)}" | sed '2,$s/^/        /'
@@ -43,9 +38,14 @@ fi
     echo
 } >/run/cairn-issue.new
 chmod 0600 /run/cairn-issue.new  # the password: root (the getty) alone reads it
+if cmp -s /run/cairn-issue.new /run/cairn-issue; then
+    rm /run/cairn-issue.new
+    exit 0  # nothing new to say
+fi
 mv /run/cairn-issue.new /run/cairn-issue
 mkdir -p /etc/issue.d
 ln -sf /run/cairn-issue /etc/issue.d/cairn.issue
+agetty --reload 2>/dev/null || true  # the login prompts show the new text
 cat /run/cairn-issue
 line="cairn ready: $(echo $urls | tr '\n' ' ')fingerprint $fingerprint${password:+ admin one-time password $password}"
 echo "$line" >/dev/console 2>/dev/null || true
