@@ -18,7 +18,7 @@ APT_PACKAGES := python3 python3-venv python3-dev gcc pkg-config fuse3 libfuse3-d
 	postgresql redis-server rsync attr acl restic litmus curl chromium qemu-utils e2fsprogs \
 	openssh-server openssh-client bubblewrap samba smbclient libnss-wrapper
 
-.PHONY: run test setup system image image-tools lint unit bench bench-s3 bench-image bench-doors bench-smb bench-restore bench-scale bench-trees bench-pages bench-search pyfuse3
+.PHONY: run test setup system image image-tools lint unit bench bench-s3 bench-image bench-doors bench-smb bench-restore bench-scale bench-trees bench-pages bench-search bench-boot pyfuse3
 
 # The whole appliance: web UI, API and WebDAV on LISTEN; the mount at MOUNT; rsync over SSH
 # on SSH, the rsync daemon on RSYNCD and the SMB shares on SMB (empty keeps that door shut).
@@ -110,6 +110,10 @@ bench-pages: setup
 
 bench-search: setup
 	$(BIN)/python bench/search_bench.py
+
+# Boots the image `make image` built (or IMAGE=FILE) under qemu without KVM.
+bench-boot: setup image-tools
+	$(BIN)/python bench/boot_bench.py
 
 bench-restore: setup
 	$(BIN)/python bench/restore_bench.py

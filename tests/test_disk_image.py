@@ -47,10 +47,14 @@ STATIC = "10.0.2.50"  # the upgrade's machines take this address from their seed
 SEED_PASSWORD = "the seed's password"
 
 
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+
+
 def _inputs() -> str:
     """The hash of everything the image holds from this repository."""
-    files = subprocess.run(["git", "ls-files", "appliance", "engine", "dav", "vfs", "image", "pyproject.toml"],
-                           cwd=REPO, capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    files = _git("ls-files", "--cached", "--others", "--exclude-standard",  # new files too: the build takes them
+                 "appliance", "engine", "dav", "vfs", "image", "pyproject.toml").split()  # fmt: skip
     digest = hashlib.sha256()
     for name in sorted(files):
         digest.update(name.encode() + b"\0" + (REPO / name).read_bytes())
@@ -74,10 +78,6 @@ def image() -> Path:
     return built / "cairn.qcow2"
 
 
-def _git(*args: str) -> str:
-    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
-
-
 def _catalog_head(commit: str) -> str:
     found = re.search(r'^HEAD = "(\w+)"', _git("show", f"{commit}:engine/catalog/db.py"), re.M)
     assert found
@@ -89,6 +89,7 @@ def older_image(image: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """This image with the Cairn of the commit before the newest migration was added in it: the version
     whose catalog that migration upgrades."""
     added = _git("log", "-1", "--diff-filter=A", "--format=%H", "--", "engine/catalog/migrations/versions")
+    assert _git("rev-parse", "--is-shallow-repository") == "false", "the older version is in the history: unshallow"
     commit = _git("rev-parse", f"{added}^")
     assert _catalog_head(commit) != _catalog_head("HEAD")
     work = tmp_path_factory.mktemp("older")
@@ -119,7 +120,7 @@ def older_image(image: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return raw
 
 
-def _overlay(base: Path, disk: Path) -> Path:
+def overlay(base: Path, disk: Path) -> Path:
     """A disk that writes beside `base` and leaves it as it is."""
     kind = "raw" if base.suffix == ".raw" else "qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", kind, str(disk)], check=True)
@@ -225,7 +226,7 @@ class Web:
         return me  # type: ignore[no-any-return]
 
 
-def _seed(tmp: Path, user_data: str = "", network: str = "") -> Path:
+def seed_disk(tmp: Path, user_data: str = "", network: str = "") -> Path:
     """A NoCloud seed (a FAT disk labelled CIDATA): the host name, yes to formatting the data disk, and more."""
     seed = tmp / "seed.img"
     subprocess.run(["truncate", "-s", "2M", str(seed)], check=True)
@@ -239,7 +240,7 @@ def _seed(tmp: Path, user_data: str = "", network: str = "") -> Path:
     return seed
 
 
-def _data_disk(tmp: Path) -> Path:
+def data_disk(tmp: Path) -> Path:
     data = tmp / "data.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(data), "4G"], check=True)
     return data
@@ -279,7 +280,7 @@ def _host_keys(machine: Machine) -> set[str]:
 
 
 def test_the_image_boots_serves_https_takes_a_backup_and_powers_off(image: Path, tmp_path: Path) -> None:
-    disk, data, seed = _overlay(image, tmp_path / "disk.qcow2"), _data_disk(tmp_path), _seed(tmp_path)
+    disk, data, seed = overlay(image, tmp_path / "disk.qcow2"), data_disk(tmp_path), seed_disk(tmp_path)
     first = Machine(tmp_path, disk, data, seed, 1)
     try:
         ready = first.ready()
@@ -317,9 +318,9 @@ ethernets:
 
 
 def test_a_newer_image_takes_up_the_data_disk_of_an_older_one(image: Path, older_image: Path, tmp_path: Path) -> None:
-    data = _data_disk(tmp_path)
-    seed = _seed(tmp_path, user_data=f"admin_password: {SEED_PASSWORD}\n", network=STATIC_NETWORK)
-    older = Machine(tmp_path, _overlay(older_image, tmp_path / "older.qcow2"), data, seed, 1, address=STATIC)
+    data = data_disk(tmp_path)
+    seed = seed_disk(tmp_path, user_data=f"admin_password: {SEED_PASSWORD}\n", network=STATIC_NETWORK)
+    older = Machine(tmp_path, overlay(older_image, tmp_path / "older.qcow2"), data, seed, 1, address=STATIC)
     try:
         ready = older.ready()
         print(f"the older image's first boot to a web page answering: {time.monotonic() - older.started:.0f} s")
@@ -341,7 +342,7 @@ def test_a_newer_image_takes_up_the_data_disk_of_an_older_one(image: Path, older
     finally:
         older.kill()
 
-    newer = Machine(tmp_path, _overlay(image, tmp_path / "newer.qcow2"), data, seed, 2, uefi=True, address=STATIC)
+    newer = Machine(tmp_path, overlay(image, tmp_path / "newer.qcow2"), data, seed, 2, uefi=True, address=STATIC)
     try:
         ready = newer.ready()
         print(f"this image's first boot (UEFI) on the older data disk: {time.monotonic() - newer.started:.0f} s")
