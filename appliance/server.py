@@ -27,7 +27,7 @@ from engine.private import replace_file
 from vfs.writers import Writers
 
 from .access import can, manages
-from .accounts import FIRST_ADMIN, Accounts
+from .accounts import FIRST_ADMIN, FIRST_PASSWORD, Accounts
 from .app import create_app
 from .doors import Doors, Listen
 from .doors.ssh import USER
@@ -42,13 +42,23 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 def first_admin(services: Services) -> str | None:
     """On the first start, an `admin` with a one-time password: the web UI asks for a new one. It is printed
     once, and kept in DATA/first-password (0600) for the appliance's console until it is changed."""
-    if services.accounts.count_users():
+    accounts, kept = services.accounts, services.accounts.first_password
+    if accounts.count_users():
+        if kept is not None and kept.exists() and not _one_time(accounts, FIRST_ADMIN):
+            kept.unlink()  # changed while an older version ran, which removed it only at its next start
         return None
     password = secrets.token_urlsafe(12)
-    if services.accounts.first_password is not None:
-        replace_file(services.accounts.first_password, password.encode() + b"\n")
-    services.accounts.add_user(FIRST_ADMIN, password, admin=True, one_time=True)
+    if kept is not None:
+        replace_file(kept, password.encode() + b"\n")
+    accounts.add_user(FIRST_ADMIN, password, admin=True, one_time=True)
     return password
+
+
+def _one_time(accounts: Accounts, name: str) -> bool:
+    try:
+        return accounts.user(name).must_change
+    except NotFound:
+        return False
 
 
 @dataclass(frozen=True)
@@ -78,7 +88,8 @@ def serve(deployment: Deployment, listen: str, mountpoint: Path | None = None, w
     services = Services.build(deployment, workers=workers)
     password = first_admin(services)
     if password is not None:
-        print(f"first start: sign in as admin with the one-time password {password}", file=sys.stderr, flush=True)
+        print(f"first start: sign in as admin with the one-time password {password} (kept in "
+              f"{deployment.data_dir / FIRST_PASSWORD} until it is changed)", file=sys.stderr, flush=True)  # fmt: skip
     app = _dispatch(create_app(services), _dav(services))
     server = HTTPServer(parse_listen(listen), app)
     if tls is not None:

@@ -232,6 +232,11 @@ def test_the_first_password_file_goes_when_that_password_no_longer_signs_in(tmp_
         assert kept.exists()  # not the first administrator's
         services.accounts.reset_password(FIRST_ADMIN)  # a new one-time password, shown to whoever reset it
         assert not kept.exists()
+        kept.write_text("the reset one, left by hand\n")
+        assert first_admin(services) is None and kept.exists()  # admin's password is still a one-time one
+        services.accounts.set_password(FIRST_ADMIN, "admin's own password")
+        kept.write_text("changed while an older version ran, which left it\n")
+        assert first_admin(services) is None and not kept.exists()  # the next start removes it
         kept.write_text("left by an older version\n")
         services.accounts.remove_user(FIRST_ADMIN)
         assert not kept.exists()

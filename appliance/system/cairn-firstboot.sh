@@ -67,7 +67,8 @@ data_disk() {
         printf 'LABEL=cairn-data\t%s\text4\tdefaults,nofail\t0\t2\n' "$DATA" >>/etc/fstab
         systemctl daemon-reload
     fi
-    mountpoint -q "$DATA" || mount "$DATA"
+    # Through systemd, which may be mounting it already (fstab's nofail does not order it before us).
+    mountpoint -q "$DATA" || systemctl start "$(systemd-escape -p --suffix=mount "$DATA")"
 }
 
 format_blank_disk() {  # returns 1 when no disk was formatted

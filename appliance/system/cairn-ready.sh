@@ -28,8 +28,7 @@ addresses=$(ip -o addr show scope global | awk '{split($4, a, "/"); print a[1]}'
 urls=$(for a in $addresses; do [[ $a == *:* ]] && echo "https://[$a]/" || echo "https://$a/"; done)
 exec 9>/run/cairn-ready.lock
 flock 9  # one writer at a time: the service's start and the path unit may ask at once
-password=
-[ -f "$DATA/first-password" ] && password=$(cat "$DATA/first-password")
+password=$(cat "$DATA/first-password" 2>/dev/null) || true  # gone the moment it is changed
 {
     echo "Cairn backup appliance on $(hostname)"
     echo "Web UI: ${urls:-no address yet (no network?)}" | sed '2,$s/^/        /'

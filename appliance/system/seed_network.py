@@ -3,11 +3,11 @@
 
     cairn-seed-network NETWORK_CONFIG [INTERFACES [RESOLV_CONF]]
 
-Physical interfaces only: each gets DHCP (IPv4, IPv6) or static addresses, a default gateway, more
-routes and an MTU; nameservers and search domains go to resolv.conf. An interface is named as the
-kernel names it (eth0: the image boots with net.ifnames=0) or matched by its MAC address. Bonds,
-bridges, VLANs and Wi-Fi are not supported: they are named, and left out. A config that cannot be
-read changes nothing and exits 1, so the image's DHCP on eth0 stays.
+The machine's own Ethernet interfaces only, by the name the kernel gives them (eth0: the image boots
+with net.ifnames=0) or by MAC address: DHCP, SLAAC or static addresses, default gateways, more routes
+and an MTU; nameservers and search domains go to resolv.conf. A config this cannot carry out whole (a
+bond, bridge, VLAN or Wi-Fi; an interface this machine lacks; a bad address) changes nothing and exits
+1, so the image's DHCP on eth0 stays: a half-applied network could leave the appliance unreachable.
 """
 
 from __future__ import annotations
@@ -24,11 +24,14 @@ import yaml
 
 UNSUPPORTED_V2 = ("bonds", "bridges", "vlans", "wifis", "tunnels", "vrfs", "modems")
 IFACE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")  # the kernel's 15 characters, nothing a shell reads
+DOMAIN = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?"
+)
 DEFAULT_ROUTES = ("default", "0.0.0.0/0", "::/0")
 
 
 class SeedError(ValueError):
-    """The network-config cannot be used as it is."""
+    """The network-config cannot be carried out as it is."""
 
 
 @dataclass
@@ -36,10 +39,11 @@ class Interface:
     name: str
     dhcp4: bool = False
     dhcp6: bool = False
+    slaac: bool = False  # IPv6 addresses from router advertisements
     addresses: list[str] = field(default_factory=list)  # CIDR
     gateway4: str | None = None
     gateway6: str | None = None
-    routes: list[tuple[str, str]] = field(default_factory=list)  # (to, via), besides the default ones
+    routes: list[tuple[str, str | None]] = field(default_factory=list)  # (to, via or on the link)
     mtu: int | None = None
 
 
@@ -48,11 +52,11 @@ class Network:
     interfaces: list[Interface] = field(default_factory=list)
     nameservers: list[str] = field(default_factory=list)
     search: list[str] = field(default_factory=list)
-    left_out: list[str] = field(default_factory=list)  # what the config asked for that is not supported
 
 
 def parse(text: str, macs: dict[str, str]) -> Network | None:
-    """The config in `text` (None: it says nothing, or `config: disabled`); `macs`: MAC address -> interface."""
+    """The config in `text` (None: it says nothing, or `config: disabled`); `macs`: MAC address -> the
+    machine's interface of that address."""
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -66,19 +70,30 @@ def parse(text: str, macs: dict[str, str]) -> Network | None:
         return None
     version = doc.get("version")
     if version == 1:
-        return _v1(doc, macs)
-    if version == 2:
-        return _v2(doc, macs)
-    raise SeedError(f"version {version!r}: only versions 1 and 2 are read")
+        net = _v1(doc, macs)
+    elif version == 2:
+        net = _v2(doc, macs)
+    else:
+        raise SeedError(f"version {version!r}: only versions 1 and 2 are read")
+    if not net.interfaces:
+        raise SeedError("it configures no interface")
+    return net
 
 
 def _v2(doc: dict[str, Any], macs: dict[str, str]) -> Network:
-    net = Network(left_out=[kind for kind in UNSUPPORTED_V2 if doc.get(kind)])
+    unsupported = [kind for kind in UNSUPPORTED_V2 if doc.get(kind)]
+    if unsupported:
+        raise SeedError(f"not supported: {', '.join(unsupported)}")
+    net = Network()
     for key, conf in _mapping(doc.get("ethernets") or {}, "ethernets").items():
         conf = _mapping(conf or {}, f"ethernets.{key}")
         match = _mapping(conf.get("match") or {}, f"ethernets.{key}.match")
-        name = _name(str(conf.get("set-name") or match.get("name") or key), match.get("macaddress"), macs)
-        iface = Interface(name, dhcp4=_yes(conf.get("dhcp4")), dhcp6=_yes(conf.get("dhcp6")), mtu=_mtu(conf.get("mtu")))
+        if set(match) - {"macaddress", "name"}:
+            raise SeedError(f"ethernets.{key}: matching by {', '.join(set(match) - {'macaddress', 'name'})} "
+                            "is not supported (by name or macaddress)")  # fmt: skip
+        iface = Interface(_name(str(match.get("name") or key), match.get("macaddress"), macs),
+                          dhcp4=_yes(conf.get("dhcp4")), dhcp6=_yes(conf.get("dhcp6")),
+                          slaac=_yes(conf.get("accept-ra")), mtu=_mtu(conf.get("mtu")))  # fmt: skip
         for address in _list(conf.get("addresses")):
             iface.addresses.append(_cidr(next(iter(address)) if isinstance(address, dict) else address))
         iface.gateway4 = _address(conf.get("gateway4"), 4)
@@ -87,8 +102,7 @@ def _v2(doc: dict[str, Any], macs: dict[str, str]) -> Network:
             route = _mapping(route, f"ethernets.{key}.routes")
             _route(iface, str(route.get("to", "")), route.get("via"))
         servers = _mapping(conf.get("nameservers") or {}, f"ethernets.{key}.nameservers")
-        net.nameservers += [_address(a) for a in _list(servers.get("addresses"))]
-        net.search += [str(s) for s in _list(servers.get("search"))]
+        _resolvers(net, servers.get("addresses"), servers.get("search"))
         net.interfaces.append(iface)
     return net
 
@@ -99,52 +113,66 @@ def _v1(doc: dict[str, Any], macs: dict[str, str]) -> Network:
         item = _mapping(item, "config")
         kind = item.get("type")
         if kind == "nameserver":
-            net.nameservers += [_address(a) for a in _list(item.get("address"))]
-            net.search += [str(s) for s in _list(item.get("search"))]
+            _resolvers(net, item.get("address"), item.get("search"))
             continue
         if kind != "physical":
-            net.left_out.append(str(kind))
-            continue
+            raise SeedError(f"not supported: type {kind}")
         iface = Interface(_name(str(item.get("name", "")), item.get("mac_address"), macs), mtu=_mtu(item.get("mtu")))
         for subnet in _list(item.get("subnets")):
-            subnet = _mapping(subnet, f"{iface.name}.subnets")
-            sort = subnet.get("type")
-            if sort in ("dhcp", "dhcp4"):
-                iface.dhcp4 = True
-            elif sort == "dhcp6":
-                iface.dhcp6 = True
-            elif sort in ("static", "static6"):
-                address = str(subnet.get("address", ""))
-                if "/" not in address and subnet.get("netmask"):
-                    address = f"{address}/{subnet['netmask']}"
-                iface.addresses.append(_cidr(address))
-                gateway = subnet.get("gateway")
-                if gateway is not None:
-                    _route(iface, "default", gateway)
-                net.nameservers += [_address(a) for a in _list(subnet.get("dns_nameservers"))]
-                net.search += [str(s) for s in _list(subnet.get("dns_search"))]
-            else:
-                net.left_out.append(f"subnet type {sort}")
-            for route in _list(subnet.get("routes")):
-                route = _mapping(route, f"{iface.name}.routes")
-                to = f"{route.get('network', '')}/{route.get('prefix') or route.get('netmask', '')}"
-                _route(iface, to, route.get("gateway"))
+            _subnet(net, iface, _mapping(subnet, f"{iface.name}.subnets"))
         net.interfaces.append(iface)
     return net
 
 
+def _subnet(net: Network, iface: Interface, subnet: dict[str, Any]) -> None:
+    sort = subnet.get("type")
+    if sort in ("dhcp", "dhcp4"):
+        iface.dhcp4 = True
+    elif sort in ("dhcp6", "ipv6_dhcpv6-stateful"):
+        iface.dhcp6 = True
+    elif sort in ("ipv6_slaac", "ipv6_dhcpv6-stateless"):
+        iface.slaac = True
+    elif sort in ("static", "static6"):
+        address, mask = str(subnet.get("address", "")), subnet.get("netmask", subnet.get("prefix"))
+        if "/" not in address:
+            if mask is None and ":" not in address:
+                raise SeedError(f"{address}: give its prefix (such as {address}/24) or a netmask")
+            address = f"{address}/{64 if mask is None else mask}"  # IPv6 without a prefix: /64, as cloud-init
+        iface.addresses.append(_cidr(address))
+        if subnet.get("gateway") is not None:
+            _route(iface, "default", subnet["gateway"])
+        _resolvers(net, subnet.get("dns_nameservers"), subnet.get("dns_search"))
+    else:
+        raise SeedError(f"{iface.name}: subnet type {sort!r} is not supported")
+    for route in _list(subnet.get("routes")):
+        route = _mapping(route, f"{iface.name}.routes")
+        prefix = route.get("prefix", route.get("netmask"))
+        _route(iface, f"{route.get('network', '')}/{'' if prefix is None else prefix}", route.get("gateway"))
+
+
 def _route(iface: Interface, to: str, via: Any) -> None:
-    gateway = _address(via)
     if to in DEFAULT_ROUTES:
+        gateway = _address(via)
         if ipaddress.ip_address(gateway).version == 4:
             iface.gateway4 = gateway
         else:
             iface.gateway6 = gateway
     else:
-        iface.routes.append((str(ipaddress.ip_network(_cidr(to), strict=False)), gateway))
+        iface.routes.append(
+            (str(ipaddress.ip_network(_cidr(to), strict=False)), None if via is None else _address(via))
+        )
+
+
+def _resolvers(net: Network, addresses: Any, search: Any) -> None:
+    net.nameservers += [_address(a) for a in _list(addresses)]
+    for domain in _list(search):
+        if not DOMAIN.fullmatch(str(domain)):
+            raise SeedError(f"{domain!r} is no domain name")
+        net.search.append(str(domain))
 
 
 def _name(name: str, mac: Any, macs: dict[str, str]) -> str:
+    """The machine's interface the config means: by MAC address, else by name; one it lacks is refused."""
     if mac:
         found = macs.get(str(mac).lower())
         if found is None:
@@ -152,6 +180,8 @@ def _name(name: str, mac: Any, macs: dict[str, str]) -> str:
         return found
     if not IFACE_NAME.fullmatch(name):  # it lands in `up` commands a shell runs
         raise SeedError(f"{name!r} is no interface name")
+    if name not in macs.values():
+        raise SeedError(f"this machine has no interface {name} (it has {', '.join(sorted(macs.values()))})")
     return name
 
 
@@ -204,26 +234,35 @@ def interfaces_file(net: Network) -> str:
              "source /etc/network/interfaces.d/*", "", "auto lo", "iface lo inet loopback"]  # fmt: skip
     for iface in net.interfaces:
         lines += ["", f"auto {iface.name}"]
-        v4 = [a for a in iface.addresses if ipaddress.ip_interface(a).version == 4]
-        v6 = [a for a in iface.addresses if ipaddress.ip_interface(a).version == 6]
-        for family, dhcp, addresses, gateway in (("inet", iface.dhcp4, v4, iface.gateway4),
-                                                 ("inet6", iface.dhcp6, v6, iface.gateway6)):  # fmt: skip
-            if dhcp:
-                lines.append(f"iface {iface.name} {family} dhcp")
-                lines += _options(iface, family, None)
-            for n, address in enumerate(addresses):  # each further address is a stanza of its own
-                lines += [f"iface {iface.name} {family} static", f"    address {address}"]
-                lines += _options(iface, family, gateway) if n == 0 and not dhcp else []
+        for stanza in _stanzas(iface):
+            lines += stanza
     return "\n".join(lines) + "\n"
 
 
-def _options(iface: Interface, family: str, gateway: str | None) -> list[str]:
-    lines = [f"    gateway {gateway}"] if gateway else []
-    lines += [f"    mtu {iface.mtu}"] if iface.mtu and family == "inet" else []
-    version = 4 if family == "inet" else 6
-    lines += [f"    up ip -{version} route replace {to} via {via} dev {iface.name}"
-              for to, via in iface.routes if ipaddress.ip_address(via).version == version]  # fmt: skip
-    return lines
+def _stanzas(iface: Interface) -> list[list[str]]:
+    """An interface's stanzas: one per method and further address (ifupdown applies them all in order)."""
+    name, stanzas = iface.name, []
+    for family, version, dhcp, gateway in (("inet", 4, iface.dhcp4, iface.gateway4),
+                                           ("inet6", 6, iface.dhcp6, iface.gateway6)):  # fmt: skip
+        addresses = [a for a in iface.addresses if ipaddress.ip_interface(a).version == version]
+        family_stanzas = [[f"iface {name} {family} dhcp"]] if dhcp else []
+        if version == 6 and iface.slaac and not dhcp:
+            family_stanzas.append([f"iface {name} inet6 auto"])
+        for n, address in enumerate(addresses):
+            stanza = [f"iface {name} {family} static", f"    address {address}"]
+            if n == 0 and gateway and not dhcp:  # with DHCP, its router is the gateway
+                stanza.append(f"    gateway {gateway}")
+            family_stanzas.append(stanza)
+        routes = [f"    up ip -{version} route replace {to}{f' via {via}' if via else ''} dev {name}"
+                  for to, via in iface.routes if ipaddress.ip_network(to).version == version]  # fmt: skip
+        if family_stanzas:
+            family_stanzas[-1] += routes  # after the last address is up: a gateway may be reachable only by it
+        stanzas += family_stanzas
+    if not stanzas:
+        stanzas.append([f"iface {name} inet manual"])  # up, with no address
+    if iface.mtu:
+        stanzas[0].insert(1, f"    pre-up ip link set dev {name} mtu {iface.mtu}")  # any method, either family
+    return stanzas
 
 
 def resolv_conf(net: Network) -> str | None:
@@ -238,17 +277,18 @@ def resolv_conf(net: Network) -> str | None:
 def summary(net: Network) -> list[str]:
     said = []
     for iface in net.interfaces:
-        ways = (["DHCP"] if iface.dhcp4 else []) + (["DHCPv6"] if iface.dhcp6 else []) + iface.addresses
+        ways = ["DHCP"] * iface.dhcp4 + ["DHCPv6"] * iface.dhcp6 + ["SLAAC"] * iface.slaac + iface.addresses
         gateways = [g for g in (iface.gateway4, iface.gateway6) if g]
         said.append(f"{iface.name}: {', '.join(ways) or 'up, no address'}"
                     + (f" via {', '.join(gateways)}" if gateways else ""))  # fmt: skip
-    said += [f"not supported, left out: {kind}" for kind in net.left_out]
     return said
 
 
 def _macs() -> dict[str, str]:
     found = {}
     for dev in Path("/sys/class/net").iterdir():
+        if dev.name == "lo":
+            continue
         try:
             found[(dev / "address").read_text().strip().lower()] = dev.name
         except OSError:
@@ -263,16 +303,14 @@ def _replace(path: Path, text: str, mode: int) -> None:
     os.replace(tmp, path)
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], macs: dict[str, str] | None = None) -> int:
     if not 2 <= len(argv) <= 4:
         print(__doc__.split("\n\n")[1].strip(), file=sys.stderr)
         return 2
     interfaces = Path(argv[2] if len(argv) > 2 else "/etc/network/interfaces")
     resolv = Path(argv[3] if len(argv) > 3 else "/etc/resolv.conf")
     try:
-        net = parse(Path(argv[1]).read_text(), _macs())
-        if net is not None and not net.interfaces:
-            raise SeedError("it configures no interface")
+        net = parse(Path(argv[1]).read_text(), _macs() if macs is None else macs)
     except (OSError, SeedError) as e:
         print(f"the seed's network-config is not used: {e}", file=sys.stderr)
         return 1
