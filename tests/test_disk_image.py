@@ -1,7 +1,8 @@
 """The disk image: built (`make image`) and booted under qemu (software emulation).
 
 - A first boot (BIOS): signed in to over HTTPS with the password its console prints (which the console
-  stops showing once it is changed), backed up into over the SSH door, restored from, powered off.
+  stops showing once it is changed), backed up into over the SSH door, restored from, powered off; booted
+  again, the snapshot still there.
 - An upgrade: the image of the version before the catalog's last migration boots with a static address
   from its NoCloud seed and is backed up into; then this version's image (under UEFI) boots on the same
   data disk, migrates the catalog, and finds, restores and searches what the older one kept.
@@ -279,7 +280,7 @@ def _host_keys(machine: Machine) -> set[str]:
     return keys
 
 
-def test_the_image_boots_serves_https_takes_a_backup_and_powers_off(image: Path, tmp_path: Path) -> None:
+def test_the_image_boots_serves_https_takes_a_backup_and_boots_again(image: Path, tmp_path: Path) -> None:
     disk, data, seed = overlay(image, tmp_path / "disk.qcow2"), data_disk(tmp_path), seed_disk(tmp_path)
     first = Machine(tmp_path, disk, data, seed, 1)
     try:
@@ -302,10 +303,22 @@ def test_the_image_boots_serves_https_takes_a_backup_and_powers_off(image: Path,
         (snap,) = _wait_for_snapshots(web, "laptop", 1)
         back = web.call("GET", f"/api/v1/sources/laptop/snapshots/{snap}/file?path=/docs/report.txt")
         assert back == b"numbers of the quarter\n"
-        assert web.call("GET", f"/api/v1/sources/laptop/snapshots/{snap}/file?path=/big") == (src / "big").read_bytes()
         first.power_off()
     finally:
         first.kill()
+
+    again = Machine(tmp_path, disk, data, seed, 2)  # the same machine's next boot: fstab mounts the data disk
+    try:
+        ready = again.ready()
+        print(f"a later boot to a web page answering: {time.monotonic() - again.started:.0f} s")
+        assert "the backups are on /dev/vdb" in again.text() and not ready["pw"]
+        web = Web(again.https, ready["fp"])
+        web.sign_in("the test's own")
+        assert _wait_for_snapshots(web, "laptop", 1) == [snap]
+        assert web.call("GET", f"/api/v1/sources/laptop/snapshots/{snap}/file?path=/big") == (src / "big").read_bytes()
+        again.power_off()
+    finally:
+        again.kill()
 
 
 STATIC_NETWORK = f"""version: 2
