@@ -28,13 +28,14 @@ seed_value() {  # KEY: its value in the seed's meta-data or user-data (`KEY: val
     done | head -n1
 }
 
-read_seed() {
+read_seed() {  # mounts the seed once: the seed step's mount serves the later step
     local dev
+    mountpoint -q "$SEED" && return 0
     dev=$(blkid -t LABEL=CIDATA -o device 2>/dev/null | head -n1 || true)
     [ -z "$dev" ] && dev=$(blkid -t LABEL=cidata -o device 2>/dev/null | head -n1 || true)
     [ -n "$dev" ] || return 0
     mkdir -p "$SEED"
-    mountpoint -q "$SEED" || mount -o ro "$dev" "$SEED" || { say "cannot read the NoCloud seed on $dev"; return 0; }
+    mount -o ro "$dev" "$SEED" || { say "cannot read the NoCloud seed on $dev"; return 0; }
     say "NoCloud seed on $dev"
 }
 

@@ -35,8 +35,7 @@ password=$(cat "$DATA/first-password" 2>/dev/null) || true  # gone the moment it
     echo "Its certificate's SHA-256 fingerprint: $fingerprint"
     [ -n "$password" ] && echo "Sign in as admin with the one-time password: $password"
     echo
-} >/run/cairn-issue.new
-chmod 0600 /run/cairn-issue.new  # the password: root (the getty) alone reads it
+} >/run/cairn-issue.new  # 0600 (umask): the password is for root, the getty, alone
 if cmp -s /run/cairn-issue.new /run/cairn-issue; then
     rm /run/cairn-issue.new
     exit 0  # nothing new to say
